@@ -1,0 +1,124 @@
+from django.contrib import admin
+
+from annotation.models import (
+    Annotation,
+    AnnotationLabel,
+    Assignment,
+    Clip,
+    ImportJob,
+    Membership,
+    Project,
+    Task,
+    Taxonomy,
+    TaxonomyNode,
+    TaxonomyVersion,
+)
+
+
+class TaxonomyVersionInline(admin.TabularInline):
+    model = TaxonomyVersion
+    fields = ("number", "source_format", "source_name", "n_nodes", "max_depth", "is_dag", "created_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+
+@admin.register(Taxonomy)
+class TaxonomyAdmin(admin.ModelAdmin):
+    list_display = ("name", "created_at")
+    search_fields = ("name",)
+    inlines = [TaxonomyVersionInline]
+
+
+@admin.register(TaxonomyVersion)
+class TaxonomyVersionAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "source_format", "n_nodes", "max_depth", "is_dag", "created_at")
+    list_filter = ("source_format", "is_dag")
+    readonly_fields = ("content_sha256", "changes")
+
+
+@admin.register(TaxonomyNode)
+class TaxonomyNodeAdmin(admin.ModelAdmin):
+    list_display = ("path", "key", "depth", "index", "version", "is_leaf")
+    list_filter = ("version", "depth", "is_leaf")
+    search_fields = ("path", "key", "name")
+    raw_id_fields = ("parent", "extra_parents")
+    list_select_related = ("version__taxonomy",)
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    raw_id_fields = ("user",)
+    extra = 0
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "taxonomy_version", "overlap", "blind", "acquisition_strategy")
+    prepopulated_fields = {"slug": ("name",)}
+    search_fields = ("name", "slug")
+    inlines = [MembershipInline]
+    list_select_related = ("taxonomy_version__taxonomy",)
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ("user", "project", "role", "created_at")
+    list_filter = ("role", "project")
+    raw_id_fields = ("user",)
+
+
+@admin.register(Clip)
+class ClipAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "project", "status", "format", "duration_s", "sample_rate", "channels")
+    list_filter = ("status", "format", "project")
+    search_fields = ("external_id", "original_name", "sha256", "source_path")
+    readonly_fields = ("sha256", "size_bytes", "error")
+
+
+@admin.register(Task)
+class TaskAdmin(admin.ModelAdmin):
+    list_display = ("id", "clip", "kind", "status", "priority", "reason", "overlap", "n_submitted")
+    list_filter = ("kind", "status", "project")
+    search_fields = ("reason", "clip__external_id")
+    raw_id_fields = ("clip",)
+
+
+@admin.register(Assignment)
+class AssignmentAdmin(admin.ModelAdmin):
+    list_display = ("task", "user", "status", "lease_expires_at", "created_at")
+    list_filter = ("status",)
+    raw_id_fields = ("task", "user")
+
+
+class AnnotationLabelInline(admin.TabularInline):
+    model = AnnotationLabel
+    raw_id_fields = ("node",)
+    readonly_fields = ("node", "explicit")
+    extra = 0
+    can_delete = False
+
+
+@admin.register(Annotation)
+class AnnotationAdmin(admin.ModelAdmin):
+    """Read-only: annotations are an audit trail; corrections are new annotations."""
+
+    list_display = ("id", "clip", "kind", "source", "user", "unsure", "created_at")
+    list_filter = ("kind", "unsure", "taxonomy_version")
+    search_fields = ("source", "clip__external_id", "note")
+    raw_id_fields = ("clip", "task", "assignment", "supersedes", "user")
+    inlines = [AnnotationLabelInline]
+
+    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+
+@admin.register(ImportJob)
+class ImportJobAdmin(admin.ModelAdmin):
+    list_display = ("source", "project", "n_imported", "n_duplicate", "n_failed", "started_at")
+    list_filter = ("project",)
+    readonly_fields = ("problems",)

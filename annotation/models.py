@@ -1,0 +1,413 @@
+"""Projects, taxonomies, clips, the work queue and annotations.
+
+Rows hold facts; the rules that change them live in ``annotation/services``. Annotations are never
+updated: a correction is a new row, so the history of every label is kept.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class Taxonomy(models.Model):
+    """A named genre tree. Its content lives in immutable, numbered versions."""
+
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "taxonomies"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def latest_version(self) -> TaxonomyVersion | None:
+        return self.versions.order_by("-number").first()
+
+
+class TaxonomyVersion(models.Model):
+    """One imported state of a taxonomy. Annotations point at the version they were made on."""
+
+    taxonomy = models.ForeignKey(Taxonomy, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    source_format = models.CharField(max_length=40)
+    source_name = models.CharField(max_length=255, blank=True)
+    content_sha256 = models.CharField(max_length=64)
+    n_nodes = models.PositiveIntegerField(default=0)
+    max_depth = models.PositiveSmallIntegerField(default=0)
+    is_dag = models.BooleanField(default=False)
+    # {"added": [...], "removed": [...], "renamed": [[key, old, new]], "moved": [[key, old, new]]}
+    changes = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["taxonomy", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["taxonomy", "number"], name="taxonomy_version_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.taxonomy.name} v{self.number}"
+
+
+class TaxonomyNode(models.Model):
+    """A node of one taxonomy version.
+
+    ``index`` is the node's column in (N, K) arrays; ``parent`` is the primary parent (arrays use it);
+    ``extra_parents`` holds the other parents of DAG sources such as AudioSet.
+    """
+
+    version = models.ForeignKey(TaxonomyVersion, on_delete=models.CASCADE, related_name="nodes")
+    key = models.CharField(max_length=255)
+    name = models.CharField(max_length=255)
+    path = models.CharField(max_length=2000)
+    depth = models.PositiveSmallIntegerField()
+    index = models.PositiveIntegerField()
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+    )
+    extra_parents = models.ManyToManyField("self", symmetrical=False, blank=True, related_name="+")
+    is_leaf = models.BooleanField(default=True)
+    extra = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["version", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["version", "key"], name="taxonomy_node_key_unique"),
+            models.UniqueConstraint(fields=["version", "index"], name="taxonomy_node_index_unique"),
+        ]
+        indexes = [models.Index(fields=["version", "path"], name="taxonomy_node_path_idx")]
+
+    def __str__(self) -> str:
+        return self.path
+
+
+class Project(models.Model):
+    class AcquisitionStrategy(models.TextChoices):
+        RANDOM = "random", "Random"
+        UNCERTAINTY = "uncertainty", "Hierarchical uncertainty"
+        DIVERSITY = "diversity", "Diversity (k-center)"
+        BADGE = "badge", "Uncertainty × diversity"
+        RELABEL_OR_NEW = "relabel_or_new", "Relabel or label new (ActiveLab-style)"
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=80, unique=True)
+    description = models.TextField(blank=True)
+    taxonomy_version = models.ForeignKey(
+        TaxonomyVersion, on_delete=models.PROTECT, related_name="projects"
+    )
+    # Labelling policy.
+    overlap = models.PositiveSmallIntegerField(
+        default=1, help_text="How many annotators label each clip."
+    )
+    blind = models.BooleanField(
+        default=True, help_text="Annotators never see other people's labels or the model's guess."
+    )
+    lease_seconds = models.PositiveIntegerField(
+        default=15 * 60, help_text="How long an annotator holds a task before it returns to the queue."
+    )
+    # Audio.
+    target_sample_rate = models.PositiveIntegerField(default=22050)
+    # Quality and acquisition policies.
+    relabel_budget = models.PositiveIntegerField(
+        default=50, help_text="Most suspect clips routed for a second opinion per quality run."
+    )
+    retrain_every = models.PositiveIntegerField(
+        default=200, help_text="Start a relabel cycle after this many new annotations (0 = never)."
+    )
+    acquisition_strategy = models.CharField(
+        max_length=30, choices=AcquisitionStrategy.choices, default=AcquisitionStrategy.RELABEL_OR_NEW
+    )
+    acquisition_batch_size = models.PositiveIntegerField(default=50)
+    acquisition_relabel_share = models.FloatField(
+        default=0.3, help_text="Largest share of an acquisition batch that may be relabels."
+    )
+    embedding_backend = models.CharField(max_length=60, default="logmel-stats")
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(overlap__gte=1), name="project_overlap_positive"),
+            models.CheckConstraint(
+                condition=Q(acquisition_relabel_share__gte=0) & Q(acquisition_relabel_share__lte=1),
+                name="project_relabel_share_unit",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        ADMIN = "admin", "Admin"
+        REVIEWER = "reviewer", "Reviewer"
+        ANNOTATOR = "annotator", "Annotator"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.ANNOTATOR)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user"], name="membership_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.role}) in {self.project}"
+
+
+class Clip(models.Model):
+    """An audio file (or a segment of one) in a project."""
+
+    class Status(models.TextChoices):
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="clips")
+    external_id = models.CharField(max_length=255, blank=True)
+    # Absolute path. Folder and manifest imports reference files in place, as Label Studio's local
+    # storage does; uploads are first copied under MEDIA_ROOT/uploads.
+    source_path = models.CharField(max_length=1000, blank=True)
+    original_name = models.CharField(max_length=255, blank=True)
+    # Null when the file could not even be read (missing, permission denied).
+    sha256 = models.CharField(max_length=64, null=True, blank=True)
+    size_bytes = models.BigIntegerField(default=0)
+    format = models.CharField(max_length=20, blank=True)
+    duration_s = models.FloatField(null=True, blank=True)
+    sample_rate = models.PositiveIntegerField(null=True, blank=True)
+    channels = models.PositiveSmallIntegerField(null=True, blank=True)
+    segment_start_s = models.FloatField(null=True, blank=True)
+    segment_end_s = models.FloatField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.READY)
+    error = models.TextField(blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    import_source = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["project", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "sha256"], name="clip_content_unique"),
+        ]
+        indexes = [
+            models.Index(fields=["project", "status"], name="clip_project_status_idx"),
+            models.Index(fields=["project", "external_id"], name="clip_project_external_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.original_name or self.external_id or f"clip {self.pk}"
+
+    @property
+    def file_path(self) -> str:
+        return self.source_path
+
+
+class Task(models.Model):
+    """One unit of work in the queue: a clip to label, relabel or review.
+
+    ``overlap`` is how many distinct annotators must complete it; each one holds an
+    :class:`Assignment` with a lease. A task is open until enough assignments are submitted.
+    """
+
+    class Kind(models.TextChoices):
+        LABEL = "label", "Label"
+        RELABEL = "relabel", "Relabel"
+        REVIEW = "review", "Review"
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        DONE = "done", "Done"
+        CANCELLED = "cancelled", "Cancelled"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="tasks")
+    clip = models.ForeignKey(Clip, on_delete=models.CASCADE, related_name="tasks")
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.LABEL)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    priority = models.FloatField(default=0.0)
+    # Who put it there and why: "import", "active_learning:uncertainty", "label_issue:wrong_sibling"...
+    reason = models.CharField(max_length=120, default="import")
+    reason_detail = models.JSONField(default=dict, blank=True)
+    overlap = models.PositiveSmallIntegerField(default=1)
+    n_submitted = models.PositiveSmallIntegerField(default=0)
+    # Idempotency for producers (a relabel cycle re-run must not create the task twice).
+    dedupe_key = models.CharField(max_length=200, null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-priority", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "dedupe_key"],
+                condition=Q(dedupe_key__isnull=False),
+                name="task_dedupe_unique",
+            ),
+            models.CheckConstraint(condition=Q(overlap__gte=1), name="task_overlap_positive"),
+        ]
+        indexes = [
+            # The queue scan: open tasks of a project by priority.
+            models.Index(
+                fields=["project", "status", "-priority", "id"], name="task_queue_idx"
+            ),
+            models.Index(fields=["clip", "kind"], name="task_clip_kind_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.clip} ({self.status})"
+
+
+class Assignment(models.Model):
+    """An annotator's hold on a task, with a lease that expires."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        SUBMITTED = "submitted", "Submitted"
+        SKIPPED = "skipped", "Skipped"
+        EXPIRED = "expired", "Expired"
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="assignments")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    lease_expires_at = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # Never the same task twice to one annotator.
+            models.UniqueConstraint(fields=["task", "user"], name="assignment_task_user_unique"),
+        ]
+        indexes = [
+            models.Index(fields=["user", "status"], name="assignment_user_status_idx"),
+            models.Index(fields=["status", "lease_expires_at"], name="assignment_lease_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} on {self.task_id} ({self.status})"
+
+
+class Annotation(models.Model):
+    """An immutable label set for a clip, closed under ancestors.
+
+    ``source`` says where it came from: ``user:<username>``, ``import:<file>``, ``review:<username>``.
+    A correction is a new row pointing at the one it ``supersedes``.
+    """
+
+    class Kind(models.TextChoices):
+        LABEL = "label", "Label"
+        RELABEL = "relabel", "Relabel"
+        REVIEW = "review", "Review decision"
+        IMPORT = "import", "Import"
+
+    clip = models.ForeignKey(Clip, on_delete=models.CASCADE, related_name="annotations")
+    taxonomy_version = models.ForeignKey(
+        TaxonomyVersion, on_delete=models.PROTECT, related_name="annotations"
+    )
+    task = models.ForeignKey(
+        Task, null=True, blank=True, on_delete=models.SET_NULL, related_name="annotations"
+    )
+    assignment = models.OneToOneField(
+        Assignment, null=True, blank=True, on_delete=models.SET_NULL, related_name="annotation"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="annotations",
+    )
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.LABEL)
+    source = models.CharField(max_length=300)
+    nodes = models.ManyToManyField(TaxonomyNode, through="AnnotationLabel", related_name="+")
+    unsure = models.BooleanField(default=False)
+    note = models.TextField(blank=True)
+    time_spent_ms = models.PositiveIntegerField(null=True, blank=True)
+    idempotency_key = models.CharField(max_length=100, null=True, blank=True)
+    supersedes = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="superseded_by"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["clip", "created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="annotation_idempotency_unique",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["clip", "created_at"], name="annotation_clip_time_idx"),
+            models.Index(fields=["user", "created_at"], name="annotation_user_time_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} of {self.clip_id} by {self.source}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        # Immutability is the audit guarantee: refuse updates of stored annotations.
+        if self.pk is not None and not kwargs.get("force_insert"):
+            raise ValidationError("Annotations are immutable; create a new one instead.")
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+
+class AnnotationLabel(models.Model):
+    """One node of an annotation's label set. ``explicit`` is False for implied ancestors."""
+
+    annotation = models.ForeignKey(Annotation, on_delete=models.CASCADE, related_name="labels")
+    node = models.ForeignKey(TaxonomyNode, on_delete=models.PROTECT, related_name="+")
+    explicit = models.BooleanField(default=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["annotation", "node"], name="annotation_label_unique"),
+        ]
+        indexes = [models.Index(fields=["node"], name="annotation_label_node_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.annotation_id}: {self.node_id}"
+
+
+class ImportJob(models.Model):
+    """A record of one clip import: what was asked, and the summary of what happened."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="imports")
+    source = models.CharField(max_length=1000)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    n_imported = models.PositiveIntegerField(default=0)
+    n_duplicate = models.PositiveIntegerField(default=0)
+    n_failed = models.PositiveIntegerField(default=0)
+    n_labels = models.PositiveIntegerField(default=0)
+    # [{"item": ..., "reason": ...}] for failed files and rejected labels, so nothing is lost silently.
+    problems = models.JSONField(default=list, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"import into {self.project} from {self.source}"

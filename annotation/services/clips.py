@@ -1,0 +1,286 @@
+"""Importing clips: folders, CSV manifests and single uploads.
+
+Every file ends as exactly one of: imported (a ready clip), duplicate (its content is already in the
+project, nothing written), or failed (a clip row with status ``failed`` and the reason, so the user
+sees it and nothing is silently dropped). Labels from the source become ``import:<file>`` annotations.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+from django.utils import timezone
+
+from annotation.audio import SUPPORTED_EXTENSIONS, AudioProbeError, probe_audio, sha256_of
+from annotation.models import Annotation, AnnotationLabel, Clip, ImportJob, Project
+from annotation.selectors import TaxonomyIndex
+
+logger = logging.getLogger(__name__)
+
+CHUNK_SIZE = 256
+MAX_PROBLEMS_KEPT = 10_000
+PROBE_THREADS = min(4, os.cpu_count() or 1)
+
+
+class ImportSourceError(ValueError):
+    """The import source itself is unusable (missing folder, malformed manifest header)."""
+
+
+@dataclass(frozen=True)
+class ImportItem:
+    path: Path
+    labels: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
+    external_id: str = ""
+    line: int | None = None  # manifest line, for messages
+
+
+@dataclass
+class _Probed:
+    item: ImportItem
+    sha256: str | None
+    size: int
+    probe: Any  # AudioProbe | None
+    error: str
+
+
+def _probe(item: ImportItem) -> _Probed:
+    sha: str | None = None
+    size = 0
+    try:
+        with item.path.open("rb") as fh:
+            sha, size = sha256_of(fh)
+    except OSError as exc:
+        return _Probed(item, None, 0, None, f"cannot read file: {exc.strerror or exc}")
+    try:
+        return _Probed(item, sha, size, probe_audio(item.path), "")
+    except AudioProbeError as exc:
+        return _Probed(item, sha, size, None, exc.reason)
+
+
+def folder_items(folder: Path, *, labels_from_folders: bool = False) -> Iterator[ImportItem]:
+    """Every non-hidden file under ``folder``, sorted; with ``labels_from_folders`` the path of the
+    containing folder relative to ``folder`` (``Rock/Punk``) is the label."""
+    if not folder.is_dir():
+        raise ImportSourceError(f"{folder} is not a folder")
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            path = Path(root) / name
+            rel_dir = path.parent.relative_to(folder)
+            labels = (str(rel_dir),) if labels_from_folders and str(rel_dir) != "." else ()
+            yield ImportItem(path=path, labels=labels, external_id=str(path.relative_to(folder)))
+
+
+def manifest_items(manifest: Path) -> Iterator[ImportItem]:
+    """Rows of a CSV manifest with a ``path`` column (relative to the manifest or absolute) and an
+    optional ``labels`` column of ``|``-separated taxonomy paths or keys; other columns become
+    metadata (``clip_id`` or ``id`` also becomes the external id)."""
+    if not manifest.is_file():
+        raise ImportSourceError(f"manifest {manifest} not found")
+    with manifest.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or "path" not in reader.fieldnames:
+            raise ImportSourceError(
+                f"{manifest.name} line 1: a 'path' column is required; found "
+                + ", ".join(reader.fieldnames or ["no header"])
+            )
+        for row in reader:
+            line = reader.line_num
+            raw_path = (row.pop("path") or "").strip()
+            raw_labels = (row.pop("labels", "") or "").strip()
+            if None in row:  # more cells than header columns
+                row.pop(None)  # type: ignore[call-overload]
+            labels = tuple(lab.strip() for lab in raw_labels.split("|") if lab.strip())
+            path = Path(raw_path)
+            if not path.is_absolute():
+                path = manifest.parent / path
+            external = row.get("clip_id") or row.get("id") or raw_path
+            yield ImportItem(
+                path=path,
+                labels=labels,
+                metadata={k: v for k, v in row.items() if k},
+                external_id=str(external),
+                line=line,
+            )
+
+
+def _chunks(items: Iterable[ImportItem], size: int) -> Iterator[list[ImportItem]]:
+    chunk: list[ImportItem] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def clips_import(
+    *,
+    project: Project,
+    items: Iterable[ImportItem],
+    source_name: str,
+    user: AbstractBaseUser | None = None,
+    job: ImportJob | None = None,
+) -> ImportJob:
+    """Import ``items`` into ``project``; returns the finished :class:`ImportJob` summary."""
+    if job is None:
+        job = ImportJob.objects.create(project=project, source=source_name, created_by=user)
+    index = TaxonomyIndex.for_version(project.taxonomy_version)
+    seen: set[str] = set(
+        Clip.objects.filter(project=project, sha256__isnull=False).values_list("sha256", flat=True)
+    )
+    problems: list[dict[str, Any]] = list(job.problems)
+    source_label = f"import:{source_name}"
+
+    def note(item: ImportItem, reason: str) -> None:
+        if len(problems) < MAX_PROBLEMS_KEPT:
+            where = f"line {item.line}: " if item.line else ""
+            problems.append({"item": f"{where}{item.external_id or item.path}", "reason": reason})
+
+    with ThreadPoolExecutor(max_workers=PROBE_THREADS) as pool:
+        for chunk in _chunks(items, CHUNK_SIZE):
+            probed = list(pool.map(_probe, chunk))
+            clips: list[Clip] = []
+            wanted_labels: list[tuple[int, list[int]]] = []
+            for p in probed:
+                if p.sha256 is not None and p.sha256 in seen:
+                    job.n_duplicate += 1
+                    continue
+                if p.sha256 is not None:
+                    seen.add(p.sha256)
+                clip = Clip(
+                    project=project,
+                    external_id=p.item.external_id[:255],
+                    source_path=str(p.item.path.resolve()),
+                    original_name=p.item.path.name[:255],
+                    sha256=p.sha256,
+                    size_bytes=p.size,
+                    metadata=p.item.metadata,
+                    import_source=source_name[:255],
+                )
+                if p.probe is None:
+                    clip.status = Clip.Status.FAILED
+                    clip.error = p.error
+                    job.n_failed += 1
+                    note(p.item, p.error)
+                else:
+                    clip.status = Clip.Status.READY
+                    clip.format = p.probe.format
+                    clip.duration_s = p.probe.duration_s
+                    clip.sample_rate = p.probe.sample_rate
+                    clip.channels = p.probe.channels
+                    job.n_imported += 1
+                    if p.item.labels:
+                        node_ids, unknown = [], []
+                        for lab in p.item.labels:
+                            node = index.lookup(lab)
+                            (unknown if node is None else node_ids).append(
+                                lab if node is None else node.id
+                            )
+                        if unknown:
+                            note(
+                                p.item,
+                                "labels not in taxonomy "
+                                f"{index.version}: {', '.join(map(str, unknown))}",
+                            )
+                        if node_ids:
+                            wanted_labels.append((len(clips), node_ids))
+                clips.append(clip)
+            with transaction.atomic():
+                Clip.objects.bulk_create(clips)
+                annotations = [
+                    Annotation(
+                        clip=clips[i],
+                        taxonomy_version=index.version,
+                        kind=Annotation.Kind.IMPORT,
+                        source=source_label[:300],
+                    )
+                    for i, _ in wanted_labels
+                ]
+                Annotation.objects.bulk_create(annotations)
+                rows = []
+                for ann, (_, node_ids) in zip(annotations, wanted_labels, strict=True):
+                    explicit = set(node_ids)
+                    rows.extend(
+                        AnnotationLabel(annotation=ann, node_id=nid, explicit=nid in explicit)
+                        for nid in index.closure(node_ids)
+                    )
+                AnnotationLabel.objects.bulk_create(rows, batch_size=2000)
+                job.n_labels += len(annotations)
+                job.problems = problems
+                job.save(update_fields=["n_imported", "n_duplicate", "n_failed", "n_labels", "problems"])
+    job.finished_at = timezone.now()
+    job.save(update_fields=["finished_at"])
+    logger.info(
+        "import %s into %s: %d imported, %d duplicate, %d failed",
+        source_name,
+        project.slug,
+        job.n_imported,
+        job.n_duplicate,
+        job.n_failed,
+    )
+    return job
+
+
+def clips_import_folder(
+    *,
+    project: Project,
+    folder: Path,
+    labels_from_folders: bool = False,
+    user: AbstractBaseUser | None = None,
+) -> ImportJob:
+    items = folder_items(folder, labels_from_folders=labels_from_folders)
+    return clips_import(project=project, items=items, source_name=str(folder), user=user)
+
+
+def clips_import_manifest(
+    *, project: Project, manifest: Path, user: AbstractBaseUser | None = None
+) -> ImportJob:
+    items = manifest_items(manifest)
+    return clips_import(project=project, items=items, source_name=manifest.name, user=user)
+
+
+def clip_upload(
+    *,
+    project: Project,
+    upload: UploadedFile,
+    labels: tuple[str, ...] = (),
+    user: AbstractBaseUser | None = None,
+) -> tuple[ImportJob, Clip | None]:
+    """Store one uploaded file under MEDIA_ROOT and import it like any other file."""
+    from django.core.files.storage import default_storage
+
+    name = Path(upload.name or "upload").name
+    if Path(name).suffix.lower() not in SUPPORTED_EXTENSIONS:
+        job = ImportJob.objects.create(project=project, source=f"upload:{name}", created_by=user)
+        job.n_failed = 1
+        job.problems = [{"item": name, "reason": f"unsupported file type {Path(name).suffix}"}]
+        job.finished_at = timezone.now()
+        job.save()
+        return job, None
+    stored = default_storage.save(f"uploads/{project.slug}/{name}", upload)
+    path = Path(default_storage.path(stored))
+    job = clips_import(
+        project=project,
+        items=[ImportItem(path=path, labels=labels, external_id=name)],
+        source_name=f"upload:{name}",
+        user=user,
+    )
+    clip = Clip.objects.filter(project=project, source_path=str(path.resolve())).first()
+    if clip is None:  # duplicate: the stored copy is not needed
+        default_storage.delete(stored)
+    return job, clip
