@@ -1,0 +1,905 @@
+"""Acquisition strategies: which clips the next annotations are best spent on.
+
+Every strategy implements one keyword-only signature (after small-text's ``QueryStrategy``) and
+returns **ranked indices into the whole dataset, most valuable first**. Plain strategies rank only
+unlabelled clips; :class:`RelabelOrNew` ranks labelled and unlabelled clips on one scale so that a
+single sort decides between a new label and a second opinion.
+
+Glossary
+--------
+N clips (labelled and unlabelled together), K taxonomy nodes, D embedding dimensions.
+
+``pred_probs`` : (N, K) float or None
+    Hierarchy-consistent model probabilities for every clip (out-of-sample for labelled clips when
+    :class:`RelabelOrNew` uses them). ``None`` before the first model exists: the **cold start**.
+``embeddings`` : (N, D) float
+    Cached clip embeddings; Euclidean distance should mean something (standardise them first).
+``labeled`` : (N,) bool mask, or an int array of labelled indices.
+``parents`` : (K,) int, or a :class:`~active_learning.core.hierarchy.Hierarchy`.
+``consensus_quality`` : (N,) float in [0, 1], NaN (or anything) for unlabelled clips
+    Quality of each labelled clip's current consensus label set, on the same per-decision
+    probability scale as :func:`decision_confidence` (see :class:`RelabelOrNew`).
+``n_annotations`` : (N,) int
+    Annotations received so far per clip (0 for unlabelled clips).
+
+Cold start
+----------
+When ``pred_probs`` is None every model-based strategy (uncertainty, BADGE-like, relabel-or-new)
+falls back to k-means++ seeding over the embeddings (``cold_start="kcenter"`` picks k-center greedy
+instead), with the labelled clips as already-chosen centres. :class:`RelabelOrNew` then returns new
+clips only: without a model there is nothing to weigh a second opinion against.
+
+Hierarchical decisions
+----------------------
+A label set over a tree is a sequence of parent→child decisions. With ``q = P(child | parent)``
+(:meth:`Hierarchy.conditional`) and ``w = P(parent)`` (1 for roots), the decision for node k is
+"is k on, given its parent is on", and it matters for a clip in proportion to ``w``. Summing
+``w · H(q)`` over all nodes is, by the chain rule, the entropy of the whole label set under the
+model's conditional-independence factorisation; the pooling options below generalise that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from active_learning.core.hierarchy import Hierarchy
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+Measure = Literal["entropy", "margin", "least_confidence"]
+Pool = Literal["sum", "mean", "max"]
+ColdStart = Literal["kmeans++", "kcenter"]
+
+__all__ = [
+    "AcquisitionError",
+    "AcquisitionStrategy",
+    "BadgeLike",
+    "DiversitySampling",
+    "EmptyPoolError",
+    "HierarchicalUncertainty",
+    "PoolSizeError",
+    "RandomSampling",
+    "RelabelOrNew",
+    "RelabelOrNewSelection",
+    "activelab_scores",
+    "available_strategies",
+    "decision_confidence",
+    "get_strategy",
+    "hierarchical_uncertainty",
+    "k_center_greedy",
+    "kmeans_pp_seeding",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# Errors and the interface
+# --------------------------------------------------------------------------------------------------
+
+
+class AcquisitionError(ValueError):
+    """An acquisition request that cannot be served."""
+
+
+class EmptyPoolError(AcquisitionError):
+    """There is no candidate clip at all (everything labelled, or an empty dataset)."""
+
+
+class PoolSizeError(AcquisitionError):
+    """More clips were asked for than there are candidates (or a negative number)."""
+
+
+@runtime_checkable
+class AcquisitionStrategy(Protocol):
+    """One signature for every strategy; returns (n,) int64 ranked indices into [0, N)."""
+
+    name: str
+
+    def select(
+        self,
+        *,
+        pred_probs: npt.ArrayLike | None,
+        embeddings: npt.ArrayLike,
+        labeled: npt.ArrayLike,
+        n: int,
+        parents: npt.ArrayLike | Hierarchy,
+        consensus_quality: npt.ArrayLike | None = None,
+        n_annotations: npt.ArrayLike | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> IntArray: ...
+
+
+@dataclass(frozen=True)
+class _Request:
+    pred_probs: FloatArray | None
+    embeddings: npt.NDArray[np.floating]
+    labeled: BoolArray
+    hierarchy: Hierarchy
+    n: int
+
+
+def _as_hierarchy(parents: npt.ArrayLike | Hierarchy) -> Hierarchy:
+    return parents if isinstance(parents, Hierarchy) else Hierarchy(np.asarray(parents))
+
+
+def _as_mask(labeled: npt.ArrayLike, n_clips: int) -> BoolArray:
+    lab = np.asarray(labeled)
+    if lab.dtype == np.bool_:
+        if lab.shape != (n_clips,):
+            raise ValueError(f"labeled mask has shape {lab.shape}, expected ({n_clips},)")
+        return lab
+    idx = lab.astype(np.int64).ravel()
+    if idx.size and (idx.min() < 0 or idx.max() >= n_clips):
+        raise ValueError("labeled index out of range")
+    mask = np.zeros(n_clips, dtype=bool)
+    mask[idx] = True
+    return mask
+
+
+def _check_request(
+    *,
+    pred_probs: npt.ArrayLike | None,
+    embeddings: npt.ArrayLike,
+    labeled: npt.ArrayLike,
+    n: int,
+    parents: npt.ArrayLike | Hierarchy,
+    n_candidates: Callable[[BoolArray], int] | None = None,
+) -> _Request:
+    emb = np.asarray(embeddings)
+    if emb.ndim != 2:
+        raise ValueError(f"embeddings must be (N, D), got shape {emb.shape}")
+    if not np.issubdtype(emb.dtype, np.floating):
+        emb = emb.astype(np.float64)
+    n_clips = emb.shape[0]
+    hier = _as_hierarchy(parents)
+    probs: FloatArray | None = None
+    if pred_probs is not None:
+        probs = np.asarray(pred_probs, dtype=np.float64)
+        if probs.shape != (n_clips, hier.n_nodes):
+            raise ValueError(
+                f"pred_probs has shape {probs.shape}, expected ({n_clips}, {hier.n_nodes})"
+            )
+    mask = _as_mask(labeled, n_clips)
+    if n < 0:
+        raise PoolSizeError(f"n must be >= 0, got {n}")
+    available = int((~mask).sum()) if n_candidates is None else n_candidates(mask)
+    if n > 0 and available == 0:
+        raise EmptyPoolError("no candidate clips: the pool is empty or fully labelled")
+    if n > available:
+        raise PoolSizeError(f"asked for {n} clips but only {available} candidates remain")
+    return _Request(probs, emb, mask, hier, int(n))
+
+
+def _top_n(
+    scores: FloatArray, candidates: IntArray, n: int, rng: np.random.Generator | None
+) -> IntArray:
+    """Candidates ranked by descending score; ties broken by ``rng`` if given, else by index."""
+    s = scores[candidates]
+    if rng is not None:
+        perm = rng.permutation(candidates.size)
+        candidates, s = candidates[perm], s[perm]
+    if n < candidates.size:
+        part = np.argpartition(-s, n - 1)[:n]
+        # argpartition is not stable: re-sort the chosen block, keeping index order for ties.
+        part = part[np.lexsort((part, -s[part]))]
+    else:
+        part = np.lexsort((np.arange(candidates.size), -s))
+    return candidates[part].astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------------
+# Hierarchical uncertainty
+# --------------------------------------------------------------------------------------------------
+
+
+def _decisions(pred_probs: FloatArray, hier: Hierarchy) -> tuple[FloatArray, FloatArray]:
+    """(N, K) conditional ``q = P(k | parent)`` and (N, K) reach weight ``w = P(parent)``."""
+    q = hier.conditional(pred_probs)
+    w = np.ones_like(pred_probs)
+    has_parent = hier.parents >= 0
+    w[:, has_parent] = pred_probs[:, hier.parents[has_parent]]
+    return q, np.clip(w, 0.0, 1.0)
+
+
+def _binary_entropy(q: FloatArray) -> FloatArray:
+    q = np.clip(q, 1e-12, 1 - 1e-12)
+    return -(q * np.log2(q) + (1 - q) * np.log2(1 - q))
+
+
+def _pool(values: FloatArray, weights: FloatArray, how: Pool, axis: int = 1) -> FloatArray:
+    if values.shape[axis] == 0:
+        return np.zeros(values.shape[1 - axis])
+    if how == "sum":
+        return np.sum(values * weights, axis=axis)
+    if how == "max":
+        return np.max(values * weights, axis=axis)
+    if how == "mean":
+        denom = np.sum(weights, axis=axis)
+        return np.sum(values * weights, axis=axis) / np.maximum(denom, 1e-12)
+    raise ValueError(f"unknown pooling {how!r}; use 'sum', 'mean' or 'max'")
+
+
+def hierarchical_uncertainty(
+    pred_probs: npt.ArrayLike,
+    parents: npt.ArrayLike | Hierarchy,
+    *,
+    measure: Measure = "entropy",
+    within_depth: Pool = "sum",
+    across_depths: Pool = "sum",
+) -> FloatArray:
+    """Per-clip uncertainty of hierarchy-consistent probabilities, pooled over decisions and depths.
+
+    Parameters
+    ----------
+    pred_probs : (N, K) array-like
+        Hierarchy-consistent probabilities.
+    parents : (K,) array-like or Hierarchy
+    measure : {"entropy", "margin", "least_confidence"}
+        Per-decision uncertainty in [0, 1]. ``"entropy"``: binary entropy (bits) of each
+        parent→child decision ``q = P(k | parent)``. ``"least_confidence"``: ``2·min(q, 1 - q)``.
+        ``"margin"``: per sibling group (children of one parent, or the roots), ``1 - (top1 - top2)``
+        of the children's conditionals; a lone child is compared with ``1 - q``. Margin assumes
+        siblings compete (one primary child), entropy does not.
+    within_depth : {"sum", "mean", "max"}
+        How the decisions of one depth are pooled; each decision is weighted by ``P(parent)`` (its
+        chance of being asked at all). ``"mean"`` is the ``P(parent)``-weighted mean.
+    across_depths : {"sum", "mean", "max"}
+        How the per-depth scores are pooled (unweighted). The default ``sum``/``sum`` of entropy is
+        the entropy of the whole label set under the chain-rule factorisation.
+
+    Returns
+    -------
+    (N,) float64
+        Larger is more uncertain.
+    """
+    hier = _as_hierarchy(parents)
+    p = np.asarray(pred_probs, dtype=np.float64)
+    q, w = _decisions(p, hier)
+    n_depths = hier.max_depth + 1
+    per_depth = np.zeros((p.shape[0], n_depths))
+    if measure in ("entropy", "least_confidence"):
+        u = _binary_entropy(q) if measure == "entropy" else 2.0 * np.minimum(q, 1.0 - q)
+        for d in range(n_depths):
+            cols = np.flatnonzero(hier.depth == d)
+            per_depth[:, d] = _pool(u[:, cols], w[:, cols], within_depth)
+    elif measure == "margin":
+        groups = [hier.roots] + [c for c in hier.children if c.size]
+        group_u = np.zeros((p.shape[0], len(groups)))
+        group_w = np.ones((p.shape[0], len(groups)))
+        group_d = np.zeros(len(groups), dtype=np.int64)
+        for g, kids in enumerate(groups):
+            qk = q[:, kids]
+            if kids.size == 1:
+                top1 = np.maximum(qk[:, 0], 1.0 - qk[:, 0])
+                top2 = 1.0 - top1
+            else:
+                two = -np.partition(-qk, 1, axis=1)[:, :2]
+                top1, top2 = two[:, 0], two[:, 1]
+            group_u[:, g] = 1.0 - (top1 - top2)
+            group_w[:, g] = w[:, kids[0]]
+            group_d[g] = hier.depth[kids[0]]
+        for d in range(n_depths):
+            cols = np.flatnonzero(group_d == d)
+            per_depth[:, d] = _pool(group_u[:, cols], group_w[:, cols], within_depth)
+    else:
+        raise ValueError(f"unknown measure {measure!r}")
+    return _pool(per_depth, np.ones_like(per_depth), across_depths)
+
+
+def decision_confidence(
+    pred_probs: npt.ArrayLike, parents: npt.ArrayLike | Hierarchy
+) -> FloatArray:
+    """Model confidence in its own label set, per clip, on the per-decision probability scale.
+
+    The ``P(parent)``-weighted mean over parent→child decisions of ``max(q, 1 - q)``: the average
+    probability that a decision the model would take is right. In [0.5, 1]; 0.5 is chance. This is
+    the unlabelled-clip term of :func:`activelab_scores` (the hierarchical analogue of ActiveLab's
+    ``max(pred_probs)``).
+
+    Parameters
+    ----------
+    pred_probs : (N, K) array-like
+    parents : (K,) array-like or Hierarchy
+
+    Returns
+    -------
+    (N,) float64
+    """
+    hier = _as_hierarchy(parents)
+    q, w = _decisions(np.asarray(pred_probs, dtype=np.float64), hier)
+    return _pool(np.maximum(q, 1.0 - q), w, "mean")
+
+
+# --------------------------------------------------------------------------------------------------
+# Diversity
+# --------------------------------------------------------------------------------------------------
+
+
+def _sq_dist_to(
+    x: npt.NDArray[np.floating], x_sq: FloatArray, centre: npt.NDArray[np.floating]
+) -> FloatArray:
+    d = x_sq - 2.0 * (x @ centre) + float(centre @ centre)
+    return np.maximum(d, 0.0)
+
+
+def _min_sq_dist(
+    x: npt.NDArray[np.floating],
+    x_sq: FloatArray,
+    centres: npt.NDArray[np.floating],
+    chunk: int = 2048,
+) -> FloatArray:
+    """(len(x),) squared distance from each row of x to its nearest centre (chunked over centres)."""
+    out = np.full(x.shape[0], np.inf)
+    c_sq = np.einsum("ij,ij->i", centres, centres)
+    for start in range(0, centres.shape[0], chunk):
+        c = centres[start : start + chunk]
+        d = x_sq[:, None] - 2.0 * (x @ c.T) + c_sq[None, start : start + chunk]
+        np.minimum(out, d.min(axis=1), out=out)
+    return np.maximum(out, 0.0)
+
+
+def k_center_greedy(
+    embeddings: npt.ArrayLike,
+    *,
+    candidates: npt.ArrayLike,
+    centres: npt.ArrayLike,
+    n: int,
+) -> IntArray:
+    """Greedy k-center (core-set) selection: repeatedly take the candidate farthest from all centres.
+
+    Parameters
+    ----------
+    embeddings : (N, D) array-like
+    candidates : (C,) int
+        Indices that may be chosen.
+    centres : (L,) int
+        Indices already covered (labelled clips). If empty, the first pick is the candidate
+        nearest the candidates' mean (deterministic, no outlier first).
+    n : int
+        Number to choose, ``n <= C``.
+
+    Returns
+    -------
+    (n,) int64
+        Indices into [0, N) in pick order.
+    """
+    emb = np.asarray(embeddings)
+    emb = emb.astype(np.float32 if emb.dtype == np.float32 else np.float64, copy=False)
+    cand = np.asarray(candidates, dtype=np.int64)
+    cent = np.asarray(centres, dtype=np.int64)
+    x = emb[cand]
+    x_sq = np.einsum("ij,ij->i", x, x).astype(np.float64)
+    picks = np.empty(n, dtype=np.int64)
+    if n == 0:
+        return picks
+    if cent.size:
+        dist = _min_sq_dist(x, x_sq, emb[cent])
+        start = 0
+    else:
+        first = int(np.argmin(_sq_dist_to(x, x_sq, x.mean(axis=0))))
+        picks[0] = first
+        dist = _sq_dist_to(x, x_sq, x[first])
+        start = 1
+    dist[picks[:start]] = -1.0
+    for t in range(start, n):
+        j = int(np.argmax(dist))
+        picks[t] = j
+        np.minimum(dist, _sq_dist_to(x, x_sq, x[j]), out=dist)
+        dist[j] = -1.0
+    return cand[picks]
+
+
+def kmeans_pp_seeding(
+    embeddings: npt.ArrayLike,
+    *,
+    candidates: npt.ArrayLike,
+    centres: npt.ArrayLike,
+    n: int,
+    rng: np.random.Generator | None = None,
+) -> IntArray:
+    """k-means++ seeding: each next pick drawn with probability proportional to D² to the centres.
+
+    Parameters
+    ----------
+    embeddings : (N, D) array-like
+    candidates : (C,) int
+    centres : (L,) int
+        Already-chosen centres (labelled clips); if empty the first pick is uniform.
+    n : int
+    rng : numpy Generator, optional
+        Source of randomness (a fresh unseeded one if None).
+
+    Returns
+    -------
+    (n,) int64
+        Indices into [0, N) in pick order.
+    """
+    rng = np.random.default_rng() if rng is None else rng
+    emb = np.asarray(embeddings)
+    emb = emb.astype(np.float32 if emb.dtype == np.float32 else np.float64, copy=False)
+    cand = np.asarray(candidates, dtype=np.int64)
+    cent = np.asarray(centres, dtype=np.int64)
+    x = emb[cand]
+    x_sq = np.einsum("ij,ij->i", x, x).astype(np.float64)
+    return cand[
+        _dsq_sampling(
+            lambda j: _sq_dist_to(x, x_sq, x[j]),
+            x.shape[0],
+            n,
+            rng,
+            initial=_min_sq_dist(x, x_sq, emb[cent]) if cent.size else None,
+        )
+    ]
+
+
+def _dsq_sampling(
+    dist_to: Callable[[int], FloatArray],
+    n_points: int,
+    n: int,
+    rng: np.random.Generator,
+    *,
+    initial: FloatArray | None = None,
+    first: int | None = None,
+) -> IntArray:
+    """Core of k-means++ over an abstract squared distance ``dist_to(j) -> (n_points,)``."""
+    picks = np.empty(n, dtype=np.int64)
+    if n == 0:
+        return picks
+    chosen = np.zeros(n_points, dtype=bool)
+    if initial is None:
+        j = int(rng.integers(n_points)) if first is None else first
+        picks[0] = j
+        chosen[j] = True
+        dist = dist_to(j)
+        start = 1
+    else:
+        dist = initial.copy()
+        start = 0
+    for t in range(start, n):
+        d = np.where(chosen, 0.0, dist)
+        total = d.sum()
+        if total <= 0 or not np.isfinite(total):
+            # Every remaining point coincides with a centre: fall back to uniform among the rest.
+            j = int(rng.choice(np.flatnonzero(~chosen)))
+        else:
+            j = int(np.searchsorted(np.cumsum(d), rng.random() * total, side="right"))
+            j = min(j, n_points - 1)
+            if chosen[j]:
+                j = int(rng.choice(np.flatnonzero(~chosen)))
+        picks[t] = j
+        chosen[j] = True
+        np.minimum(dist, dist_to(j), out=dist)
+    return picks
+
+
+def _diversity_pick(
+    req: _Request, candidates: IntArray, how: ColdStart, rng: np.random.Generator | None
+) -> IntArray:
+    centres = np.flatnonzero(req.labeled)
+    if how == "kcenter":
+        return k_center_greedy(req.embeddings, candidates=candidates, centres=centres, n=req.n)
+    if how == "kmeans++":
+        return kmeans_pp_seeding(
+            req.embeddings, candidates=candidates, centres=centres, n=req.n, rng=rng
+        )
+    raise ValueError(f"unknown diversity method {how!r}; use 'kmeans++' or 'kcenter'")
+
+
+# --------------------------------------------------------------------------------------------------
+# Strategies
+# --------------------------------------------------------------------------------------------------
+
+
+class RandomSampling:
+    """Uniform random order over the unlabelled clips (the baseline)."""
+
+    name: ClassVar[str] = "random"
+
+    def select(
+        self,
+        *,
+        pred_probs: npt.ArrayLike | None,
+        embeddings: npt.ArrayLike,
+        labeled: npt.ArrayLike,
+        n: int,
+        parents: npt.ArrayLike | Hierarchy,
+        consensus_quality: npt.ArrayLike | None = None,
+        n_annotations: npt.ArrayLike | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> IntArray:
+        req = _check_request(
+            pred_probs=None, embeddings=embeddings, labeled=labeled, n=n, parents=parents
+        )
+        rng = np.random.default_rng() if rng is None else rng
+        cand = np.flatnonzero(~req.labeled)
+        return rng.choice(cand, size=req.n, replace=False).astype(np.int64)
+
+
+@dataclass
+class HierarchicalUncertainty:
+    """Most uncertain unlabelled clips first (see :func:`hierarchical_uncertainty`).
+
+    Parameters
+    ----------
+    measure, within_depth, across_depths
+        As in :func:`hierarchical_uncertainty`.
+    cold_start : {"kmeans++", "kcenter"}
+        Diversity method used while ``pred_probs`` is None.
+    """
+
+    measure: Measure = "entropy"
+    within_depth: Pool = "sum"
+    across_depths: Pool = "sum"
+    cold_start: ColdStart = "kmeans++"
+    name: ClassVar[str] = "uncertainty"
+
+    def scores(self, pred_probs: npt.ArrayLike, parents: npt.ArrayLike | Hierarchy) -> FloatArray:
+        """(N,) uncertainty, larger first."""
+        return hierarchical_uncertainty(
+            pred_probs,
+            parents,
+            measure=self.measure,
+            within_depth=self.within_depth,
+            across_depths=self.across_depths,
+        )
+
+    def select(
+        self,
+        *,
+        pred_probs: npt.ArrayLike | None,
+        embeddings: npt.ArrayLike,
+        labeled: npt.ArrayLike,
+        n: int,
+        parents: npt.ArrayLike | Hierarchy,
+        consensus_quality: npt.ArrayLike | None = None,
+        n_annotations: npt.ArrayLike | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> IntArray:
+        req = _check_request(
+            pred_probs=pred_probs, embeddings=embeddings, labeled=labeled, n=n, parents=parents
+        )
+        cand = np.flatnonzero(~req.labeled)
+        if req.pred_probs is None:
+            return _diversity_pick(req, cand, self.cold_start, rng)
+        return _top_n(self.scores(req.pred_probs, req.hierarchy), cand, req.n, rng)
+
+
+@dataclass
+class DiversitySampling:
+    """Spread the batch over embedding space, away from what is already labelled.
+
+    Parameters
+    ----------
+    method : {"kcenter", "kmeans++"}
+        ``"kcenter"``: greedy k-center / core-set (deterministic, favours the edges of the data).
+        ``"kmeans++"``: D²-weighted sampling (random, favours dense regions more than k-center).
+    """
+
+    method: ColdStart = "kcenter"
+    name: ClassVar[str] = "diversity"
+
+    def select(
+        self,
+        *,
+        pred_probs: npt.ArrayLike | None,
+        embeddings: npt.ArrayLike,
+        labeled: npt.ArrayLike,
+        n: int,
+        parents: npt.ArrayLike | Hierarchy,
+        consensus_quality: npt.ArrayLike | None = None,
+        n_annotations: npt.ArrayLike | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> IntArray:
+        req = _check_request(
+            pred_probs=None, embeddings=embeddings, labeled=labeled, n=n, parents=parents
+        )
+        return _diversity_pick(req, np.flatnonzero(~req.labeled), self.method, rng)
+
+
+def decision_gradient_factors(
+    pred_probs: npt.ArrayLike, parents: npt.ArrayLike | Hierarchy
+) -> FloatArray:
+    """(N, K) loss-gradient factor ``w·(q - ŷ)`` per decision, ``ŷ = [q ≥ 0.5]`` (BADGE's hallucinated label).
+
+    The BADGE gradient embedding of a clip with embedding h (D,) is the outer product of this row with
+    h (a (K·D,) vector); it is never materialised (see :class:`BadgeLike`).
+    """
+    hier = _as_hierarchy(parents)
+    q, w = _decisions(np.asarray(pred_probs, dtype=np.float64), hier)
+    return w * (q - (q >= 0.5))
+
+
+@dataclass
+class BadgeLike:
+    """Uncertainty and diversity together: k-means++ seeding in a BADGE gradient space.
+
+    Parameters
+    ----------
+    embedding : {"gradient", "scaled"}
+        ``"gradient"`` (BADGE): the last-layer gradient of the per-decision logistic loss under the
+        model's own predicted labels, ``g = a ⊗ h`` with ``a`` from :func:`decision_gradient_factors`
+        and ``h`` the clip embedding. Distances use ``|a_i ⊗ h_i - a_j ⊗ h_j|² = |a_i|²|h_i|² +
+        |a_j|²|h_j|² - 2 (a_i·a_j)(h_i·h_j)``, so the (K·D)-dimensional space costs O(N(K + D)) per
+        pick. The first pick is the largest gradient norm, as in BADGE.
+        ``"scaled"``: embeddings multiplied by :func:`hierarchical_uncertainty` (a cheaper proxy).
+    cold_start : {"kmeans++", "kcenter"}
+    """
+
+    embedding: Literal["gradient", "scaled"] = "gradient"
+    cold_start: ColdStart = "kmeans++"
+    name: ClassVar[str] = "badge"
+
+    def select(
+        self,
+        *,
+        pred_probs: npt.ArrayLike | None,
+        embeddings: npt.ArrayLike,
+        labeled: npt.ArrayLike,
+        n: int,
+        parents: npt.ArrayLike | Hierarchy,
+        consensus_quality: npt.ArrayLike | None = None,
+        n_annotations: npt.ArrayLike | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> IntArray:
+        req = _check_request(
+            pred_probs=pred_probs, embeddings=embeddings, labeled=labeled, n=n, parents=parents
+        )
+        cand = np.flatnonzero(~req.labeled)
+        if req.pred_probs is None:
+            return _diversity_pick(req, cand, self.cold_start, rng)
+        rng = np.random.default_rng() if rng is None else rng
+        h = req.embeddings[cand].astype(np.float64)
+        if self.embedding == "scaled":
+            u = hierarchical_uncertainty(req.pred_probs[cand], req.hierarchy)
+            hs = h * u[:, None]
+            hs_sq = np.einsum("ij,ij->i", hs, hs)
+            first = int(np.argmax(hs_sq))
+            picks = _dsq_sampling(
+                lambda j: _sq_dist_to(hs, hs_sq, hs[j]), cand.size, req.n, rng, first=first
+            )
+            return cand[picks]
+        if self.embedding != "gradient":
+            raise ValueError(f"unknown embedding {self.embedding!r}")
+        a = decision_gradient_factors(req.pred_probs[cand], req.hierarchy)
+        a_sq = np.einsum("ij,ij->i", a, a)
+        h_sq = np.einsum("ij,ij->i", h, h)
+        g_sq = a_sq * h_sq
+
+        def dist_to(j: int) -> FloatArray:
+            return np.maximum(g_sq + g_sq[j] - 2.0 * (a @ a[j]) * (h @ h[j]), 0.0)
+
+        picks = _dsq_sampling(dist_to, cand.size, req.n, rng, first=int(np.argmax(g_sq)))
+        return cand[picks]
+
+
+def activelab_scores(
+    *,
+    confidence: npt.ArrayLike,
+    consensus_quality: npt.ArrayLike,
+    labeled: npt.ArrayLike,
+    n_annotations: npt.ArrayLike,
+    model_weight: float = 1.0,
+    annotator_weight: float = 1.0,
+    prior: float = 0.5,
+) -> FloatArray:
+    """ActiveLab's unified score (lower = the next annotation is worth more), reimplemented.
+
+    For a labelled clip i with ``n_i`` annotations the score shrinks its consensus quality toward the
+    chance level ``prior`` with the weight of one more (average) annotator::
+
+        s_i = (W_i · quality_i + w_a · prior) / (W_i + w_a),   W_i = n_i · w_a + w_m
+
+    so a clip with many agreeing annotations is hard to beat. For an unlabelled clip only the model
+    speaks::
+
+        s_i = (w_m · confidence_i + w_a · prior) / (w_m + w_a)
+
+    This is Goh & Mueller's ActiveLab (cleanlab ``get_active_learning_scores``) with the per-class
+    prior ``1/K`` replaced by the per-decision chance level 0.5 and one shared annotator weight.
+
+    Parameters
+    ----------
+    confidence : (N,) float
+        Model confidence per clip (:func:`decision_confidence`); used for unlabelled clips.
+    consensus_quality : (N,) float
+        Consensus quality per clip on the same scale; used for labelled clips (NaN elsewhere is fine).
+    labeled : (N,) bool
+    n_annotations : (N,) int
+    model_weight, annotator_weight : float
+        CROWDLAB-style trust in the model and in an average annotator (both > 0).
+    prior : float
+        Chance-level quality.
+
+    Returns
+    -------
+    (N,) float64
+    """
+    conf = np.asarray(confidence, dtype=np.float64)
+    qual = np.asarray(consensus_quality, dtype=np.float64)
+    lab = np.asarray(labeled, dtype=bool)
+    n_ann = np.asarray(n_annotations, dtype=np.float64)
+    wm, wa = float(model_weight), float(annotator_weight)
+    if wm <= 0 or wa <= 0:
+        raise ValueError("model_weight and annotator_weight must be positive")
+    big_w = n_ann * wa + wm
+    labelled_score = (big_w * np.nan_to_num(qual, nan=prior) + wa * prior) / (big_w + wa)
+    unlabelled_score = (wm * conf + wa * prior) / (wm + wa)
+    return np.where(lab, labelled_score, unlabelled_score)
+
+
+@dataclass(frozen=True)
+class RelabelOrNewSelection:
+    """What :meth:`RelabelOrNew.select_detailed` returns.
+
+    Attributes
+    ----------
+    indices : (n,) int64
+        Ranked indices into [0, N), most valuable first.
+    relabel : (n,) bool
+        True where the index is a labelled clip (ask for another opinion), False for a new clip.
+    scores : (n,) float64
+        The ActiveLab scores of the picks (ascending).
+    """
+
+    indices: IntArray
+    relabel: BoolArray
+    scores: FloatArray
+
+
+@dataclass
+class RelabelOrNew:
+    """One ranking over labelled and unlabelled clips: a second opinion or a new label, whichever is worth more.
+
+    Labelled clips are scored by the consensus quality of their current labels, unlabelled ones by the
+    model's confidence (:func:`decision_confidence`), both shrunk toward chance by
+    :func:`activelab_scores`; the lowest scores come first. ``consensus_quality`` and
+    ``n_annotations`` are required once a model exists. Labelled clips with ``max_annotations``
+    annotations are never proposed again.
+
+    Parameters
+    ----------
+    model_weight, annotator_weight : float
+        Weights for :func:`activelab_scores` (CROWDLAB estimates them; pass them in).
+    max_annotations : int
+        Cap on annotations per clip.
+    cold_start : {"kmeans++", "kcenter"}
+        With no model: new clips only, chosen for diversity.
+    """
+
+    model_weight: float = 1.0
+    annotator_weight: float = 1.0
+    max_annotations: int = 5
+    prior: float = 0.5
+    cold_start: ColdStart = "kmeans++"
+    name: ClassVar[str] = "relabel_or_new"
+
+    def select(
+        self,
+        *,
+        pred_probs: npt.ArrayLike | None,
+        embeddings: npt.ArrayLike,
+        labeled: npt.ArrayLike,
+        n: int,
+        parents: npt.ArrayLike | Hierarchy,
+        consensus_quality: npt.ArrayLike | None = None,
+        n_annotations: npt.ArrayLike | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> IntArray:
+        return self.select_detailed(
+            pred_probs=pred_probs,
+            embeddings=embeddings,
+            labeled=labeled,
+            n=n,
+            parents=parents,
+            consensus_quality=consensus_quality,
+            n_annotations=n_annotations,
+            rng=rng,
+        ).indices
+
+    def select_detailed(
+        self,
+        *,
+        pred_probs: npt.ArrayLike | None,
+        embeddings: npt.ArrayLike,
+        labeled: npt.ArrayLike,
+        n: int,
+        parents: npt.ArrayLike | Hierarchy,
+        consensus_quality: npt.ArrayLike | None = None,
+        n_annotations: npt.ArrayLike | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> RelabelOrNewSelection:
+        """As :meth:`select`, with the relabel flag and score of each pick."""
+        emb = np.asarray(embeddings)
+        n_clips = emb.shape[0] if emb.ndim == 2 else 0
+        n_ann = (
+            np.zeros(n_clips, dtype=np.int64)
+            if n_annotations is None
+            else np.asarray(n_annotations, dtype=np.int64)
+        )
+        if n_ann.shape != (n_clips,):
+            raise ValueError(f"n_annotations has shape {n_ann.shape}, expected ({n_clips},)")
+        cold = pred_probs is None
+
+        def n_candidates(mask: BoolArray) -> int:
+            return (
+                int((~mask).sum()) if cold else int((~mask | (n_ann < self.max_annotations)).sum())
+            )
+
+        req = _check_request(
+            pred_probs=pred_probs,
+            embeddings=emb,
+            labeled=labeled,
+            n=n,
+            parents=parents,
+            n_candidates=n_candidates,
+        )
+        if req.pred_probs is None:
+            picks = _diversity_pick(req, np.flatnonzero(~req.labeled), self.cold_start, rng)
+            return RelabelOrNewSelection(
+                picks, np.zeros(picks.size, dtype=bool), np.full(picks.size, np.nan)
+            )
+        if consensus_quality is None:
+            raise ValueError("RelabelOrNew needs consensus_quality once a model exists")
+        quality = np.asarray(consensus_quality, dtype=np.float64)
+        if quality.shape != (n_clips,):
+            raise ValueError(f"consensus_quality has shape {quality.shape}, expected ({n_clips},)")
+        if np.any(req.labeled & np.isnan(quality)):
+            raise ValueError("consensus_quality is NaN for a labelled clip")
+        scores = activelab_scores(
+            confidence=decision_confidence(req.pred_probs, req.hierarchy),
+            consensus_quality=quality,
+            labeled=req.labeled,
+            n_annotations=n_ann,
+            model_weight=self.model_weight,
+            annotator_weight=self.annotator_weight,
+            prior=self.prior,
+        )
+        cand = np.flatnonzero(~req.labeled | (n_ann < self.max_annotations))
+        picks = _top_n(-scores, cand, req.n, rng)
+        return RelabelOrNewSelection(picks, req.labeled[picks], scores[picks])
+
+
+# --------------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------------
+
+_REGISTRY: dict[str, Callable[..., AcquisitionStrategy]] = {
+    "random": RandomSampling,
+    "uncertainty": HierarchicalUncertainty,
+    "diversity": DiversitySampling,
+    "badge": BadgeLike,
+    "relabel_or_new": RelabelOrNew,
+}
+
+
+def available_strategies() -> list[str]:
+    """Registered strategy names."""
+    return sorted(_REGISTRY)
+
+
+def get_strategy(name: str, **options: Any) -> AcquisitionStrategy:
+    """Instantiate a registered strategy with its options.
+
+    Examples
+    --------
+    >>> get_strategy("uncertainty", measure="margin").name
+    'uncertainty'
+
+    Raises
+    ------
+    KeyError
+        For an unknown name.
+    """
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown acquisition strategy {name!r}; known: {available_strategies()}"
+        ) from None
+    return factory(**options)
