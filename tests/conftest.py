@@ -1,0 +1,75 @@
+"""Shared fixtures. No autouse mocks: tests patch only the boundaries they name."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from refrain.localworker import local_worker
+
+
+def _database_url_for_worker() -> str:
+    from django.db import connection
+
+    s = connection.settings_dict
+    if s["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{s['NAME']}"
+    host = s.get("HOST") or "127.0.0.1"
+    port = s.get("PORT") or 5432
+    user = s.get("USER") or "postgres"
+    pw = f":{s['PASSWORD']}" if s.get("PASSWORD") else ""
+    return f"postgres://{user}{pw}@{host}:{port}/{s['NAME']}"
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db: None, tmp_path: Path) -> Iterator[Path]:
+    """A real ``celery worker`` child process on the configured broker and the *test* database.
+
+    Needs ``transactional_db`` so the worker sees committed rows. Yields the worker's log file.
+    """
+    from refrain.celery import app
+
+    if settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        pytest.skip("set CELERY_BROKER_URL to a real broker (make test uses Redis)")
+    # Drop anything a previous (killed) run left in the test queues.
+    with app.connection_for_write() as conn:
+        for queue in ("default", "cpu", "gpu"):
+            if _queue_exists(conn, queue):
+                conn.default_channel.queue_purge(queue)
+    log = tmp_path / "worker.log"
+    env = {
+        "DATABASE_URL": _database_url_for_worker(),
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "CELERY_RESULT_BACKEND": "django-db",
+        "REFRAIN_VAR_DIR": str(tmp_path / "var"),
+        "LOG_LEVEL": "WARNING",
+    }
+    with local_worker(env=env, logfile=log, concurrency=1, name="test") as proc:
+        deadline = time.monotonic() + 60
+        res = app.send_task("refrain.ping", args=["ready"])
+        while not res.ready():
+            if proc.poll() is not None:
+                pytest.fail(f"worker exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"worker did not answer within 60 s:\n{log.read_text()[-4000:]}")
+            time.sleep(0.2)
+        yield log
+
+
+def _queue_exists(conn: object, queue: str) -> bool:
+    try:
+        conn.default_channel.queue_declare(queue=queue, passive=True)  # type: ignore[attr-defined]
+        return True
+    except Exception:
+        return False
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    db = os.environ.get("DATABASE_URL", "sqlite (embedded default)")
+    broker = os.environ.get("CELERY_BROKER_URL", "filesystem:// (embedded default)")
+    return [f"refrain: DATABASE_URL={db.split('@')[-1]} broker={broker}"]

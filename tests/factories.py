@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,10 +35,14 @@ class UserFactory(factory.django.DjangoModelFactory):
     password = factory.django.Password("refrain-pass-123")
 
 
+_taxonomy_counter = itertools.count()
+
+
 def make_taxonomy_version(
-    paths: Sequence[str] = DEFAULT_PATHS, *, name: str = "Test genres", number: int = 1
+    paths: Sequence[str] = DEFAULT_PATHS, *, name: str | None = None, number: int = 1
 ) -> TaxonomyVersion:
     """A version whose nodes are the given paths and their ancestors (keys are the paths)."""
+    name = name or f"Test genres {next(_taxonomy_counter)}"
     taxonomy, _ = Taxonomy.objects.get_or_create(name=name)
     version = TaxonomyVersion.objects.create(
         taxonomy=taxonomy, number=number, source_format="paths", content_sha256="0" * 64

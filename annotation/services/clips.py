@@ -57,6 +57,8 @@ class _Probed:
 def _probe(item: ImportItem) -> _Probed:
     sha: str | None = None
     size = 0
+    if not item.path.exists():
+        return _Probed(item, None, 0, None, "file not found")
     try:
         with item.path.open("rb") as fh:
             sha, size = sha256_of(fh)
@@ -222,7 +224,9 @@ def clips_import(
                 AnnotationLabel.objects.bulk_create(rows, batch_size=2000)
                 job.n_labels += len(annotations)
                 job.problems = problems
-                job.save(update_fields=["n_imported", "n_duplicate", "n_failed", "n_labels", "problems"])
+                job.save(
+                    update_fields=["n_imported", "n_duplicate", "n_failed", "n_labels", "problems"]
+                )
     job.finished_at = timezone.now()
     job.save(update_fields=["finished_at"])
     logger.info(

@@ -1,0 +1,242 @@
+"""Build the demo project and run the loop through a real worker; optionally serve the UI.
+
+Idempotent: a second run reuses the project (its clips are found as duplicates).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+from celery import current_app
+from celery.result import AsyncResult
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from annotation.demo.audio import SR, STYLES, render
+from annotation.models import Clip, Membership, Project, Task
+from annotation.services.taxonomies import taxonomy_import
+from refrain.localworker import local_worker
+
+DEMO_SLUG = "demo"
+DEMO_PASSWORD = "refrain-demo"
+NOISE_RATE = 0.08
+UNLABELLED_SHARE = 0.2
+# A few clips carry a second genre from another branch (multi-label), as real catalogues do.
+SECOND_GENRE = {"Folk/Celtic": "Rock/Punk", "Jazz/Swing": "Electronic/House"}
+
+
+def _demo_tree() -> list[dict[str, Any]]:
+    tops: dict[str, list[str]] = {}
+    for key in STYLES:
+        top, leaf = key.split("/")
+        tops.setdefault(top, []).append(leaf)
+    return [
+        {
+            "name": top,
+            "key": top,
+            "children": [{"name": leaf, "key": f"{top}/{leaf}"} for leaf in leaves],
+        }
+        for top, leaves in tops.items()
+    ]
+
+
+def _sibling_of(key: str, rng: np.random.Generator) -> str:
+    top = key.split("/")[0]
+    sibs = [k for k in STYLES if k.startswith(top + "/") and k != key]
+    return str(rng.choice(sibs)) if sibs else key
+
+
+def write_demo_audio(root: Path, *, n_clips: int, seed: int = 0) -> Path:
+    """Render ``n_clips`` clips plus three broken files; return the manifest path."""
+    rng = np.random.default_rng(seed)
+    audio = root / "audio"
+    audio.mkdir(parents=True, exist_ok=True)
+    manifest = root / "manifest.csv"
+    leaves = list(STYLES)
+    rows = []
+    for i in range(n_clips):
+        truth = [leaves[i % len(leaves)]]
+        if truth[0] in SECOND_GENRE and rng.random() < 0.3:
+            truth.append(SECOND_GENRE[truth[0]])
+        path = audio / f"demo{i:04d}.ogg"
+        if not path.exists():
+            sf.write(str(path), render(truth[0], seconds=5.0, rng=rng), SR, format="OGG")
+        given = list(truth)
+        noisy = rng.random() < NOISE_RATE
+        if noisy:
+            given[0] = _sibling_of(given[0], rng)
+        unlabelled = rng.random() < UNLABELLED_SHARE
+        rows.append(
+            {
+                "path": f"audio/{path.name}",
+                "labels": "" if unlabelled else "|".join(given),
+                "clip_id": f"demo{i:04d}",
+                "true_labels": "|".join(truth),
+                "planted_noise": int(noisy and not unlabelled),
+            }
+        )
+    # Broken on purpose: the import must fail these with a reason and go on.
+    (audio / "broken_empty.wav").write_bytes(b"")
+    (audio / "broken_text.mp3").write_text("this is not audio\n")
+    good = (audio / "demo0000.ogg").read_bytes()
+    (audio / "broken_truncated.ogg").write_bytes(good[: len(good) // 3])
+    for name in ("broken_empty.wav", "broken_text.mp3", "broken_truncated.ogg"):
+        rows.append(
+            {
+                "path": f"audio/{name}",
+                "labels": "",
+                "clip_id": name,
+                "true_labels": "",
+                "planted_noise": 0,
+            }
+        )
+    with manifest.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
+
+
+class Command(BaseCommand):
+    help = (
+        "Create the demo project with generated audio, run the loop on a real worker, serve the UI."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--clips", type=int, default=300)
+        parser.add_argument("--serve", action="store_true", help="Serve the UI at 127.0.0.1:8000")
+        parser.add_argument("--port", default="127.0.0.1:8000")
+        parser.add_argument("--timeout", type=int, default=900, help="Seconds to wait per step")
+
+    def handle(self, *args: object, **opts: Any) -> None:
+        t_start = time.perf_counter()
+        root = Path(settings.BASE_DIR) / "var" / "demo"
+        self.stdout.write(f"demo: rendering {opts['clips']} clips into {root} …")
+        manifest = write_demo_audio(root, n_clips=opts["clips"])
+
+        tax = taxonomy_import(
+            name="Refrain demo genres",
+            data=json.dumps(_demo_tree(), indent=1),
+            filename="demo_genres.json",
+        )
+        self.stdout.write(f"demo: taxonomy {tax.summary()}")
+        User = get_user_model()
+        admin, created = User.objects.get_or_create(
+            username="admin", defaults={"is_staff": True, "is_superuser": True}
+        )
+        if created:
+            admin.set_password(DEMO_PASSWORD)
+            admin.save()
+        project, _ = Project.objects.get_or_create(
+            slug=DEMO_SLUG,
+            defaults={
+                "name": "Refrain demo",
+                "description": "Generated audio over an 11-leaf genre tree, with 8 % planted sibling swaps.",
+                "taxonomy_version": tax.version,
+                "overlap": 1,
+                "relabel_budget": 20,
+                "created_by": admin,
+            },
+        )
+        people = [("admin", Membership.Role.ADMIN), ("reviewer", Membership.Role.REVIEWER)] + [
+            (f"annotator{i}", Membership.Role.ANNOTATOR) for i in (1, 2, 3)
+        ]
+        for username, role in people:
+            user, made = User.objects.get_or_create(username=username)
+            if made:
+                user.set_password(DEMO_PASSWORD)
+                user.save()
+            Membership.objects.get_or_create(project=project, user=user, defaults={"role": role})
+
+        steps: list[tuple[str, str, dict[str, Any]]] = [
+            ("import clips", "annotation.tasks.import_clips", {"manifest": str(manifest)}),
+        ]
+        # Later stages of the loop plug in here as they exist (registered Celery tasks).
+        optional = [
+            ("extract features", "active_learning.tasks.extract_features_for_project", {}),
+            ("retrain with 5-fold CV", "active_learning.tasks.train_project_model", {}),
+            ("detect label issues and route", "quality.tasks.run_quality_cycle", {}),
+        ]
+        log = Path(settings.BASE_DIR) / "var" / "demo" / "worker.log"
+        self.stdout.write(
+            f"demo: starting a Celery worker (broker {settings.CELERY_BROKER_URL}, log {log})"
+        )
+        results: dict[str, Any] = {}
+        with local_worker(logfile=log, name="demo"):
+            current_app.loader.import_default_modules()
+            for label, task_name, kwargs in steps + optional:
+                if task_name not in current_app.tasks:
+                    self.stdout.write(f"demo: {label}: not available in this build, skipped")
+                    continue
+                t0 = time.perf_counter()
+                res: AsyncResult = current_app.send_task(
+                    task_name, args=[project.id], kwargs=kwargs
+                )
+                try:
+                    value = res.get(timeout=opts["timeout"], interval=0.5)
+                except Exception as exc:
+                    raise CommandError(
+                        f"demo step {label!r} failed on the worker: {exc!r}; see {log}"
+                    ) from exc
+                results[label] = value
+                self.stdout.write(
+                    f"demo: {label} on the worker in {time.perf_counter() - t0:.1f} s: {value}"
+                )
+
+            labelled = set(
+                project.clips.filter(annotations__isnull=False).values_list("id", flat=True)
+            )
+            to_label = project.clips.filter(status=Clip.Status.READY).exclude(id__in=labelled)
+            created_tasks = 0
+            for clip in to_label:
+                _, made = Task.objects.get_or_create(
+                    project=project,
+                    dedupe_key=f"demo-label:{clip.id}",
+                    defaults={
+                        "clip": clip,
+                        "kind": Task.Kind.LABEL,
+                        "reason": "import:unlabelled",
+                        "overlap": project.overlap,
+                    },
+                )
+                created_tasks += made
+            self._summary(project, results, created_tasks, time.perf_counter() - t_start)
+            if opts["serve"]:
+                self.stdout.write(
+                    f"demo: serving http://{opts['port']}/  (log in as admin / {DEMO_PASSWORD}; "
+                    f"annotators annotator1..3, reviewer; same password). Ctrl-C stops."
+                )
+                call_command("runserver", opts["port"], "--noreload")
+
+    def _summary(
+        self, project: Project, results: dict[str, Any], created_tasks: int, elapsed: float
+    ) -> None:
+        clips = project.clips
+        ready = clips.filter(status=Clip.Status.READY).count()
+        failed = list(clips.filter(status=Clip.Status.FAILED).values_list("original_name", "error"))
+        labelled = clips.filter(annotations__isnull=False).distinct().count()
+        self.stdout.write("")
+        self.stdout.write("=" * 72)
+        self.stdout.write(f"Refrain demo summary ({elapsed:.1f} s)")
+        self.stdout.write(
+            f"  project        {project.name} [{project.slug}], taxonomy {project.taxonomy_version}"
+        )
+        self.stdout.write(
+            f"  clips          {ready} ready, {len(failed)} failed, {labelled} with labels"
+        )
+        for name, err in failed:
+            self.stdout.write(f"    failed       {name}: {err}")
+        self.stdout.write(
+            f"  label tasks    {project.tasks.filter(status=Task.Status.OPEN).count()} open ({created_tasks} new)"
+        )
+        for label, value in results.items():
+            self.stdout.write(f"  {label:<14} {value}")
+        self.stdout.write("=" * 72)

@@ -1,0 +1,479 @@
+"""The work queue: handing out tasks under leases, taking submissions, returning abandoned work.
+
+Invariants, each held by a lock named where it is taken:
+
+* a task never has more live holders + submissions than its ``overlap``;
+* a clip is offered to one user at most once (across all its tasks: label, relabel, review), so
+  relabels go to fresh ears and nobody reviews their own labels;
+* a submission is stored once per ``idempotency_key``; a failed submission writes nothing.
+
+Expired leases are returned lazily (a candidate's stale assignments are marked when the task is
+taken) and in bulk by :func:`assignments_expire`, which the scheduler may run every minute.
+PostgreSQL takes the queue rows with ``FOR UPDATE SKIP LOCKED``; SQLite (the embedded setup)
+has no row locks and serialises writers on its database lock instead, through the same code.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Case, Count, Exists, F, OuterRef, Q, Subquery, Value, When
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from annotation.models import (
+    Annotation,
+    AnnotationLabel,
+    Assignment,
+    Membership,
+    Project,
+    Task,
+    TaxonomyVersion,
+)
+from annotation.selectors import TaxonomyIndex
+from annotation.services.annotations import LabelError, annotation_create, labels_resolve
+
+# An annotator holds the task on screen and, prefetched, the next one.
+MAX_HELD = 2
+# How many taken-but-full candidates to step over before giving up (a race lost at the last step).
+MAX_TAKE_ATTEMPTS = 5
+LABELLING_KINDS: tuple[str, ...] = (Task.Kind.LABEL, Task.Kind.RELABEL)
+
+
+# --- errors: each maps to one HTTP status in the API, with its message shown to the user ---------
+
+
+class QueueError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class TaskNotFound(QueueError):
+    status = 404
+    code = "task_not_found"
+
+
+class NotHeld(QueueError):
+    status = 409
+    code = "not_held"
+
+
+class LeaseExpired(QueueError):
+    status = 409
+    code = "lease_expired"
+
+
+class AlreadySubmitted(QueueError):
+    status = 409
+    code = "already_submitted"
+
+
+class IdempotencyConflict(QueueError):
+    status = 409
+    code = "idempotency_conflict"
+
+
+class TaxonomyVersionMismatch(QueueError):
+    status = 409
+    code = "taxonomy_version_mismatch"
+
+
+class InvalidLabels(QueueError):
+    status = 422
+    code = "invalid_labels"
+
+
+class WrongTaskKind(QueueError):
+    status = 409
+    code = "wrong_task_kind"
+
+
+# --- taxonomy indexes are immutable per version: build once per process --------------------------
+
+_INDEX_CACHE: OrderedDict[tuple[int, str, str], TaxonomyIndex] = OrderedDict()
+_INDEX_LOCK = threading.Lock()
+_INDEX_CACHE_SIZE = 16
+
+
+def taxonomy_index_cached(version: TaxonomyVersion) -> TaxonomyIndex:
+    """The :class:`TaxonomyIndex` of a version, built once per process (versions never change).
+
+    The key includes the creation time and digest so a reused primary key (SQLite after a
+    rollback) never serves another version's nodes.
+    """
+    key = (version.pk, version.created_at.isoformat(), version.content_sha256)
+    with _INDEX_LOCK:
+        index = _INDEX_CACHE.get(key)
+        if index is not None:
+            _INDEX_CACHE.move_to_end(key)
+            return index
+    index = TaxonomyIndex.for_version(version)
+    with _INDEX_LOCK:
+        _INDEX_CACHE[key] = index
+        while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE:
+            _INDEX_CACHE.popitem(last=False)
+    return index
+
+
+# --- producing tasks ------------------------------------------------------------------------------
+
+
+def tasks_create_for_clips(
+    *,
+    project: Project,
+    clip_ids: Iterable[int],
+    kind: str = Task.Kind.LABEL,
+    priority: float = 0.0,
+    reason: str = "import",
+    overlap: int | None = None,
+) -> int:
+    """One task per clip; a clip that already has a task of this kind and reason gets none.
+
+    Returns the number of tasks created.
+    """
+    wanted = {f"{kind}:{reason}:{cid}"[:200]: cid for cid in clip_ids}
+    existing = set(
+        Task.objects.filter(project=project, dedupe_key__in=list(wanted)).values_list(
+            "dedupe_key", flat=True
+        )
+    )
+    rows = [
+        Task(
+            project=project,
+            clip_id=cid,
+            kind=kind,
+            priority=priority,
+            reason=reason[:120],
+            overlap=overlap or (project.overlap if kind != Task.Kind.REVIEW else 1),
+            dedupe_key=key,
+        )
+        for key, cid in wanted.items()
+        if key not in existing
+    ]
+    # A concurrent producer may have won a row since the read above; the constraint keeps one.
+    Task.objects.bulk_create(rows, batch_size=2000, ignore_conflicts=True)
+    return len(rows)
+
+
+# --- taking a task --------------------------------------------------------------------------------
+
+
+def _lock_membership(*, project_id: int, user: AbstractBaseUser) -> Membership:
+    # Lock: the caller's membership row. One user's concurrent requests in one project (a double
+    # click, the prefetch racing the page) run one at a time, so the clip-once and MAX_HELD checks
+    # below cannot be raced by the same user. Different users never wait on each other here.
+    membership = (
+        Membership.objects.select_for_update(of=("self",))
+        .select_related("project", "project__taxonomy_version")
+        .filter(project_id=project_id, user=user)
+        .first()
+    )
+    if membership is None:
+        raise TaskNotFound(f"project {project_id} not found among your projects")
+    return membership
+
+
+def _candidates(
+    *, project: Project, user: AbstractBaseUser, kinds: Sequence[str], now: datetime
+) -> Iterable[Task]:
+    live_holders = Subquery(
+        Assignment.objects.filter(
+            task=OuterRef("pk"), status=Assignment.Status.ACTIVE, lease_expires_at__gt=now
+        )
+        .order_by()
+        .values("task")
+        .annotate(n=Count("pk"))
+        .values("n")[:1]
+    )
+    # Any assignment (whatever its state) of this user on any task of the same clip: a clip is
+    # offered once per user, so a relabel reaches someone who has not heard it yet.
+    seen_clip = Assignment.objects.filter(user=user, task__clip_id=OuterRef("clip_id"))
+    labelled_clip = Annotation.objects.filter(user=user, clip_id=OuterRef("clip_id"))
+    return (
+        Task.objects.filter(project=project, status=Task.Status.OPEN, kind__in=list(kinds))
+        .alias(held=Coalesce(live_holders, Value(0)))
+        .filter(n_submitted__lt=F("overlap") - F("held"))
+        .filter(~Exists(seen_clip), ~Exists(labelled_clip))
+        .select_related("clip")
+        .order_by("-priority", "pk")
+    )
+
+
+def check_task_has_slot(*, task: Task, now: datetime) -> bool:
+    """Whether ``task`` (locked by the caller) can take one more holder; returns stale leases.
+
+    The candidate query ran on a snapshot taken before the row lock, so a holder committed in
+    between is invisible to it; this count runs after the lock and sees every committed holder.
+    """
+    counts = Assignment.objects.filter(task=task, status=Assignment.Status.ACTIVE).aggregate(
+        live=Count("pk", filter=Q(lease_expires_at__gt=now)),
+        stale=Count("pk", filter=Q(lease_expires_at__lte=now)),
+    )
+    if counts["stale"]:
+        Assignment.objects.filter(
+            task=task, status=Assignment.Status.ACTIVE, lease_expires_at__lte=now
+        ).update(status=Assignment.Status.EXPIRED, finished_at=now)
+    return task.n_submitted + counts["live"] < task.overlap
+
+
+def do_task_take(*, task: Task, user: AbstractBaseUser, now: datetime) -> Assignment:
+    """Give ``task`` (locked by the caller, slot checked) to ``user`` under a fresh lease."""
+    assignment = Assignment.objects.create(
+        task=task,
+        user=user,
+        lease_expires_at=now + timedelta(seconds=task.project.lease_seconds),
+        created_at=now,
+    )
+    assignment.task = task
+    return assignment
+
+
+def task_next_for_annotator(
+    *,
+    project_id: int,
+    user: AbstractBaseUser,
+    kinds: Sequence[str] = LABELLING_KINDS,
+    exclude_task_ids: Sequence[int] = (),
+    now: datetime | None = None,
+) -> Assignment | None:
+    """The task the user should work on next, or None when the queue has nothing for them.
+
+    A task the user already holds (reloaded page, lost tab) comes back first, except those in
+    ``exclude_task_ids`` (the one on screen, when the page asks for the next one to prefetch).
+    Otherwise the highest-priority open task with a free slot, whose clip the user has never been
+    offered, is taken under a lease of ``project.lease_seconds``.
+    """
+    now = now or timezone.now()
+    with transaction.atomic(savepoint=False):
+        membership = _lock_membership(project_id=project_id, user=user)
+        project = membership.project
+        held = list(
+            Assignment.objects.filter(
+                user=user,
+                task__project=project,
+                task__kind__in=list(kinds),
+                status=Assignment.Status.ACTIVE,
+                lease_expires_at__gt=now,
+            )
+            .select_related("task", "task__clip")
+            .order_by("created_at", "pk")[: MAX_HELD + 1]
+        )
+        for assignment in held:
+            if assignment.task_id not in exclude_task_ids:
+                assignment.task.project = project
+                return assignment
+        if len(held) >= MAX_HELD:
+            return None
+        skip: list[int] = list(exclude_task_ids)
+        for _ in range(MAX_TAKE_ATTEMPTS):
+            # Lock: the task row, FOR UPDATE SKIP LOCKED. Rows another annotator is taking right
+            # now are stepped over instead of waited on; every writer of a task's assignments
+            # holds this lock, so check_task_has_slot's count is exact.
+            qs = _candidates(project=project, user=user, kinds=kinds, now=now)
+            if skip:
+                qs = qs.exclude(pk__in=skip)
+            task = qs.select_for_update(skip_locked=True, of=("self",)).first()
+            if task is None:
+                return None
+            task.project = project
+            if check_task_has_slot(task=task, now=now):
+                return do_task_take(task=task, user=user, now=now)
+            skip.append(task.pk)
+        return None
+
+
+def _held_assignment(*, task_id: int, user: AbstractBaseUser, lock: bool) -> Assignment:
+    qs = Assignment.objects.select_related(
+        "task", "task__project", "task__project__taxonomy_version", "task__clip"
+    ).filter(task_id=task_id, user=user)
+    if lock:
+        # Lock: the user's assignment row, so two submits of one assignment run one at a time.
+        qs = qs.select_for_update(of=("self",))
+    assignment = qs.first()
+    if assignment is not None:
+        return assignment
+    member_of_task_project = Task.objects.filter(
+        pk=task_id, project__memberships__user=user
+    ).exists()
+    if member_of_task_project:
+        raise NotHeld(f"you do not hold task {task_id}; ask for the next task first")
+    raise TaskNotFound(f"task {task_id} not found among your projects")
+
+
+def assignment_renew(
+    *, task_id: int, user: AbstractBaseUser, now: datetime | None = None
+) -> Assignment:
+    """Extend the user's lease on a task they still hold (the page sends this while open)."""
+    now = now or timezone.now()
+    with transaction.atomic(savepoint=False):
+        assignment = _held_assignment(task_id=task_id, user=user, lock=True)
+        _require_live(assignment, now=now)
+        assignment.lease_expires_at = now + timedelta(seconds=assignment.task.project.lease_seconds)
+        Assignment.objects.filter(pk=assignment.pk).update(
+            lease_expires_at=assignment.lease_expires_at
+        )
+    return assignment
+
+
+def assignment_skip(*, task_id: int, user: AbstractBaseUser, now: datetime | None = None) -> None:
+    """Give the task back; its slot returns to the queue and it is never offered to this user."""
+    now = now or timezone.now()
+    with transaction.atomic(savepoint=False):
+        assignment = _held_assignment(task_id=task_id, user=user, lock=True)
+        if assignment.status == Assignment.Status.SKIPPED:
+            return  # idempotent
+        _require_live(assignment, now=now)
+        Assignment.objects.filter(pk=assignment.pk).update(
+            status=Assignment.Status.SKIPPED, finished_at=now
+        )
+
+
+def assignments_expire(*, now: datetime | None = None) -> int:
+    """Mark every lapsed lease expired; for the scheduler (e.g. every minute). Returns the count."""
+    now = now or timezone.now()
+    return Assignment.objects.filter(
+        status=Assignment.Status.ACTIVE, lease_expires_at__lte=now
+    ).update(status=Assignment.Status.EXPIRED, finished_at=now)
+
+
+def _require_live(assignment: Assignment, *, now: datetime) -> None:
+    status = assignment.status
+    if status == Assignment.Status.SUBMITTED:
+        raise AlreadySubmitted(f"task {assignment.task_id} was already submitted")
+    if status == Assignment.Status.SKIPPED:
+        raise NotHeld(f"you skipped task {assignment.task_id}")
+    if status == Assignment.Status.EXPIRED or assignment.lease_expires_at <= now:
+        raise LeaseExpired(
+            f"your hold on task {assignment.task_id} expired at "
+            f"{assignment.lease_expires_at:%H:%M:%S} UTC and the task went back to the queue"
+        )
+
+
+# --- submitting -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    annotation: Annotation
+    created: bool
+    task: Task
+
+
+def annotation_submit(
+    *,
+    task_id: int,
+    user: AbstractBaseUser,
+    labels: Sequence[str],
+    unsure: bool = False,
+    note: str = "",
+    idempotency_key: str | None = None,
+    time_spent_ms: int | None = None,
+    taxonomy_version_id: int | None = None,
+    now: datetime | None = None,
+) -> SubmitResult:
+    """Store the user's labels for a task they hold, and release their slot as done.
+
+    Resubmitting with the same ``idempotency_key`` returns the stored annotation and writes
+    nothing. Every failure raises a :class:`QueueError` (or subclass) before anything is written,
+    and the whole submission is one transaction.
+    """
+    now = now or timezone.now()
+    with transaction.atomic(savepoint=False):
+        assignment = _held_assignment(task_id=task_id, user=user, lock=True)
+        task = assignment.task
+        project = task.project
+        if assignment.status != Assignment.Status.ACTIVE and idempotency_key:
+            previous = Annotation.objects.filter(user=user, idempotency_key=idempotency_key).first()
+            if previous is not None and previous.assignment_id == assignment.pk:
+                return SubmitResult(previous, False, task)
+        _require_live(assignment, now=now)
+        if task.kind == Task.Kind.REVIEW:
+            raise WrongTaskKind(f"task {task_id} is a review task; record a review decision")
+        if taxonomy_version_id is not None and taxonomy_version_id != project.taxonomy_version_id:
+            raise TaxonomyVersionMismatch(
+                f"labels were picked on taxonomy version {taxonomy_version_id}, but "
+                f"{project.name} now uses {project.taxonomy_version} "
+                f"(id {project.taxonomy_version_id}); reload the page"
+            )
+        index = taxonomy_index_cached(project.taxonomy_version)
+        try:
+            node_ids = labels_resolve(index=index, labels=labels)
+            annotation, created = annotation_create(
+                clip=task.clip,
+                index=index,
+                explicit_node_ids=node_ids,
+                source=f"user:{user.get_username()}",
+                kind=Annotation.Kind.RELABEL
+                if task.kind == Task.Kind.RELABEL
+                else Annotation.Kind.LABEL,
+                user=user,
+                task=task,
+                assignment=assignment,
+                unsure=unsure,
+                note=note,
+                time_spent_ms=time_spent_ms,
+                idempotency_key=idempotency_key,
+            )
+        except LabelError as exc:
+            raise InvalidLabels(str(exc)) from exc
+        if not created:
+            # The key was used before, for another task: refuse rather than mislabel this one.
+            raise IdempotencyConflict(
+                f"idempotency key {idempotency_key!r} was already used for another annotation"
+            )
+        Assignment.objects.filter(pk=assignment.pk).update(
+            status=Assignment.Status.SUBMITTED, finished_at=now
+        )
+        # Lock: the task row (an UPDATE's row lock), so concurrent submits count one by one.
+        Task.objects.filter(pk=task.pk).update(
+            n_submitted=F("n_submitted") + 1,
+            status=Case(
+                When(n_submitted__gte=F("overlap") - 1, then=Value(Task.Status.DONE)),
+                default=F("status"),
+            ),
+            completed_at=Case(
+                When(n_submitted__gte=F("overlap") - 1, then=Value(now)),
+                default=F("completed_at"),
+            ),
+        )
+        task.n_submitted += 1
+        if task.n_submitted >= task.overlap:
+            task.status = Task.Status.DONE
+            if task.overlap > 1:
+                review_if_disagreement(task=task)
+    return SubmitResult(annotation, True, task)
+
+
+def review_if_disagreement(*, task: Task) -> Task | None:
+    """When the annotators of a finished multi-annotator task disagree, queue a review of the clip."""
+    label_sets: dict[int, set[int]] = {}
+    for ann_id, node_id in AnnotationLabel.objects.filter(annotation__task=task).values_list(
+        "annotation_id", "node_id"
+    ):
+        label_sets.setdefault(ann_id, set()).add(node_id)
+    distinct = {frozenset(s) for s in label_sets.values()}
+    if len(distinct) <= 1:
+        return None
+    review, _ = Task.objects.get_or_create(
+        project_id=task.project_id,
+        dedupe_key=f"review:disagreement:{task.pk}",
+        defaults={
+            "clip_id": task.clip_id,
+            "kind": Task.Kind.REVIEW,
+            "priority": task.priority,
+            "reason": "disagreement",
+            "reason_detail": {"task": task.pk, "n_label_sets": len(distinct)},
+            "overlap": 1,
+        },
+    )
+    return review

@@ -1,0 +1,35 @@
+"""Celery entry points for annotation work: ids and JSON in, a service call, a JSON summary out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from celery import shared_task
+
+from annotation.models import Project
+from annotation.services.clips import clips_import_folder, clips_import_manifest
+
+
+@shared_task(name="annotation.tasks.import_clips")
+def import_clips(
+    project_id: int,
+    *,
+    folder: str | None = None,
+    manifest: str | None = None,
+    labels_from_folders: bool = False,
+) -> dict[str, Any]:
+    project = Project.objects.select_related("taxonomy_version").get(id=project_id)
+    if folder:
+        job = clips_import_folder(
+            project=project, folder=Path(folder), labels_from_folders=labels_from_folders
+        )
+    else:
+        job = clips_import_manifest(project=project, manifest=Path(str(manifest)))
+    return {
+        "import_job": job.id,
+        "imported": job.n_imported,
+        "duplicate": job.n_duplicate,
+        "failed": job.n_failed,
+        "labelled": job.n_labels,
+    }
