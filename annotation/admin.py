@@ -17,7 +17,15 @@ from annotation.models import (
 
 class TaxonomyVersionInline(admin.TabularInline):
     model = TaxonomyVersion
-    fields = ("number", "source_format", "source_name", "n_nodes", "max_depth", "is_dag", "created_at")
+    fields = (
+        "number",
+        "source_format",
+        "source_name",
+        "n_nodes",
+        "max_depth",
+        "is_dag",
+        "created_at",
+    )
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -71,7 +79,15 @@ class MembershipAdmin(admin.ModelAdmin):
 
 @admin.register(Clip)
 class ClipAdmin(admin.ModelAdmin):
-    list_display = ("__str__", "project", "status", "format", "duration_s", "sample_rate", "channels")
+    list_display = (
+        "__str__",
+        "project",
+        "status",
+        "format",
+        "duration_s",
+        "sample_rate",
+        "channels",
+    )
     list_filter = ("status", "format", "project")
     search_fields = ("external_id", "original_name", "sha256", "source_path")
     readonly_fields = ("sha256", "size_bytes", "error")
