@@ -8,7 +8,7 @@ added, renamed, moved and removed. Existing annotations keep pointing at the ver
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
@@ -70,8 +70,9 @@ def _diff_as_json(diff: TaxonomyDiff) -> dict[str, list]:
     return {
         "added": list(diff.added),
         "removed": list(diff.removed),
-        "renamed": [list(r) for r in diff.renamed],
-        "moved": [list(m) for m in diff.moved],
+        "renamed": [asdict(r) for r in diff.renamed],
+        "moved": [asdict(m) for m in diff.moved],
+        "parents_changed": [asdict(p) for p in diff.parents_changed],
     }
 
 
@@ -104,7 +105,9 @@ def taxonomy_import(
         if latest is not None and latest.content_sha256 == digest:
             return TaxonomyImportResult(taxonomy, latest, created=False, diff=None)
         diff = diff_taxonomies(parsed_from_version(latest), parsed) if latest else None
-        if diff is not None and not (diff.added or diff.removed or diff.renamed or diff.moved):
+        if diff is not None and not (
+            diff.added or diff.removed or diff.renamed or diff.moved or diff.parents_changed
+        ):
             return TaxonomyImportResult(taxonomy, latest, created=False, diff=diff)
         depth = {n.key: parsed.depth_of(n.key) for n in parsed.nodes}
         has_child = {p for n in parsed.nodes for p in n.parent_keys}

@@ -35,9 +35,12 @@ class Command(BaseCommand):
             raise CommandError(f"{path.name}: {exc}") from exc
         self.stdout.write(result.summary())
         changes = result.version.changes if result.created else {}
-        for kind in ("added", "renamed", "moved", "removed"):
+        for kind in ("added", "renamed", "moved", "parents_changed", "removed"):
             items = changes.get(kind) or []
             if items:
-                shown = ", ".join(str(i) for i in items[:10])
+                shown = ", ".join(
+                    " ".join(f"{v}" for v in i.values()) if isinstance(i, dict) else str(i)
+                    for i in items[:10]
+                )
                 more = f" … (+{len(items) - 10})" if len(items) > 10 else ""
                 self.stdout.write(f"  {kind}: {shown}{more}")
