@@ -1,0 +1,623 @@
+"""Hierarchy-aware label-issue detection for multi-label clips over a taxonomy tree.
+
+The detector scores every **parent -> child decision** an annotator made rather than flat per-node
+probabilities: wherever a node's parent is labelled positive (or the node is a root), the label says
+"this child is on" or "this child is off", and the model's out-of-sample probability of *that decision
+given the parent*, ``P(child | parent)`` (:meth:`Hierarchy.conditional`), scores it. Decisions below an
+unlabelled parent were never made and are not scored. Per-decision scores are pooled per clip with the
+exponential moving average of the worst decisions that cleanlab's multi-label scorer uses, so a clip
+with several doubtful decisions ranks before one with a single doubtful decision. With a flat label set
+(K roots) every decision is active and the conditional is the marginal, so the scores reduce to
+cleanlab's ``multilabel_classification.get_label_quality_scores`` (self-confidence, EMA ``alpha=0.8``).
+
+Glossary
+--------
+N clips, K taxonomy nodes.
+
+``labels`` : (N, K) {0, 1}
+    Given labels, ancestor-closed (a positive node's parent is positive).
+``pred_probs`` : (N, K) float in [0, 1]
+    Out-of-sample (cross-validated) model probabilities, hierarchy-consistent (a child's probability
+    never exceeds its parent's; see :meth:`Hierarchy.make_consistent`).
+``parents`` : (K,) int
+    Index of each node's parent, ``-1`` for roots.
+decision (n, k)
+    Whether clip n has node k, asked only where k's parent is positive in ``labels[n]`` (or k is a
+    root). Its *self-confidence* is ``P(k | parent)`` if the label says on and ``1 - P(k | parent)``
+    if it says off.
+issue types
+    ``wrong_sibling``: right parent, wrong child. ``wrong_branch``: wrong top level.
+    ``missing_genre``: a genre (path) the clip has is not labelled. ``extra_genre``: a labelled genre
+    (path) the clip does not have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from active_learning.core.hierarchy import Hierarchy
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+Method = Literal["self_confidence", "normalized"]
+Pooling = Literal["ema", "softmin", "min"]
+
+ISSUE_TYPES: tuple[str, ...] = ("wrong_sibling", "wrong_branch", "missing_genre", "extra_genre")
+
+#: Tolerance for the hierarchy-consistency check of ``pred_probs``.
+CONSISTENCY_TOL = 1e-6
+#: Number of worst decisions the EMA pools; older terms weigh at most ``(1 - alpha) ** (m - 1)``.
+_EMA_TERMS = 12
+
+__all__ = [
+    "ISSUE_TYPES",
+    "LabelIssues",
+    "LabelStructureReport",
+    "check_label_structure",
+    "decision_scores",
+    "find_label_issues",
+    "label_quality_scores",
+    "labels_to_dense",
+]
+
+
+def _as_hierarchy(parents: npt.ArrayLike | Hierarchy) -> Hierarchy:
+    return parents if isinstance(parents, Hierarchy) else Hierarchy(np.asarray(parents))
+
+
+# --------------------------------------------------------------------------------------------------
+# Structural check (no model needed)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelStructureReport:
+    """Rows whose labels are structurally invalid, found without any model.
+
+    Attributes
+    ----------
+    out_of_range : (N,) bool
+        The row names a node index outside ``[0, K)`` (only possible in list form).
+    invalid_value : (N,) bool
+        The row holds a value other than 0/1 (dense form), including NaN.
+    not_ancestor_closed : (N,) bool
+        Some positive node has a negative parent.
+    missing_ancestors : tuple of (n_missing,) int64 arrays, one per row
+        The ancestors that closing the row would add (empty where the row is closed or invalid).
+    """
+
+    out_of_range: BoolArray
+    invalid_value: BoolArray
+    not_ancestor_closed: BoolArray
+    missing_ancestors: tuple[IntArray, ...]
+
+    @property
+    def bad_rows(self) -> IntArray:
+        """(n_bad,) indices of rows with any structural problem."""
+        bad = self.out_of_range | self.invalid_value | self.not_ancestor_closed
+        return np.flatnonzero(bad).astype(np.int64)
+
+    @property
+    def ok(self) -> bool:
+        return self.bad_rows.size == 0
+
+
+def labels_to_dense(
+    labels: Sequence[Sequence[int]], *, n_nodes: int
+) -> tuple[npt.NDArray[np.int8], BoolArray]:
+    """List form (node indices per clip) -> (N, K) int8, plus an (N,) mask of out-of-range rows.
+
+    Out-of-range indices are dropped from the dense row and reported in the mask.
+    """
+    n = len(labels)
+    dense = np.zeros((n, n_nodes), dtype=np.int8)
+    bad = np.zeros(n, dtype=bool)
+    for i, row in enumerate(labels):
+        idx = np.asarray(list(row), dtype=np.int64).reshape(-1)
+        ok = (idx >= 0) & (idx < n_nodes)
+        bad[i] = not bool(ok.all())
+        dense[i, idx[ok]] = 1
+    return dense, bad
+
+
+def check_label_structure(
+    labels: npt.ArrayLike | Sequence[Sequence[int]],
+    *,
+    parents: npt.ArrayLike | Hierarchy,
+) -> LabelStructureReport:
+    """Find label sets that are invalid for the taxonomy, before any model is involved.
+
+    Parameters
+    ----------
+    labels : (N, K) ndarray of {0, 1}, or a length-N sequence of node-index sequences
+        A numpy array is read as dense rows; any other sequence as node indices per clip. Dense rows are checked for values other than 0/1 and for ancestor closure; list rows are
+        also checked for node indices outside ``[0, K)`` (the Django layer separately flags nodes
+        that belong to another taxonomy version).
+    parents : (K,) int array or Hierarchy
+        Parent index of each node, -1 for roots.
+
+    Returns
+    -------
+    LabelStructureReport
+        Per-row masks and the ancestors each unclosed row is missing.
+
+    Raises
+    ------
+    ValueError
+        If a dense ``labels`` is not 2-d with K columns.
+    """
+    h = _as_hierarchy(parents)
+    k = h.n_nodes
+    if isinstance(labels, np.ndarray):
+        y = np.asarray(labels, dtype=np.float64)
+        if y.ndim != 2 or y.shape[1] != k:
+            raise ValueError(f"labels must have shape (N, {k}) to match parents, got {y.shape}")
+        invalid: BoolArray = ~np.all((y == 0) | (y == 1), axis=1)
+        dense: BoolArray = np.where(invalid[:, None], 0.0, y) > 0
+        out_of_range: BoolArray = np.zeros(y.shape[0], dtype=bool)
+    else:
+        rows: list[Sequence[int]] = list(labels)  # type: ignore[arg-type]
+        dense_i8, out_of_range = labels_to_dense(rows, n_nodes=k)
+        dense = dense_i8 > 0
+        invalid = np.zeros(len(rows), dtype=bool)
+    unclosed = h.not_ancestor_closed(dense) & ~invalid
+    closed = h.ancestor_close(dense[unclosed]) > 0
+    missing: list[IntArray] = [np.empty(0, dtype=np.int64)] * dense.shape[0]
+    for j, row in enumerate(np.flatnonzero(unclosed)):
+        missing[row] = np.flatnonzero(closed[j] & ~dense[row]).astype(np.int64)
+    return LabelStructureReport(
+        out_of_range=out_of_range,
+        invalid_value=invalid,
+        not_ancestor_closed=unclosed,
+        missing_ancestors=tuple(missing),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------------
+
+
+def _validate(
+    labels: npt.ArrayLike, pred_probs: npt.ArrayLike, parents: npt.ArrayLike | Hierarchy
+) -> tuple[BoolArray, FloatArray, Hierarchy]:
+    h = _as_hierarchy(parents)
+    k = h.n_nodes
+    p = np.asarray(pred_probs, dtype=np.float64)
+    y_raw = np.asarray(labels)
+    if p.ndim != 2:
+        raise ValueError(f"pred_probs must be 2-d (N, K), got shape {p.shape}")
+    if y_raw.ndim != 2:
+        raise ValueError(
+            f"labels must be a dense 2-d (N, K) 0/1 array, got shape {y_raw.shape}; "
+            "convert index lists with labels_to_dense"
+        )
+    if p.shape[1] != k:
+        raise ValueError(f"pred_probs has {p.shape[1]} columns but parents describes K={k} nodes")
+    if y_raw.shape != p.shape:
+        raise ValueError(f"labels shape {y_raw.shape} differs from pred_probs shape {p.shape}")
+    if not np.all(np.isfinite(p)) or p.min(initial=0.0) < 0.0 or p.max(initial=0.0) > 1.0:
+        raise ValueError("pred_probs must be finite probabilities in [0, 1]")
+    if y_raw.dtype == np.bool_:
+        y = y_raw
+    else:
+        if not np.all((y_raw == 0) | (y_raw == 1)):
+            raise ValueError("labels must be 0/1 (see check_label_structure)")
+        y = y_raw.astype(bool)
+    if h.not_ancestor_closed(y).any():
+        n_bad = int(h.not_ancestor_closed(y).sum())
+        raise ValueError(
+            f"{n_bad} label rows are not ancestor-closed; run check_label_structure first or "
+            "close them with Hierarchy.ancestor_close"
+        )
+    has_parent = h.parents >= 0
+    if has_parent.any():
+        excess = p[:, has_parent] - p[:, h.parents[has_parent]]
+        if excess.max(initial=0.0) > CONSISTENCY_TOL:
+            raise ValueError(
+                "pred_probs are not hierarchy-consistent (a child exceeds its parent by "
+                f"{excess.max():.3g}); apply Hierarchy.make_consistent"
+            )
+    return y, p, h
+
+
+# --------------------------------------------------------------------------------------------------
+# Scoring
+# --------------------------------------------------------------------------------------------------
+
+
+def _decisions(
+    y: BoolArray, p: FloatArray, h: Hierarchy
+) -> tuple[FloatArray, FloatArray, BoolArray]:
+    """(conditional, self-confidence, active) each (N, K)."""
+    cond = h.conditional(p)
+    active = np.ones_like(y)
+    has_parent = h.parents >= 0
+    active[:, has_parent] = y[:, h.parents[has_parent]]
+    selfconf = np.where(y, cond, 1.0 - cond)
+    return cond, selfconf, active
+
+
+def _thresholds(
+    y: BoolArray, selfconf: FloatArray, active: BoolArray
+) -> tuple[FloatArray, FloatArray]:
+    """Per-node mean self-confidence of the "on" and of the "off" decision, each (K,).
+
+    Where a decision was never made at a node the threshold is 1, so nothing is flagged against it.
+    """
+    on = active & y
+    off = active & ~y
+    n_on = on.sum(axis=0)
+    n_off = off.sum(axis=0)
+    t_on = np.where(n_on > 0, (selfconf * on).sum(axis=0) / np.maximum(n_on, 1), 1.0)
+    t_off = np.where(n_off > 0, (selfconf * off).sum(axis=0) / np.maximum(n_off, 1), 1.0)
+    return t_on.astype(np.float64), t_off.astype(np.float64)
+
+
+def decision_scores(
+    labels: npt.ArrayLike,
+    pred_probs: npt.ArrayLike,
+    *,
+    parents: npt.ArrayLike | Hierarchy,
+    method: Method = "self_confidence",
+) -> tuple[FloatArray, BoolArray]:
+    """Score every parent -> child decision of every clip.
+
+    Parameters
+    ----------
+    labels : (N, K) {0, 1}, ancestor-closed
+    pred_probs : (N, K) float, out-of-sample and hierarchy-consistent
+    parents : (K,) int or Hierarchy
+    method : {"self_confidence", "normalized"}
+        ``"self_confidence"``: the model's probability of the decision the label made, given the
+        parent. ``"normalized"``: that probability divided by its per-node confident-learning
+        threshold (the mean self-confidence of the same decision at the same node), capped at 1, so
+        that decisions the model finds hard everywhere (close siblings) do not swamp easy ones.
+
+    Returns
+    -------
+    scores : (N, K) float
+        Decision scores, lower = more suspect; 1.0 where no decision was made.
+    active : (N, K) bool
+        True where the decision was made (the node is a root or its parent is labelled).
+    """
+    y, p, h = _validate(labels, pred_probs, parents)
+    _, selfconf, active = _decisions(y, p, h)
+    scores = _score_decisions(y, selfconf, active, method)
+    return scores, active
+
+
+def _score_decisions(
+    y: BoolArray, selfconf: FloatArray, active: BoolArray, method: str
+) -> FloatArray:
+    if method == "self_confidence":
+        s = selfconf
+    elif method == "normalized":
+        t_on, t_off = _thresholds(y, selfconf, active)
+        t = np.where(y, t_on, t_off)
+        s = np.minimum(selfconf / np.maximum(t, 1e-12), 1.0)
+    else:
+        raise ValueError(f"unknown method {method!r}; use 'self_confidence' or 'normalized'")
+    return np.where(active, s, 1.0)
+
+
+def _pool(scores: FloatArray, pooling: str, alpha: float, temperature: float) -> FloatArray:
+    n, k = scores.shape
+    if k == 0:
+        return np.ones(n)
+    if pooling == "min":
+        return np.asarray(scores.min(axis=1), dtype=np.float64)
+    if pooling == "softmin":
+        # cleanlab's softmin: sum_k s_k * softmax(-s / T)_k
+        z = -scores / temperature
+        z -= z.max(axis=1, keepdims=True)
+        w = np.exp(z)
+        return np.asarray((scores * w).sum(axis=1) / w.sum(axis=1), dtype=np.float64)
+    if pooling != "ema":
+        raise ValueError(f"unknown pooling {pooling!r}; use 'ema', 'softmin' or 'min'")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    # cleanlab's EMA over scores sorted in descending order; only the worst few carry weight, so
+    # partition out the m smallest (O(NK)) instead of sorting all K.
+    m = min(k, _EMA_TERMS)
+    worst = np.partition(scores, m - 1, axis=1)[:, :m] if m < k else scores
+    worst = -np.sort(-worst, axis=1)  # descending, smallest last
+    ema = worst[:, 0].copy()
+    for j in range(1, m):
+        ema = alpha * worst[:, j] + (1.0 - alpha) * ema
+    return np.asarray(ema, dtype=np.float64)
+
+
+def label_quality_scores(
+    labels: npt.ArrayLike,
+    pred_probs: npt.ArrayLike,
+    *,
+    parents: npt.ArrayLike | Hierarchy,
+    method: Method = "self_confidence",
+    pooling: Pooling = "ema",
+    alpha: float = 0.8,
+    temperature: float = 0.1,
+) -> FloatArray:
+    """Label quality score of each clip's label set; lower = more likely mislabelled.
+
+    Parameters
+    ----------
+    labels : (N, K) {0, 1}
+        Given label sets, ancestor-closed.
+    pred_probs : (N, K) float
+        Out-of-sample model probabilities, hierarchy-consistent.
+    parents : (K,) int or Hierarchy
+        Parent index of each node, -1 for roots.
+    method : {"self_confidence", "normalized"}
+        How each parent -> child decision is scored (see :func:`decision_scores`).
+    pooling : {"ema", "softmin", "min"}
+        How per-decision scores become one score per clip. ``"ema"`` (default, as cleanlab):
+        exponential moving average of the decision scores sorted from best to worst, so the worst
+        decision weighs ``alpha``, the second worst ``alpha * (1 - alpha)``, and so on.
+    alpha : float, default 0.8
+        EMA forgetting factor.
+    temperature : float, default 0.1
+        Softmin temperature.
+
+    Returns
+    -------
+    scores : (N,) float in [0, 1]
+        Lower = more suspect.
+
+    Raises
+    ------
+    ValueError
+        On bad shapes, labels that are not 0/1 or not ancestor-closed, or inconsistent probabilities.
+
+    Examples
+    --------
+    >>> parents = [-1, 0, 0]
+    >>> labels = [[1, 1, 0], [1, 0, 1]]
+    >>> probs = [[0.9, 0.8, 0.1], [0.9, 0.85, 0.05]]
+    >>> s = label_quality_scores(labels, probs, parents=parents)
+    >>> bool(s[1] < s[0])
+    True
+    """
+    y, p, h = _validate(labels, pred_probs, parents)
+    _, selfconf, active = _decisions(y, p, h)
+    scores = _score_decisions(y, selfconf, active, method)
+    return _pool(scores, pooling, alpha, temperature)
+
+
+# --------------------------------------------------------------------------------------------------
+# Issues
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelIssues:
+    """Label issues ranked most suspect first (row i of every array is the i-th issue).
+
+    Attributes
+    ----------
+    clip : (n,) int64
+        Clip (row) index into ``labels``.
+    score : (n,) float64
+        The clip's label quality score (lower = more suspect).
+    node : (n,) int64
+        The suspect node: the wrongly labelled node for ``wrong_sibling``, ``wrong_branch`` and
+        ``extra_genre``; the node that should be added for ``missing_genre``.
+    depth : (n,) int64
+        Depth of ``node`` (roots are 0).
+    issue_type : (n,) str
+        One of :data:`ISSUE_TYPES`.
+    suggested_labels : (n, K) int8
+        Ancestor-closed label set the detector suggests: the suspect part replaced by (swaps),
+        extended by (missing) or stripped of (extra) the model's most probable path.
+    """
+
+    clip: IntArray
+    score: FloatArray
+    node: IntArray
+    depth: IntArray
+    issue_type: npt.NDArray[np.str_]
+    suggested_labels: npt.NDArray[np.int8]
+
+    def __len__(self) -> int:
+        return int(self.clip.shape[0])
+
+    def records(self) -> list[dict[str, Any]]:
+        """One plain dict per issue (suggested labels as node-index lists), for storage."""
+        return [
+            {
+                "clip": int(self.clip[i]),
+                "score": float(self.score[i]),
+                "node": int(self.node[i]),
+                "depth": int(self.depth[i]),
+                "issue_type": str(self.issue_type[i]),
+                "suggested_nodes": np.flatnonzero(self.suggested_labels[i]).tolist(),
+            }
+            for i in range(len(self))
+        ]
+
+
+def _flagged_decisions(
+    y: BoolArray, cond: FloatArray, selfconf: FloatArray, active: BoolArray
+) -> BoolArray:
+    """Confident-learning rule per decision: the model is at least as confident in the *opposite*
+    decision as it is, on average, for clips labelled with that opposite decision."""
+    t_on, t_off = _thresholds(y, selfconf, active)
+    flag_off = ~y & (cond >= t_on)  # labelled off, looks like a typical "on"
+    flag_on = y & ((1.0 - cond) >= t_off)  # labelled on, looks like a typical "off"
+    return active & (flag_off | flag_on)
+
+
+def _best_path(
+    start: IntArray, cond_rows: FloatArray, h: Hierarchy, min_conditional: float
+) -> npt.NDArray[np.bool_]:
+    """(n, K) start nodes, their ancestors and the greedy most-probable descent below them."""
+    n = start.shape[0]
+    out = h.ancestor_matrix[start].copy()
+    child = h.parents[None, :] == np.arange(h.n_nodes)[:, None]  # (K, K) a -> its children
+    cur = start.copy()
+    rows = np.arange(n)
+    for _ in range(h.max_depth):
+        cand = child[cur]
+        masked = np.where(cand, cond_rows, -1.0)
+        nxt = masked.argmax(axis=1)
+        go = cand.any(axis=1) & (masked[rows, nxt] >= min_conditional)
+        if not go.any():
+            break
+        out[rows[go], nxt[go]] = True
+        cur = np.where(go, nxt, cur)
+    return out
+
+
+def _explain(
+    rows: IntArray,
+    y: BoolArray,
+    cond: FloatArray,
+    selfconf: FloatArray,
+    active: BoolArray,
+    flagged: BoolArray,
+    h: Hierarchy,
+    min_conditional: float,
+) -> tuple[IntArray, npt.NDArray[np.str_], npt.NDArray[np.int8]]:
+    """Suspect node, issue type and suggested labels for each row in ``rows``."""
+    n = rows.shape[0]
+    k = h.n_nodes
+    if n == 0:
+        return (
+            np.empty(0, dtype=np.int64),
+            np.empty(0, dtype="<U13"),
+            np.empty((0, k), dtype=np.int8),
+        )
+    idx = np.arange(n)
+    yr, cr, sr, ar, fr = y[rows], cond[rows], selfconf[rows], active[rows], flagged[rows]
+    # The decision that explains the row: the shallowest flagged one (an error high in the tree
+    # explains the doubts below it), the worst-scored among equals; the worst overall if none.
+    depth = h.depth.astype(np.float64)
+    key = np.where(fr, depth[None, :] * 2.0 + sr, np.inf)  # selfconf in [0, 1] breaks depth ties
+    any_flag = fr.any(axis=1)
+    worst = np.where(ar, sr, np.inf).argmin(axis=1)
+    k0 = np.where(any_flag, key.argmin(axis=1), worst)
+    d_on = yr[idx, k0]
+
+    par = h.parents
+    sib = (par[:, None] == par[None, :]) & ~np.eye(k, dtype=bool)  # roots are siblings of roots
+    s_mask = sib[k0]
+    lab_sib = s_mask & yr
+    unl_sib = s_mask & ~yr
+    unl_val = np.where(unl_sib, cr, -1.0)
+    best_unl = unl_val.argmax(axis=1)
+    best_unl_p = unl_val[idx, best_unl]
+    lab_lo_val = np.where(lab_sib, cr, np.inf)
+    weakest_lab = lab_lo_val.argmin(axis=1)
+    weakest_lab_p = lab_lo_val[idx, weakest_lab]
+    has_lab = lab_sib.any(axis=1)
+    has_unl = unl_sib.any(axis=1)
+    own = cr[idx, k0]
+
+    # An alternative (or a labelled sibling) is "believed" when the model prefers it on (conditional
+    # >= 0.5) or the confident-learning rule flags its decision.
+    alt_believed = has_unl & ((best_unl_p >= 0.5) | fr[idx, best_unl])
+    lab_doubted = has_lab & ((weakest_lab_p < 0.5) | fr[idx, weakest_lab])
+    # Labelled on but doubted: a swap when a believed unlabelled sibling can replace it or nothing
+    # else is labelled at this level (the parent needs a child); otherwise an extra genre.
+    swap_on = d_on & has_unl & (alt_believed | ~has_lab)
+    extra = d_on & ~swap_on
+    # Labelled off but likely: a swap when a labelled sibling is doubted and less likely than this
+    # node; otherwise a missing genre.
+    swap_off = ~d_on & lab_doubted & (weakest_lab_p < own)
+    missing = ~d_on & ~swap_off
+
+    suspect = np.where(swap_off, weakest_lab, k0).astype(np.int64)
+    replacement = np.where(swap_on, best_unl, k0).astype(np.int64)
+    desc = h.ancestor_matrix.T  # desc[a] = a and its descendants
+    suggested = yr.copy()
+    removes = extra | swap_on | swap_off
+    suggested[removes] &= ~desc[suspect[removes]]
+    adds = swap_on | swap_off | missing
+    if adds.any():
+        suggested[adds] |= _best_path(replacement[adds], cr[adds], h, min_conditional)
+    is_root = h.depth[suspect] == 0
+    types = np.full(n, "missing_genre", dtype="<U13")
+    types[extra] = "extra_genre"
+    swap = swap_on | swap_off
+    types[swap & is_root] = "wrong_branch"
+    types[swap & ~is_root] = "wrong_sibling"
+    return suspect, types, suggested.astype(np.int8)
+
+
+def find_label_issues(
+    labels: npt.ArrayLike,
+    pred_probs: npt.ArrayLike,
+    *,
+    parents: npt.ArrayLike | Hierarchy,
+    budget: int | None = None,
+    method: Method = "self_confidence",
+    pooling: Pooling = "ema",
+    alpha: float = 0.8,
+    temperature: float = 0.1,
+    suggest_min_conditional: float = 0.0,
+) -> LabelIssues:
+    """Find, explain and rank the clips whose labels are probably wrong.
+
+    Parameters
+    ----------
+    labels : (N, K) {0, 1}
+        Given label sets, ancestor-closed.
+    pred_probs : (N, K) float
+        Out-of-sample model probabilities, hierarchy-consistent.
+    parents : (K,) int or Hierarchy
+        Parent index of each node, -1 for roots.
+    budget : int, optional
+        Return the ``budget`` most suspect clips (the top of the ranking, whether or not they pass
+        the threshold). Without a budget, a clip is an issue when at least one of its decisions is
+        flagged by the per-node confident-learning rule: the model gives the *opposite* decision at
+        least the mean confidence it gives that decision on clips labelled with it.
+    method, pooling, alpha, temperature
+        Scoring options, as in :func:`label_quality_scores`.
+    suggest_min_conditional : float, default 0.0
+        When a suggested path descends from a node, a child is added only if its conditional
+        probability reaches this value; 0 descends to a leaf along the most probable children.
+
+    Returns
+    -------
+    LabelIssues
+        Ranked most suspect first (ascending score, ties by clip index).
+
+    Raises
+    ------
+    ValueError
+        On bad shapes or values, or a negative budget.
+    """
+    if budget is not None and (int(budget) != budget or budget < 0):
+        raise ValueError(f"budget must be a non-negative integer, got {budget!r}")
+    y, p, h = _validate(labels, pred_probs, parents)
+    cond, selfconf, active = _decisions(y, p, h)
+    scores = _pool(_score_decisions(y, selfconf, active, method), pooling, alpha, temperature)
+    flagged = _flagged_decisions(y, cond, selfconf, active)
+    if budget is not None:
+        b = min(int(budget), scores.shape[0])
+        if b == 0:
+            rows = np.empty(0, dtype=np.int64)
+        else:
+            top = np.argpartition(scores, b - 1)[:b] if b < scores.shape[0] else np.arange(b)
+            rows = top[np.lexsort((top, scores[top]))].astype(np.int64)
+    else:
+        cand = np.flatnonzero(flagged.any(axis=1))
+        rows = cand[np.lexsort((cand, scores[cand]))].astype(np.int64)
+    node, types, suggested = _explain(
+        rows, y, cond, selfconf, active, flagged, h, suggest_min_conditional
+    )
+    return LabelIssues(
+        clip=rows,
+        score=scores[rows],
+        node=node,
+        depth=h.depth[node].astype(np.int64),
+        issue_type=types,
+        suggested_labels=suggested,
+    )

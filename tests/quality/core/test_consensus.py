@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from active_learning.core.hierarchy import Hierarchy
+from quality.core.consensus import Annotations, get_consensus, majority_vote
+from quality.core.noise import inject_label_noise, random_paths, simulate_pred_probs
+
+ACCURACY = np.array([0.95, 0.9, 0.8, 0.7, 0.6, 0.5])
+
+
+def _annotate(
+    h: Hierarchy, truth: np.ndarray, *, overlap_rate: float, seed: int
+) -> list[tuple[int, int, np.ndarray]]:
+    """Each clip labelled by 1 annotator, or by 3 with probability ``overlap_rate``; an annotator
+    of accuracy a gives the true set with probability a, else one typed error."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for n in range(truth.shape[0]):
+        k = 3 if rng.random() < overlap_rate else 1
+        for m in rng.choice(ACCURACY.size, size=k, replace=False):
+            row = truth[n]
+            if rng.random() > ACCURACY[m]:
+                row = inject_label_noise(
+                    truth[n : n + 1], parents=h, noise_rate=1.0, seed=int(rng.integers(1 << 30))
+                )[0][0]
+            records.append((n, int(m), row))
+    return records
+
+
+@pytest.fixture(scope="module")
+def setting(tree: Hierarchy) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, np.ndarray]]]:
+    truth = random_paths(2000, parents=tree, seed=21, multi_label_rate=0.2)
+    probs = simulate_pred_probs(truth, parents=tree, seed=22)
+    return truth, probs, _annotate(tree, truth, overlap_rate=0.3, seed=23)
+
+
+def _error(labels: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean(np.any(labels != truth, axis=1)))
+
+
+def test_consensus_beats_majority_vote_and_ranks_annotators(tree: Hierarchy, setting) -> None:  # type: ignore[no-untyped-def]
+    truth, probs, records = setting
+    ann = Annotations.from_records(records, n_clips=truth.shape[0])
+    res = get_consensus(ann, probs, parents=tree)
+    mv = majority_vote(ann, probs, parents=tree)
+    assert _error(res.consensus_labels, truth) < 0.75 * _error(mv, truth)
+    assert not tree.not_ancestor_closed(res.consensus_labels).any()
+    # quality follows the planted accuracy
+    assert np.all(np.diff(res.annotator_quality) < 0.02)
+    assert res.annotator_quality[0] > res.annotator_quality[-1] + 0.05
+    assert res.annotator_weight[0] > res.annotator_weight[-1]
+    # consensus quality ranks wrong consensus first
+    wrong = np.any(res.consensus_labels != truth, axis=1)
+    assert res.consensus_quality[wrong].mean() < res.consensus_quality[~wrong].mean()
+    assert np.all((res.annotator_agreement >= 0) & (res.annotator_agreement <= 1))
+
+
+def test_one_annotator_per_clip_still_works(tree: Hierarchy, setting) -> None:  # type: ignore[no-untyped-def]
+    truth, probs, records = setting
+    seen: set[int] = set()
+    single = [r for r in records if not (r[0] in seen or seen.add(r[0]))]  # type: ignore[func-returns-value]
+    ann = Annotations.from_records(single, n_clips=truth.shape[0], n_annotators=ACCURACY.size)
+    res = get_consensus(ann, probs, parents=tree)
+    given = np.stack([r[2] for r in single])
+    assert _error(res.consensus_labels, truth) < _error(given, truth)
+    assert res.annotator_quality[0] > res.annotator_quality[-1]
+    assert np.all(res.annotator_agreement[res.num_annotations == 1] <= 1)
+
+
+def test_dense_round_trip_and_validation(tree: Hierarchy) -> None:
+    k = tree.n_nodes
+    row = np.zeros(k, dtype=np.int8)
+    row[[0, 4]] = 1
+    ann = Annotations.from_records([(0, 1, row), (2, 0, row)], n_clips=3, n_annotators=2)
+    dense = ann.to_dense()
+    assert dense.shape == (3, 2, k) and np.isnan(dense[1]).all()
+    back = Annotations.from_dense(dense)
+    assert back.clip.tolist() == [0, 2] and back.annotator.tolist() == [1, 0]
+    with pytest.raises(ValueError, match="twice"):
+        Annotations.from_records([(0, 0, row), (0, 0, row)])
+    with pytest.raises(ValueError, match="pred_probs"):
+        get_consensus(ann, np.ones((3, k - 1)), parents=tree)
+    bad = row.copy()
+    bad[0] = 0
+    with pytest.raises(ValueError, match="ancestor-closed"):
+        get_consensus([(0, 0, bad)], np.full((1, k), 0.5), parents=tree)
+    with pytest.raises(ValueError, match="partly NaN"):
+        d = np.zeros((1, 1, 3))
+        d[0, 0, 1] = np.nan
+        Annotations.from_dense(d)
