@@ -371,7 +371,7 @@ class _Collector:
             if parents
             else f"a root {self.noun}"
         )
-        name = check_name(name, line=line, node=key, what=what)
+        name = _check_name(name, line=line, node=key, what=what)
         if not key:
             raise TaxonomyFormatError(f"empty key for {self.noun} '{name}'", line=line)
         if len(key) > MAX_KEY_LENGTH:
@@ -467,7 +467,8 @@ class _Collector:
         seen: dict[tuple[str | None, str], _Raw] = {}
         for raw in self.raws:
             folded = raw.name.casefold()
-            for parent in raw.parents or [None]:
+            parents: list[str | None] = [*raw.parents] if raw.parents else [None]
+            for parent in parents:
                 other = seen.setdefault((parent, folded), raw)
                 if other is raw:
                     continue
@@ -484,13 +485,13 @@ class _Collector:
                 )
 
 
-def check_name(name: Any, *, line: int | None, node: str | None, what: str) -> str:
+def _check_name(value: object, *, line: int | None, node: str | None, what: str) -> str:
     """Strip a name and reject non-strings, empty names, control characters and long names."""
-    if not isinstance(name, str):
+    if not isinstance(value, str):
         raise TaxonomyFormatError(
-            f"name of {what} must be a string, not {type(name).__name__}", line=line, node=node
+            f"name of {what} must be a string, not {type(value).__name__}", line=line, node=node
         )
-    name = name.strip()
+    name = value.strip()
     if not name:
         raise TaxonomyFormatError(f"empty name for {what}", line=line, node=node)
     if len(name) > MAX_NAME_LENGTH:
@@ -519,7 +520,7 @@ class _PathTree:
         parent: str | None = None
         for depth, name in enumerate(names):
             last = depth == len(names) - 1
-            checked = check_name(
+            checked = _check_name(
                 name,
                 line=line,
                 node=None,
@@ -926,7 +927,7 @@ def _parse_nested_json(text: str, doc: _JsonDoc | None) -> ParsedTaxonomy:
             else "a root node"
         )
         node = str(obj[id_field]).strip() if id_field else None
-        name = check_name(name, line=line, node=node, what=what)
+        name = _check_name(name, line=line, node=node, what=what)
         path = f"{parent_path}/{escape_name(name)}" if parent_path else escape_name(name)
         if id_field is not None:
             raw_key = obj[id_field]
