@@ -106,7 +106,11 @@ def probe_audio(path: str | Path) -> AudioProbe:
     except AudioProbeError:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise AudioProbeError(f"unreadable audio: {exc}") from exc
+        detail = str(getattr(exc, "error_string", "") or exc)
+        # libsndfile's mp3 reader reports a non-MPEG file as "does not exist"; the file does.
+        if "does not exist" in detail or "not a regular file" in detail:
+            detail = f"not a valid {suffix.lstrip('.')} stream"
+        raise AudioProbeError(f"unreadable audio: {detail}") from exc
 
     if fmt == "WAV" and subtype and subtype.startswith(("PCM", "FLOAT", "DOUBLE")):
         with p.open("rb") as fh:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from annotation.models import Annotation, AnnotationLabel, Clip, TaxonomyNode, TaxonomyVersion
+from annotation.taxonomy_formats import split_path
 
 
 @dataclass
@@ -27,6 +28,15 @@ class TaxonomyIndex:
         self.by_id = {n.id: n for n in self.nodes}
         self.by_key = {n.key: n for n in self.nodes}
         self.by_path = {n.path.casefold(): n for n in self.nodes}
+        # Names may contain "/" (FMA's "Big Band/Swing"): stored paths escape it as "\\/". Accept
+        # the unescaped spelling too where it is unambiguous.
+        plain: dict[str, list[TaxonomyNode]] = {}
+        for n in self.nodes:
+            if "\\" in n.path:
+                plain.setdefault("/".join(split_path(n.path)).casefold(), []).append(n)
+        for p, found in plain.items():
+            if len(found) == 1 and p not in self.by_path:
+                self.by_path[p] = found[0]
         extra: dict[int, list[int]] = {}
         through = TaxonomyNode.extra_parents.through
         for from_id, to_id in through.objects.filter(

@@ -48,16 +48,23 @@ class TaxonomyImportResult:
 
 def parsed_from_version(version: TaxonomyVersion) -> ParsedTaxonomy:
     """Rebuild the parsed form of a stored version (for diffs and exports)."""
-    nodes = list(version.nodes.order_by("index").prefetch_related("extra_parents"))
+    nodes = list(version.nodes.order_by("index"))
     key_of = {n.id: n.key for n in nodes}
+    # Secondary parents in the order they were stored (the through table's id), so that a
+    # re-import does not report a reordering as a change.
+    extra: dict[int, list[str]] = {}
+    through = TaxonomyNode.extra_parents.through
+    for child_id, parent_id in (
+        through.objects.filter(from_taxonomynode__version=version)
+        .order_by("id")
+        .values_list("from_taxonomynode_id", "to_taxonomynode_id")
+    ):
+        extra.setdefault(child_id, []).append(key_of[parent_id])
     parsed = tuple(
         ParsedNode(
             key=n.key,
             name=n.name,
-            parent_keys=tuple(
-                ([key_of[n.parent_id]] if n.parent_id else [])
-                + [key_of[p.id] for p in n.extra_parents.all()]
-            ),
+            parent_keys=tuple(([key_of[n.parent_id]] if n.parent_id else []) + extra.get(n.id, [])),
             source_line=None,
             extra=n.extra,
         )

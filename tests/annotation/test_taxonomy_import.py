@@ -103,3 +103,18 @@ def test_command_reports_changes(tmp_path: Path) -> None:
     assert "FMA v2: 5 nodes" in out.getvalue()
     assert "renamed: 25 Punk Punk Rock" in out.getvalue()
     assert Annotation.objects.count() == 0
+
+
+def test_names_with_slashes_resolve_escaped_and_plain() -> None:
+    data = (
+        "genre_id,#tracks,parent,title,top_level\n"
+        "4,8,0,Jazz,4\n"
+        "97,2,4,Big Band/Swing,4\n"
+    )
+    version = taxonomy_import(name="FMA slash", data=data, filename="genres.csv").version
+    index = TaxonomyIndex.for_version(version)
+    node = TaxonomyNode.objects.get(version=version, key="97")
+    assert node.path == "Jazz/Big Band\\/Swing"
+    assert index.lookup("Jazz/Big Band\\/Swing") == node
+    assert index.lookup("jazz / big band/swing") == node
+    assert index.lookup("97") == node

@@ -118,7 +118,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **opts: Any) -> None:
         t_start = time.perf_counter()
-        root = Path(settings.BASE_DIR) / "var" / "demo"
+        root = Path(settings.VAR_DIR) / "demo"
         self.stdout.write(f"demo: rendering {opts['clips']} clips into {root} …")
         manifest = write_demo_audio(root, n_clips=opts["clips"])
 
@@ -165,7 +165,7 @@ class Command(BaseCommand):
             ("retrain with 5-fold CV", "active_learning.tasks.train_project_model", {}),
             ("detect label issues and route", "quality.tasks.run_quality_cycle", {}),
         ]
-        log = Path(settings.BASE_DIR) / "var" / "demo" / "worker.log"
+        log = root / "worker.log"
         self.stdout.write(
             f"demo: starting a Celery worker (broker {settings.CELERY_BROKER_URL}, log {log})"
         )
