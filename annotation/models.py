@@ -114,7 +114,8 @@ class Project(models.Model):
         default=True, help_text="Annotators never see other people's labels or the model's guess."
     )
     lease_seconds = models.PositiveIntegerField(
-        default=15 * 60, help_text="How long an annotator holds a task before it returns to the queue."
+        default=15 * 60,
+        help_text="How long an annotator holds a task before it returns to the queue.",
     )
     # Audio.
     target_sample_rate = models.PositiveIntegerField(default=22050)
@@ -126,7 +127,9 @@ class Project(models.Model):
         default=200, help_text="Start a relabel cycle after this many new annotations (0 = never)."
     )
     acquisition_strategy = models.CharField(
-        max_length=30, choices=AcquisitionStrategy.choices, default=AcquisitionStrategy.RELABEL_OR_NEW
+        max_length=30,
+        choices=AcquisitionStrategy.choices,
+        default=AcquisitionStrategy.RELABEL_OR_NEW,
     )
     acquisition_batch_size = models.PositiveIntegerField(default=50)
     acquisition_relabel_share = models.FloatField(
@@ -264,9 +267,7 @@ class Task(models.Model):
         ]
         indexes = [
             # The queue scan: open tasks of a project by priority.
-            models.Index(
-                fields=["project", "status", "-priority", "id"], name="task_queue_idx"
-            ),
+            models.Index(fields=["project", "status", "-priority", "id"], name="task_queue_idx"),
             models.Index(fields=["clip", "kind"], name="task_clip_kind_idx"),
         ]
 
@@ -411,3 +412,69 @@ class ImportJob(models.Model):
 
     def __str__(self) -> str:
         return f"import into {self.project} from {self.source}"
+
+
+class ReviewDecision(models.Model):
+    """A reviewer's verdict on a clip's annotations; one row per decision, never updated.
+
+    ``accept`` points at the annotation judged right; ``correct`` at the new annotation the reviewer
+    wrote (it ``supersedes`` the one it corrects); ``send_back`` at the relabel task it created.
+    """
+
+    class Decision(models.TextChoices):
+        ACCEPT = "accept", "Accept"
+        CORRECT = "correct", "Correct"
+        SEND_BACK = "send_back", "Send back"
+
+    clip = models.ForeignKey(Clip, on_delete=models.CASCADE, related_name="review_decisions")
+    task = models.ForeignKey(
+        Task, null=True, blank=True, on_delete=models.SET_NULL, related_name="review_decisions"
+    )
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="review_decisions"
+    )
+    decision = models.CharField(max_length=10, choices=Decision.choices)
+    annotation = models.ForeignKey(
+        Annotation,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="review_decisions",
+        help_text="The annotation accepted or corrected.",
+    )
+    correction = models.OneToOneField(
+        Annotation,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="correction_of",
+        help_text="The reviewer's own label set (for 'correct').",
+    )
+    relabel_task = models.ForeignKey(
+        Task, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    note = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["clip", "-created_at"]
+        indexes = [models.Index(fields=["clip", "created_at"], name="review_clip_time_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.decision} on {self.clip_id} by {self.reviewer_id}"
+
+
+class ApiToken(models.Model):
+    """A personal API token. Only its SHA-256 is stored; the token is shown once at creation."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100, blank=True)
+    digest = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=12, help_text="First characters, to tell tokens apart.")
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})"

@@ -73,3 +73,34 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     db = os.environ.get("DATABASE_URL", "sqlite (embedded default)")
     broker = os.environ.get("CELERY_BROKER_URL", "filesystem:// (embedded default)")
     return [f"refrain: DATABASE_URL={db.split('@')[-1]} broker={broker}"]
+
+
+# --- annotator workflow (queue, API, pages) -------------------------------------------------------
+
+
+@pytest.fixture
+def fast_passwords(settings: object) -> None:
+    # Test accounts need no key stretching; PBKDF2 costs ~1 s per user on a loaded 2-core box.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def team(db: None, fast_passwords: None) -> dict[str, object]:
+    """A project with one member per role, two extra annotators and an outsider."""
+    from annotation.models import Membership
+    from tests.factories import MembershipFactory, ProjectFactory, UserFactory
+
+    project = ProjectFactory(overlap=1)
+    people: dict[str, object] = {"project": project}
+    for name, role in [
+        ("admin", Membership.Role.ADMIN),
+        ("reviewer", Membership.Role.REVIEWER),
+        ("ann", Membership.Role.ANNOTATOR),
+        ("ann2", Membership.Role.ANNOTATOR),
+        ("ann3", Membership.Role.ANNOTATOR),
+    ]:
+        people[name] = MembershipFactory(
+            project=project, user=UserFactory(username=name), role=role
+        ).user
+    people["outsider"] = UserFactory(username="outsider")
+    return people

@@ -24,8 +24,12 @@ from annotation.models import (
     Task,
     TaxonomyNode,
 )
-from annotation.services.annotations import MAX_NOTE_LENGTH, LabelError, annotation_create
-from annotation.services.annotations import labels_resolve
+from annotation.services.annotations import (
+    MAX_NOTE_LENGTH,
+    LabelError,
+    annotation_create,
+    labels_resolve,
+)
 from annotation.services.tasks import InvalidLabels, QueueError, taxonomy_index_cached
 
 

@@ -254,7 +254,7 @@ def task_next_for_annotator(
     offered, is taken under a lease of ``project.lease_seconds``.
     """
     now = now or timezone.now()
-    with transaction.atomic(savepoint=False):
+    with transaction.atomic():
         membership = _lock_membership(project_id=project_id, user=user)
         project = membership.project
         held = list(
@@ -315,7 +315,7 @@ def assignment_renew(
 ) -> Assignment:
     """Extend the user's lease on a task they still hold (the page sends this while open)."""
     now = now or timezone.now()
-    with transaction.atomic(savepoint=False):
+    with transaction.atomic():
         assignment = _held_assignment(task_id=task_id, user=user, lock=True)
         _require_live(assignment, now=now)
         assignment.lease_expires_at = now + timedelta(seconds=assignment.task.project.lease_seconds)
@@ -328,7 +328,7 @@ def assignment_renew(
 def assignment_skip(*, task_id: int, user: AbstractBaseUser, now: datetime | None = None) -> None:
     """Give the task back; its slot returns to the queue and it is never offered to this user."""
     now = now or timezone.now()
-    with transaction.atomic(savepoint=False):
+    with transaction.atomic():
         assignment = _held_assignment(task_id=task_id, user=user, lock=True)
         if assignment.status == Assignment.Status.SKIPPED:
             return  # idempotent
@@ -388,7 +388,7 @@ def annotation_submit(
     and the whole submission is one transaction.
     """
     now = now or timezone.now()
-    with transaction.atomic(savepoint=False):
+    with transaction.atomic():
         assignment = _held_assignment(task_id=task_id, user=user, lock=True)
         task = assignment.task
         project = task.project

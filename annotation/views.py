@@ -1,0 +1,526 @@
+"""Server-rendered pages: projects, the annotator page, review, project admin, audio files.
+
+Views parse, check the role (``annotation.permissions``), call a service or selector, and render.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import re
+from collections.abc import Callable, Iterator
+from functools import wraps
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db.models import Count, Q
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseForbidden,
+    StreamingHttpResponse,
+)
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_POST
+
+from annotation import permissions as perm
+from annotation.forms import (
+    ClipUploadForm,
+    InviteForm,
+    ProjectCreateForm,
+    ProjectPolicyForm,
+    ReviewForm,
+    RoleForm,
+    TaxonomyImportForm,
+)
+from annotation.models import (
+    Annotation,
+    Assignment,
+    Clip,
+    ImportJob,
+    Membership,
+    Project,
+    ReviewDecision,
+    Task,
+)
+from annotation.services import members as members_service
+from annotation.services import projects as projects_service
+from annotation.services import review as review_service
+from annotation.services import tasks as queue
+from annotation.services.visuals import clip_visuals
+
+Role = Membership.Role
+View = Callable[..., HttpResponse]
+
+
+def project_role(role: str) -> Callable[[View], View]:
+    """Require ``role`` in the project named by the ``slug`` URL argument; pass the membership."""
+
+    def decorate(view: View) -> View:
+        @login_required
+        @wraps(view)
+        def wrapped(request: HttpRequest, slug: str, *args: Any, **kwargs: Any) -> HttpResponse:
+            project_id = Project.objects.filter(slug=slug).values_list("pk", flat=True).first()
+            if project_id is None:
+                raise Http404("no such project")
+            try:
+                membership = perm.require_role(project_id=project_id, user=request.user, role=role)
+            except perm.NotFound as exc:
+                raise Http404(exc.message) from exc
+            except perm.PermissionDenied as exc:
+                return HttpResponseForbidden(exc.message)
+            return view(request, membership, *args, **kwargs)
+
+        return wrapped
+
+    return decorate
+
+
+# --- home and project creation --------------------------------------------------------------------
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    memberships = list(
+        Membership.objects.filter(user=request.user)
+        .select_related("project", "project__taxonomy_version__taxonomy")
+        .annotate(
+            n_open=Count("project__tasks", filter=Q(project__tasks__status=Task.Status.OPEN)),
+        )
+        .order_by("project__name")
+    )
+    mine = dict(
+        Annotation.objects.filter(user=request.user)
+        .values("clip__project_id")
+        .annotate(n=Count("pk"))
+        .values_list("clip__project_id", "n")
+    )
+    rows = [(m, mine.get(m.project_id, 0)) for m in memberships]
+    return render(
+        request,
+        "annotation/home.html",
+        {"rows": rows, "can_create": perm.can_create_projects(request.user)},
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_create(request: HttpRequest) -> HttpResponse:
+    if not perm.can_create_projects(request.user):
+        return HttpResponseForbidden("only staff may create projects")
+    form = ProjectCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            project = projects_service.project_create(
+                name=form.cleaned_data["name"],
+                description=form.cleaned_data["description"],
+                taxonomy_version=form.cleaned_data["taxonomy_version"],
+                overlap=form.cleaned_data["overlap"],
+                blind=form.cleaned_data["blind"],
+                user=request.user,
+            )
+        except projects_service.ProjectError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"Created {project.name}. Now add clips and members.")
+            return redirect("project-clips", slug=project.slug)
+    return render(request, "annotation/project_create.html", {"form": form})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def taxonomy_import_page(request: HttpRequest) -> HttpResponse:
+    if not perm.can_create_projects(request.user):
+        return HttpResponseForbidden("only staff may import taxonomies")
+    form = TaxonomyImportForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        # Imported here: the parser module is optional at start-up.
+        from annotation.services.taxonomies import taxonomy_import
+
+        upload = form.cleaned_data["file"]
+        try:
+            result = taxonomy_import(
+                name=form.cleaned_data["name"],
+                data=upload.read(),
+                filename=upload.name,
+                user=request.user,
+            )
+        except ValueError as exc:  # TaxonomyFormatError is a ValueError with the line at fault
+            form.add_error("file", str(exc))
+        else:
+            messages.success(request, result.summary())
+            return redirect("project-create")
+    return render(request, "annotation/taxonomy_import.html", {"form": form})
+
+
+# --- project admin --------------------------------------------------------------------------------
+
+
+@project_role(Role.ADMIN)
+@require_http_methods(["GET", "POST"])
+def project_settings(request: HttpRequest, membership: Membership) -> HttpResponse:
+    project = membership.project
+    form = ProjectPolicyForm(request.POST or None, project=project)
+    if request.method == "POST" and form.is_valid():
+        try:
+            projects_service.project_update_policy(
+                project=project,
+                overlap=form.cleaned_data["overlap"],
+                blind=form.cleaned_data["blind"],
+                lease_seconds=form.cleaned_data["lease_minutes"] * 60,
+                taxonomy_version=form.cleaned_data["taxonomy_version"],
+            )
+        except projects_service.ProjectError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, "Settings saved.")
+            return redirect("project-settings", slug=project.slug)
+    return render(
+        request,
+        "annotation/project_settings.html",
+        {"project": project, "membership": membership, "form": form, "tab": "settings"},
+    )
+
+
+@project_role(Role.ADMIN)
+@require_http_methods(["GET", "POST"])
+def project_members(request: HttpRequest, membership: Membership) -> HttpResponse:
+    project = membership.project
+    invite = InviteForm(request.POST if "invite" in request.POST else None)
+    if request.method == "POST":
+        try:
+            if "invite" in request.POST and invite.is_valid():
+                row = members_service.member_invite(
+                    project=project,
+                    username_or_email=invite.cleaned_data["user"],
+                    role=invite.cleaned_data["role"],
+                )
+                messages.success(request, f"{row.user} is now {row.get_role_display().lower()}.")
+                return redirect("project-members", slug=project.slug)
+            change = RoleForm(request.POST)
+            if "invite" not in request.POST and change.is_valid():
+                target = get_object_or_404(
+                    Membership, pk=change.cleaned_data["membership"], project=project
+                )
+                if change.cleaned_data["role"] == "remove":
+                    members_service.member_remove(membership=target)
+                    messages.success(request, f"Removed {target.user}.")
+                else:
+                    members_service.member_set_role(
+                        membership=target, role=change.cleaned_data["role"]
+                    )
+                    messages.success(request, f"{target.user} is now {target.role}.")
+                return redirect("project-members", slug=project.slug)
+        except members_service.MemberError as exc:
+            messages.error(request, str(exc))
+    rows = project.memberships.select_related("user").order_by("role", "user__username")
+    return render(
+        request,
+        "annotation/project_members.html",
+        {
+            "project": project,
+            "membership": membership,
+            "rows": rows,
+            "invite": invite,
+            "roles": Role.choices,
+            "tab": "members",
+        },
+    )
+
+
+@project_role(Role.ADMIN)
+@require_http_methods(["GET", "POST"])
+def project_clips(request: HttpRequest, membership: Membership) -> HttpResponse:
+    from annotation.services.clips import clip_upload
+
+    project = membership.project
+    form = ClipUploadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        added, problems = 0, []
+        for upload in form.cleaned_data["files"]:
+            job, clip = clip_upload(project=project, upload=upload, user=request.user)
+            if clip is not None and clip.status == Clip.Status.READY:
+                queue.tasks_create_for_clips(
+                    project=project,
+                    clip_ids=[clip.pk],
+                    priority=form.cleaned_data.get("priority") or 0.0,
+                )
+                added += 1
+            else:
+                reason = "; ".join(p["reason"] for p in job.problems) or "already in the project"
+                problems.append(f"{upload.name}: {reason}")
+        if added:
+            messages.success(request, f"Added {added} clip(s) to the queue.")
+        for problem in problems:
+            messages.error(request, problem)
+        return redirect("project-clips", slug=project.slug)
+    counts = Clip.objects.filter(project=project).aggregate(
+        ready=Count("pk", filter=Q(status=Clip.Status.READY)),
+        failed=Count("pk", filter=Q(status=Clip.Status.FAILED)),
+    )
+    return render(
+        request,
+        "annotation/project_clips.html",
+        {
+            "project": project,
+            "membership": membership,
+            "form": form,
+            "counts": counts,
+            "clips": Clip.objects.filter(project=project).order_by("-pk")[:50],
+            "jobs": ImportJob.objects.filter(project=project)[:10],
+            "tab": "clips",
+        },
+    )
+
+
+@project_role(Role.ADMIN)
+def project_queue(request: HttpRequest, membership: Membership) -> HttpResponse:
+    from django.utils import timezone
+
+    project = membership.project
+    by_state = (
+        Task.objects.filter(project=project)
+        .values("kind", "status")
+        .annotate(n=Count("pk"))
+        .order_by("kind", "status")
+    )
+    holders = (
+        Assignment.objects.filter(
+            task__project=project,
+            status=Assignment.Status.ACTIVE,
+            lease_expires_at__gt=timezone.now(),
+        )
+        .select_related("user", "task")
+        .order_by("lease_expires_at")[:100]
+    )
+    upcoming = (
+        Task.objects.filter(project=project, status=Task.Status.OPEN)
+        .select_related("clip")
+        .order_by("-priority", "pk")[:50]
+    )
+    return render(
+        request,
+        "annotation/project_queue.html",
+        {
+            "project": project,
+            "membership": membership,
+            "by_state": by_state,
+            "holders": holders,
+            "upcoming": upcoming,
+            "tab": "queue",
+        },
+    )
+
+
+# --- the annotator page ---------------------------------------------------------------------------
+
+
+@project_role(Role.ANNOTATOR)
+def annotate(request: HttpRequest, membership: Membership) -> HttpResponse:
+    project = membership.project
+    version = project.taxonomy_version
+    nodes = list(
+        version.nodes.order_by("index").values("id", "key", "name", "path", "depth", "parent_id")
+    )
+    return render(
+        request,
+        "annotation/annotate.html",
+        {
+            "project": project,
+            "membership": membership,
+            "version": version,
+            "nodes": nodes,
+            "config": {
+                "projectId": project.pk,
+                "versionId": version.pk,
+                "nextUrl": f"/api/v1/projects/{project.pk}/tasks/next",
+                "blind": project.blind,
+                "leaseSeconds": project.lease_seconds,
+            },
+            "tab": "annotate",
+        },
+    )
+
+
+# --- review ---------------------------------------------------------------------------------------
+
+
+@project_role(Role.REVIEWER)
+def review_list(request: HttpRequest, membership: Membership) -> HttpResponse:
+    project = membership.project
+    open_reviews = (
+        Task.objects.filter(project=project, kind=Task.Kind.REVIEW, status=Task.Status.OPEN)
+        .select_related("clip")
+        .order_by("-priority", "pk")[:100]
+    )
+    recent = (
+        Clip.objects.filter(project=project, annotations__isnull=False)
+        .annotate(
+            n_annotations=Count("annotations", distinct=True),
+            n_decisions=Count("review_decisions", distinct=True),
+        )
+        .order_by("-pk")[:100]
+    )
+    return render(
+        request,
+        "annotation/review_list.html",
+        {
+            "project": project,
+            "membership": membership,
+            "open_reviews": open_reviews,
+            "recent": recent,
+            "tab": "review",
+        },
+    )
+
+
+@project_role(Role.REVIEWER)
+@require_POST
+def review_next(request: HttpRequest, membership: Membership) -> HttpResponse:
+    assignment = queue.task_next_for_annotator(
+        project_id=membership.project_id, user=request.user, kinds=(Task.Kind.REVIEW,)
+    )
+    if assignment is None:
+        messages.info(request, "No clips are waiting for review.")
+        return redirect("review-list", slug=membership.project.slug)
+    return redirect("review-clip", slug=membership.project.slug, clip_id=assignment.task.clip_id)
+
+
+@project_role(Role.REVIEWER)
+@require_http_methods(["GET", "POST"])
+def review_clip(request: HttpRequest, membership: Membership, clip_id: int) -> HttpResponse:
+    project = membership.project
+    clip = get_object_or_404(Clip, pk=clip_id, project=project)
+    clip.project = project
+    form = ReviewForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            review_service.review_decide(
+                clip=clip,
+                reviewer=request.user,
+                decision=form.cleaned_data["decision"],
+                annotation_id=form.cleaned_data["annotation"],
+                labels=form.label_list(),
+                note=form.cleaned_data["note"] or "",
+            )
+        except queue.QueueError as exc:
+            form.add_error(None, exc.message)
+        else:
+            messages.success(request, "Decision recorded.")
+            return redirect("review-list", slug=project.slug)
+    version = project.taxonomy_version
+    nodes = list(
+        version.nodes.order_by("index").values("id", "key", "name", "path", "depth", "parent_id")
+    )
+    return render(
+        request,
+        "annotation/review_clip.html",
+        {
+            "project": project,
+            "membership": membership,
+            "clip": clip,
+            "annotations": review_service.clip_annotations(clip=clip),
+            "decisions": ReviewDecision.objects.filter(clip=clip)
+            .select_related("reviewer")
+            .order_by("-created_at"),
+            "form": form,
+            "nodes": nodes,
+            "config": {"versionId": version.pk, "projectId": project.pk},
+            "tab": "review",
+        },
+    )
+
+
+# --- audio ----------------------------------------------------------------------------------------
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_CHUNK = 64 * 1024
+_AUDIO_TYPES = {
+    ".wav": "audio/wav",
+    ".wave": "audio/wav",
+    ".flac": "audio/flac",
+    ".ogg": "audio/ogg",
+    ".oga": "audio/ogg",
+    ".mp3": "audio/mpeg",
+}
+
+
+def _clip_or_404(request: HttpRequest, clip_id: int) -> Clip:
+    try:
+        clip, _ = perm.clip_for_user(clip_id=clip_id, user=request.user)
+    except perm.NotFound as exc:
+        raise Http404(exc.message) from exc
+    return clip
+
+
+def _file_slice(path: str, start: int, length: int) -> Iterator[bytes]:
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        remaining = length
+        while remaining > 0:
+            block = fh.read(min(_CHUNK, remaining))
+            if not block:
+                return
+            remaining -= len(block)
+            yield block
+
+
+@login_required
+def clip_audio(request: HttpRequest, clip_id: int) -> HttpResponse:
+    """The clip's file, with single-range requests (``Range: bytes=a-b``) so players can seek."""
+    clip = _clip_or_404(request, clip_id)
+    path = clip.source_path
+    if not path or not os.path.isfile(path):
+        raise Http404("the audio file is missing")
+    size = os.path.getsize(path)
+    ext = os.path.splitext(path)[1].lower()
+    content_type = (
+        _AUDIO_TYPES.get(ext) or mimetypes.guess_type(path)[0] or "application/octet-stream"
+    )
+    header = request.headers.get("Range", "").strip()
+    match = _RANGE.match(header) if header else None
+    if header and match is None:
+        header = ""  # malformed or multi-range: RFC 9110 allows ignoring it and sending all
+    if match:
+        first, last = match.groups()
+        if first == "" and last == "":
+            start, end = 0, size - 1
+        elif first == "":
+            start, end = max(size - int(last), 0), size - 1  # suffix: the last N bytes
+        else:
+            start, end = int(first), min(int(last), size - 1) if last else size - 1
+        if start >= size or start > end:
+            response = HttpResponse(status=416)
+            response["Content-Range"] = f"bytes */{size}"
+            return response
+        length = end - start + 1
+        response = StreamingHttpResponse(
+            _file_slice(path, start, length), status=206, content_type=content_type
+        )
+        response["Content-Range"] = f"bytes {start}-{end}/{size}"
+        response["Content-Length"] = str(length)
+    else:
+        response = FileResponse(open(path, "rb"), content_type=content_type)  # noqa: SIM115
+    response["Accept-Ranges"] = "bytes"
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+@login_required
+def clip_spectrogram(request: HttpRequest, clip_id: int) -> HttpResponse:
+    clip = _clip_or_404(request, clip_id)
+    try:
+        _data, png = clip_visuals(clip)
+    except (OSError, RuntimeError) as exc:
+        raise Http404(f"cannot read the audio: {exc}") from exc
+    response = FileResponse(open(png, "rb"), content_type="image/png")  # noqa: SIM115
+    response["Cache-Control"] = "private, max-age=86400"
+    return response
+
+
+def project_url(project: Project, name: str) -> str:
+    return reverse(name, kwargs={"slug": project.slug})
