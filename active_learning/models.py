@@ -1,1 +1,141 @@
-from django.db import models  # noqa: F401
+"""Feature sets, model versions and their predictions.
+
+Large arrays live on disk next to the rows (``ARTIFACT_ROOT``), as .npy files that load with mmap:
+a feature set is an (N, D) float32 matrix, a model version's predictions an (N, K) float32 matrix.
+The rows hold what pages, filters and audits need; ``Prediction`` keeps each clip's probabilities
+too (K float32 as bytes) so a clip's page and the API read one row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from annotation.models import Clip, Project, TaxonomyNode, TaxonomyVersion
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class FeatureSet(models.Model):
+    """One embedding backend's features for a project's clips, extracted in resumable chunks."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="feature_sets")
+    backend = models.CharField(max_length=60)
+    backend_version = models.CharField(max_length=60, blank=True)
+    options = models.JSONField(default=dict, blank=True)
+    dim = models.PositiveIntegerField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    n_clips = models.PositiveIntegerField(default=0)
+    n_done = models.PositiveIntegerField(default=0)
+    n_failed = models.PositiveIntegerField(default=0)
+    # [{"clip": id, "reason": "..."}]: clips whose audio would not decode are listed, not dropped.
+    failures = models.JSONField(default=list, blank=True)
+    store_path = models.CharField(max_length=1000, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["project", "backend", "status"], name="featureset_lookup_idx")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.backend} features of {self.project} ({self.status})"
+
+    @property
+    def n_left(self) -> int:
+        return max(0, self.n_clips - self.n_done - self.n_failed)
+
+
+class ModelVersion(models.Model):
+    """A trained model with its cross-validated predictions, metrics and training snapshot."""
+
+    class Trigger(models.TextChoices):
+        MANUAL = "manual", "On demand"
+        SCHEDULE = "schedule", "Schedule"
+        ANNOTATIONS = "annotations", "After new annotations"
+        CYCLE = "cycle", "Relabel cycle"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
+    number = models.PositiveIntegerField()
+    taxonomy_version = models.ForeignKey(
+        TaxonomyVersion, on_delete=models.PROTECT, related_name="model_versions"
+    )
+    feature_set = models.ForeignKey(
+        FeatureSet, null=True, blank=True, on_delete=models.SET_NULL, related_name="model_versions"
+    )
+    kind = models.CharField(max_length=60, default="hierarchical")
+    status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    trigger = models.CharField(max_length=12, choices=Trigger.choices, default=Trigger.MANUAL)
+    hyperparameters = models.JSONField(default=dict, blank=True)
+    # Hierarchical P/R/F1, per-depth macro F1, top-level and leaf accuracy, mAP (out-of-sample).
+    metrics = models.JSONField(default=dict, blank=True)
+    # Which annotations (ids, or the consensus run) the model was trained on.
+    training_snapshot = models.JSONField(default=dict, blank=True)
+    n_labelled = models.PositiveIntegerField(default=0)
+    n_unlabelled = models.PositiveIntegerField(default=0)
+    n_folds = models.PositiveSmallIntegerField(default=5)
+    seed = models.IntegerField(default=0)
+    device = models.CharField(max_length=20, blank=True)
+    artifact_path = models.CharField(max_length=1000, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["project", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "number"], name="model_version_unique"),
+        ]
+        indexes = [models.Index(fields=["project", "status"], name="model_version_status_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.project} model v{self.number} ({self.status})"
+
+
+class Prediction(models.Model):
+    """A clip's probabilities over every node of the model's taxonomy version.
+
+    ``out_of_sample`` is True when the clip was labelled and its probabilities come from a fold
+    model that did not see it (the ones label-issue detection may use).
+    """
+
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.CASCADE, related_name="predictions"
+    )
+    clip = models.ForeignKey(Clip, on_delete=models.CASCADE, related_name="predictions")
+    out_of_sample = models.BooleanField()
+    probs = models.BinaryField()  # K little-endian float32, node order = TaxonomyNode.index
+    top_node = models.ForeignKey(
+        TaxonomyNode, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    top_prob = models.FloatField(default=0.0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["model_version", "clip"], name="prediction_unique"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["model_version", "out_of_sample"],
+                name="prediction_oos_idx",
+                condition=Q(out_of_sample=True),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"prediction of {self.clip_id} by {self.model_version_id}"
+
+    @property
+    def probs_array(self) -> np.ndarray:
+        return np.frombuffer(bytes(self.probs), dtype="<f4")
