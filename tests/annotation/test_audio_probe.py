@@ -36,5 +36,5 @@ def test_empty_missing_garbage_and_unsupported(tmp_path: Path) -> None:
     with pytest.raises(AudioProbeError, match="unreadable"):
         probe_audio(tmp_path / "text.ogg")
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(AudioProbeError, match="unsupported file type .txt"):
+    with pytest.raises(AudioProbeError, match=r"unsupported file type \.txt"):
         probe_audio(tmp_path / "notes.txt")

@@ -106,11 +106,7 @@ def test_command_reports_changes(tmp_path: Path) -> None:
 
 
 def test_names_with_slashes_resolve_escaped_and_plain() -> None:
-    data = (
-        "genre_id,#tracks,parent,title,top_level\n"
-        "4,8,0,Jazz,4\n"
-        "97,2,4,Big Band/Swing,4\n"
-    )
+    data = "genre_id,#tracks,parent,title,top_level\n4,8,0,Jazz,4\n97,2,4,Big Band/Swing,4\n"
     version = taxonomy_import(name="FMA slash", data=data, filename="genres.csv").version
     index = TaxonomyIndex.for_version(version)
     node = TaxonomyNode.objects.get(version=version, key="97")
