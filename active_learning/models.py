@@ -37,6 +37,10 @@ class FeatureSet(models.Model):
     n_failed = models.PositiveIntegerField(default=0)
     # [{"clip": id, "reason": "..."}]: clips whose audio would not decode are listed, not dropped.
     failures = models.JSONField(default=list, blank=True)
+    # The extraction plan: clips in chunks of ``chunk_size`` (the plan file sits next to the store),
+    # so a re-run enqueues exactly the chunks whose files are missing.
+    chunk_size = models.PositiveIntegerField(default=64)
+    n_chunks = models.PositiveIntegerField(default=0)
     store_path = models.CharField(max_length=1000, blank=True)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -87,6 +91,8 @@ class ModelVersion(models.Model):
     seed = models.IntegerField(default=0)
     device = models.CharField(max_length=20, blank=True)
     artifact_path = models.CharField(max_length=1000, blank=True)
+    # The Celery task that asked for this version: a redelivered message finds its row again.
+    task_id = models.CharField(max_length=255, null=True, blank=True)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -96,6 +102,11 @@ class ModelVersion(models.Model):
         ordering = ["project", "-number"]
         constraints = [
             models.UniqueConstraint(fields=["project", "number"], name="model_version_unique"),
+            models.UniqueConstraint(
+                fields=["task_id"],
+                condition=Q(task_id__isnull=False),
+                name="model_version_task_unique",
+            ),
         ]
         indexes = [models.Index(fields=["project", "status"], name="model_version_status_idx")]
 
