@@ -293,27 +293,66 @@ def hierarchical_uncertainty(
 
 
 def decision_confidence(
-    pred_probs: npt.ArrayLike, parents: npt.ArrayLike | Hierarchy
+    pred_probs: npt.ArrayLike,
+    parents: npt.ArrayLike | Hierarchy,
+    *,
+    pooling: Literal["ema", "mean"] = "ema",
+    alpha: float = 0.8,
 ) -> FloatArray:
     """Model confidence in its own label set, per clip, on the per-decision probability scale.
 
-    The ``P(parent)``-weighted mean over parent→child decisions of ``max(q, 1 - q)``: the average
-    probability that a decision the model would take is right. In [0.5, 1]; 0.5 is chance. This is
-    the unlabelled-clip term of :func:`activelab_scores` (the hierarchical analogue of ActiveLab's
-    ``max(pred_probs)``).
+    The model's own label set is built top-down (a node is on when ``P(k | parent) >= 0.5`` and its
+    parent is on); each parent->child decision scores its self-confidence ``max(q, 1 - q)``.
 
     Parameters
     ----------
     pred_probs : (N, K) array-like
     parents : (K,) array-like or Hierarchy
+    pooling : {"ema", "mean"}
+        ``"ema"`` (default): the score :func:`quality.core.label_issues.label_quality_scores` gives
+        the model's own label set (decisions not taken score 1; exponential moving average of the
+        12 worst decisions, worst weighing ``alpha``), i.e. the same scale as
+        ``quality.core.consensus.get_consensus(...).consensus_quality``. This is the hierarchical
+        analogue of ActiveLab's ``max(pred_probs)`` for unlabelled clips.
+        ``"mean"``: the ``P(parent)``-weighted mean of ``max(q, 1 - q)`` over every decision.
+    alpha : float
+        EMA weight of the worst decision.
 
     Returns
     -------
     (N,) float64
+        In [0.5, 1]; 0.5 is chance.
     """
     hier = _as_hierarchy(parents)
-    q, w = _decisions(np.asarray(pred_probs, dtype=np.float64), hier)
-    return _pool(np.maximum(q, 1.0 - q), w, "mean")
+    p = np.asarray(pred_probs, dtype=np.float64)
+    q, w = _decisions(p, hier)
+    selfconf = np.maximum(q, 1.0 - q)
+    if pooling == "mean":
+        return _pool(selfconf, w, "mean")
+    if pooling != "ema":
+        raise ValueError(f"unknown pooling {pooling!r}; use 'ema' or 'mean'")
+    on = q >= 0.5
+    for node in hier.order:  # top-down closure of the model's own decisions
+        par = hier.parents[node]
+        if par >= 0:
+            on[:, node] &= on[:, par]
+    active = np.ones_like(on)
+    has_parent = hier.parents >= 0
+    active[:, has_parent] = on[:, hier.parents[has_parent]]
+    scores = np.where(active, selfconf, 1.0)
+    k = scores.shape[1]
+    if k == 0:
+        return np.ones(scores.shape[0])
+    m = min(k, _EMA_TERMS)
+    worst = np.partition(scores, m - 1, axis=1)[:, :m] if m < k else scores
+    worst = -np.sort(-worst, axis=1)  # descending: the worst decision is folded in last
+    ema = worst[:, 0].copy()
+    for j in range(1, m):
+        ema = alpha * worst[:, j] + (1.0 - alpha) * ema
+    return ema
+
+
+_EMA_TERMS = 12  # as quality.core.label_issues: only the worst few decisions carry weight
 
 
 # --------------------------------------------------------------------------------------------------
@@ -768,6 +807,12 @@ class RelabelOrNew:
         Weights for :func:`activelab_scores` (CROWDLAB estimates them; pass them in).
     max_annotations : int
         Cap on annotations per clip.
+    prior : float
+        Chance-level quality that scores are shrunk toward.
+    confidence_pooling : {"ema", "mean"}
+        How the unlabelled clips' confidence is pooled (:func:`decision_confidence`). Keep it on
+        the scale of ``consensus_quality``: ``"ema"`` matches
+        ``quality.core.consensus.get_consensus(...).consensus_quality``.
     cold_start : {"kmeans++", "kcenter"}
         With no model: new clips only, chosen for diversity.
     """
@@ -776,6 +821,7 @@ class RelabelOrNew:
     annotator_weight: float = 1.0
     max_annotations: int = 5
     prior: float = 0.5
+    confidence_pooling: Literal["ema", "mean"] = "ema"
     cold_start: ColdStart = "kmeans++"
     name: ClassVar[str] = "relabel_or_new"
 
@@ -852,7 +898,9 @@ class RelabelOrNew:
         if np.any(req.labeled & np.isnan(quality)):
             raise ValueError("consensus_quality is NaN for a labelled clip")
         scores = activelab_scores(
-            confidence=decision_confidence(req.pred_probs, req.hierarchy),
+            confidence=decision_confidence(
+                req.pred_probs, req.hierarchy, pooling=self.confidence_pooling
+            ),
             consensus_quality=quality,
             labeled=req.labeled,
             n_annotations=n_ann,
