@@ -13,7 +13,7 @@ from typing import Any
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from ninja import Field, File, Form, Router, Schema
+from ninja import Field, File, Form, Query, Router, Schema, Status
 from ninja.files import UploadedFile
 
 from annotation import permissions as perm
@@ -138,12 +138,6 @@ class TaskOut(Schema):
     submit_url: str
     others: list[OtherLabelsOut] | None = Field(
         None, description="Earlier label sets of this clip; always null in blind projects."
-    )
-
-
-class NextIn(Schema):
-    exclude: list[int] = Field(
-        default_factory=list, description="Task ids not to return (the one on screen)."
     )
 
 
@@ -357,7 +351,7 @@ def projects_list(request: HttpRequest) -> list[dict[str, Any]]:
 
 
 @router.post("/projects", response={201: ProjectOut, 403: ErrorOut, 422: ErrorOut})
-def projects_create(request: HttpRequest, payload: ProjectIn) -> tuple[int, dict[str, Any]]:
+def projects_create(request: HttpRequest, payload: ProjectIn) -> Status:
     perm.require_staff(_user(request))
     version = get_object_or_404(TaxonomyVersion, pk=payload.taxonomy_version_id)
     project = projects_service.project_create(
@@ -369,7 +363,7 @@ def projects_create(request: HttpRequest, payload: ProjectIn) -> tuple[int, dict
         blind=payload.blind,
         lease_seconds=payload.lease_seconds,
     )
-    return 201, _project_out(project, Role.ADMIN)
+    return Status(201, _project_out(project, Role.ADMIN))
 
 
 @router.get("/projects/{project_id}", response=ProjectOut)
@@ -404,12 +398,14 @@ def members_list(request: HttpRequest, project_id: int) -> list[dict[str, Any]]:
 
 
 @router.post("/projects/{project_id}/members", response={201: MemberOut})
-def members_invite(request: HttpRequest, project_id: int, payload: MemberIn) -> tuple[int, Any]:
+def members_invite(request: HttpRequest, project_id: int, payload: MemberIn) -> Status:
     m = perm.require_role(project_id=project_id, user=_user(request), role=Role.ADMIN)
     row = members_service.member_invite(
         project=m.project, username_or_email=payload.user, role=payload.role
     )
-    return 201, {"user_id": row.user_id, "username": row.user.get_username(), "role": row.role}
+    return Status(
+        201, {"user_id": row.user_id, "username": row.user.get_username(), "role": row.role}
+    )
 
 
 # --- taxonomies -----------------------------------------------------------------------------------
@@ -474,7 +470,7 @@ def clips_upload(
     project_id: int,
     file: File[UploadedFile],
     priority: Form[float] = 0.0,
-) -> tuple[int, dict[str, Any]]:
+) -> Status:
     """Upload one audio file; it becomes a clip with a label task in the queue."""
     from annotation.services.clips import clip_upload
 
@@ -484,9 +480,9 @@ def clips_upload(
         reason = (
             "; ".join(p["reason"] for p in job.problems) or "the file is already in the project"
         )
-        return 422, {"detail": f"{file.name}: {reason}", "code": "clip_rejected"}
+        return Status(422, {"detail": f"{file.name}: {reason}", "code": "clip_rejected"})
     queue.tasks_create_for_clips(project=m.project, clip_ids=[clip.pk], priority=priority)
-    return 201, clip_out(clip, blind=False)
+    return Status(201, clip_out(clip, blind=False))
 
 
 @router.get("/clips/{clip_id}", response=ClipOut)
@@ -515,8 +511,10 @@ def clips_visual(request: HttpRequest, clip_id: int) -> dict[str, Any]:
     summary="Take the next task",
 )
 def tasks_next(
-    request: HttpRequest, project_id: int, payload: NextIn | None = None
-) -> tuple[int, Any]:
+    request: HttpRequest,
+    project_id: int,
+    exclude: list[int] = Query([], description="Task ids not to return (the one on screen)."),
+) -> Status:
     """The task to work on next (one already held comes back first), or 204 when none is left.
 
     The task is held under a lease (``lease_expires_at``); renew it with ``POST
@@ -525,11 +523,11 @@ def tasks_next(
     assignment = queue.task_next_for_annotator(
         project_id=project_id,
         user=_user(request),
-        exclude_task_ids=payload.exclude if payload else [],
+        exclude_task_ids=exclude,
     )
     if assignment is None:
-        return 204, None
-    return 200, task_out(assignment)
+        return Status(204, None)
+    return Status(200, task_out(assignment))
 
 
 @router.post("/tasks/{task_id}/lease", response=LeaseOut)
@@ -539,9 +537,9 @@ def tasks_renew(request: HttpRequest, task_id: int) -> dict[str, Any]:
 
 
 @router.post("/tasks/{task_id}/skip", response={204: None})
-def tasks_skip(request: HttpRequest, task_id: int) -> tuple[int, None]:
+def tasks_skip(request: HttpRequest, task_id: int) -> Status:
     queue.assignment_skip(task_id=task_id, user=_user(request))
-    return 204, None
+    return Status(204, None)
 
 
 @router.post(
@@ -549,9 +547,7 @@ def tasks_skip(request: HttpRequest, task_id: int) -> tuple[int, None]:
     response={200: AnnotationOut, 201: AnnotationOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut},
     summary="Submit labels for a held task",
 )
-def tasks_submit(
-    request: HttpRequest, task_id: int, payload: AnnotationIn
-) -> tuple[int, dict[str, Any]]:
+def tasks_submit(request: HttpRequest, task_id: int, payload: AnnotationIn) -> Status:
     """201 with the new annotation; 200 with the stored one when ``idempotency_key`` repeats."""
     result = queue.annotation_submit(
         task_id=task_id,
@@ -563,7 +559,7 @@ def tasks_submit(
         time_spent_ms=payload.time_spent_ms,
         taxonomy_version_id=payload.taxonomy_version,
     )
-    return (201 if result.created else 200), annotation_out(result.annotation)
+    return Status((201 if result.created else 200), annotation_out(result.annotation))
 
 
 @router.get("/projects/{project_id}/tasks", response=list[TaskRowOut])
@@ -586,10 +582,12 @@ def tasks_list(
 
 
 @router.post("/projects/{project_id}/tasks", response={201: CreatedOut, 422: ErrorOut})
-def tasks_create(request: HttpRequest, project_id: int, payload: TasksIn) -> tuple[int, Any]:
+def tasks_create(request: HttpRequest, project_id: int, payload: TasksIn) -> Status:
     m = perm.require_role(project_id=project_id, user=_user(request), role=Role.ADMIN)
     if payload.kind not in Task.Kind.values:
-        return 422, {"detail": f"unknown task kind {payload.kind!r}", "code": "invalid_kind"}
+        return Status(
+            422, {"detail": f"unknown task kind {payload.kind!r}", "code": "invalid_kind"}
+        )
     clip_ids = set(payload.clip_ids)
     known = set(
         Clip.objects.filter(
@@ -598,10 +596,8 @@ def tasks_create(request: HttpRequest, project_id: int, payload: TasksIn) -> tup
     )
     if clip_ids - known:
         missing = sorted(clip_ids - known)[:5]
-        return 422, {
-            "detail": f"not ready clips of this project: {missing}",
-            "code": "unknown_clips",
-        }
+        detail = f"not ready clips of this project: {missing}"
+        return Status(422, {"detail": detail, "code": "unknown_clips"})
     n = queue.tasks_create_for_clips(
         project=m.project,
         clip_ids=sorted(clip_ids),
@@ -610,7 +606,7 @@ def tasks_create(request: HttpRequest, project_id: int, payload: TasksIn) -> tup
         reason=payload.reason,
         overlap=payload.overlap,
     )
-    return 201, {"created": n}
+    return Status(201, {"created": n})
 
 
 # --- annotations and reviews ----------------------------------------------------------------------
@@ -659,7 +655,7 @@ def reviews_list(request: HttpRequest, clip_id: int) -> list[dict[str, Any]]:
 
 
 @router.post("/clips/{clip_id}/reviews", response={201: ReviewOut, 422: ErrorOut})
-def reviews_create(request: HttpRequest, clip_id: int, payload: ReviewIn) -> tuple[int, Any]:
+def reviews_create(request: HttpRequest, clip_id: int, payload: ReviewIn) -> Status:
     clip, m = perm.clip_for_user(clip_id=clip_id, user=_user(request))
     if not perm.role_at_least(m, Role.REVIEWER):
         raise perm.PermissionDenied("only reviewers record review decisions")
@@ -672,14 +668,14 @@ def reviews_create(request: HttpRequest, clip_id: int, payload: ReviewIn) -> tup
         labels=payload.labels,
         note=payload.note,
     )
-    return 201, _review_out(row)
+    return Status(201, _review_out(row))
 
 
 # --- tokens ---------------------------------------------------------------------------------------
 
 
 @router.post("/auth/tokens", response={201: TokenOut})
-def tokens_create(request: HttpRequest, payload: TokenIn) -> tuple[int, dict[str, Any]]:
+def tokens_create(request: HttpRequest, payload: TokenIn) -> Status:
     """A personal token for ``Authorization: Bearer …``; shown once, store it safely."""
     row, token = api_token_create(user=_user(request), name=payload.name)
-    return 201, {"token": token, "prefix": row.prefix, "name": row.name}
+    return Status(201, {"token": token, "prefix": row.prefix, "name": row.name})

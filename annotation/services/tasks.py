@@ -174,7 +174,7 @@ def _lock_membership(*, project_id: int, user: AbstractBaseUser) -> Membership:
     # below cannot be raced by the same user. Different users never wait on each other here.
     membership = (
         Membership.objects.select_for_update(of=("self",))
-        .select_related("project", "project__taxonomy_version")
+        .select_related("project", "project__taxonomy_version__taxonomy")
         .filter(project_id=project_id, user=user)
         .first()
     )
