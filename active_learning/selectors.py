@@ -1,0 +1,173 @@
+"""Reads of features, models and predictions for the other apps (quality, acquisition, pages).
+
+Arrays come from the on-disk artifacts, memory-mapped: loading 100k x D features or 100k x K
+probabilities costs a page-table walk, not a query per row.
+
+Training labels come through a *labels provider*: a function ``(project, index, clip_ids) ->
+TrainingLabels``. The default takes each clip's latest non-review annotation; the quality app may
+register a consensus provider with :func:`register_labels_provider` and training picks it by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from active_learning.core.hierarchy import Hierarchy
+from active_learning.models import FeatureSet, JobStatus, ModelVersion
+from annotation.models import Annotation, AnnotationLabel, Project
+from annotation.selectors import TaxonomyIndex
+
+# --------------------------------------------------------------------------------------------------
+# Features and predictions
+# --------------------------------------------------------------------------------------------------
+
+
+def latest_feature_set(*, project: Project, backend: str | None = None) -> FeatureSet | None:
+    """The newest done feature set of the project (of one backend when given)."""
+    qs = FeatureSet.objects.filter(project=project, status=JobStatus.DONE)
+    if backend:
+        qs = qs.filter(backend=backend)
+    return qs.order_by("-created_at", "-id").first()
+
+
+def feature_set_arrays(*, feature_set: FeatureSet) -> tuple[np.ndarray, np.ndarray]:
+    """(clip_ids (N,) int64, X (N, D) float32 memory-mapped) of a done feature set."""
+    from active_learning.core.features import FeatureStore
+
+    matrix = Path(feature_set.store_path)
+    loaded = FeatureStore(matrix.parent).load(matrix.stem, mmap=True)
+    return np.asarray(loaded.clip_ids, dtype=np.int64), loaded.X
+
+
+def feature_matrix(*, project: Project) -> tuple[np.ndarray, np.ndarray] | None:
+    """(clip_ids (N,), X (N, D) float32 mmap) from the latest done feature set, or None."""
+    fs = latest_feature_set(project=project)
+    if fs is None:
+        return None
+    return feature_set_arrays(feature_set=fs)
+
+
+def latest_model_version(*, project: Project) -> ModelVersion | None:
+    """The project's newest done model version."""
+    return (
+        ModelVersion.objects.filter(project=project, status=JobStatus.DONE)
+        .order_by("-number")
+        .first()
+    )
+
+
+def prediction_matrix(*, model_version: ModelVersion) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(clip_ids (N,) int64, pred_probs (N, K) float32 mmap, out_of_sample (N,) bool).
+
+    Columns follow ``TaxonomyNode.index`` of the model's taxonomy version; ``out_of_sample`` is True
+    for labelled clips whose probabilities come from a fold model that did not see them.
+    """
+    root = Path(model_version.artifact_path)
+    clip_ids = np.load(root / "clip_ids.npy")
+    probs = np.load(root / "pred_probs.npy", mmap_mode="r")
+    oos = np.load(root / "out_of_sample.npy")
+    return clip_ids, probs, oos
+
+
+def model_versions_for_page(*, project: Project) -> list[ModelVersion]:
+    """All versions, newest first, with what the models page shows."""
+    return list(
+        ModelVersion.objects.filter(project=project)
+        .select_related("feature_set", "taxonomy_version")
+        .order_by("-number")
+    )
+
+
+def annotations_since(*, project: Project, model_version: ModelVersion | None) -> int:
+    """Non-review annotations on the project's clips created after the version was requested."""
+    qs = Annotation.objects.filter(clip__project=project).exclude(kind=Annotation.Kind.REVIEW)
+    if model_version is not None:
+        qs = qs.filter(created_at__gt=model_version.created_at)
+    return qs.count()
+
+
+# --------------------------------------------------------------------------------------------------
+# Training labels
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainingLabels:
+    """Labels for a list of clips.
+
+    Attributes
+    ----------
+    Y : (N, K) int8
+        Ancestor-closed label sets (rows without labels are all zero).
+    labelled : (N,) bool
+        Rows that carry a label set.
+    snapshot : dict
+        What the labels came from, stored on the model version (``provider``, ``annotations``...).
+    """
+
+    Y: np.ndarray
+    labelled: np.ndarray
+    snapshot: dict[str, Any] = field(default_factory=dict)
+
+
+LabelsProvider = Callable[[Project, TaxonomyIndex, Sequence[int]], TrainingLabels]
+
+
+def latest_annotation_labels(
+    project: Project, index: TaxonomyIndex, clip_ids: Sequence[int]
+) -> TrainingLabels:
+    """Each clip's latest non-review annotation on the index's taxonomy version."""
+    pos = {int(c): i for i, c in enumerate(clip_ids)}
+    Y = np.zeros((len(pos), len(index.nodes)), dtype=np.int8)
+    labelled = np.zeros(len(pos), dtype=bool)
+    chosen: dict[int, int] = {}
+    rows = (
+        Annotation.objects.filter(clip__project=project, taxonomy_version=index.version)
+        .exclude(kind=Annotation.Kind.REVIEW)
+        .order_by("clip_id", "-created_at", "-id")
+        .values_list("id", "clip_id")
+    )
+    for ann_id, clip_id in rows.iterator(chunk_size=10_000):
+        if clip_id in pos and clip_id not in chosen:
+            chosen[clip_id] = ann_id
+    ann_row = {a: pos[c] for c, a in chosen.items()}
+    node_col = {n.id: n.index for n in index.nodes}
+    ids = list(ann_row)
+    for start in range(0, len(ids), 20_000):
+        for ann_id, node_id in AnnotationLabel.objects.filter(
+            annotation_id__in=ids[start : start + 20_000]
+        ).values_list("annotation_id", "node_id"):
+            Y[ann_row[ann_id], node_col[node_id]] = 1
+    labelled[list(ann_row.values())] = True
+    # Stored labels are ancestor-closed already; close again so a provider's contract holds even
+    # for rows written by older importers.
+    Y = Hierarchy(index.parents_array).ancestor_close(Y)
+    return TrainingLabels(
+        Y=Y,
+        labelled=labelled,
+        snapshot={"provider": "latest-annotation", "annotations": sorted(chosen.values())},
+    )
+
+
+_PROVIDERS: dict[str, LabelsProvider] = {"latest-annotation": latest_annotation_labels}
+
+
+def register_labels_provider(name: str, provider: LabelsProvider) -> None:
+    """Make ``provider`` available to training by name (e.g. the quality app's consensus)."""
+    _PROVIDERS[name] = provider
+
+
+def labels_provider(name: str | None = None) -> LabelsProvider:
+    """A registered provider; None is ``settings.REFRAIN_LABELS_PROVIDER`` or the latest annotation."""
+    from django.conf import settings
+
+    name = name or getattr(settings, "REFRAIN_LABELS_PROVIDER", "latest-annotation")
+    try:
+        return _PROVIDERS[name]
+    except KeyError:
+        raise KeyError(f"unknown labels provider {name!r}; known: {sorted(_PROVIDERS)}") from None

@@ -1,0 +1,432 @@
+"""Feature extraction: a project's ready clips embedded in resumable chunks into one mmap-able matrix.
+
+The life of a :class:`~active_learning.models.FeatureSet`:
+
+1. :func:`feature_set_create` fixes the plan: the backend (name, version, dimension) and the clip ids
+   in chunks of ``chunk_size``, written as ``<store>/fs_<id>.plan.npy`` next to the future matrix.
+2. :func:`feature_set_extract_chunk` embeds one chunk and writes it atomically with
+   :class:`~active_learning.core.features.FeatureStore`; a chunk whose file exists is skipped, so a
+   redelivered or re-run chunk costs nothing and a killed worker loses at most its chunk.
+3. :func:`feature_set_finalize` stacks the chunks into ``fs_<id>.npy`` (N, D) float32 + sidecar and
+   recounts progress from the files (the per-chunk counters are for watching, the files are the truth).
+
+The Celery fan-out lives in ``active_learning.tasks``; :func:`feature_set_extract_sync` runs the same
+steps in-process for the CLI and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from active_learning.core.features import (
+    AudioDecodeError,
+    EmbeddingBackend,
+    FeatureStore,
+    decode_audio,
+    get_backend,
+)
+from active_learning.models import FeatureSet, JobStatus
+from annotation.models import Clip, Project
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BACKEND = "logmel-stats"
+DEFAULT_CHUNK_SIZE = 64
+
+
+class FeatureBackendError(ValueError):
+    """The requested embedding backend cannot be built here (unknown name, missing weights)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Backends: resolved by name, built once per process
+# --------------------------------------------------------------------------------------------------
+
+
+def musicnn_weights_dir() -> Path | None:
+    """Where the musicnn checkpoints are: ``MUSICNN_WEIGHTS_DIR``, else ``var/models/musicnn``."""
+    candidates = [
+        os.environ.get("MUSICNN_WEIGHTS_DIR", ""),
+        str(getattr(settings, "MUSICNN_WEIGHTS_DIR", "") or ""),
+        str(Path(settings.VAR_DIR) / "models" / "musicnn"),
+        # Workers started with a scratch REFRAIN_VAR_DIR (tests, benches) still find the install.
+        str(Path(settings.BASE_DIR) / "var" / "models" / "musicnn"),
+    ]
+    for c in candidates:
+        if c and Path(c).is_dir() and any(Path(c).iterdir()):
+            return Path(c)
+    return None
+
+
+def backend_resolve(name: str | None, options: dict[str, Any] | None = None) -> tuple[str, dict]:
+    """(registry name, backend options) for a name, a TorchScript file path, or None (default).
+
+    A path to an existing file means the ``torchscript`` backend with that ``path``; musicnn gets its
+    ``weights_dir`` filled in.
+    """
+    opts = dict(options or {})
+    name = name or DEFAULT_BACKEND
+    if name not in ("torchscript",) and (name.endswith((".pt", ".ts", ".pth")) or os.sep in name):
+        opts.setdefault("path", name)
+        name = "torchscript"
+    if name.startswith("musicnn") and "weights_dir" not in opts:
+        found = musicnn_weights_dir()
+        if found is None:
+            raise FeatureBackendError(
+                f"{name}: no musicnn weights; run `python -m active_learning.core.musicnn.fetch "
+                "--dest var/models/musicnn` or set MUSICNN_WEIGHTS_DIR"
+            )
+        opts["weights_dir"] = str(found)
+    if name == "torchscript" and "path" in opts:
+        opts["path"] = str(Path(opts["path"]).resolve())
+    return name, opts
+
+
+_BACKENDS: dict[str, EmbeddingBackend] = {}
+_BACKENDS_LOCK = threading.Lock()
+
+
+def backend_for(name: str, options: dict[str, Any]) -> EmbeddingBackend:
+    """The backend instance for (name, options), built once per process (weights, filterbanks)."""
+    key = json.dumps([name, options], sort_keys=True, default=str)
+    with _BACKENDS_LOCK:
+        if key not in _BACKENDS:
+            try:
+                _BACKENDS[key] = get_backend(name, **options)
+            except (KeyError, FileNotFoundError, ValueError, OSError) as exc:
+                raise FeatureBackendError(f"{name}: {exc}") from exc
+        return _BACKENDS[key]
+
+
+def backend_warm_up() -> None:
+    """Import librosa/soxr/torch and build the default backend's filterbanks (worker start)."""
+    import librosa  # noqa: F401
+    import soxr  # noqa: F401
+
+    backend = backend_for(DEFAULT_BACKEND, {})
+    backend.embed(np.zeros(4096, dtype=np.float32), 22050)
+
+
+# --------------------------------------------------------------------------------------------------
+# Paths
+# --------------------------------------------------------------------------------------------------
+
+
+def _store_root(project: Project) -> Path:
+    return Path(settings.ARTIFACT_ROOT) / f"project_{project.id}" / "features"
+
+
+def _store_of(feature_set: FeatureSet) -> tuple[FeatureStore, str]:
+    """The FeatureStore and set name behind a row (its ``store_path`` is the matrix path)."""
+    matrix = Path(feature_set.store_path)
+    return FeatureStore(matrix.parent), matrix.stem
+
+
+def _plan_path(feature_set: FeatureSet) -> Path:
+    store, name = _store_of(feature_set)
+    return store.root / f"{name}.plan.npy"
+
+
+# --------------------------------------------------------------------------------------------------
+# Plan
+# --------------------------------------------------------------------------------------------------
+
+
+def feature_set_create(
+    *,
+    project: Project,
+    backend: str | None = None,
+    options: dict[str, Any] | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> FeatureSet:
+    """A queued FeatureSet over the project's ready clips, with its chunk plan on disk.
+
+    Raises
+    ------
+    FeatureBackendError
+        If the backend cannot be built (so no row is left behind for an impossible job).
+    """
+    name, opts = backend_resolve(backend or project.embedding_backend, options)
+    instance = backend_for(name, opts)
+    clip_ids = np.asarray(
+        Clip.objects.filter(project=project, status=Clip.Status.READY)
+        .order_by("id")
+        .values_list("id", flat=True),
+        dtype=np.int64,
+    )
+    chunk_size = max(1, int(chunk_size))
+    with transaction.atomic():
+        fs = FeatureSet.objects.create(
+            project=project,
+            backend=name,
+            backend_version=str(instance.version),
+            options=opts,
+            dim=int(instance.dim),
+            n_clips=int(clip_ids.size),
+            chunk_size=chunk_size,
+            n_chunks=-(-int(clip_ids.size) // chunk_size),
+        )
+        fs.store_path = str(_store_root(project) / f"fs_{fs.id}.npy")
+        fs.save(update_fields=["store_path"])
+        plan = _plan_path(fs)
+        plan.parent.mkdir(parents=True, exist_ok=True)
+        np.save(plan, clip_ids)
+    return fs
+
+
+def feature_set_plan(*, feature_set: FeatureSet) -> list[list[int]]:
+    """The clip ids of every chunk, in chunk order."""
+    ids = np.load(_plan_path(feature_set)).tolist()
+    size = feature_set.chunk_size
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+def feature_set_pending_chunks(*, feature_set: FeatureSet) -> list[tuple[int, list[int]]]:
+    """(chunk index, clip ids) of the chunks whose files are not written yet."""
+    store, name = _store_of(feature_set)
+    plan = feature_set_plan(feature_set=feature_set)
+    return [(c, plan[c]) for c in store.pending_chunks(name, len(plan))]
+
+
+def feature_set_for_extraction(
+    *, project: Project, backend: str | None = None, options: dict[str, Any] | None = None
+) -> FeatureSet:
+    """The feature set an extraction request should work on, creating one only when needed.
+
+    An unfinished set for the same backend is resumed; a done one that covers every ready clip is
+    returned as it is; otherwise (new clips, or none yet) a new set is planned.
+    """
+    name, opts = backend_resolve(backend or project.embedding_backend, options)
+    same = FeatureSet.objects.filter(project=project, backend=name, options=opts)
+    unfinished = same.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).first()
+    if unfinished is not None:
+        return unfinished
+    done = same.filter(status=JobStatus.DONE).first()
+    if done is not None:
+        ready = Clip.objects.filter(project=project, status=Clip.Status.READY)
+        newer = ready.filter(created_at__gt=done.created_at).exists()
+        if not newer and ready.count() == done.n_clips:
+            return done
+    return feature_set_create(project=project, backend=name, options=opts)
+
+
+def feature_set_mark_running(*, feature_set: FeatureSet) -> bool:
+    """Claim queued -> running; False when another delivery or a previous run already did."""
+    claimed = FeatureSet.objects.filter(id=feature_set.id, status=JobStatus.QUEUED).update(
+        status=JobStatus.RUNNING
+    )
+    feature_set.refresh_from_db()
+    return bool(claimed)
+
+
+# --------------------------------------------------------------------------------------------------
+# Chunks
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    chunk: int
+    n_done: int
+    n_failed: int
+    skipped: bool
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "chunk": self.chunk,
+            "done": self.n_done,
+            "failed": self.n_failed,
+            "skipped": self.skipped,
+        }
+
+
+def _clip_audio(clip: Clip) -> tuple[np.ndarray, int]:
+    audio, sr = decode_audio(clip.file_path)
+    if clip.segment_start_s is not None or clip.segment_end_s is not None:
+        start = round((clip.segment_start_s or 0.0) * sr)
+        end = round(clip.segment_end_s * sr) if clip.segment_end_s is not None else None
+        audio = audio[start:end]
+        if audio.size == 0:
+            raise AudioDecodeError(f"{clip.file_path}: segment holds no samples")
+    return audio, sr
+
+
+def feature_set_extract_chunk(
+    *, feature_set: FeatureSet, chunk_index: int, clip_ids: list[int]
+) -> ChunkResult:
+    """Embed one chunk's clips and write the chunk file; a clip that fails is listed, not fatal.
+
+    Idempotent: a chunk whose file already exists is skipped without touching the counters.
+    """
+    store, name = _store_of(feature_set)
+    if chunk_index in store.done_chunks(name):
+        return ChunkResult(chunk_index, 0, 0, skipped=True)
+    backend = backend_for(feature_set.backend, feature_set.options)
+    clips = {c.id: c for c in Clip.objects.filter(id__in=clip_ids)}
+    rows: list[np.ndarray] = []
+    ok_ids: list[str] = []
+    failures: dict[str, str] = {}
+    for cid in clip_ids:
+        clip = clips.get(cid)
+        if clip is None or not clip.file_path:
+            failures[str(cid)] = "clip no longer exists" if clip is None else "clip has no file"
+            continue
+        try:
+            audio, sr = _clip_audio(clip)
+            vec = np.asarray(backend.embed(audio, sr), dtype=np.float32).reshape(-1)
+        except AudioDecodeError as exc:
+            failures[str(cid)] = str(exc)
+            continue
+        except Exception as exc:  # one bad clip must not sink its chunk
+            logger.exception("feature extraction failed for clip %s", cid)
+            failures[str(cid)] = f"embedding failed: {type(exc).__name__}: {exc}"
+            continue
+        if vec.shape != (feature_set.dim,) or not np.all(np.isfinite(vec)):
+            failures[str(cid)] = f"embedding has shape {vec.shape} or non-finite values"
+            continue
+        rows.append(vec)
+        ok_ids.append(str(cid))
+    X = np.stack(rows) if rows else np.zeros((0, feature_set.dim or 0), dtype=np.float32)
+    store.write_chunk(
+        name,
+        chunk_index,
+        X,
+        ok_ids,
+        backend=feature_set.backend,
+        version=feature_set.backend_version,
+        failures=failures,
+    )
+    _record_chunk_progress(feature_set, n_done=len(ok_ids), failures=failures)
+    return ChunkResult(chunk_index, len(ok_ids), len(failures), skipped=False)
+
+
+def _record_chunk_progress(
+    feature_set: FeatureSet, *, n_done: int, failures: dict[str, str]
+) -> None:
+    with transaction.atomic():
+        # Counters with F() so concurrent chunks never lose an increment.
+        FeatureSet.objects.filter(id=feature_set.id).update(
+            n_done=F("n_done") + n_done, n_failed=F("n_failed") + len(failures)
+        )
+        if failures:
+            # The list needs read-modify-write: hold the row lock while appending.
+            row = FeatureSet.objects.select_for_update().only("failures").get(id=feature_set.id)
+            row.failures = [
+                *row.failures,
+                *({"clip": int(c), "reason": r} for c, r in failures.items()),
+            ]
+            row.save(update_fields=["failures"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Finalize
+# --------------------------------------------------------------------------------------------------
+
+
+def feature_set_finalize(*, feature_set: FeatureSet) -> FeatureSet:
+    """Consolidate the chunks into the matrix, recount from the files, mark done (or failed).
+
+    Idempotent: a set already done is returned unchanged; chunks still missing leave it running.
+    """
+    feature_set.refresh_from_db()
+    if feature_set.status == JobStatus.DONE:
+        return feature_set
+    store, name = _store_of(feature_set)
+    if not store.exists(name):
+        if feature_set.n_chunks == 0:
+            return _fail(feature_set, "the project has no ready clips")
+        pending = feature_set_pending_chunks(feature_set=feature_set)
+        if pending:
+            missing = [c for c, _ in pending]
+            feature_set.error = f"{len(missing)} chunk(s) not written yet: {missing[:20]}"
+            feature_set.save(update_fields=["error"])
+            return feature_set
+        store.consolidate(name)
+    loaded = store.load(name)
+    failures = loaded.meta.get("failures", {})
+    feature_set.n_done = len(loaded.clip_ids)
+    feature_set.n_failed = len(failures)
+    feature_set.failures = [{"clip": int(c), "reason": r} for c, r in failures.items()]
+    feature_set.dim = loaded.dim
+    feature_set.finished_at = timezone.now()
+    if feature_set.n_done == 0:
+        feature_set.status = JobStatus.FAILED
+        feature_set.error = "no clip could be embedded"
+    else:
+        feature_set.status = JobStatus.DONE
+        feature_set.error = ""
+    feature_set.save()
+    return feature_set
+
+
+def _fail(feature_set: FeatureSet, reason: str) -> FeatureSet:
+    feature_set.status = JobStatus.FAILED
+    feature_set.error = reason
+    feature_set.finished_at = timezone.now()
+    feature_set.save(update_fields=["status", "error", "finished_at"])
+    return feature_set
+
+
+def feature_set_fail(*, feature_set: FeatureSet, reason: str) -> FeatureSet:
+    """Mark a set failed with a reason (a backend that cannot be built, a broken plan)."""
+    return _fail(feature_set, reason)
+
+
+def feature_set_summary(*, feature_set: FeatureSet) -> dict[str, Any]:
+    """The JSON a task or command reports."""
+    return {
+        "feature_set": feature_set.id,
+        "backend": feature_set.backend,
+        "backend_version": feature_set.backend_version,
+        "status": feature_set.status,
+        "dim": feature_set.dim,
+        "n_clips": feature_set.n_clips,
+        "done": feature_set.n_done,
+        "failed": feature_set.n_failed,
+        "left": feature_set.n_left,
+        "error": feature_set.error,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry points
+# --------------------------------------------------------------------------------------------------
+
+
+def feature_set_start(
+    *, project: Project, backend: str | None = None, options: dict[str, Any] | None = None
+) -> FeatureSet:
+    """Plan (or find) the project's feature set and enqueue its extraction once the row commits."""
+    from active_learning.tasks import extract_features_for_project
+
+    fs = feature_set_for_extraction(project=project, backend=backend, options=options)
+    if fs.status != JobStatus.DONE:
+        extract_features_for_project.delay_on_commit(
+            project.id, backend=fs.backend, feature_set_id=fs.id
+        )
+    return fs
+
+
+def feature_set_extract_sync(
+    *, project: Project, backend: str | None = None, options: dict[str, Any] | None = None
+) -> FeatureSet:
+    """Everything in this process: plan or resume, extract missing chunks, consolidate."""
+    fs = feature_set_for_extraction(project=project, backend=backend, options=options)
+    if fs.status == JobStatus.DONE:
+        return fs
+    feature_set_mark_running(feature_set=fs)
+    for chunk, clip_ids in feature_set_pending_chunks(feature_set=fs):
+        feature_set_extract_chunk(feature_set=fs, chunk_index=chunk, clip_ids=clip_ids)
+    return feature_set_finalize(feature_set=fs)

@@ -1,0 +1,382 @@
+"""Training: a ModelVersion from the latest features and labels, with K-fold out-of-sample predictions.
+
+:func:`model_version_request` allocates the next version number (project row locked) as a queued
+row; :func:`model_version_claim` moves it queued -> running with a conditional UPDATE, so a duplicate
+delivery of the same message finds nothing to claim and stops; :func:`model_version_run` does the work:
+
+* features: the latest done FeatureSet, memory-mapped (N, D);
+* labels: a labels provider (default: each clip's latest non-review annotation; see
+  ``active_learning.selectors``), ancestor-closed (N, K), and which annotations were used;
+* ``cross_val_predict_proba``: out-of-sample probabilities for labelled clips, full-model ones for
+  unlabelled clips, then metrics on the out-of-sample rows only;
+* artifacts under ``ARTIFACT_ROOT/project_<id>/model_<n>/``: ``pred_probs.npy`` (N, K) float32,
+  ``clip_ids.npy`` (N,), ``out_of_sample.npy`` (N,), ``model.joblib``, ``metrics.json``; one
+  ``Prediction`` row per clip.
+
+Data problems (no features, too few labels) fail the version with a reason a person can act on and
+never raise, so no retry loop can start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from active_learning.core.hierarchy import Hierarchy
+from active_learning.models import FeatureSet, JobStatus, ModelVersion, Prediction
+from active_learning.selectors import (
+    LabelsProvider,
+    TrainingLabels,
+    feature_set_arrays,
+    labels_provider,
+    latest_feature_set,
+)
+from annotation.models import Project
+from annotation.selectors import TaxonomyIndex
+
+logger = logging.getLogger(__name__)
+
+KINDS = {"hierarchical": {"method": "conditional"}, "flat": {"method": "flat"}}
+PREDICTION_BATCH = 2000
+
+
+class TrainingDataError(ValueError):
+    """The project cannot be trained on as it is (no features, too few labels); the message says why."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Request and claim
+# --------------------------------------------------------------------------------------------------
+
+
+def model_version_request(
+    *,
+    project: Project,
+    trigger: str = ModelVersion.Trigger.MANUAL,
+    kind: str = "hierarchical",
+    n_folds: int = 5,
+    seed: int = 0,
+    labels: str | None = None,
+    hyperparameters: dict[str, Any] | None = None,
+    task_id: str | None = None,
+) -> ModelVersion:
+    """A queued ModelVersion with the next number; the row of ``task_id`` if it exists already."""
+    with transaction.atomic():
+        # Lock: the project row, so two requests never compute the same next number.
+        Project.objects.select_for_update().filter(id=project.id).first()
+        if task_id:
+            existing = ModelVersion.objects.filter(task_id=task_id).first()
+            if existing is not None:
+                return existing
+        last = ModelVersion.objects.filter(project=project).aggregate(n=Max("number"))["n"] or 0
+        params = {**KINDS.get(kind, {}), **(hyperparameters or {})}
+        return ModelVersion.objects.create(
+            project=project,
+            number=last + 1,
+            taxonomy_version=project.taxonomy_version,
+            kind=kind,
+            trigger=trigger,
+            n_folds=n_folds,
+            seed=seed,
+            hyperparameters=params,
+            training_snapshot={"provider": labels} if labels else {},
+            task_id=task_id,
+        )
+
+
+def model_version_claim(*, model_version: ModelVersion) -> bool:
+    """queued -> running with a conditional UPDATE; False (row refreshed) when already taken."""
+    from active_learning.core.models import auto_device
+
+    claimed = ModelVersion.objects.filter(id=model_version.id, status=JobStatus.QUEUED).update(
+        status=JobStatus.RUNNING, started_at=timezone.now(), device=auto_device().type
+    )
+    model_version.refresh_from_db()
+    return bool(claimed)
+
+
+def model_version_summary(*, model_version: ModelVersion) -> dict[str, Any]:
+    """The JSON a task or command reports."""
+    m = model_version.metrics or {}
+    return {
+        "model_version": model_version.id,
+        "number": model_version.number,
+        "status": model_version.status,
+        "device": model_version.device,
+        "n_labelled": model_version.n_labelled,
+        "n_unlabelled": model_version.n_unlabelled,
+        "metrics": {
+            k: m[k]
+            for k in ("hierarchical_f1", "leaf_accuracy", "top_level_accuracy", "mAP")
+            if k in m
+        },
+        "error": model_version.error,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Run
+# --------------------------------------------------------------------------------------------------
+
+
+def model_version_run(
+    *, model_version: ModelVersion, labels_provider_fn: LabelsProvider | None = None
+) -> ModelVersion:
+    """Train a claimed (running) version; data problems fail it with a reason."""
+    mv = model_version
+    try:
+        _train(mv, labels_provider_fn)
+    except TrainingDataError as exc:
+        _fail(mv, str(exc))
+    except Exception as exc:
+        logger.exception("training %s failed", mv)
+        _fail(mv, f"{type(exc).__name__}: {exc}")
+        raise
+    return mv
+
+
+def model_train_for_project(
+    *,
+    project: Project,
+    trigger: str = ModelVersion.Trigger.MANUAL,
+    kind: str = "hierarchical",
+    n_folds: int = 5,
+    seed: int = 0,
+    labels_provider_fn: LabelsProvider | None = None,
+    hyperparameters: dict[str, Any] | None = None,
+) -> ModelVersion:
+    """Request, claim and train a version in this process (CLI ``--sync``, benchmarks)."""
+    mv = model_version_request(
+        project=project,
+        trigger=trigger,
+        kind=kind,
+        n_folds=n_folds,
+        seed=seed,
+        hyperparameters=hyperparameters,
+    )
+    model_version_claim(model_version=mv)
+    return model_version_run(model_version=mv, labels_provider_fn=labels_provider_fn)
+
+
+def model_train_start(
+    *,
+    project: Project,
+    trigger: str = ModelVersion.Trigger.MANUAL,
+    kind: str = "hierarchical",
+    n_folds: int = 5,
+    seed: int = 0,
+) -> ModelVersion:
+    """Request a version and enqueue its training once the row commits."""
+    from active_learning.tasks import train_project_model
+
+    mv = model_version_request(
+        project=project, trigger=trigger, kind=kind, n_folds=n_folds, seed=seed
+    )
+    train_project_model.delay_on_commit(
+        project.id, trigger=trigger, model_version_id=mv.id, n_folds=n_folds, seed=seed, kind=kind
+    )
+    return mv
+
+
+def _fail(mv: ModelVersion, reason: str) -> None:
+    mv.status = JobStatus.FAILED
+    mv.error = reason
+    mv.finished_at = timezone.now()
+    mv.save(update_fields=["status", "error", "finished_at"])
+
+
+@dataclass
+class _Data:
+    feature_set: FeatureSet
+    clip_ids: np.ndarray
+    X: np.ndarray
+    index: TaxonomyIndex
+    hierarchy: Hierarchy
+    labels: TrainingLabels
+
+
+def _load(mv: ModelVersion, provider: LabelsProvider | None) -> _Data:
+    project = mv.project
+    fs = latest_feature_set(project=project)
+    if fs is None:
+        raise TrainingDataError(
+            "no finished feature set for this project: run `manage.py extract_features` first"
+        )
+    clip_ids, X = feature_set_arrays(feature_set=fs)
+    index = TaxonomyIndex.for_version(mv.taxonomy_version)
+    if provider is None:
+        provider = labels_provider(mv.training_snapshot.get("provider"))
+    labels = provider(project, index, clip_ids.tolist())
+    return _Data(fs, clip_ids, X, index, Hierarchy(index.parents_array), labels)
+
+
+def training_labels_check(*, labels: TrainingLabels, hierarchy: Hierarchy, n_folds: int) -> None:
+    """Raise TrainingDataError unless K-fold training is meaningful on these labels.
+
+    Needs at least two top-level genres with ``n_folds`` labelled clips each.
+    """
+    Y = labels.Y[labels.labelled]
+    n = int(Y.shape[0])
+    if n < 2 * n_folds:
+        raise TrainingDataError(
+            f"too few labels: {n} labelled clip(s) with features; {n_folds}-fold training needs "
+            f"at least {2 * n_folds}"
+        )
+    roots = hierarchy.roots
+    counts = Y[:, roots].sum(axis=0)
+    enough = int((counts >= n_folds).sum())
+    if enough < 2:
+        names = hierarchy.names or tuple(str(i) for i in range(hierarchy.n_nodes))
+        seen = ", ".join(f"{names[r]}: {int(c)}" for r, c in zip(roots, counts, strict=True) if c)
+        raise TrainingDataError(
+            f"too few labels: {enough} top-level genre(s) with at least {n_folds} labelled clips "
+            f"(need 2 classes); labelled per genre: {seen or 'none'}"
+        )
+
+
+def _train(mv: ModelVersion, provider: LabelsProvider | None) -> None:
+    t0 = time.perf_counter()
+    data = _load(mv, provider)
+    hierarchy = Hierarchy(data.index.parents_array, tuple(data.index.paths))
+    labelled = data.labels.labelled
+    training_labels_check(labels=data.labels, hierarchy=hierarchy, n_folds=mv.n_folds)
+    params = {k: v for k, v in mv.hyperparameters.items() if k != "device"}
+
+    from active_learning.core.models import HierarchicalClassifier
+
+    def make_estimator() -> HierarchicalClassifier:
+        return HierarchicalClassifier(hierarchy.parents, seed=mv.seed, **params)
+
+    X = np.asarray(data.X, dtype=np.float32)
+    pred_probs, oos, model = cross_val_predict(
+        make_estimator, X, data.labels.Y, labelled=labelled, n_folds=mv.n_folds, seed=mv.seed
+    )
+    t_fit = time.perf_counter() - t0
+    metrics = compute_metrics(data.labels.Y[oos], pred_probs[oos], hierarchy)
+    metrics["train_seconds"] = round(t_fit, 3)
+    top = top_nodes(pred_probs, hierarchy)
+
+    root = Path(settings.ARTIFACT_ROOT) / f"project_{mv.project_id}" / f"model_{mv.number}"
+    _save_npy(root / "pred_probs.npy", pred_probs.astype(np.float32))
+    _save_npy(root / "clip_ids.npy", data.clip_ids.astype(np.int64))
+    _save_npy(root / "out_of_sample.npy", oos.astype(bool))
+    import joblib
+
+    joblib.dump(model, root / "model.joblib")
+    (root / "metrics.json").write_text(json.dumps(metrics, indent=1))
+
+    node_ids = np.asarray([n.id for n in data.index.nodes], dtype=np.int64)
+    probs32 = np.ascontiguousarray(pred_probs, dtype="<f4")
+    with transaction.atomic():
+        Prediction.objects.filter(model_version=mv).delete()
+        for start in range(0, len(data.clip_ids), PREDICTION_BATCH):
+            stop = start + PREDICTION_BATCH
+            Prediction.objects.bulk_create(
+                [
+                    Prediction(
+                        model_version=mv,
+                        clip_id=int(cid),
+                        out_of_sample=bool(o),
+                        probs=probs32[i].tobytes(),
+                        top_node_id=int(node_ids[t]),
+                        top_prob=float(probs32[i, t]),
+                    )
+                    for i, cid, o, t in zip(
+                        range(start, min(stop, len(data.clip_ids))),
+                        data.clip_ids[start:stop],
+                        oos[start:stop],
+                        top[start:stop],
+                        strict=True,
+                    )
+                ]
+            )
+        mv.feature_set = data.feature_set
+        mv.metrics = metrics
+        mv.training_snapshot = {
+            **data.labels.snapshot,
+            "feature_set": data.feature_set.id,
+            "backend": f"{data.feature_set.backend} {data.feature_set.backend_version}",
+        }
+        mv.hyperparameters = {**mv.hyperparameters, **_estimator_params(model)}
+        mv.n_labelled = int(labelled.sum())
+        mv.n_unlabelled = int((~labelled).sum())
+        mv.artifact_path = str(root)
+        mv.status = JobStatus.DONE
+        mv.error = ""
+        mv.finished_at = timezone.now()
+        mv.save()
+
+
+def _estimator_params(model: Any) -> dict[str, Any]:
+    try:
+        params = model.get_params()
+    except AttributeError:
+        return {}
+    return {k: v for k, v in params.items() if isinstance(v, str | int | float | bool | None)}
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
+    with os.fdopen(fd, "wb") as fh:
+        np.save(fh, arr)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Arrays -> arrays (thin wrappers over core)
+# --------------------------------------------------------------------------------------------------
+
+
+def top_nodes(pred_probs: np.ndarray, hierarchy: Hierarchy) -> np.ndarray:
+    """(N,) the deepest node on each row's argmax path (most probable root, then child...)."""
+    parents = hierarchy.parents
+    roots = hierarchy.roots
+    cur = roots[np.argmax(pred_probs[:, roots], axis=1)]
+    for _ in range(hierarchy.max_depth):
+        mask = parents[None, :] == cur[:, None]  # (N, K): children of the current node
+        has = mask.any(axis=1)
+        if not has.any():
+            break
+        best = np.where(mask, pred_probs, -1.0).argmax(axis=1)
+        cur = np.where(has, best, cur)
+    return cur.astype(np.int64)
+
+
+def cross_val_predict(
+    make_estimator: Callable[[], Any],
+    X: np.ndarray,
+    Y: np.ndarray,
+    *,
+    labelled: np.ndarray,
+    n_folds: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, Any]:
+    """(pred_probs (N, K), out_of_sample (N,) bool, full model) via ``core.cv``."""
+    from active_learning.core import cv
+
+    res = cv.cross_val_predict_proba(
+        make_estimator, X, Y, labelled=labelled, n_folds=n_folds, seed=seed
+    )
+    return np.asarray(res.pred_probs), np.asarray(res.out_of_sample, dtype=bool), res.model
+
+
+def compute_metrics(Y: np.ndarray, pred_probs: np.ndarray, hierarchy: Hierarchy) -> dict[str, Any]:
+    """Out-of-sample quality figures via ``core.metrics``, as plain JSON."""
+    from active_learning.core import metrics
+
+    out = metrics.hierarchical_metrics(Y, pred_probs, hierarchy.parents)
+    return json.loads(json.dumps(out, default=float))

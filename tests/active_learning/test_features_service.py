@@ -1,0 +1,108 @@
+"""Feature extraction services on the test database with generated audio."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from active_learning.models import FeatureSet, JobStatus
+from active_learning.selectors import feature_matrix
+from active_learning.services.features import (
+    feature_set_create,
+    feature_set_extract_chunk,
+    feature_set_extract_sync,
+    feature_set_finalize,
+    feature_set_pending_chunks,
+    feature_set_plan,
+)
+from tests.factories import ClipFactory, ProjectFactory, write_tone
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def artifacts(settings: object, tmp_path: Path) -> Path:
+    settings.ARTIFACT_ROOT = tmp_path / "artifacts"  # type: ignore[attr-defined]
+    return tmp_path / "artifacts"
+
+
+def _project_with_audio(tmp_path: Path, n: int = 5, *, corrupt: bool = True):  # type: ignore[no-untyped-def]
+    project = ProjectFactory()
+    clips = [
+        ClipFactory(
+            project=project,
+            source_path=str(write_tone(tmp_path / f"a{i}.wav", freq=200 + 50 * i, seconds=0.5)),
+        )
+        for i in range(n)
+    ]
+    if corrupt:
+        bad = tmp_path / "bad.wav"
+        bad.write_bytes(b"RIFF....not a wave file at all")
+        clips.append(ClipFactory(project=project, source_path=str(bad)))
+    return project, clips
+
+
+def test_extraction_end_to_end_lists_a_corrupt_clip_and_goes_on(
+    artifacts: Path, tmp_path: Path
+) -> None:
+    project, clips = _project_with_audio(tmp_path)
+    fs = feature_set_extract_sync(project=project)
+
+    assert fs.status == JobStatus.DONE
+    assert (fs.backend, fs.backend_version, fs.dim) == ("logmel-stats", "1", 415)
+    assert (fs.n_clips, fs.n_done, fs.n_failed, fs.n_left) == (6, 5, 1, 0)
+    assert fs.failures[0]["clip"] == clips[-1].id
+    assert "cannot decode" in fs.failures[0]["reason"]
+    clip_ids, X = feature_matrix(project=project)  # type: ignore[misc]
+    assert clip_ids.tolist() == [c.id for c in clips[:-1]]
+    assert X.shape == (5, 415) and X.dtype == np.float32
+    assert isinstance(X, np.memmap)
+    assert np.all(np.isfinite(X))
+    # A second request for the same clips reuses the finished set.
+    assert feature_set_extract_sync(project=project).id == fs.id
+
+
+def test_extraction_resumes_and_skips_chunks_already_written(
+    artifacts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project, _ = _project_with_audio(tmp_path, n=5, corrupt=False)
+    fs = feature_set_create(project=project, chunk_size=2)
+    plan = feature_set_plan(feature_set=fs)
+    assert [len(c) for c in plan] == [2, 2, 1]
+    first = feature_set_extract_chunk(feature_set=fs, chunk_index=0, clip_ids=plan[0])
+    assert (first.n_done, first.skipped) == (2, False)
+    fs.refresh_from_db()
+    assert (fs.n_done, fs.n_left) == (2, 3)
+    assert [c for c, _ in feature_set_pending_chunks(feature_set=fs)] == [1, 2]
+
+    # The boundary we patch: decoding. A written chunk must not decode anything again.
+    import active_learning.services.features as svc
+
+    decoded: list[str] = []
+    real = svc.decode_audio
+    monkeypatch.setattr(svc, "decode_audio", lambda p: decoded.append(str(p)) or real(p))
+    again = feature_set_extract_chunk(feature_set=fs, chunk_index=0, clip_ids=plan[0])
+    assert again.skipped and decoded == []
+
+    resumed = feature_set_extract_sync(project=project)
+    assert resumed.id == fs.id  # the unfinished set is resumed, not replanned
+    assert len(decoded) == 3  # only the two missing chunks' clips
+    assert (resumed.status, resumed.n_done, resumed.n_failed) == (JobStatus.DONE, 5, 0)
+    assert FeatureSet.objects.filter(project=project).count() == 1
+
+
+def test_finalize_waits_for_missing_chunks(artifacts: Path, tmp_path: Path) -> None:
+    project, _ = _project_with_audio(tmp_path, n=3, corrupt=False)
+    fs = feature_set_create(project=project, chunk_size=2)
+    feature_set_extract_chunk(
+        feature_set=fs, chunk_index=0, clip_ids=feature_set_plan(feature_set=fs)[0]
+    )
+    fs = feature_set_finalize(feature_set=fs)
+    assert fs.status != JobStatus.DONE and "not written yet" in fs.error
+
+
+def test_a_project_without_ready_clips_fails_with_a_reason(artifacts: Path) -> None:
+    fs = feature_set_extract_sync(project=ProjectFactory())
+    assert fs.status == JobStatus.FAILED and fs.error == "the project has no ready clips"
