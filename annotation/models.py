@@ -478,3 +478,53 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"
+
+
+class LabelStudioLink(models.Model):
+    """A Refrain project mirrored into one Label Studio project.
+
+    ``api_key`` is the Label Studio token Refrain acts with (stored as given: Refrain must replay
+    it). ``webhook_secret`` is the value Label Studio sends back in the webhook header.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="labelstudio_links")
+    base_url = models.URLField(max_length=500)
+    ls_project_id = models.PositiveIntegerField()
+    api_key = models.CharField(max_length=500)
+    webhook_secret = models.CharField(max_length=100)
+    # Where Label Studio's browser and server reach Refrain (audio URLs, webhook); may be blank.
+    refrain_url = models.URLField(max_length=500, blank=True)
+    ls_webhook_id = models.PositiveIntegerField(null=True, blank=True)
+    model_version = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_pulled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["base_url", "ls_project_id"], name="labelstudio_link_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project} ↔ {self.base_url} project {self.ls_project_id}"
+
+
+class LabelStudioTask(models.Model):
+    """Which Label Studio task holds a clip in a linked project (one per clip and link)."""
+
+    link = models.ForeignKey(LabelStudioLink, on_delete=models.CASCADE, related_name="tasks")
+    clip = models.ForeignKey(Clip, on_delete=models.CASCADE, related_name="labelstudio_tasks")
+    ls_task_id = models.PositiveIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["link", "clip"], name="labelstudio_task_clip_unique"),
+            models.UniqueConstraint(
+                fields=["link", "ls_task_id"], name="labelstudio_task_id_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"clip {self.clip_id} = LS task {self.ls_task_id}"
