@@ -1,0 +1,124 @@
+"""Admin for feature sets, model versions and predictions: artifacts are read-only; retrain on demand.
+
+Scheduled retrains are django-celery-beat ``PeriodicTask`` rows (see
+``active_learning.services.triggers.schedule_retraining``), edited in the Periodic tasks admin.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from active_learning.models import FeatureSet, ModelVersion, Prediction
+from active_learning.services.features import FeatureBackendError, feature_set_start
+from active_learning.services.training import model_train_start
+from annotation.models import Project
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(FeatureSet)
+class FeatureSetAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "project",
+        "backend",
+        "backend_version",
+        "status",
+        "dim",
+        "n_clips",
+        "n_done",
+        "n_failed",
+        "n_left",
+        "created_at",
+        "finished_at",
+    )
+    list_filter = ("status", "backend", "project")
+    readonly_fields = [f.name for f in FeatureSet._meta.fields]
+    actions = ["extract_again"]
+
+    @admin.action(description="Extract features again (resume unfinished, add new clips)")
+    def extract_again(self, request: HttpRequest, queryset: QuerySet[FeatureSet]) -> None:
+        for fs in queryset.select_related("project"):
+            try:
+                started = feature_set_start(
+                    project=fs.project, backend=fs.backend, options=fs.options
+                )
+            except FeatureBackendError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                continue
+            self.message_user(request, f"{fs.project}: feature set {started.id} {started.status}")
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(ReadOnlyAdmin):
+    list_display = (
+        "project",
+        "number",
+        "status",
+        "trigger",
+        "kind",
+        "device",
+        "n_labelled",
+        "hierarchical_f1",
+        "leaf_accuracy",
+        "created_at",
+    )
+    list_filter = ("status", "trigger", "project")
+    readonly_fields = [
+        *(f.name for f in ModelVersion._meta.fields if f.name != "metrics"),
+        "metrics_table",
+    ]
+    exclude = ("metrics",)
+    actions = ["retrain"]
+
+    @admin.display(description="hier. F1")
+    def hierarchical_f1(self, obj: ModelVersion) -> str:
+        value = (obj.metrics or {}).get("hierarchical_f1")
+        return "" if value is None else f"{value:.3f}"
+
+    @admin.display(description="leaf acc.")
+    def leaf_accuracy(self, obj: ModelVersion) -> str:
+        value = (obj.metrics or {}).get("leaf_accuracy")
+        return "" if value is None else f"{value:.3f}"
+
+    @admin.display(description="metrics (out-of-sample)")
+    def metrics_table(self, obj: ModelVersion) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.metrics or {}, indent=1))
+
+    @admin.action(description="Retrain these projects now")
+    def retrain(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+        for project in Project.objects.filter(model_versions__in=queryset).distinct():
+            mv = model_train_start(project=project, trigger=ModelVersion.Trigger.MANUAL)
+            self.message_user(request, f"{project}: model v{mv.number} queued")
+
+
+@admin.register(Prediction)
+class PredictionAdmin(ReadOnlyAdmin):
+    list_display = ("model_version", "clip", "out_of_sample", "top_node", "top_prob")
+    list_filter = ("out_of_sample",)
+    list_select_related = ("model_version__project", "clip", "top_node")
+    raw_id_fields = ("model_version", "clip", "top_node")
+    readonly_fields = (
+        "model_version",
+        "clip",
+        "out_of_sample",
+        "top_node",
+        "top_prob",
+        "probs_text",
+    )
+    exclude = ("probs",)
+
+    @admin.display(description="probabilities")
+    def probs_text(self, obj: Prediction) -> str:
+        return format_html("<pre>{}</pre>", ", ".join(f"{p:.3f}" for p in obj.probs_array))
