@@ -139,9 +139,23 @@ def acquire_batch(
         .order_by()
     )
     n_ann = np.array([counts.get(int(c), 0) for c in clip_ids], dtype=np.int64)
+    # A labelled clip already waiting for an opinion (a routed issue, an earlier pick) is no
+    # candidate: a second relabel task would spend two opinions on one doubt.
+    busy = set(
+        Task.objects.filter(
+            project=project,
+            status=Task.Status.OPEN,
+            kind__in=[Task.Kind.LABEL, Task.Kind.RELABEL],
+            clip_id__in=clip_ids[n_ann > 0].tolist(),
+        ).values_list("clip_id", flat=True)
+    )
+    keep = np.array([int(c) not in busy for c in clip_ids], dtype=bool)
+    clip_ids, embeddings, n_ann = clip_ids[keep], embeddings[keep], n_ann[keep]
+    if probs is not None:
+        probs = probs[keep]
     labelled = n_ann > 0
 
-    name = project.acquisition_strategy
+    name = str(project.acquisition_strategy)
     cold = probs is None
     if cold:
         name = "diversity" if feats is not None else "random"
@@ -187,13 +201,20 @@ def acquire_batch(
         if n > 0:
             strategy_obj = get_strategy(name)
             rows = strategy_obj.select(
-                pred_probs=probs, embeddings=embeddings, labeled=labelled, n=n, parents=hier, rng=rng
+                pred_probs=probs,
+                embeddings=embeddings,
+                labeled=labelled,
+                n=n,
+                parents=hier,
+                rng=rng,
             )
             picks = [(int(r), False, None) for r in rows]
     if not picks:
         result.note = "nothing to acquire: no candidate clips"
         return result
-    _queue(project=project, clip_ids=clip_ids, n_ann=n_ann, picks=picks, result=result, context=context)
+    _queue(
+        project=project, clip_ids=clip_ids, n_ann=n_ann, picks=picks, result=result, context=context
+    )
     return result
 
 

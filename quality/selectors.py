@@ -1,0 +1,227 @@
+"""Reads for label quality: rows turned into the arrays ``quality.core`` consumes, and page data.
+
+The ML layer owns model predictions and features (``active_learning.selectors``); the wrappers
+below are the only places this app reads them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.db.models import Count, QuerySet
+
+from active_learning.core.hierarchy import Hierarchy
+from active_learning.models import ModelVersion
+from active_learning.selectors import feature_matrix, latest_model_version, prediction_matrix
+from annotation.models import Annotation, AnnotationLabel, Clip, Project, TaxonomyNode
+from annotation.selectors import TaxonomyIndex
+from quality.core.consensus import Annotations
+from quality.models import LabelIssue, QualityCycle, QualityRun
+
+# --- model outputs (owned by the ML layer) ---------------------------------------------------------
+
+
+def latest_done_model(*, project: Project) -> ModelVersion | None:
+    """The project's newest finished model, if it was trained on the current taxonomy version."""
+    mv = latest_model_version(project=project)
+    if mv is None or mv.taxonomy_version_id != project.taxonomy_version_id:
+        return None
+    return mv
+
+
+@dataclass(frozen=True)
+class ModelProbs:
+    """(N,) clip ids, (N, K) hierarchy-consistent probabilities, (N,) out-of-sample mask."""
+
+    clip_ids: np.ndarray
+    pred_probs: np.ndarray
+    out_of_sample: np.ndarray
+
+    def rows_for(self, clip_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(n,) row of each clip in ``pred_probs`` (-1 where absent), and the (n,) present mask."""
+        pos = {int(c): i for i, c in enumerate(self.clip_ids)}
+        rows = np.array([pos.get(c, -1) for c in clip_ids], dtype=np.int64)
+        return rows, rows >= 0
+
+
+def model_probs(*, model_version: ModelVersion, hierarchy: Hierarchy) -> ModelProbs:
+    """The model's probabilities for its clips, made hierarchy-consistent (float32 rounding can
+    let a child exceed its parent by an ulp, which ``quality.core`` rejects)."""
+    clip_ids, probs, oos = prediction_matrix(model_version=model_version)
+    p = hierarchy.make_consistent(np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0))
+    return ModelProbs(np.asarray(clip_ids, dtype=np.int64), p, np.asarray(oos, dtype=bool))
+
+
+def project_features(*, project: Project) -> tuple[np.ndarray, np.ndarray] | None:
+    """(N,) clip ids and (N, D) embeddings of the project's finished feature set, or None."""
+    return feature_matrix(project=project)
+
+
+def chance_probs(hierarchy: Hierarchy, n: int) -> np.ndarray:
+    """(n, K) marginals whose every parent->child conditional is 0.5: "no model" as a prior that
+    prefers no decision, so votes alone decide and an even split stays a tie."""
+    return np.tile(0.5 ** (hierarchy.depth.astype(np.float64) + 1.0), (n, 1))
+
+
+# --- labels ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LatestLabels:
+    """Each labelled clip's latest non-review annotation, in clip order.
+
+    ``node_ids[i]`` are the stored nodes of annotation ``annotation_ids[i]``; ``foreign[i]`` is True
+    when the annotation or any of its nodes belongs to another taxonomy version than the project's.
+    """
+
+    clip_ids: list[int]
+    annotation_ids: list[int]
+    node_ids: list[list[int]]
+    foreign: list[bool]
+
+
+def latest_labels(*, project: Project, clip_ids: list[int] | None = None) -> LatestLabels:
+    """The current label set of each labelled ready clip (2 queries)."""
+    version_id = project.taxonomy_version_id
+    qs = Annotation.objects.filter(clip__project=project, clip__status=Clip.Status.READY).exclude(
+        kind=Annotation.Kind.REVIEW
+    )
+    if clip_ids is not None:
+        qs = qs.filter(clip_id__in=clip_ids)
+    chosen: dict[int, tuple[int, int]] = {}
+    for ann_id, clip_id, tv_id in qs.order_by("clip_id", "-created_at", "-id").values_list(
+        "id", "clip_id", "taxonomy_version_id"
+    ):
+        chosen.setdefault(clip_id, (ann_id, tv_id))
+    by_ann: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for ann_id, node_id, node_version in AnnotationLabel.objects.filter(
+        annotation_id__in=[a for a, _ in chosen.values()]
+    ).values_list("annotation_id", "node_id", "node__version_id"):
+        by_ann[ann_id].append((node_id, node_version))
+    clips = sorted(chosen)
+    out_nodes: list[list[int]] = []
+    foreign: list[bool] = []
+    for cid in clips:
+        ann_id, tv_id = chosen[cid]
+        pairs = by_ann.get(ann_id, [])
+        out_nodes.append([n for n, _ in pairs])
+        foreign.append(tv_id != version_id or any(v != version_id for _, v in pairs))
+    return LatestLabels(clips, [chosen[c][0] for c in clips], out_nodes, foreign)
+
+
+def dense_labels(node_ids: list[list[int]], index: TaxonomyIndex) -> np.ndarray:
+    """(N, K) int8 rows from node-id lists of ``index``'s version (as stored: not re-closed)."""
+    y = np.zeros((len(node_ids), len(index.nodes)), dtype=np.int8)
+    for i, ids in enumerate(node_ids):
+        cols = [index.by_id[n].index for n in ids if n in index.by_id]
+        y[i, cols] = 1
+    return y
+
+
+@dataclass(frozen=True)
+class LongAnnotations:
+    """Long-form annotations of some clips: the core's input plus the ids to map results back.
+
+    ``annotators[m]`` is a user id, or ``"source:<source>"`` for annotations without a user (imports).
+    """
+
+    clip_ids: list[int]
+    annotators: list[int | str]
+    annotation_ids: list[int]
+    annotations: Annotations
+
+
+def long_annotations(
+    *, project: Project, index: TaxonomyIndex, clip_ids: list[int] | None = None
+) -> LongAnnotations:
+    """Every annotator's latest label set per clip on the project's version (reviews excluded).
+
+    Label sets are closed under ancestors here, so an annotation with a structural defect still
+    counts as the vote it meant; the structural check reports the defect separately.
+    """
+    qs = Annotation.objects.filter(
+        clip__project=project, clip__status=Clip.Status.READY, taxonomy_version=index.version
+    ).exclude(kind=Annotation.Kind.REVIEW)
+    if clip_ids is not None:
+        qs = qs.filter(clip_id__in=clip_ids)
+    latest: dict[tuple[int, int | str], int] = {}
+    for ann_id, clip_id, user_id, source in qs.order_by("-created_at", "-id").values_list(
+        "id", "clip_id", "user_id", "source"
+    ):
+        who: int | str = user_id if user_id is not None else f"source:{source}"
+        latest.setdefault((clip_id, who), ann_id)
+    clips = sorted({c for c, _ in latest}) if clip_ids is None else list(clip_ids)
+    annotators = sorted({w for _, w in latest}, key=str)
+    c_pos = {c: i for i, c in enumerate(clips)}
+    m_pos = {w: i for i, w in enumerate(annotators)}
+    items = sorted(latest.items(), key=lambda kv: kv[1])
+    ann_ids = [a for _, a in items]
+    row_of = {a: i for i, a in enumerate(ann_ids)}
+    k = len(index.nodes)
+    y = np.zeros((len(ann_ids), k), dtype=np.int8)
+    for ann_id, node_id in AnnotationLabel.objects.filter(annotation_id__in=ann_ids).values_list(
+        "annotation_id", "node_id"
+    ):
+        node = index.by_id.get(node_id)
+        if node is not None:
+            y[row_of[ann_id], node.index] = 1
+    hier = Hierarchy(index.parents_array)
+    y = hier.ancestor_close(y) if len(ann_ids) else y
+    ann = Annotations(
+        clip=np.array([c_pos[c] for (c, _), _ in items], dtype=np.int64),
+        annotator=np.array([m_pos[w] for (_, w), _ in items], dtype=np.int64),
+        labels=y,
+        n_clips=len(clips),
+        n_annotators=len(annotators),
+    )
+    return LongAnnotations(clips, annotators, ann_ids, ann)
+
+
+# --- pages ----------------------------------------------------------------------------------------
+
+
+def issue_list(
+    *,
+    project: Project,
+    issue_type: str | None = None,
+    status: str | None = None,
+    node_id: int | None = None,
+    depth: int | None = None,
+) -> QuerySet[LabelIssue]:
+    """The project's issues, newest run first then by rank, filtered."""
+    qs = LabelIssue.objects.filter(project=project).select_related("clip", "node", "run")
+    if issue_type:
+        qs = qs.filter(issue_type=issue_type)
+    if status:
+        qs = qs.filter(status=status)
+    if node_id is not None:
+        qs = qs.filter(node_id=node_id)
+    if depth is not None:
+        qs = qs.filter(depth=depth)
+    return qs.order_by("-run_id", "rank", "pk")
+
+
+def issue_counts(*, project: Project) -> dict[str, Any]:
+    """Counts by type, depth and status for the dashboard (one query each)."""
+    base = LabelIssue.objects.filter(project=project)
+    return {
+        "by_type_depth": list(
+            base.values("issue_type", "depth").annotate(n=Count("pk")).order_by("issue_type")
+        ),
+        "by_status": dict(base.values_list("status").annotate(n=Count("pk")).order_by()),
+    }
+
+
+def recent_cycles(*, project: Project, limit: int = 20) -> list[QualityCycle]:
+    return list(QualityCycle.objects.filter(project=project).order_by("-created_at")[:limit])
+
+
+def recent_runs(*, project: Project, limit: int = 20) -> list[QualityRun]:
+    return list(QualityRun.objects.filter(project=project).order_by("-created_at")[:limit])
+
+
+def nodes_of(ids: list[int]) -> list[TaxonomyNode]:
+    return list(TaxonomyNode.objects.filter(pk__in=ids).order_by("index"))

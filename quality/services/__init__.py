@@ -1,0 +1,1 @@
+"""Label quality services: detection, routing, consensus, the relabel cycle and its schedule."""

@@ -1,0 +1,356 @@
+"""Consensus across annotators, and what a new annotation does to the label issues of its clip.
+
+``consensus_recompute_project`` runs the CROWDLAB-style core over the whole project: annotator
+weights and qualities are estimated from every shared clip, so it is the authoritative pass (the
+cycle runs it after detection). ``consensus_recompute`` refreshes one clip when it gets a new
+annotation, from that clip's own annotations and the model; between cycles that is the cheap, local
+view, marked ``scope="clip"``.
+
+When a new opinion answers a routed issue (:func:`do_issue_resolve`), the issue closes as
+*confirmed* when the consensus no longer equals the label set that was judged, *rejected* when it
+does, and goes to a reviewer when the evidence is an even split (e.g. 1-1 with no model preference).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from django.db import transaction
+from django.utils import timezone
+
+from active_learning.core.hierarchy import Hierarchy
+from active_learning.models import ModelVersion
+from annotation.models import Annotation, AnnotationLabel, Clip, Project, ReviewDecision, Task
+from annotation.selectors import TaxonomyIndex
+from annotation.services.tasks import taxonomy_index_cached
+from quality.core.consensus import ConsensusResult, get_consensus
+from quality.models import AnnotatorQuality, ClipConsensus, LabelIssue
+from quality.selectors import (
+    LongAnnotations,
+    chance_probs,
+    latest_done_model,
+    long_annotations,
+    model_probs,
+)
+
+logger = logging.getLogger(__name__)
+
+#: A disputed decision whose posterior P(child | parent) is this close to 0.5 is a tie.
+TIE_MARGIN = 0.05
+#: Review tasks for ties go ahead of everything annotators see (reviewers have their own queue).
+REVIEW_PRIORITY = 2.0
+
+
+@dataclass(frozen=True)
+class ClipConsensusOutcome:
+    """One clip's fresh consensus, plus what the resolution of its issues needs."""
+
+    consensus: ClipConsensus
+    tie: bool
+    disputed_node_ids: list[int]
+
+
+def _probs_for(
+    *, project: Project, clip_ids: list[int], hier: Hierarchy, model_version: ModelVersion | None
+) -> np.ndarray:
+    """(N, K) probabilities for ``clip_ids``: the model's where it has the clip, chance elsewhere."""
+    probs = chance_probs(hier, len(clip_ids))
+    if model_version is not None and clip_ids:
+        mp = model_probs(model_version=model_version, hierarchy=hier)
+        rows, present = mp.rows_for(clip_ids)
+        probs[present] = mp.pred_probs[rows[present]]
+    return probs
+
+
+def _consensus(
+    *, project: Project, index: TaxonomyIndex, clip_ids: list[int] | None, mv: ModelVersion | None
+) -> tuple[LongAnnotations, ConsensusResult, Hierarchy] | None:
+    hier = Hierarchy(index.parents_array)
+    la = long_annotations(project=project, index=index, clip_ids=clip_ids)
+    if la.annotations.clip.size == 0:
+        return None
+    probs = _probs_for(project=project, clip_ids=la.clip_ids, hier=hier, model_version=mv)
+    return la, get_consensus(la.annotations, probs, parents=hier), hier
+
+
+def _rows(
+    *, project: Project, index: TaxonomyIndex, la: LongAnnotations, res: ConsensusResult, mv, scope
+) -> list[ClipConsensus]:
+    now = timezone.now()
+    nodes = index.nodes
+    out = []
+    for i, cid in enumerate(la.clip_ids):
+        n = int(res.num_annotations[i])
+        if n == 0:
+            continue
+        q = float(res.consensus_quality[i])
+        a = float(res.annotator_agreement[i])
+        out.append(
+            ClipConsensus(
+                clip_id=cid,
+                project=project,
+                node_ids=[nodes[j].id for j in np.flatnonzero(res.consensus_labels[i])],
+                quality=None if np.isnan(q) else q,
+                agreement=None if np.isnan(a) else a,
+                n_annotations=n,
+                model_version=mv,
+                model_weight=res.model_weight,
+                scope=scope,
+                computed_at=now,
+            )
+        )
+    return out
+
+
+def _upsert(rows: list[ClipConsensus]) -> None:
+    ClipConsensus.objects.bulk_create(
+        rows,
+        batch_size=2000,
+        update_conflicts=True,
+        unique_fields=["clip"],
+        update_fields=[
+            "node_ids",
+            "quality",
+            "agreement",
+            "n_annotations",
+            "model_version",
+            "model_weight",
+            "scope",
+            "computed_at",
+        ],
+    )
+
+
+def consensus_recompute_project(
+    *, project: Project, model_version: ModelVersion | None = None
+) -> dict[str, float | int | None]:
+    """Consensus of every labelled clip and quality of every annotator (the authoritative pass)."""
+    index = taxonomy_index_cached(project.taxonomy_version)
+    mv = model_version or latest_done_model(project=project)
+    found = _consensus(project=project, index=index, clip_ids=None, mv=mv)
+    if found is None:
+        return {"clips": 0, "annotators": 0, "model_weight": None}
+    la, res, _ = found
+    rows = _rows(project=project, index=index, la=la, res=res, mv=mv, scope="project")
+    counts = np.bincount(la.annotations.annotator, minlength=len(la.annotators))
+    now = timezone.now()
+    quality_rows = [
+        AnnotatorQuality(
+            project=project,
+            user_id=who,
+            quality=None if np.isnan(res.annotator_quality[m]) else float(res.annotator_quality[m]),
+            weight=float(res.annotator_weight[m]),
+            n_annotations=int(counts[m]),
+            model_version=mv,
+            computed_at=now,
+        )
+        for m, who in enumerate(la.annotators)
+        if isinstance(who, int)
+    ]
+    with transaction.atomic():
+        _upsert(rows)
+        AnnotatorQuality.objects.bulk_create(
+            quality_rows,
+            update_conflicts=True,
+            unique_fields=["project", "user"],
+            update_fields=["quality", "weight", "n_annotations", "model_version", "computed_at"],
+        )
+    return {"clips": len(rows), "annotators": len(la.annotators), "model_weight": res.model_weight}
+
+
+def consensus_recompute(
+    *, clip: Clip, model_version: ModelVersion | None = None
+) -> ClipConsensusOutcome | None:
+    """Refresh one clip's consensus from its own annotations and the model (None: no labels)."""
+    project = clip.project
+    index = taxonomy_index_cached(project.taxonomy_version)
+    mv = model_version or latest_done_model(project=project)
+    found = _consensus(project=project, index=index, clip_ids=[clip.pk], mv=mv)
+    if found is None:
+        return None
+    la, res, hier = found
+    rows = _rows(project=project, index=index, la=la, res=res, mv=mv, scope="clip")
+    _upsert(rows)
+    # A tie: a decision the annotators disagree on, made where the consensus reaches it, whose
+    # posterior sits at chance: neither the votes nor the model prefer a side.
+    y = la.annotations.labels > 0
+    disputed = y.any(axis=0) & ~y.all(axis=0)
+    cons = res.consensus_labels[0] > 0
+    reached = np.ones_like(cons)
+    has_parent = hier.parents >= 0
+    reached[has_parent] = cons[hier.parents[has_parent]]
+    post_cond = hier.conditional(np.clip(res.post_pred_probs, 0.0, 1.0))[0]
+    at_chance = np.abs(post_cond - 0.5) < TIE_MARGIN
+    tie_nodes = np.flatnonzero(disputed & reached & at_chance)
+    return ClipConsensusOutcome(
+        consensus=ClipConsensus.objects.get(clip=clip),
+        tie=bool(tie_nodes.size),
+        disputed_node_ids=[index.nodes[j].id for j in np.flatnonzero(disputed)],
+    )
+
+
+# --- issues answered by new opinions ---------------------------------------------------------------
+
+
+def _label_set(annotation_id: int | None) -> set[int]:
+    if annotation_id is None:
+        return set()
+    return set(
+        AnnotationLabel.objects.filter(annotation_id=annotation_id).values_list(
+            "node_id", flat=True
+        )
+    )
+
+
+def check_issue_for_annotation(*, annotation: Annotation) -> LabelIssue | None:
+    """The live issue a new annotation answers: the routed issue whose relabel task it completes,
+    or the clip's issue waiting on a reviewer (any new opinion or a reviewer's correction)."""
+    live = LabelIssue.objects.filter(clip_id=annotation.clip_id)
+    if annotation.kind == Annotation.Kind.REVIEW:
+        return live.filter(status=LabelIssue.Status.IN_REVIEW).first()
+    if annotation.task_id is not None:
+        routed = live.filter(
+            status=LabelIssue.Status.ROUTED, relabel_task_id=annotation.task_id
+        ).first()
+        if routed is not None:
+            return routed
+    return live.filter(status=LabelIssue.Status.IN_REVIEW).first()
+
+
+def do_issue_resolve(
+    *, issue: LabelIssue, annotation: Annotation, outcome: ClipConsensusOutcome | None
+) -> LabelIssue:
+    """Close (or send to review) an issue that ``annotation`` answers. Idempotent.
+
+    Lock: the issue row (``SELECT ... FOR UPDATE``), so a redelivered message or a concurrent
+    reviewer sees the first decision and changes nothing.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        issue = LabelIssue.objects.select_for_update().get(pk=issue.pk)
+        if issue.status not in (LabelIssue.Status.ROUTED, LabelIssue.Status.IN_REVIEW):
+            return issue
+        original = _label_set(issue.annotation_id)
+        if annotation.kind == Annotation.Kind.REVIEW:
+            # A reviewer's correction adjudicates: it is the label from now on.
+            final = _label_set(annotation.pk)
+            issue.adjudicated_by_id = annotation.user_id
+        elif outcome is None:
+            return issue
+        elif outcome.tie and issue.status == LabelIssue.Status.ROUTED:
+            issue.review_task = _review_task_for(issue=issue, disputed=outcome.disputed_node_ids)
+            issue.status = LabelIssue.Status.IN_REVIEW
+            issue.review_requested_at = now
+            issue.resolving_annotation = annotation
+            issue.save(
+                update_fields=[
+                    "review_task",
+                    "status",
+                    "review_requested_at",
+                    "resolving_annotation",
+                ]
+            )
+            return issue
+        elif outcome.tie:
+            return issue  # still even: the reviewer decides
+        else:
+            final = set(outcome.consensus.node_ids)
+        issue.status = (
+            LabelIssue.Status.CONFIRMED if final != original else LabelIssue.Status.REJECTED
+        )
+        issue.resolution_node_ids = sorted(final)
+        issue.resolving_annotation = annotation
+        issue.closed_at = now
+        issue.save(
+            update_fields=[
+                "status",
+                "resolution_node_ids",
+                "resolving_annotation",
+                "adjudicated_by",
+                "closed_at",
+            ]
+        )
+    return issue
+
+
+def _review_task_for(*, issue: LabelIssue, disputed: list[int]) -> Task:
+    task, _ = Task.objects.get_or_create(
+        project_id=issue.project_id,
+        dedupe_key=f"issue-review:{issue.pk}",
+        defaults={
+            "clip_id": issue.clip_id,
+            "kind": Task.Kind.REVIEW,
+            "priority": REVIEW_PRIORITY,
+            "reason": f"label_issue_tie:{issue.issue_type}",
+            "reason_detail": {"issue": issue.pk, "disputed_nodes": disputed},
+            "overlap": 1,
+        },
+    )
+    return task
+
+
+def issue_adjudicate_by_review(*, decision: ReviewDecision) -> LabelIssue | None:
+    """A reviewer's *accept* closes the clip's tied issue: accepting the judged annotation rejects
+    the issue, accepting another confirms it. (A *correct* decision arrives as a review annotation
+    through :func:`annotation_consensus_update`.)"""
+    if decision.decision != ReviewDecision.Decision.ACCEPT or decision.annotation_id is None:
+        return None
+    now = timezone.now()
+    with transaction.atomic():
+        issue = (
+            LabelIssue.objects.select_for_update()
+            .filter(clip_id=decision.clip_id, status=LabelIssue.Status.IN_REVIEW)
+            .first()
+        )
+        if issue is None:
+            return None
+        final = _label_set(decision.annotation_id)
+        original = _label_set(issue.annotation_id)
+        issue.status = (
+            LabelIssue.Status.CONFIRMED if final != original else LabelIssue.Status.REJECTED
+        )
+        issue.resolution_node_ids = sorted(final)
+        issue.adjudicated_by_id = decision.reviewer_id
+        issue.closed_at = now
+        issue.save(update_fields=["status", "resolution_node_ids", "adjudicated_by", "closed_at"])
+    return issue
+
+
+def annotation_consensus_update(*, annotation: Annotation) -> dict[str, object]:
+    """Everything a new annotation sets off: the clip's consensus, the issue it answers, and the
+    "after N new annotations" trigger of the relabel cycle. Safe to run twice."""
+    from quality.services.cycle import cycle_start_if_due
+
+    outcome = consensus_recompute(clip=annotation.clip)
+    issue = check_issue_for_annotation(annotation=annotation)
+    if issue is not None:
+        issue = do_issue_resolve(issue=issue, annotation=annotation, outcome=outcome)
+    cycle = cycle_start_if_due(project=annotation.clip.project)
+    return {
+        "annotation": annotation.pk,
+        "consensus": outcome.consensus.node_ids if outcome else None,
+        "issue": issue.pk if issue else None,
+        "issue_status": issue.status if issue else None,
+        "cycle_started": cycle.pk if cycle else None,
+    }
+
+
+def on_annotation_created(*, annotation: Annotation) -> None:
+    """Hook for the annotation write paths: once the annotation commits, a worker updates the
+    clip's consensus and the issue it answers. Enqueues only; a broker outage is logged
+    (``robust``) and never fails a submission that is already stored."""
+    from quality.tasks import consensus_on_annotation
+
+    pk = annotation.pk
+    transaction.on_commit(lambda: consensus_on_annotation.delay(pk), robust=True)
+
+
+def on_review_decided(*, decision: ReviewDecision) -> None:
+    """Hook for ``review_decide``: an *accept* on a tied issue closes it once the decision commits."""
+    from quality.tasks import adjudicate_on_review
+
+    if decision.decision == ReviewDecision.Decision.ACCEPT:
+        pk = decision.pk
+        transaction.on_commit(lambda: adjudicate_on_review.delay(pk), robust=True)

@@ -1,0 +1,278 @@
+"""The relabel cycle: retrain (K-fold) -> detect -> route -> acquire, one checkpointed row.
+
+``cycle_run`` runs the four steps as service calls inside one Celery task, so the caller's
+``AsyncResult.get()`` returns the summary once the whole cycle finished. Each step commits its
+writes and then its checkpoint (``QualityCycle.steps_done``); every step is idempotent on its own
+(a model keyed by the cycle, a run that is the cycle's one-to-one row, tasks keyed ``issue:<id>`` and
+``al:...``), so a worker killed anywhere leaves a cycle that the next trigger resumes, creating no
+duplicate task or issue.
+
+Who may resume: a PostgreSQL session-level advisory lock per project is held by the worker running
+its cycle. The server releases it when that worker's connection dies (SIGKILL included), so a new
+trigger that takes the lock knows any cycle still marked running is an orphan and resumes it; while a
+live worker holds it, a second trigger returns "already running" instead of competing. SQLite (the
+embedded setup) has no such lock and one writer at a time; there the latest unfinished cycle is
+resumed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from active_learning.models import JobStatus, ModelVersion
+from annotation.models import Annotation, Project
+from quality.models import ACTIVE_STATUSES, QualityCycle, QualityRun, RunStatus
+
+logger = logging.getLogger(__name__)
+
+#: First key of the advisory lock pair; the second is the project id.
+CYCLE_LOCK_NAMESPACE = 0x52_46_51_43  # "RFQC"
+
+
+class CycleBusy(Exception):
+    """A live worker is running this project's cycle."""
+
+    def __init__(self, cycle: QualityCycle | None) -> None:
+        super().__init__(f"a relabel cycle is already running ({cycle})")
+        self.cycle = cycle
+
+
+@contextmanager
+def cycle_lock(project_id: int) -> Iterator[bool]:
+    """Hold the project's cycle lock for the block; yields False if another session holds it."""
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_try_advisory_lock(%s, %s)", [CYCLE_LOCK_NAMESPACE, project_id])
+        got = bool(cur.fetchone()[0])
+    try:
+        yield got
+    finally:
+        if got:
+            with connection.cursor() as cur:
+                cur.execute("SELECT pg_advisory_unlock(%s, %s)", [CYCLE_LOCK_NAMESPACE, project_id])
+
+
+def _n_annotations(project: Project) -> int:
+    return Annotation.objects.filter(clip__project=project).exclude(kind="review").count()
+
+
+def cycle_request(*, project: Project, trigger: str = QualityCycle.Trigger.MANUAL) -> QualityCycle:
+    """The project's unfinished cycle, or a new queued one (the partial unique index keeps one)."""
+    active = QualityCycle.objects.filter(project=project, status__in=ACTIVE_STATUSES).first()
+    if active is not None:
+        return active
+    try:
+        with transaction.atomic():
+            return QualityCycle.objects.create(
+                project=project, trigger=trigger, n_annotations_at_start=_n_annotations(project)
+            )
+    except IntegrityError:  # a concurrent trigger created it first
+        return QualityCycle.objects.get(project=project, status__in=ACTIVE_STATUSES)
+
+
+def cycle_start_if_due(*, project: Project) -> QualityCycle | None:
+    """Queue a cycle after ``retrain_every`` new annotations since the last one started; None if
+    not due or one is already queued or running."""
+    from quality.tasks import run_quality_cycle
+
+    if project.retrain_every <= 0:
+        return None
+    if QualityCycle.objects.filter(project=project, status__in=ACTIVE_STATUSES).exists():
+        return None
+    last = QualityCycle.objects.filter(project=project).order_by("-created_at").first()
+    since = _n_annotations(project) - (last.n_annotations_at_start if last else 0)
+    if since < project.retrain_every:
+        return None
+    try:
+        with transaction.atomic():
+            cycle = QualityCycle.objects.create(
+                project=project,
+                trigger=QualityCycle.Trigger.ANNOTATIONS,
+                n_annotations_at_start=_n_annotations(project),
+            )
+    except IntegrityError:
+        return None
+    run_quality_cycle.delay_on_commit(
+        project.id, trigger=QualityCycle.Trigger.ANNOTATIONS, cycle_id=cycle.pk
+    )
+    return cycle
+
+
+# --- steps ----------------------------------------------------------------------------------------
+
+
+def _step_retrain(cycle: QualityCycle) -> dict[str, Any]:
+    from active_learning.selectors import feature_matrix
+    from active_learning.services.features import feature_set_extract_sync
+    from active_learning.services.training import (
+        model_version_claim,
+        model_version_request,
+        model_version_run,
+        model_version_summary,
+    )
+
+    project = cycle.project
+    out: dict[str, Any] = {}
+    if feature_matrix(project=project) is None:
+        fs = feature_set_extract_sync(project=project)
+        out["features"] = {"feature_set": fs.pk, "status": fs.status, "failed": fs.n_failed}
+    # A version keyed by the cycle and attempt: a resumed cycle finds the version its dead worker
+    # left running, marks it failed (it will never finish) and trains a fresh one.
+    key = f"quality-cycle:{cycle.pk}:{cycle.attempts}"
+    ModelVersion.objects.filter(
+        task_id__startswith=f"quality-cycle:{cycle.pk}:", status=JobStatus.RUNNING
+    ).exclude(task_id=key).update(
+        status=JobStatus.FAILED,
+        error="worker lost during training; the relabel cycle resumed and retrained",
+        finished_at=timezone.now(),
+    )
+    mv = model_version_request(project=project, trigger=ModelVersion.Trigger.CYCLE, task_id=key)
+    if model_version_claim(model_version=mv):
+        mv = model_version_run(model_version=mv)
+    out["model"] = model_version_summary(model_version=mv)
+    if mv.status == JobStatus.DONE:
+        QualityCycle.objects.filter(pk=cycle.pk).update(model_version=mv)
+        cycle.model_version = mv
+    return out
+
+
+def _step_detect(cycle: QualityCycle) -> dict[str, Any]:
+    from quality.selectors import latest_done_model
+    from quality.services.consensus import consensus_recompute_project
+    from quality.services.detection import (
+        quality_run_create,
+        quality_run_execute,
+        quality_run_summary,
+    )
+
+    project = cycle.project
+    mv = cycle.model_version or latest_done_model(project=project)
+    run = quality_run_create(project=project, model_version=mv, cycle=cycle)
+    if run.status == RunStatus.RUNNING:
+        # Its worker died (we hold the project's cycle lock): detection wrote nothing, redo it.
+        QualityRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
+            status=RunStatus.QUEUED
+        )
+    run = quality_run_execute(run=run)
+    consensus = consensus_recompute_project(project=project, model_version=mv)
+    return {**quality_run_summary(run), "consensus": consensus}
+
+
+def _step_route(cycle: QualityCycle) -> dict[str, Any]:
+    from quality.services.routing import issues_route
+
+    return issues_route(run=QualityRun.objects.get(cycle=cycle))
+
+
+def _step_acquire(cycle: QualityCycle) -> dict[str, Any]:
+    from active_learning.services.acquisition import acquire_batch
+
+    result = acquire_batch(
+        project=cycle.project,
+        model_version=cycle.model_version,
+        seed=cycle.pk,
+        context={"cycle": cycle.pk, "model_version": cycle.model_version_id},
+    )
+    summary = result.as_dict()
+    summary["picked"] = summary["picked"][:200]  # the tasks themselves carry the full record
+    return summary
+
+
+STEPS = {
+    "retrain": _step_retrain,
+    "detect": _step_detect,
+    "route": _step_route,
+    "acquire": _step_acquire,
+}
+#: Steps whose writes are small enough to commit together with their checkpoint.
+ATOMIC_STEPS = {"route", "acquire"}
+
+
+def _checkpoint(cycle: QualityCycle, step: str, result: dict[str, Any]) -> None:
+    cycle.results = {**cycle.results, step: result}
+    cycle.steps_done = [*cycle.steps_done, step]
+    QualityCycle.objects.filter(pk=cycle.pk).update(
+        results=cycle.results, steps_done=cycle.steps_done
+    )
+
+
+def cycle_run(
+    *,
+    project: Project,
+    trigger: str = QualityCycle.Trigger.MANUAL,
+    cycle_id: int | None = None,
+    steps: tuple[str, ...] = QualityCycle.STEPS,
+) -> QualityCycle:
+    """Run (or resume) the project's cycle to the end, in this process.
+
+    Raises
+    ------
+    CycleBusy
+        When a live worker holds the project's cycle lock.
+    """
+    with cycle_lock(project.pk) as got:
+        if not got:
+            raise CycleBusy(
+                QualityCycle.objects.filter(project=project, status__in=ACTIVE_STATUSES).first()
+            )
+        cycle = None
+        if cycle_id is not None:
+            cycle = QualityCycle.objects.filter(pk=cycle_id, project=project).first()
+            if cycle is not None and cycle.status not in ACTIVE_STATUSES:
+                return cycle  # a redelivered message for a finished cycle
+        if cycle is None:
+            cycle = cycle_request(project=project, trigger=trigger)
+        QualityCycle.objects.filter(pk=cycle.pk).update(
+            status=RunStatus.RUNNING,
+            attempts=F("attempts") + 1,
+            started_at=cycle.started_at or timezone.now(),
+            error="",
+        )
+        cycle.refresh_from_db()
+        try:
+            for step in steps:
+                if step in cycle.steps_done:
+                    continue
+                logger.info("cycle %s: %s", cycle.pk, step)
+                if step in ATOMIC_STEPS:
+                    with transaction.atomic():
+                        _checkpoint(cycle, step, STEPS[step](cycle))
+                else:
+                    _checkpoint(cycle, step, STEPS[step](cycle))
+        except Exception as exc:
+            logger.exception("cycle %s failed", cycle.pk)
+            QualityCycle.objects.filter(pk=cycle.pk).update(
+                status=RunStatus.FAILED, error=repr(exc)[:4000], finished_at=timezone.now()
+            )
+            raise
+        QualityCycle.objects.filter(pk=cycle.pk).update(
+            status=RunStatus.DONE, finished_at=timezone.now()
+        )
+        cycle.refresh_from_db()
+        return cycle
+
+
+def cycle_summary(cycle: QualityCycle) -> dict[str, Any]:
+    """The JSON the task returns and the command prints."""
+    return {
+        "cycle": cycle.pk,
+        "project": cycle.project_id,
+        "trigger": cycle.trigger,
+        "status": cycle.status,
+        "attempts": cycle.attempts,
+        "steps_done": cycle.steps_done,
+        "model_version": cycle.model_version_id,
+        "results": cycle.results,
+        "error": cycle.error,
+        "started_at": cycle.started_at.isoformat() if cycle.started_at else None,
+        "finished_at": cycle.finished_at.isoformat() if cycle.finished_at else None,
+    }

@@ -1,0 +1,77 @@
+"""Routing: the top open issues of a run become blind relabel tasks, within the relabel budget.
+
+A relabel task is ``kind=relabel``, ``overlap=1``, keyed ``issue:<id>`` (so re-routing the same run
+creates nothing), and the queue offers it only to annotators who never heard the clip. The budget
+counts every issue of the run that was ever routed, so routing a run twice routes it once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+
+from annotation.models import Task
+from quality.models import LabelIssue, QualityRun, RunStatus
+
+#: Routed relabels rank ahead of acquisition picks (priority in (0, 1]) and imports (0).
+ROUTE_PRIORITY_BASE = 1.0
+
+
+def issues_route(*, run: QualityRun, budget: int | None = None) -> dict[str, Any]:
+    """Route the run's most suspect open issues; returns what was routed. Idempotent."""
+    project = run.project
+    budget = project.relabel_budget if budget is None else budget
+    now = timezone.now()
+    with transaction.atomic():
+        # Lock: the run row, so two routers of one run count its budget once.
+        run = QualityRun.objects.select_for_update().get(pk=run.pk)
+        if run.status != RunStatus.DONE:
+            return {"routed": 0, "reason": f"run is {run.status}"}
+        already = LabelIssue.objects.filter(run=run, routed_at__isnull=False).count()
+        left = max(budget - already, 0)
+        # A clip someone is already relabelling (sent back by a reviewer, acquired for a second
+        # opinion) waits: a second relabel task would spend two opinions on one doubt.
+        open_relabel = Task.objects.filter(
+            clip_id=OuterRef("clip_id"), kind=Task.Kind.RELABEL, status=Task.Status.OPEN
+        )
+        issues = list(
+            LabelIssue.objects.filter(run=run, status=LabelIssue.Status.OPEN)
+            .filter(~Exists(open_relabel))
+            .order_by("rank", "pk")[:left]
+        )
+        tasks = [
+            Task(
+                project=project,
+                clip_id=issue.clip_id,
+                kind=Task.Kind.RELABEL,
+                priority=ROUTE_PRIORITY_BASE + (1.0 - min(max(issue.score, 0.0), 1.0)),
+                reason=f"label_issue:{issue.issue_type}",
+                # Blind: nothing here names the labels given or suggested.
+                reason_detail={"issue": issue.pk, "run": run.pk, "score": round(issue.score, 6)},
+                overlap=1,
+                dedupe_key=f"issue:{issue.pk}",
+                created_at=now,
+            )
+            for issue in issues
+        ]
+        Task.objects.bulk_create(tasks, ignore_conflicts=True)
+        by_key = dict(
+            Task.objects.filter(
+                project=project, dedupe_key__in=[t.dedupe_key for t in tasks]
+            ).values_list("dedupe_key", "pk")
+        )
+        for issue in issues:
+            issue.relabel_task_id = by_key[f"issue:{issue.pk}"]
+            issue.status = LabelIssue.Status.ROUTED
+            issue.routed_at = now
+        LabelIssue.objects.bulk_update(issues, ["relabel_task", "status", "routed_at"])
+        QualityRun.objects.filter(pk=run.pk).update(n_routed=already + len(issues))
+    return {
+        "routed": len(issues),
+        "routed_before": already,
+        "budget": budget,
+        "tasks": sorted(by_key.values()),
+    }
