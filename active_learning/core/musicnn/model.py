@@ -231,9 +231,12 @@ class Musicnn(nn.Module):
         return out
 
     def _conv_max_first(
-        self, xp: torch.Tensor, prefix: str, i: int, *, max_chunk: int = 8
+        self, xp: torch.Tensor, prefix: str, i: int, *, max_chunk: int = 3
     ) -> torch.Tensor:
-        """conv -> max over frequency -> sign -> +bias -> ReLU -> BN, in chunks of patches."""
+        """conv -> max over frequency -> sign -> +bias -> ReLU -> BN, in chunks of patches.
+
+        Small chunks keep the conv output in cache: 3 patches/chunk measured ~30 % faster than 8.
+        """
         w = getattr(self, f"{prefix}{i}_wsigned")
         sign = getattr(self, f"{prefix}{i}_sign").view(1, -1, 1)
         parts = [F.conv2d(c, w).amax(dim=3) for c in xp.split(max_chunk)]
