@@ -1,0 +1,299 @@
+"""Detection quality on the real corpus: typed label noise, out-of-sample probabilities, Refrain vs cleanlab.
+
+For each seed: plant one typed error (wrong sibling, wrong branch, missing genre, extra genre) in 10 %
+of the clips of ``../shared/data/corpus`` (labels from ``manifest.csv``, tree from ``taxonomy.json``),
+compute 5-fold out-of-sample probabilities by training the project's own
+``active_learning.core.models.HierarchicalClassifier`` on the *noisy* labels (features: the project's
+``logmel-stats`` backend, cached under ``bench/.cache/``), then rank the clips with
+
+- Refrain ``label_quality_scores`` (and its variants),
+- cleanlab ``multilabel_classification.get_label_quality_scores`` on the same probabilities,
+- cleanlab ``multilabel_classification.filter.find_label_issues(n_jobs=1,
+  return_indices_ranked_by="self_confidence")``: its ranked flagged clips first, then the rest by
+  cleanlab's quality score, so that it too gives a full ranking,
+
+and report AUROC, average precision and precision at a budget equal to the true error count, overall
+and per noise type (each type against the clean clips). Refrain's ``find_label_issues`` at that budget
+is also checked for issue type and suspect node.
+
+Run: ``.venv/bin/python bench/quality_detection.py`` (writes ``bench/results/quality_detection.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from quality_features import CORPUS, load_features, read_manifest  # noqa: E402
+
+from active_learning.core.hierarchy import Hierarchy  # noqa: E402
+from quality.core import find_label_issues, label_quality_scores  # noqa: E402
+from quality.core.noise import NOISE_TYPES, inject_label_noise  # noqa: E402
+
+
+def corpus_tree() -> Hierarchy:
+    tax = json.loads((CORPUS / "taxonomy.json").read_text())
+    paths: list[str] = []
+
+    def walk(node: dict[str, Any], prefix: str) -> None:
+        for child in node.get("children", []):
+            path = f"{prefix}/{child['name']}" if prefix else child["name"]
+            paths.append(path)
+            walk(child, path)
+
+    walk(tax, "")
+    return Hierarchy.from_paths(paths)
+
+
+def corpus_labels(h: Hierarchy, rows: list[dict[str, str]]) -> np.ndarray:
+    assert h.names is not None
+    index = {name: i for i, name in enumerate(h.names)}
+    y = np.zeros((len(rows), h.n_nodes), dtype=np.int8)
+    for i, row in enumerate(rows):
+        for path in row["labels"].split("|"):
+            parts = path.split("/")
+            y[i, [index["/".join(parts[:d])] for d in range(1, len(parts) + 1)]] = 1
+    return y
+
+
+def oos_probs(
+    x: np.ndarray, y: np.ndarray, h: Hierarchy, strata: np.ndarray, *, seed: int, max_steps: int
+) -> tuple[np.ndarray, str]:
+    """5-fold out-of-sample probabilities from the project's model (stand-in if it is missing)."""
+    p = np.zeros(y.shape, dtype=np.float64)
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed).split(x, strata)
+    try:
+        import torch
+
+        from active_learning.core.models import HierarchicalClassifier
+
+        torch.set_num_threads(1)
+        label = (
+            "project:active_learning.core.models.HierarchicalClassifier(conditional, linear, "
+            f"max_steps={max_steps}), 5-fold StratifiedKFold on the noisy primary leaf"
+        )
+
+        def fit_predict(tr: np.ndarray, te: np.ndarray) -> np.ndarray:
+            clf = HierarchicalClassifier(
+                h.parents, device="cpu", seed=seed, max_steps=max_steps, min_steps=max_steps // 2
+            )
+            return np.asarray(clf.fit(x[tr], y[tr]).predict_proba(x[te]))
+
+    except ImportError:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.preprocessing import StandardScaler
+
+        label = "stand-in: sklearn one-vs-rest logistic regression per node + make_consistent"
+
+        def fit_predict(tr: np.ndarray, te: np.ndarray) -> np.ndarray:
+            sc = StandardScaler().fit(x[tr])
+            out = np.zeros((te.size, h.n_nodes))
+            for k in range(h.n_nodes):
+                yk = y[tr, k]
+                if yk.min() == yk.max():
+                    out[:, k] = yk[0]
+                    continue
+                lr = LogisticRegression(C=0.1, max_iter=300).fit(sc.transform(x[tr]), yk)
+                out[:, k] = lr.predict_proba(sc.transform(x[te]))[:, 1]
+            return h.make_consistent(out)
+
+    for tr, te in folds:
+        p[te] = fit_predict(tr, te)
+    return h.make_consistent(np.clip(p, 0.0, 1.0)), label
+
+
+def metrics(is_err: np.ndarray, suspicion: np.ndarray) -> dict[str, float]:
+    """AUROC, AP and precision at budget = #errors for a ranking (higher suspicion = first)."""
+    b = int(is_err.sum())
+    top = np.argsort(-suspicion, kind="stable")[:b]
+    return {
+        "auroc": float(roc_auc_score(is_err, suspicion)),
+        "ap": float(average_precision_score(is_err, suspicion)),
+        "p_at_budget": float(is_err[top].mean()),
+        "n_errors": b,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--noise-rate", type=float, default=0.1)
+    ap.add_argument("--max-steps", type=int, default=500)
+    ap.add_argument(
+        "--out", type=Path, default=ROOT / "bench" / "results" / "quality_detection.json"
+    )
+    args = ap.parse_args()
+
+    from cleanlab.multilabel_classification import get_label_quality_scores
+    from cleanlab.multilabel_classification.filter import find_label_issues as cl_find
+
+    rows = read_manifest()
+    h = corpus_tree()
+    true = corpus_labels(h, rows)
+    x, feat_label = load_features()
+    print(f"corpus: N={true.shape[0]} K={h.n_nodes}; features {feat_label} {x.shape}")
+
+    per_seed: list[dict[str, Any]] = []
+    model_label = ""
+    for seed in args.seeds:
+        t0 = time.perf_counter()
+        noisy, kinds = inject_label_noise(true, parents=h, noise_rate=args.noise_rate, seed=seed)
+        is_err = kinds != ""
+        strata = np.asarray([row["primary_label"] for row in rows])
+        cache = (
+            ROOT
+            / "bench"
+            / ".cache"
+            / f"quality_detection_oos_seed{seed}_steps{args.max_steps}.npz"
+        )
+        if cache.exists():
+            z = np.load(cache)
+            probs, model_label = z["probs"], str(z["model"])
+        else:
+            probs, model_label = oos_probs(x, noisy, h, strata, seed=seed, max_steps=args.max_steps)
+            np.savez(cache, probs=probs, model=model_label, noisy=noisy, kinds=kinds)
+        fit_s = time.perf_counter() - t0
+        labels_list = [np.flatnonzero(r).tolist() for r in noisy]
+        cl_scores = get_label_quality_scores(labels_list, probs)
+        cl_ranked = np.asarray(
+            cl_find(labels_list, probs, n_jobs=1, return_indices_ranked_by="self_confidence")
+        )
+        rest = np.setdiff1d(np.arange(noisy.shape[0]), cl_ranked)
+        order = np.r_[cl_ranked, rest[np.argsort(cl_scores[rest], kind="stable")]]
+        cl_find_susp = np.empty(noisy.shape[0])
+        cl_find_susp[order] = -np.arange(order.size, dtype=np.float64)
+
+        rankers = {
+            "refrain": -label_quality_scores(noisy, probs, parents=h),
+            "refrain[normalized]": -label_quality_scores(
+                noisy, probs, parents=h, method="normalized"
+            ),
+            "refrain[min]": -label_quality_scores(noisy, probs, parents=h, pooling="min"),
+            "cleanlab.get_label_quality_scores": -cl_scores,
+            "cleanlab.find_label_issues": cl_find_susp,
+        }
+        result: dict[str, Any] = {
+            "seed": seed,
+            "n_errors": int(is_err.sum()),
+            "per_type_count": {t: int((kinds == t).sum()) for t in NOISE_TYPES},
+            "model_fit_s": round(fit_s, 1),
+            "top_level_accuracy_oos": float(
+                np.mean(probs[:, h.roots].argmax(1) == true[:, h.roots].argmax(1))
+            ),
+            "cleanlab_find_flagged": int(cl_ranked.size),
+            "rankers": {},
+        }
+        for name, susp in rankers.items():
+            res = {"all": metrics(is_err, susp)}
+            for t in NOISE_TYPES:
+                m = (kinds == t) | ~is_err
+                if (kinds == t).any():
+                    res[t] = metrics(is_err[m], susp[m])
+            result["rankers"][name] = res
+
+        issues = find_label_issues(noisy, probs, parents=h, budget=int(is_err.sum()))
+        hit = is_err[issues.clip]
+        changed = noisy != true
+        thr = find_label_issues(noisy, probs, parents=h)
+        result["refrain_issues_at_budget"] = {
+            "precision": float(hit.mean()),
+            "type_accuracy_on_hits": float(
+                (issues.issue_type[hit] == kinds[issues.clip[hit]]).mean()
+            ),
+            "type_accuracy_by_type": {
+                t: float((issues.issue_type[hit & (kinds[issues.clip] == t)] == t).mean())
+                for t in NOISE_TYPES
+                if (hit & (kinds[issues.clip] == t)).any()
+            },
+            "suspect_node_changed_on_hits": float(
+                changed[issues.clip[hit], issues.node[hit]].mean()
+            ),
+            "suggestion_restores_truth_on_hits": float(
+                np.all(issues.suggested_labels[hit] == true[issues.clip[hit]], axis=1).mean()
+            ),
+        }
+        result["refrain_threshold"] = {
+            "flagged": len(thr),
+            "precision": float(is_err[thr.clip].mean()) if len(thr) else 0.0,
+            "recall": float(is_err[thr.clip].sum() / max(is_err.sum(), 1)),
+        }
+        per_seed.append(result)
+        r, c = (
+            result["rankers"]["refrain"]["all"],
+            result["rankers"]["cleanlab.get_label_quality_scores"]["all"],
+        )
+        print(
+            f"seed {seed}: errors {is_err.sum()}, fit {fit_s:.0f}s | refrain AP {r['ap']:.3f} "
+            f"P@b {r['p_at_budget']:.3f} AUROC {r['auroc']:.3f} | cleanlab AP {c['ap']:.3f} "
+            f"P@b {c['p_at_budget']:.3f} AUROC {c['auroc']:.3f}",
+            flush=True,
+        )
+
+    summary: dict[str, Any] = {}
+    for name in per_seed[0]["rankers"]:
+        summary[name] = {}
+        for part in ["all", *NOISE_TYPES]:
+            vals = [s["rankers"][name][part] for s in per_seed if part in s["rankers"][name]]
+            summary[name][part] = {
+                key: {
+                    "mean": round(float(np.mean([v[key] for v in vals])), 4),
+                    "std": round(float(np.std([v[key] for v in vals])), 4),
+                }
+                for key in ("auroc", "ap", "p_at_budget")
+            }
+    ratio = {
+        part: round(
+            summary["refrain"][part]["ap"]["mean"]
+            / summary["cleanlab.get_label_quality_scores"][part]["ap"]["mean"],
+            3,
+        )
+        for part in ["all", *NOISE_TYPES]
+    }
+    print("\nmean over seeds", args.seeds)
+    print(f"{'ranker':36s} {'part':14s} {'AUROC':>6s} {'AP':>6s} {'P@b':>6s}")
+    for name, parts in summary.items():
+        for part, m in parts.items():
+            print(
+                f"{name:36s} {part:14s} {m['auroc']['mean']:6.3f} {m['ap']['mean']:6.3f} {m['p_at_budget']['mean']:6.3f}"
+            )
+    print("AP ratio refrain / cleanlab.get_label_quality_scores:", ratio)
+    payload = {
+        "benchmark": "quality_detection",
+        "data": {
+            "corpus": "../shared/data/corpus (manifest.csv labels, taxonomy.json tree)",
+            "n_clips": int(true.shape[0]),
+            "n_nodes": int(h.n_nodes),
+            "noise_rate": args.noise_rate,
+            "noise": "quality.core.noise.inject_label_noise: one typed error per noisy clip, type "
+            "uniform among those the clip is eligible for (missing_genre needs >= 2 paths)",
+            "seeds": args.seeds,
+        },
+        "features": feat_label,
+        "model": model_label,
+        "goal": {"ap_ratio_vs_cleanlab": 1.3, "p_at_budget": 0.8},
+        "summary": summary,
+        "ap_ratio_refrain_vs_cleanlab_scores": ratio,
+        "per_seed": per_seed,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

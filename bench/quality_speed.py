@@ -1,0 +1,154 @@
+"""Speed: Refrain's hierarchy-aware scoring + ranking vs cleanlab's multi-label detector, one run.
+
+Synthetic labels and probabilities at N = 100,000 over the real FMA genre tree
+(``../shared/data/fma/genres.csv``), 10 % typed label noise. Timed side by side in one process, the
+median of ``--repeats`` runs each (single-threaded numpy work; cleanlab with ``n_jobs=1``):
+
+- ``refrain.label_quality_scores + argsort``: scores and the full ranking;
+- ``refrain.find_label_issues(budget=10 % of N)``: scores, ranking and typed, explained issues;
+- ``refrain.find_label_issues(no budget)``: the same with the confident-learning threshold;
+- ``cleanlab.get_label_quality_scores`` and ``cleanlab.find_label_issues(n_jobs=1)``.
+
+Run: ``.venv/bin/python bench/quality_speed.py`` (writes ``bench/results/quality_speed.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from active_learning.core.hierarchy import Hierarchy  # noqa: E402
+from quality.core import find_label_issues, label_quality_scores  # noqa: E402
+from quality.core.noise import inject_label_noise, random_paths, simulate_pred_probs  # noqa: E402
+
+FMA = ROOT.parent / "shared" / "data" / "fma" / "genres.csv"
+
+
+def fma_tree() -> Hierarchy:
+    with open(FMA, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    ids = [int(r["genre_id"]) for r in rows]
+    index = {g: i for i, g in enumerate(ids)}
+    parents = [index[int(r["parent"])] if int(r["parent"]) != 0 else -1 for r in rows]
+    return Hierarchy(np.asarray(parents, dtype=np.int64), tuple(r["title"] for r in rows))
+
+
+def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float], Any]:
+    times = []
+    out = None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality_speed.json")
+    args = ap.parse_args()
+
+    h = fma_tree()
+    t0 = time.perf_counter()
+    true = random_paths(args.n, parents=h, seed=args.seed, multi_label_rate=0.3, stop_rate=0.3)
+    probs = simulate_pred_probs(true, parents=h, seed=args.seed + 1)
+    noisy, kinds = inject_label_noise(true, parents=h, noise_rate=0.1, seed=args.seed + 2)
+    setup_s = time.perf_counter() - t0
+    n, k = noisy.shape
+    is_err = kinds != ""
+    labels_list = [np.flatnonzero(r).tolist() for r in noisy]  # cleanlab's multi-label input
+    budget = n // 10
+    print(f"N={n} K={k} (FMA tree), {int(is_err.sum())} planted errors; setup {setup_s:.1f} s")
+
+    from cleanlab.multilabel_classification import get_label_quality_scores
+    from cleanlab.multilabel_classification.filter import find_label_issues as cl_find
+
+    def refrain_rank() -> np.ndarray:
+        s = label_quality_scores(noisy, probs, parents=h)
+        return np.argsort(s, kind="stable")
+
+    cases: dict[str, Callable[[], Any]] = {
+        "refrain.label_quality_scores+argsort": refrain_rank,
+        "refrain.find_label_issues(budget=N/10)": lambda: find_label_issues(
+            noisy, probs, parents=h, budget=budget
+        ),
+        "refrain.find_label_issues(threshold)": lambda: find_label_issues(noisy, probs, parents=h),
+        "cleanlab.get_label_quality_scores+argsort": lambda: np.argsort(
+            get_label_quality_scores(labels_list, probs), kind="stable"
+        ),
+        "cleanlab.find_label_issues(n_jobs=1)": lambda: cl_find(labels_list, probs, n_jobs=1),
+    }
+    results: dict[str, Any] = {}
+    outputs: dict[str, Any] = {}
+    for name, fn in cases.items():
+        med, times, out = timed(fn, args.repeats)
+        outputs[name] = out
+        results[name] = {"median_s": round(med, 4), "runs_s": [round(t, 4) for t in times]}
+        print(f"{name:45s} median {med:7.3f} s  runs {[round(t, 3) for t in times]}")
+
+    # What each returned, for context (precision among the planted errors).
+    flagged_cl = np.asarray(outputs["cleanlab.find_label_issues(n_jobs=1)"])
+    thr = outputs["refrain.find_label_issues(threshold)"]
+    top = outputs["refrain.find_label_issues(budget=N/10)"]
+    cl_top = outputs["cleanlab.get_label_quality_scores+argsort"][:budget]
+    context = {
+        "cleanlab_find_label_issues_flagged_frac": round(float(flagged_cl.mean()), 4),
+        "refrain_threshold_flagged_frac": round(len(thr) / n, 4),
+        "refrain_precision_at_budget": round(float(is_err[top.clip].mean()), 4),
+        "cleanlab_scores_precision_at_budget": round(float(is_err[cl_top].mean()), 4),
+    }
+    print(json.dumps(context))
+    speedup = (
+        results["cleanlab.find_label_issues(n_jobs=1)"]["median_s"]
+        / results["refrain.find_label_issues(budget=N/10)"]["median_s"]
+    )
+    print(
+        f"refrain find_label_issues(budget) is {speedup:.1f}x faster than cleanlab find_label_issues"
+    )
+    payload = {
+        "benchmark": "quality_speed",
+        "data": {
+            "tree": "../shared/data/fma/genres.csv",
+            "n_clips": n,
+            "n_nodes": k,
+            "note": "K is every genre in genres.csv (163); labels/probabilities synthetic "
+            "(quality.core.noise.random_paths / simulate_pred_probs), 10% typed noise",
+            "seed": args.seed,
+            "budget": budget,
+            "planted_errors": int(is_err.sum()),
+        },
+        "repeats": args.repeats,
+        "timings": results,
+        "speedup_refrain_budget_vs_cleanlab_find": round(speedup, 1),
+        "context": context,
+        "machine": {
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "cpus": os.cpu_count(),
+            "note": "2 cores shared with other work; cleanlab n_jobs=1",
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
