@@ -106,12 +106,16 @@ class TrainingLabels:
         Ancestor-closed label sets (rows without labels are all zero).
     labelled : (N,) bool
         Rows that carry a label set.
+    primary : (N,) int64
+        Each labelled row's primary node (column index; the deepest explicitly chosen node, the
+        first given on ties), -1 for unlabelled rows. Leaf and top-level accuracy compare to it.
     snapshot : dict
         What the labels came from, stored on the model version (``provider``, ``annotations``...).
     """
 
     Y: np.ndarray
     labelled: np.ndarray
+    primary: np.ndarray
     snapshot: dict[str, Any] = field(default_factory=dict)
 
 
@@ -137,19 +141,33 @@ def latest_annotation_labels(
             chosen[clip_id] = ann_id
     ann_row = {a: pos[c] for c, a in chosen.items()}
     node_col = {n.id: n.index for n in index.nodes}
+    node_depth = {n.id: n.depth for n in index.nodes}
+    primary = np.full(len(pos), -1, dtype=np.int64)
+    best_depth: dict[int, int] = {}
     ids = list(ann_row)
     for start in range(0, len(ids), 20_000):
-        for ann_id, node_id in AnnotationLabel.objects.filter(
-            annotation_id__in=ids[start : start + 20_000]
-        ).values_list("annotation_id", "node_id"):
-            Y[ann_row[ann_id], node_col[node_id]] = 1
+        for ann_id, node_id, explicit in (
+            AnnotationLabel.objects.filter(annotation_id__in=ids[start : start + 20_000])
+            .order_by("id")
+            .values_list("annotation_id", "node_id", "explicit")
+        ):
+            row = ann_row[ann_id]
+            Y[row, node_col[node_id]] = 1
+            if explicit and node_depth[node_id] > best_depth.get(row, -1):
+                best_depth[row] = node_depth[node_id]
+                primary[row] = node_col[node_id]
     labelled[list(ann_row.values())] = True
     # Stored labels are ancestor-closed already; close again so a provider's contract holds even
     # for rows written by older importers.
-    Y = Hierarchy(index.parents_array).ancestor_close(Y)
+    hierarchy = Hierarchy(index.parents_array)
+    Y = hierarchy.ancestor_close(Y)
+    # Rows whose labels are all implied (no explicit flag): the deepest node on.
+    for row in np.flatnonzero(labelled & (primary < 0)):
+        primary[row] = int(np.argmax(np.where(Y[row] > 0, hierarchy.depth, -1)))
     return TrainingLabels(
         Y=Y,
         labelled=labelled,
+        primary=primary,
         snapshot={"provider": "latest-annotation", "annotations": sorted(chosen.values())},
     )
 

@@ -119,9 +119,7 @@ def model_version_summary(*, model_version: ModelVersion) -> dict[str, Any]:
         "n_labelled": model_version.n_labelled,
         "n_unlabelled": model_version.n_unlabelled,
         "metrics": {
-            k: m[k]
-            for k in ("hierarchical_f1", "leaf_accuracy", "top_level_accuracy", "mAP")
-            if k in m
+            k: m[k] for k in ("hier_f1", "leaf_accuracy", "top_level_accuracy", "mAP") if k in m
         },
         "error": model_version.error,
     }
@@ -261,12 +259,15 @@ def _train(mv: ModelVersion, provider: LabelsProvider | None) -> None:
         return HierarchicalClassifier(hierarchy.parents, seed=mv.seed, **params)
 
     X = np.asarray(data.X, dtype=np.float32)
-    pred_probs, oos, model = cross_val_predict(
-        make_estimator, X, data.labels.Y, labelled=labelled, n_folds=mv.n_folds, seed=mv.seed
+    pred_probs, oos, model, metrics = cross_val_predict(
+        make_estimator,
+        X,
+        data.labels,
+        hierarchy=hierarchy,
+        n_folds=mv.n_folds,
+        seed=mv.seed,
     )
-    t_fit = time.perf_counter() - t0
-    metrics = compute_metrics(data.labels.Y[oos], pred_probs[oos], hierarchy)
-    metrics["train_seconds"] = round(t_fit, 3)
+    metrics["train_seconds"] = round(time.perf_counter() - t0, 3)
     top = top_nodes(pred_probs, hierarchy)
 
     root = Path(settings.ARTIFACT_ROOT) / f"project_{mv.project_id}" / f"model_{mv.number}"
@@ -359,24 +360,53 @@ def top_nodes(pred_probs: np.ndarray, hierarchy: Hierarchy) -> np.ndarray:
 def cross_val_predict(
     make_estimator: Callable[[], Any],
     X: np.ndarray,
-    Y: np.ndarray,
+    labels: TrainingLabels,
     *,
-    labelled: np.ndarray,
+    hierarchy: Hierarchy,
     n_folds: int,
     seed: int,
-) -> tuple[np.ndarray, np.ndarray, Any]:
-    """(pred_probs (N, K), out_of_sample (N,) bool, full model) via ``core.cv``."""
-    from active_learning.core import cv
+) -> tuple[np.ndarray, np.ndarray, Any, dict[str, Any]]:
+    """(pred_probs (N, K), out_of_sample (N,) bool, full model, metrics) from ``core.cv``.
 
-    res = cv.cross_val_predict_proba(
-        make_estimator, X, Y, labelled=labelled, n_folds=n_folds, seed=seed
+    Metrics are pooled over the out-of-sample rows. Leaf and top-level accuracy choose among the
+    nodes that occur as a primary label, so a branch only ever given as a second genre is never
+    the predicted primary.
+    """
+    from active_learning.core.cv import cross_val_predict_proba
+
+    primary = labels.primary
+    candidates = np.unique(primary[primary >= 0])
+    res = cross_val_predict_proba(
+        make_estimator,
+        X,
+        labels.Y,
+        parents=hierarchy,
+        labeled_mask=labels.labelled,
+        n_splits=n_folds,
+        seed=seed,
+        primary=np.where(primary >= 0, primary, 0),
+        candidates=candidates if candidates.size else None,
     )
-    return np.asarray(res.pred_probs), np.asarray(res.out_of_sample, dtype=bool), res.model
+    metrics: dict[str, Any] = dict(res.metrics)
+    metrics["per_depth_macro_f1"] = {
+        k.removeprefix("macro_f1_depth_"): v
+        for k, v in res.metrics.items()
+        if k.startswith("macro_f1_depth_")
+    }
+    metrics["fold_hier_f1"] = [m.get("hier_f1") for m in res.fold_metrics]
+    metrics["timings"] = res.timings
+    probs = np.nan_to_num(np.asarray(res.pred_probs), nan=0.0).astype(np.float32)
+    return probs, np.asarray(res.out_of_sample, dtype=bool), res.model, _json_clean(metrics)
 
 
-def compute_metrics(Y: np.ndarray, pred_probs: np.ndarray, hierarchy: Hierarchy) -> dict[str, Any]:
-    """Out-of-sample quality figures via ``core.metrics``, as plain JSON."""
-    from active_learning.core import metrics
-
-    out = metrics.hierarchical_metrics(Y, pred_probs, hierarchy.parents)
-    return json.loads(json.dumps(out, default=float))
+def _json_clean(value: Any) -> Any:
+    """Floats as JSON numbers, NaN/inf as null (a metric undefined on these labels)."""
+    if isinstance(value, dict):
+        return {str(k): _json_clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

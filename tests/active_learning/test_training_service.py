@@ -1,0 +1,104 @@
+"""Training services: K-fold out-of-sample predictions, artifacts, rows, failures, idempotency."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from active_learning.core.hierarchy import Hierarchy
+from active_learning.models import JobStatus, ModelVersion, Prediction
+from active_learning.selectors import latest_model_version, prediction_matrix
+from active_learning.services.training import (
+    model_train_for_project,
+    model_version_claim,
+    model_version_request,
+    model_version_run,
+)
+from annotation.models import Annotation
+from annotation.selectors import TaxonomyIndex
+from tests.active_learning.conftest import project_with_features
+
+pytestmark = pytest.mark.django_db
+
+FAST = {"max_steps": 200, "min_steps": 100}
+
+
+def test_training_writes_consistent_out_of_sample_predictions(artifacts: Path) -> None:
+    project, clips, truth = project_with_features(artifacts)
+    mv = model_train_for_project(project=project, n_folds=3, hyperparameters=FAST)
+
+    assert mv.status == JobStatus.DONE, mv.error
+    assert (mv.number, mv.n_labelled, mv.n_unlabelled, mv.device) == (1, 24, 4, "cpu")
+    assert latest_model_version(project=project) == mv
+    labelled_ids = set(
+        Annotation.objects.filter(clip__project=project).values_list("id", flat=True)
+    )
+    assert set(mv.training_snapshot["annotations"]) == labelled_ids
+    assert mv.training_snapshot["provider"] == "latest-annotation"
+
+    clip_ids, probs, oos = prediction_matrix(model_version=mv)
+    index = TaxonomyIndex.for_version(project.taxonomy_version)
+    h = Hierarchy(index.parents_array)
+    assert probs.shape == (28, h.n_nodes) and probs.dtype == np.float32
+    assert oos.sum() == 24 and not oos[np.isin(clip_ids, [c.id for c in clips[24:]])].any()
+    # Hierarchy-consistent: a child never exceeds its parent.
+    has_par = h.parents >= 0
+    assert np.all(probs[:, has_par] <= probs[:, h.parents[has_par]] + 1e-6)
+    # Separable synthetic features: the out-of-sample model gets them right.
+    assert mv.metrics["leaf_accuracy"] >= 0.9 and mv.metrics["hier_f1"] >= 0.9
+    assert set(mv.metrics["per_depth_macro_f1"]) == {"0", "1"}
+    assert (Path(mv.artifact_path) / "model.joblib").is_file()
+
+    rows = {
+        p.clip_id: p for p in Prediction.objects.filter(model_version=mv).select_related("top_node")
+    }
+    assert len(rows) == 28
+    for i, cid in enumerate(clip_ids.tolist()):
+        p = rows[cid]
+        assert p.out_of_sample == bool(oos[i])
+        np.testing.assert_array_equal(p.probs_array, probs[i])
+        assert p.top_node.is_leaf and p.top_prob == pytest.approx(float(probs[i, p.top_node.index]))
+    right = sum(rows[c.id].top_node.path == truth[c.id] for c in clips)
+    assert right >= 26
+
+
+def test_too_few_labels_fail_the_version_with_a_reason(artifacts: Path) -> None:
+    project, _, _ = project_with_features(artifacts, n_per_leaf=1)
+    mv = model_train_for_project(project=project, n_folds=5)
+    assert mv.status == JobStatus.FAILED
+    assert mv.error.startswith("too few labels: 4 labelled clip(s)")
+    assert not mv.predictions.exists()
+
+
+def test_one_labelled_genre_is_too_few_classes(artifacts: Path) -> None:
+    project, _, _ = project_with_features(artifacts, n_per_leaf=6)
+    Annotation.objects.filter(clip__project=project, labels__node__path__startswith="Jazz").delete()
+    mv = model_train_for_project(project=project, n_folds=3, hyperparameters=FAST)
+    assert mv.status == JobStatus.FAILED
+    assert "1 top-level genre(s) with at least 3 labelled clips (need 2 classes)" in mv.error
+
+
+def test_no_features_fails_with_a_hint(artifacts: Path) -> None:
+    from tests.factories import ProjectFactory
+
+    mv = model_train_for_project(project=ProjectFactory())
+    assert mv.status == JobStatus.FAILED and "extract_features" in mv.error
+
+
+def test_duplicate_delivery_trains_once(artifacts: Path) -> None:
+    project, _, _ = project_with_features(artifacts)
+    first = model_version_request(project=project, n_folds=3, task_id="msg-1", hyperparameters=FAST)
+    again = model_version_request(project=project, n_folds=3, task_id="msg-1")
+    assert again.id == first.id and ModelVersion.objects.filter(project=project).count() == 1
+
+    assert model_version_claim(model_version=first)
+    assert not model_version_claim(model_version=again)  # the second delivery stops here
+    model_version_run(model_version=first)
+    assert first.status == JobStatus.DONE
+    assert not model_version_claim(model_version=first)
+    assert Prediction.objects.filter(model_version=first).count() == 28
+
+    nxt = model_version_request(project=project)
+    assert nxt.number == 2
