@@ -206,7 +206,11 @@ def _label_set(annotation_id: int | None) -> set[int]:
 
 def check_issue_for_annotation(*, annotation: Annotation) -> LabelIssue | None:
     """The live issue a new annotation answers: the routed issue whose relabel task it completes,
-    or the clip's issue waiting on a reviewer (any new opinion or a reviewer's correction)."""
+    or the clip's issue waiting on a reviewer (any new opinion or a reviewer's correction); for an
+    annotation that already answered one, that issue."""
+    answered = LabelIssue.objects.filter(resolving_annotation=annotation).first()
+    if answered is not None:
+        return answered  # a redelivered message: report what it did the first time
     live = LabelIssue.objects.filter(clip_id=annotation.clip_id)
     if annotation.kind == Annotation.Kind.REVIEW:
         return live.filter(status=LabelIssue.Status.IN_REVIEW).first()
