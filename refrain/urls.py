@@ -13,6 +13,7 @@ urlpatterns = [
         name="login",
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", include("annotation.integrations.labelstudio.urls")),
     path("", include("annotation.urls")),
     path("", include("active_learning.urls")),
 ]

@@ -1,0 +1,1 @@
+"""Bridges between Refrain and other labelling tools."""

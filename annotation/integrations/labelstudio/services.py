@@ -1,0 +1,510 @@
+"""Syncing a Refrain project with a Label Studio project through ``label_studio_sdk``.
+
+Out: the labelling config, clips as tasks, model predictions, second-opinion requests.
+In: Label Studio annotations (a pull, or one webhook payload at a time) become Refrain annotations
+with source ``labelstudio:<email>``. The LS annotation id is the idempotency key, so a repeated pull
+or a webhook that races a pull stores each LS annotation once; an annotation edited in LS becomes a
+new Refrain annotation that supersedes the previous one (history is never overwritten).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+from django.contrib.auth.models import AbstractBaseUser
+from django.core import signing
+from django.db import transaction
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+from label_studio_sdk import LabelStudio
+from label_studio_sdk.core.api_error import ApiError
+
+from annotation.integrations.labelstudio.convert import (
+    LabelStudioFormatError,
+    label_config_from_taxonomy,
+    labels_from_taxonomy_paths,
+    prediction_from_probs,
+    task_from_clip,
+    taxonomy_paths_from_result,
+)
+from annotation.models import (
+    Annotation,
+    Clip,
+    LabelStudioLink,
+    LabelStudioTask,
+    Membership,
+    Project,
+)
+from annotation.selectors import TaxonomyIndex
+from annotation.services.annotations import LabelError, annotation_create, labels_resolve
+
+logger = logging.getLogger(__name__)
+
+WEBHOOK_HEADER = "X-Refrain-Webhook-Secret"
+WEBHOOK_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
+AUDIO_SIGNING_SALT = "refrain.labelstudio.audio"
+PUSH_CHUNK = 500
+LS_TITLE_MAX = 50  # Label Studio rejects longer project titles
+LS_TIMEOUT_S = 30.0
+
+
+class LabelStudioSyncError(RuntimeError):
+    """Label Studio refused a request or could not be reached; the message says which and why."""
+
+
+# --- client ---------------------------------------------------------------------------------------
+
+
+def ls_client(*, base_url: str, api_key: str) -> LabelStudio:
+    return LabelStudio(base_url=base_url.rstrip("/"), api_key=api_key, timeout=LS_TIMEOUT_S)
+
+
+def _ls_call(what: str, fn: Callable[[], Any]) -> Any:
+    """Run one SDK call; turn HTTP and transport errors into :class:`LabelStudioSyncError`."""
+    try:
+        return fn()
+    except ApiError as exc:
+        raise LabelStudioSyncError(
+            f"Label Studio refused {what}: HTTP {exc.status_code} {exc.body}"
+        ) from exc
+    except httpx.HTTPError as exc:
+        raise LabelStudioSyncError(f"Label Studio unreachable during {what}: {exc}") from exc
+
+
+def _client_for(link: LabelStudioLink) -> LabelStudio:
+    return ls_client(base_url=link.base_url, api_key=link.api_key)
+
+
+# --- URLs Label Studio uses to reach Refrain ------------------------------------------------------
+
+
+def clip_audio_url(*, link: LabelStudioLink, clip: Clip) -> str:
+    """A signed URL of the clip's audio: LS annotators hold no Refrain session, so the signature
+    (bound to this link and clip) is the permission. Relative when the link has no ``refrain_url``."""
+    token = signing.Signer(salt=AUDIO_SIGNING_SALT).sign(f"{link.id}.{clip.id}")
+    path = reverse("labelstudio-audio", kwargs={"token": token})
+    return f"{link.refrain_url.rstrip('/')}{path}"
+
+
+def clip_audio_token_check(token: str) -> tuple[int, int] | None:
+    """``(link_id, clip_id)`` for a valid audio token, else None."""
+    try:
+        value = signing.Signer(salt=AUDIO_SIGNING_SALT).unsign(token)
+        link_id, clip_id = value.split(".")
+        return int(link_id), int(clip_id)
+    except (signing.BadSignature, ValueError):
+        return None
+
+
+def webhook_url(*, link: LabelStudioLink) -> str:
+    return f"{link.refrain_url.rstrip('/')}{reverse('labelstudio-webhook', args=[link.id])}"
+
+
+# --- link -----------------------------------------------------------------------------------------
+
+
+def ls_project_link(
+    *,
+    project: Project,
+    base_url: str,
+    api_key: str,
+    ls_project_id: int | None = None,
+    refrain_url: str = "",
+) -> LabelStudioLink:
+    """Link ``project`` to a Label Studio project, creating it there unless ``ls_project_id`` names
+    an existing one (whose labelling config is then replaced by the taxonomy's).
+
+    With ``refrain_url`` (how Label Studio reaches Refrain), a webhook for created and updated
+    annotations is registered, carrying a fresh shared secret in :data:`WEBHOOK_HEADER`.
+    """
+    base_url = base_url.rstrip("/")
+    index = TaxonomyIndex.for_version(project.taxonomy_version)
+    config = label_config_from_taxonomy(index.nodes)
+    client = ls_client(base_url=base_url, api_key=api_key)
+    if ls_project_id is None:
+        created = _ls_call(
+            "project creation",
+            lambda: client.projects.create(
+                title=project.name[:LS_TITLE_MAX],
+                description=f"Linked to Refrain project {project.slug}",
+                label_config=config,
+                maximum_annotations=project.overlap,
+                overlap_cohort_percentage=100,
+                show_collab_predictions=not project.blind,
+            ),
+        )
+        ls_project_id = int(created.id)
+    else:
+        pid = ls_project_id
+        _ls_call(
+            f"project {pid} update",
+            lambda: client.projects.update(id=pid, label_config=config),
+        )
+    link = LabelStudioLink.objects.create(
+        project=project,
+        base_url=base_url,
+        ls_project_id=ls_project_id,
+        api_key=api_key,
+        webhook_secret=secrets.token_urlsafe(32),
+        refrain_url=refrain_url.rstrip("/"),
+    )
+    if refrain_url:
+        hook = _ls_call(
+            "webhook registration",
+            lambda: client.webhooks.create(
+                url=webhook_url(link=link),
+                project=link.ls_project_id,
+                headers={WEBHOOK_HEADER: link.webhook_secret},
+                send_payload=True,
+                send_for_all_actions=False,
+                actions=list(WEBHOOK_ACTIONS),
+            ),
+        )
+        link.ls_webhook_id = int(hook.id)
+        link.save(update_fields=["ls_webhook_id"])
+    return link
+
+
+# --- push -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class PushSummary:
+    created: int = 0
+    already: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+def ls_push_tasks(*, link: LabelStudioLink, clips: Iterable[Clip]) -> PushSummary:
+    """Import clips as Label Studio tasks; clips already pushed through this link are left alone."""
+    summary = PushSummary()
+    wanted: list[Clip] = []
+    for clip in clips:
+        if clip.project_id != link.project_id:
+            raise ValueError(f"clip {clip.id} is not in project {link.project}")
+        if clip.status != Clip.Status.READY:
+            summary.skipped.append(f"clip {clip.id}: status {clip.status}")
+            continue
+        wanted.append(clip)
+    client = _client_for(link)
+    # The link row lock keeps two pushes from importing one clip twice.
+    with transaction.atomic():
+        LabelStudioLink.objects.select_for_update().filter(pk=link.pk).first()
+        done = set(
+            LabelStudioTask.objects.filter(
+                link=link, clip_id__in=[c.id for c in wanted]
+            ).values_list("clip_id", flat=True)
+        )
+        todo = [c for c in wanted if c.id not in done]
+        summary.already = len(wanted) - len(todo)
+        for start in range(0, len(todo), PUSH_CHUNK):
+            chunk = todo[start : start + PUSH_CHUNK]
+            payload = [
+                task_from_clip(c, audio_url=clip_audio_url(link=link, clip=c)) for c in chunk
+            ]
+            response = _ls_call(
+                "task import",
+                lambda payload=payload: client.projects.import_tasks(
+                    id=link.ls_project_id, request=payload, return_task_ids=True
+                ),
+            )
+            task_ids = list(getattr(response, "task_ids", None) or [])
+            if len(task_ids) == len(chunk):
+                pairs = list(zip(chunk, task_ids, strict=True))
+            else:
+                # An LS that does not return ids in order: map by the clip id stored in the task.
+                pairs = _match_tasks_by_clip(link=link, client=client, clips=chunk)
+            LabelStudioTask.objects.bulk_create(
+                [LabelStudioTask(link=link, clip=c, ls_task_id=int(t)) for c, t in pairs],
+                ignore_conflicts=True,
+            )
+            summary.created += len(pairs)
+    return summary
+
+
+def _match_tasks_by_clip(
+    *, link: LabelStudioLink, client: LabelStudio, clips: Sequence[Clip]
+) -> list[tuple[Clip, int]]:
+    by_id = {c.id: c for c in clips}
+    pairs: list[tuple[Clip, int]] = []
+    for task in _ls_call(
+        "task listing",
+        lambda: client.tasks.list(project=link.ls_project_id, fields="task_only", page_size=500),
+    ):
+        clip = by_id.get(_clip_id_of(task.data or {}) or -1)
+        if clip is not None:
+            pairs.append((clip, int(task.id)))
+    return pairs
+
+
+def model_version_name(model_version_id: int | str) -> str:
+    return f"refrain-{model_version_id}"
+
+
+@dataclass
+class PredictionSummary:
+    model_version: str
+    created: int = 0
+    not_pushed: list[int] = field(default_factory=list)
+
+
+def ls_push_predictions(
+    *,
+    link: LabelStudioLink,
+    model_version_id: int | str,
+    probs_by_clip: Mapping[int, np.ndarray],
+    stop_below: float | None = None,
+) -> PredictionSummary:
+    """Send each clip's argmax path as a prediction and make it the project's model version.
+
+    ``probs_by_clip`` maps clip ids to (K,) hierarchy-consistent probabilities in node-index
+    order. Label Studio orders by predictions only when their ``model_version`` equals the
+    project's, so the project is switched to this one. Clips never pushed are reported, not sent.
+    """
+    summary = PredictionSummary(model_version=model_version_name(model_version_id))
+    nodes = TaxonomyIndex.for_version(link.project.taxonomy_version).nodes
+    task_of = dict(
+        LabelStudioTask.objects.filter(link=link, clip_id__in=list(probs_by_clip)).values_list(
+            "clip_id", "ls_task_id"
+        )
+    )
+    requests: list[dict[str, Any]] = []
+    for clip_id, probs in probs_by_clip.items():
+        if clip_id not in task_of:
+            summary.not_pushed.append(clip_id)
+            continue
+        pred = prediction_from_probs(
+            probs, nodes=nodes, model_version=summary.model_version, stop_below=stop_below
+        )
+        requests.append({"task": task_of[clip_id], **pred})
+    client = _client_for(link)
+    for start in range(0, len(requests), PUSH_CHUNK):
+        chunk = requests[start : start + PUSH_CHUNK]
+        _ls_call(
+            "prediction import",
+            lambda chunk=chunk: client.projects.import_predictions(
+                id=link.ls_project_id, request=chunk
+            ),
+        )
+        summary.created += len(chunk)
+    _ls_call(
+        "model version update",
+        lambda: client.projects.update(id=link.ls_project_id, model_version=summary.model_version),
+    )
+    link.model_version = summary.model_version
+    link.save(update_fields=["model_version"])
+    return summary
+
+
+def ls_request_second_opinion(*, link: LabelStudioLink, clip: Clip) -> int:
+    """Ask Label Studio for one more annotation of ``clip``; returns the task's new overlap.
+
+    Community LS puts a task back in the queue when its overlap grows and ``is_labeled`` is
+    cleared. ``n`` counts what the task already asked for or received, so exactly one more
+    annotator is wanted.
+    """
+    mapped = LabelStudioTask.objects.filter(link=link, clip=clip).first()
+    if mapped is None:
+        raise LabelStudioSyncError(f"clip {clip.id} was never pushed to Label Studio")
+    client = _client_for(link)
+    tid = str(mapped.ls_task_id)
+    task = _ls_call(f"task {tid} lookup", lambda: client.tasks.get(tid))
+    received = (task.total_annotations or 0) - (task.cancelled_annotations or 0)
+    n = max(task.overlap or 1, received)
+    _ls_call(
+        f"task {tid} update",
+        lambda: client.tasks.update(id=tid, overlap=n + 1, is_labeled=False),
+    )
+    return n + 1
+
+
+# --- pull and webhook ingest ----------------------------------------------------------------------
+
+
+@dataclass
+class IngestResult:
+    status: str  # "created", "superseded", "existing", "skipped", "error"
+    annotation_id: int | None = None
+    reason: str = ""
+
+
+@dataclass
+class PullSummary:
+    created: int = 0
+    existing: int = 0
+    skipped: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _clip_id_of(data: Mapping[str, Any]) -> int | None:
+    value = data.get("refrain_clip_id")
+    try:
+        return int(value) if value is not None and not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _email_from_created_username(value: Any) -> str:
+    # LS sends "<first> <last> <email>, <id>"; the email is the last word before the comma.
+    if not isinstance(value, str) or "," not in value:
+        return ""
+    words = value.rsplit(",", 1)[0].split()
+    return words[-1] if words and "@" in words[-1] else ""
+
+
+class EmailLookup:
+    """LS user id → email, from the annotation itself or one ``users.get`` per user."""
+
+    def __init__(self, link: LabelStudioLink) -> None:
+        self._link = link
+        self._cache: dict[int, str] = {}
+        self._client: LabelStudio | None = None
+
+    def __call__(self, annotation: Mapping[str, Any]) -> str:
+        email = _email_from_created_username(annotation.get("created_username"))
+        user_id = annotation.get("completed_by")
+        if isinstance(user_id, dict):  # some exports expand the user
+            email = email or str(user_id.get("email") or "")
+            user_id = user_id.get("id")
+        if email or not isinstance(user_id, int):
+            return email or "unknown"
+        if user_id not in self._cache:
+            self._client = self._client or _client_for(self._link)
+            client = self._client
+            user = _ls_call(f"user {user_id} lookup", lambda: client.users.get(id=user_id))
+            self._cache[user_id] = str(getattr(user, "email", "") or f"user-{user_id}")
+        return self._cache[user_id]
+
+
+def _refrain_user(*, project: Project, email: str) -> AbstractBaseUser | None:
+    """The project member with this email, so the annotation counts as theirs; else None."""
+    if "@" not in email:
+        return None
+    member = (
+        Membership.objects.filter(project=project, user__email__iexact=email)
+        .select_related("user")
+        .first()
+    )
+    return member.user if member is not None else None
+
+
+def ls_annotation_ingest(
+    *,
+    link: LabelStudioLink,
+    annotation: Mapping[str, Any],
+    task: Mapping[str, Any],
+    index: TaxonomyIndex,
+    email_for: Callable[[Mapping[str, Any]], str],
+) -> IngestResult:
+    """Store one Label Studio annotation as a Refrain annotation (once).
+
+    Raises :class:`LabelStudioFormatError` for payloads without the ids Refrain needs and
+    :class:`LabelError` for genres that are not nodes of the project's taxonomy version.
+    """
+    ls_ann_id = annotation.get("id")
+    if not isinstance(ls_ann_id, int):
+        raise LabelStudioFormatError("annotation has no integer 'id'")
+    if annotation.get("was_cancelled"):
+        return IngestResult("skipped", reason="skipped in Label Studio")
+    data = task.get("data")
+    clip_id = _clip_id_of(data) if isinstance(data, dict) else None
+    if clip_id is None:
+        raise LabelStudioFormatError("task.data.refrain_clip_id is missing: not a Refrain task")
+    clip = Clip.objects.filter(id=clip_id, project_id=link.project_id).first()
+    if clip is None:
+        raise LabelStudioFormatError(f"clip {clip_id} is not in project {link.project}")
+    paths = taxonomy_paths_from_result(annotation.get("result"))
+    if not paths:
+        return IngestResult("skipped", reason="no genre selected")
+    labels = labels_from_taxonomy_paths(paths, known_keys=index.by_key)
+    node_ids = labels_resolve(index=index, labels=labels)
+    email = email_for(annotation)
+    user = _refrain_user(project=link.project, email=email)
+    lead_time = annotation.get("lead_time")
+    time_spent_ms = (
+        int(lead_time * 1000) if isinstance(lead_time, int | float) and lead_time >= 0 else None
+    )
+    key = f"ls:{link.id}:{ls_ann_id}"
+    # The link row lock serialises ingests of one link: a webhook racing a pull cannot store one
+    # LS annotation twice (the unique idempotency constraint only covers rows with a user).
+    with transaction.atomic():
+        LabelStudioLink.objects.select_for_update().filter(pk=link.pk).first()
+        stored = (
+            Annotation.objects.filter(clip=clip)
+            .filter(Q(idempotency_key=key) | Q(idempotency_key__startswith=f"{key}:"))
+            .order_by("-created_at", "-id")
+        )
+        previous = stored.first()
+        if previous is not None:
+            explicit = set(previous.labels.filter(explicit=True).values_list("node_id", flat=True))
+            if explicit == set(node_ids):
+                return IngestResult("existing", previous.id)
+            key = f"{key}:{stored.count()}"
+        ann, _ = annotation_create(
+            clip=clip,
+            index=index,
+            explicit_node_ids=node_ids,
+            source=f"labelstudio:{email}",
+            user=user,
+            time_spent_ms=time_spent_ms,
+            idempotency_key=key,
+            supersedes=previous,
+        )
+    return IngestResult("superseded" if previous is not None else "created", ann.id)
+
+
+def ls_webhook_ingest(*, link: LabelStudioLink, payload: Mapping[str, Any]) -> IngestResult:
+    """One webhook payload (already shape-checked by the view), from a Celery worker."""
+    index = TaxonomyIndex.for_version(link.project.taxonomy_version)
+    try:
+        return ls_annotation_ingest(
+            link=link,
+            annotation=payload["annotation"],
+            task=payload["task"],
+            index=index,
+            email_for=EmailLookup(link),
+        )
+    except (LabelStudioFormatError, LabelError) as exc:
+        logger.warning("Label Studio link %s: annotation not stored: %s", link.id, exc)
+        return IngestResult("error", reason=str(exc))
+
+
+def ls_pull_annotations(*, link: LabelStudioLink) -> PullSummary:
+    """Store every Label Studio annotation of the linked project that Refrain does not have yet."""
+    summary = PullSummary()
+    index = TaxonomyIndex.for_version(link.project.taxonomy_version)
+    email_for = EmailLookup(link)
+    client = _client_for(link)
+    tasks = _ls_call(
+        "task listing",
+        lambda: client.tasks.list(project=link.ls_project_id, fields="all", page_size=100),
+    )
+    for ls_task in tasks:
+        task = {"id": ls_task.id, "data": ls_task.data or {}}
+        for raw in ls_task.annotations or []:
+            annotation = raw if isinstance(raw, dict) else raw.model_dump()
+            try:
+                result = ls_annotation_ingest(
+                    link=link, annotation=annotation, task=task, index=index, email_for=email_for
+                )
+            except (LabelStudioFormatError, LabelError) as exc:
+                summary.errors.append(
+                    f"LS task {ls_task.id} annotation {annotation.get('id')}: {exc}"
+                )
+                continue
+            if result.status in ("created", "superseded"):
+                summary.created += 1
+            elif result.status == "existing":
+                summary.existing += 1
+            else:
+                summary.skipped += 1
+    link.last_pulled_at = timezone.now()
+    link.save(update_fields=["last_pulled_at"])
+    return summary
