@@ -58,10 +58,10 @@ def signal_is_exact(y: np.ndarray, name: str) -> bool:
     return hashlib.sha256(y.astype("<f4").tobytes()).hexdigest() == SIGNAL_SHA256[name]
 
 
-# max_pool is checked at 2.5e-4: the reference itself carries ~2e-4 of float32 noise there (values
+# max_pool is checked at 3e-4 (measured worst 2.3e-4): the reference itself carries ~2e-4 of float32 noise there (values
 # reach ~62 and pass through three residual sums). Evaluating the same graph in float64 differs
 # from it by up to 2.0e-4, and TF with oneDNN on vs off differs by 2.0e-4 (reference README).
-ATOL = {"logits": 1e-4, "taggram": 1e-4, "penultimate": 1e-4, "mean_pool": 1e-4, "max_pool": 2.5e-4}
+ATOL = {"logits": 1e-4, "taggram": 1e-4, "penultimate": 1e-4, "mean_pool": 1e-4, "max_pool": 3e-4}
 
 
 def assert_outputs_close(

@@ -77,7 +77,7 @@ def test_embedding_is_mean_of_patch_outputs(backends, reference):
     expected = np.concatenate(
         [reference[f"{key}__{p}"].mean(0) for p in ("penultimate", "mean_pool", "max_pool")]
     )
-    np.testing.assert_allclose(emb, expected, rtol=0, atol=2.5e-4)
+    np.testing.assert_allclose(emb, expected, rtol=0, atol=3e-4)
 
 
 def test_embed_many_batches_like_embed(backends):
