@@ -813,6 +813,10 @@ class RelabelOrNew:
         How the unlabelled clips' confidence is pooled (:func:`decision_confidence`). Keep it on
         the scale of ``consensus_quality``: ``"ema"`` matches
         ``quality.core.consensus.get_consensus(...).consensus_quality``.
+    mode : {"both", "new", "relabel"}
+        ``"both"`` (the point of this strategy); ``"new"`` and ``"relabel"`` restrict the same
+        ranking to unlabelled or to labelled clips: the "always label new" and "always relabel"
+        policies it is benchmarked against.
     cold_start : {"kmeans++", "kcenter"}
         With no model: new clips only, chosen for diversity.
     """
@@ -822,6 +826,7 @@ class RelabelOrNew:
     max_annotations: int = 5
     prior: float = 0.5
     confidence_pooling: Literal["ema", "mean"] = "ema"
+    mode: Literal["both", "new", "relabel"] = "both"
     cold_start: ColdStart = "kmeans++"
     name: ClassVar[str] = "relabel_or_new"
 
@@ -872,10 +877,17 @@ class RelabelOrNew:
             raise ValueError(f"n_annotations has shape {n_ann.shape}, expected ({n_clips},)")
         cold = pred_probs is None
 
+        if self.mode not in ("both", "new", "relabel"):
+            raise ValueError(f"unknown mode {self.mode!r}")
+
+        def candidates(mask: BoolArray) -> BoolArray:
+            relabel = mask & (n_ann < self.max_annotations)
+            if cold or self.mode == "new":
+                return ~mask
+            return relabel if self.mode == "relabel" else ~mask | relabel
+
         def n_candidates(mask: BoolArray) -> int:
-            return (
-                int((~mask).sum()) if cold else int((~mask | (n_ann < self.max_annotations)).sum())
-            )
+            return int(candidates(mask).sum())
 
         req = _check_request(
             pred_probs=pred_probs,
@@ -908,7 +920,7 @@ class RelabelOrNew:
             annotator_weight=self.annotator_weight,
             prior=self.prior,
         )
-        cand = np.flatnonzero(~req.labeled | (n_ann < self.max_annotations))
+        cand = np.flatnonzero(candidates(req.labeled))
         picks = _top_n(-scores, cand, req.n, rng)
         return RelabelOrNewSelection(picks, req.labeled[picks], scores[picks])
 

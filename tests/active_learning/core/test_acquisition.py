@@ -392,3 +392,25 @@ def test_decision_confidence_is_on_the_consensus_quality_scale(rng: np.random.Ge
     expected = label_quality_scores(own.astype(np.int8), p, parents=tree)
     np.testing.assert_allclose(decision_confidence(p, tree), expected, atol=1e-12)
     assert np.all(decision_confidence(p, tree, pooling="mean") >= 0.5)
+
+
+def test_relabel_or_new_modes_restrict_the_same_ranking(rng: np.random.Generator) -> None:
+    n = 40
+    p = confident(n, 1, rng)
+    p[35] = [0.98, 0.5, 0.48, 0.02, 0.01, 0.01]
+    labeled = np.arange(n) < 20
+    quality = np.where(labeled, 0.97, np.nan)
+    quality[5] = 0.55
+    kw = {
+        "pred_probs": p,
+        "embeddings": np.zeros((n, 2)),
+        "labeled": labeled,
+        "n": 1,
+        "parents": PARENTS,
+        "consensus_quality": quality,
+        "n_annotations": labeled.astype(int),
+    }
+    assert RelabelOrNew(mode="new").select(**kw).tolist() == [35]
+    assert RelabelOrNew(mode="relabel").select(**kw).tolist() == [5]
+    both = RelabelOrNew().select(**{**kw, "n": 2})
+    assert set(both.tolist()) == {5, 35}

@@ -1,0 +1,153 @@
+"""Acquisition speed: every strategy over 100k unlabelled clips x 200-d cached embeddings, FMA tree.
+
+Setup: the FMA genre tree from ``../shared/data/fma/genres.csv`` (K nodes), 100,000 unlabelled plus
+1,000 labelled clips, 200-d float32 embeddings (clustered, as real embeddings are), hierarchy-consistent
+probabilities drawn from a synthetic model, batch of n = 100 picks. Each strategy runs ``--repeats``
+times (median reported) with the model, and once more in cold start (no model). Goal: <= 2 s.
+
+Usage::
+
+    .venv/bin/python bench/acq_speed.py [--repeats 5] [--n-unlabelled 100000]
+
+Writes ``bench/results/acq_speed.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from active_learning.core.acquisition import (  # noqa: E402
+    BadgeLike,
+    DiversitySampling,
+    HierarchicalUncertainty,
+    RandomSampling,
+    RelabelOrNew,
+)
+from active_learning.core.hierarchy import Hierarchy  # noqa: E402
+
+FMA = ROOT.parent / "shared" / "data" / "fma" / "genres.csv"
+
+
+def fma_hierarchy(path: Path = FMA) -> Hierarchy:
+    """The FMA genre tree (genre_id, parent with 0 = root) as a :class:`Hierarchy`."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    ids = [int(r["genre_id"]) for r in rows]
+    index = {g: i for i, g in enumerate(ids)}
+    parents = np.array([index[int(r["parent"])] if int(r["parent"]) else -1 for r in rows])
+    return Hierarchy(parents, tuple(r["title"] for r in rows))
+
+
+def synthetic_pool(
+    hier: Hierarchy, *, n: int, d: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Embeddings (n, d) float32, probabilities (n, K), true leaf (n,) from a planted model."""
+    rng = np.random.default_rng(seed)
+    leaves = np.flatnonzero(hier.is_leaf)
+    leaf = rng.choice(leaves, size=n)
+    centres = rng.normal(0, 1, size=(hier.n_nodes, d)).astype(np.float32)
+    emb = centres[leaf] + rng.normal(0, 1.5, size=(n, d)).astype(np.float32)
+    # Logits: truth path plus noise, squashed per node and made consistent (children <= parent).
+    anc = hier.ancestor_matrix[leaf].astype(np.float32)
+    logits = 3.0 * anc - 1.5 + rng.normal(0, 1.5, size=(n, hier.n_nodes)).astype(np.float32)
+    probs = hier.make_consistent(1.0 / (1.0 + np.exp(-logits)))
+    return emb, probs, leaf
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n-unlabelled", type=int, default=100_000)
+    ap.add_argument("--n-labelled", type=int, default=1_000)
+    ap.add_argument("--dim", type=int, default=200)
+    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "acq_speed.json")
+    args = ap.parse_args()
+
+    hier = fma_hierarchy()
+    n_total = args.n_unlabelled + args.n_labelled
+    emb, probs, _ = synthetic_pool(hier, n=n_total, d=args.dim, seed=0)
+    rng = np.random.default_rng(1)
+    labeled = np.zeros(n_total, dtype=bool)
+    labeled[rng.choice(n_total, size=args.n_labelled, replace=False)] = True
+    quality = np.where(labeled, rng.uniform(0.5, 1.0, n_total), np.nan)
+    n_ann = labeled.astype(np.int64) + (labeled & (rng.uniform(size=n_total) < 0.2))
+
+    strategies = {
+        "random": RandomSampling(),
+        "uncertainty-entropy": HierarchicalUncertainty(),
+        "uncertainty-margin": HierarchicalUncertainty(measure="margin"),
+        "diversity-kcenter": DiversitySampling(method="kcenter"),
+        "diversity-kmeans++": DiversitySampling(method="kmeans++"),
+        "badge-gradient": BadgeLike(),
+        "badge-scaled": BadgeLike(embedding="scaled"),
+        "relabel_or_new": RelabelOrNew(),
+    }
+    results = []
+    for name, strat in strategies.items():
+        for cold in (False, True):
+            if cold and name.startswith(("random", "diversity")):
+                continue
+            times = []
+            for r in range(args.repeats):
+                t0 = time.perf_counter()
+                picks = strat.select(
+                    pred_probs=None if cold else probs,
+                    embeddings=emb,
+                    labeled=labeled,
+                    n=args.batch,
+                    parents=hier,
+                    consensus_quality=quality,
+                    n_annotations=n_ann,
+                    rng=np.random.default_rng(r),
+                )
+                times.append(time.perf_counter() - t0)
+                assert picks.shape == (args.batch,)
+            row = {
+                "strategy": name,
+                "cold_start": cold,
+                "median_s": statistics.median(times),
+                "min_s": min(times),
+                "max_s": max(times),
+                "repeats": args.repeats,
+                "meets_goal_2s": statistics.median(times) <= 2.0,
+            }
+            results.append(row)
+            print(
+                f"{name:22s} {'cold' if cold else 'model':5s} median {row['median_s']:.3f} s "
+                f"(min {row['min_s']:.3f}, max {row['max_s']:.3f})",
+                flush=True,
+            )
+    out = {
+        "setup": {
+            "n_unlabelled": args.n_unlabelled,
+            "n_labelled": args.n_labelled,
+            "dim": args.dim,
+            "K": hier.n_nodes,
+            "max_depth": hier.max_depth,
+            "batch": args.batch,
+            "embeddings_dtype": "float32",
+            "machine": f"{platform.machine()}, {platform.python_version()}, shared 2-core CPU",
+        },
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
