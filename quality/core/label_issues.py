@@ -447,10 +447,11 @@ def _flagged_decisions(
     y: BoolArray, cond: FloatArray, selfconf: FloatArray, active: BoolArray
 ) -> BoolArray:
     """Confident-learning rule per decision: the model is at least as confident in the *opposite*
-    decision as it is, on average, for clips labelled with that opposite decision."""
+    decision as it is, on average, for clips labelled with that opposite decision, and prefers it
+    (cleanlab's ``"both"`` filter: confident joint and the model's own decision must agree)."""
     t_on, t_off = _thresholds(y, selfconf, active)
-    flag_off = ~y & (cond >= t_on)  # labelled off, looks like a typical "on"
-    flag_on = y & ((1.0 - cond) >= t_off)  # labelled on, looks like a typical "off"
+    flag_off = ~y & (cond >= t_on) & (cond > 0.5)  # labelled off, looks like a typical "on"
+    flag_on = y & ((1.0 - cond) >= t_off) & (cond < 0.5)  # labelled on, looks like a typical "off"
     return active & (flag_off | flag_on)
 
 
@@ -577,7 +578,8 @@ def find_label_issues(
         Return the ``budget`` most suspect clips (the top of the ranking, whether or not they pass
         the threshold). Without a budget, a clip is an issue when at least one of its decisions is
         flagged by the per-node confident-learning rule: the model gives the *opposite* decision at
-        least the mean confidence it gives that decision on clips labelled with it.
+        least the mean confidence it gives that decision on clips labelled with it, and prefers it
+        (probability above 1/2).
     method, pooling, alpha, temperature
         Scoring options, as in :func:`label_quality_scores`.
     suggest_min_conditional : float, default 0.0
