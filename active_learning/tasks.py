@@ -20,7 +20,7 @@ from celery.signals import worker_process_init
 from active_learning.models import FeatureSet, JobStatus, ModelVersion
 from active_learning.services.features import (
     FeatureBackendError,
-    backend_warm_up,
+    backend_import_libraries,
     feature_set_extract_chunk,
     feature_set_finalize,
     feature_set_for_extraction,
@@ -41,12 +41,14 @@ logger = logging.getLogger(__name__)
 
 
 @worker_process_init.connect
-def _warm_feature_backends(**_: Any) -> None:
-    # librosa/soxr/torch imports and the default filterbanks once per worker process, not per task.
+def _import_audio_libraries(**_: Any) -> None:
+    # Once per worker process, not per task: the audio modules, and (on the first chunk) the
+    # backend with its filterbanks, cached for the process's life by ``backend_for``. Nothing heavy
+    # here: a child that is not up within worker_proc_alive_timeout (4 s) is killed and restarted.
     try:
-        backend_warm_up()
-    except Exception:  # a worker without audio libraries can still train and detect
-        logger.exception("feature backend warm-up failed")
+        backend_import_libraries()
+    except ImportError:  # a worker without audio libraries can still train and detect
+        logger.exception("audio libraries unavailable on this worker")
 
 
 @shared_task(name="active_learning.tasks.extract_features_for_project", bind=True)

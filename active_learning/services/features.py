@@ -110,13 +110,17 @@ def backend_for(name: str, options: dict[str, Any]) -> EmbeddingBackend:
         return _BACKENDS[key]
 
 
-def backend_warm_up() -> None:
-    """Import librosa/soxr/torch and build the default backend's filterbanks (worker start)."""
+def backend_import_libraries() -> None:
+    """Import the decoding/resampling/filterbank modules (cheap: librosa loads lazily)."""
     import librosa  # noqa: F401
+    import soundfile  # noqa: F401
     import soxr  # noqa: F401
 
-    backend = backend_for(DEFAULT_BACKEND, {})
-    backend.embed(np.zeros(4096, dtype=np.float32), 22050)
+
+def backend_warm_up(name: str = DEFAULT_BACKEND, options: dict[str, Any] | None = None) -> None:
+    """Build a backend and run it once (filterbanks, numba JIT, weights): for benchmarks."""
+    backend = backend_for(*backend_resolve(name, options))
+    backend.embed(np.zeros(22050, dtype=np.float32), 22050)
 
 
 # --------------------------------------------------------------------------------------------------
