@@ -187,7 +187,8 @@ class Hierarchy:
         has_parent = self.parents >= 0
         child_on = y[:, has_parent]
         parent_on = y[:, self.parents[has_parent]]
-        return np.any(child_on & ~parent_on, axis=1)
+        out: BoolArray = np.any(child_on & ~parent_on, axis=1)
+        return out
 
     def make_consistent(self, pred_probs: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """(N, K) probabilities clipped so a child never exceeds its parent (top-down min)."""
@@ -198,7 +199,9 @@ class Hierarchy:
                 np.minimum(p[:, node], p[:, par], out=p[:, node])
         return p
 
-    def conditional(self, pred_probs: npt.ArrayLike, *, eps: float = 1e-12) -> npt.NDArray[np.float64]:
+    def conditional(
+        self, pred_probs: npt.ArrayLike, *, eps: float = 1e-12
+    ) -> npt.NDArray[np.float64]:
         """(N, K) probability of each node given its parent; roots keep their marginal."""
         p = np.asarray(pred_probs, dtype=np.float64)
         out = p.copy()
