@@ -16,4 +16,5 @@ urlpatterns = [
     path("", include("annotation.integrations.labelstudio.urls")),
     path("", include("annotation.urls")),
     path("", include("active_learning.urls")),
+    path("", include("quality.urls")),
 ]
