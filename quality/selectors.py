@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from django.db.models import Count, QuerySet
 
 from active_learning.core.hierarchy import Hierarchy
@@ -19,7 +20,7 @@ from active_learning.selectors import feature_matrix, latest_model_version, pred
 from annotation.models import Annotation, AnnotationLabel, Clip, Project, TaxonomyNode
 from annotation.selectors import TaxonomyIndex
 from quality.core.consensus import Annotations
-from quality.models import LabelIssue, QualityCycle, QualityRun
+from quality.models import AnnotatorQuality, ClipConsensus, LabelIssue, QualityCycle, QualityRun
 
 # --- model outputs (owned by the ML layer) ---------------------------------------------------------
 
@@ -225,3 +226,194 @@ def recent_runs(*, project: Project, limit: int = 20) -> list[QualityRun]:
 
 def nodes_of(ids: list[int]) -> list[TaxonomyNode]:
     return list(TaxonomyNode.objects.filter(pk__in=ids).order_by("index"))
+
+
+def dashboard_frames(*, project: Project) -> dict[str, pd.DataFrame]:
+    """The dashboard's data, one small query per frame."""
+    by_type = pd.DataFrame(
+        list(
+            LabelIssue.objects.filter(project=project)
+            .values("issue_type", "depth")
+            .annotate(n=Count("pk"))
+            .order_by("issue_type", "depth")
+        ),
+        columns=["issue_type", "depth", "n"],
+    )
+    last_run = (
+        QualityRun.objects.filter(project=project, status="done").order_by("-created_at").first()
+    )
+    scores = pd.DataFrame(
+        list(LabelIssue.objects.filter(run=last_run).values("score", "status")) if last_run else [],
+        columns=["score", "status"],
+    )
+    consensus = pd.DataFrame(
+        list(
+            ClipConsensus.objects.filter(project=project, quality__isnull=False).values_list(
+                "quality", "n_annotations"
+            )
+        ),
+        columns=["quality", "n"],
+    )
+    annotators = pd.DataFrame(
+        list(
+            AnnotatorQuality.objects.filter(project=project, quality__isnull=False).values_list(
+                "user__username", "quality", "n_annotations"
+            )
+        ),
+        columns=["annotator", "quality", "n"],
+    )
+    cycles = []
+    for c in QualityCycle.objects.filter(project=project).order_by("created_at"):
+        res = c.results or {}
+        acq = res.get("acquire", {})
+        cycles.append(
+            {
+                "started": c.started_at or c.created_at,
+                "issues": res.get("detect", {}).get("issues", 0),
+                "routed": res.get("route", {}).get("routed", 0),
+                "acquired": acq.get("created_label", 0) + acq.get("created_relabel", 0),
+            }
+        )
+    return {
+        "by_type_depth": by_type,
+        "scores": scores,
+        "consensus": consensus,
+        "annotators": annotators,
+        "cycles": pd.DataFrame(cycles, columns=["started", "issues", "routed", "acquired"]),
+    }
+
+
+@dataclass(frozen=True)
+class TreeRow:
+    node: TaxonomyNode
+    prob: float | None
+    given: bool
+    consensus: bool
+    suggested: bool
+
+    @property
+    def percent(self) -> float:
+        return 0.0 if self.prob is None else round(100.0 * self.prob, 1)
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    at: Any
+    kind: str
+    text: str
+    obj: Any = None
+
+
+def clip_quality_view(*, clip: Clip) -> dict[str, Any]:
+    """Everything the clip's issue page shows: labels, the model's tree, the history."""
+    from annotation.models import ReviewDecision, Task
+
+    project = clip.project
+    index = TaxonomyIndex.for_version(project.taxonomy_version)
+    current = latest_labels(project=project, clip_ids=[clip.pk])
+    given = set(current.node_ids[0]) if current.clip_ids else set()
+    consensus = ClipConsensus.objects.filter(clip=clip).first()
+    issues = list(
+        LabelIssue.objects.filter(clip=clip)
+        .select_related("run", "node", "relabel_task", "review_task", "adjudicated_by")
+        .order_by("-created_at")
+    )
+    live = next((i for i in issues if i.status in LabelIssue.LIVE), issues[0] if issues else None)
+    suggested = set(live.suggested_node_ids) if live else set()
+    mv = latest_done_model(project=project)
+    probs: np.ndarray | None = None
+    if mv is not None:
+        hier = Hierarchy(index.parents_array)
+        mp = model_probs(model_version=mv, hierarchy=hier)
+        rows, present = mp.rows_for([clip.pk])
+        if present[0]:
+            probs = mp.pred_probs[rows[0]]
+    cons_ids = set(consensus.node_ids) if consensus else set()
+    # Depth-first order, so the indented list reads as the tree.
+    children: dict[int | None, list[TaxonomyNode]] = defaultdict(list)
+    for n in index.nodes:
+        children[n.parent_id].append(n)
+    tree: list[TreeRow] = []
+    stack = list(reversed(children[None]))
+    while stack:
+        n = stack.pop()
+        tree.append(
+            TreeRow(
+                n,
+                None if probs is None else float(probs[n.index]),
+                n.id in given,
+                n.id in cons_ids,
+                n.id in suggested,
+            )
+        )
+        stack.extend(reversed(children[n.id]))
+    annotations = list(
+        Annotation.objects.filter(clip=clip).select_related("user").order_by("created_at", "pk")
+    )
+    labels_of: dict[int, list[str]] = defaultdict(list)
+    for ann_id, path, explicit in (
+        AnnotationLabel.objects.filter(annotation__clip=clip)
+        .order_by("node__index")
+        .values_list("annotation_id", "node__path", "explicit")
+    ):
+        if explicit:
+            labels_of[ann_id].append(path)
+    events = [
+        HistoryEvent(
+            a.created_at, f"annotation:{a.kind}", f"{a.source}: {', '.join(labels_of[a.pk])}", a
+        )
+        for a in annotations
+    ]
+    for i in issues:
+        events.append(
+            HistoryEvent(
+                i.created_at,
+                "issue",
+                f"run {i.run_id} flagged {i.get_issue_type_display().lower()} (score {i.score:.3f}, rank {i.rank})",
+                i,
+            )
+        )
+        if i.routed_at:
+            events.append(
+                HistoryEvent(i.routed_at, "routed", f"relabel task {i.relabel_task_id} queued", i)
+            )
+        if i.review_requested_at:
+            events.append(
+                HistoryEvent(
+                    i.review_requested_at,
+                    "review",
+                    f"tie: review task {i.review_task_id} queued",
+                    i,
+                )
+            )
+        if i.closed_at:
+            who = f" by {i.adjudicated_by}" if i.adjudicated_by else ""
+            events.append(
+                HistoryEvent(
+                    i.closed_at, "closed", f"issue {i.get_status_display().lower()}{who}", i
+                )
+            )
+    for d in ReviewDecision.objects.filter(clip=clip).select_related("reviewer"):
+        events.append(
+            HistoryEvent(
+                d.created_at, "decision", f"{d.reviewer}: {d.get_decision_display().lower()}", d
+            )
+        )
+    for t in Task.objects.filter(clip=clip).order_by("created_at"):
+        events.append(
+            HistoryEvent(
+                t.created_at, f"task:{t.kind}", f"{t.kind} task {t.pk} ({t.reason}, {t.status})", t
+            )
+        )
+    events.sort(key=lambda e: e.at)
+    return {
+        "given": [index.by_id[n] for n in sorted(given) if n in index.by_id],
+        "consensus": consensus,
+        "consensus_nodes": [index.by_id[n] for n in sorted(cons_ids) if n in index.by_id],
+        "issues": issues,
+        "live_issue": live,
+        "model_version": mv,
+        "has_probs": probs is not None,
+        "tree": tree,
+        "history": events,
+    }

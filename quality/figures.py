@@ -1,0 +1,87 @@
+"""Plotly figures for the quality dashboard: DataFrames in, figures out (no queries here)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+_LAYOUT = {
+    "margin": {"l": 50, "r": 20, "t": 40, "b": 40},
+    "height": 320,
+    "template": "plotly_white",
+}
+
+
+def _empty(title: str) -> go.Figure:
+    fig = go.Figure()
+    fig.update_layout(
+        title=title, annotations=[{"text": "no data yet", "showarrow": False}], **_LAYOUT
+    )
+    return fig
+
+
+def issues_by_type_depth_figure(df: pd.DataFrame) -> go.Figure:
+    """Stacked bars: issues per type, split by the suspect node's depth. Columns: issue_type, depth, n."""
+    title = "Label issues by type and depth"
+    if df.empty:
+        return _empty(title)
+    fig = go.Figure()
+    for depth, part in df.fillna({"depth": -1}).groupby("depth"):
+        name = "no node" if depth == -1 else f"depth {int(depth)}"
+        fig.add_bar(x=part["issue_type"], y=part["n"], name=name)
+    fig.update_layout(title=title, barmode="stack", **_LAYOUT)
+    return fig
+
+
+def score_distribution_figure(df: pd.DataFrame) -> go.Figure:
+    """Histogram of the latest run's label quality scores, by issue status. Columns: score, status."""
+    title = "Label quality scores of the latest run's issues (lower = more suspect)"
+    if df.empty:
+        return _empty(title)
+    fig = go.Figure()
+    for status, part in df.groupby("status"):
+        fig.add_histogram(x=part["score"], name=str(status), nbinsx=30)
+    fig.update_layout(title=title, barmode="stack", xaxis_title="score", **_LAYOUT)
+    return fig
+
+
+def consensus_quality_figure(df: pd.DataFrame) -> go.Figure:
+    """Histogram of per-clip consensus quality, by number of annotations. Columns: quality, n."""
+    title = "Consensus quality per clip"
+    if df.empty:
+        return _empty(title)
+    fig = go.Figure()
+    for n, part in df.groupby("n"):
+        fig.add_histogram(x=part["quality"], name=f"{int(n)} annotation(s)", nbinsx=30)
+    fig.update_layout(title=title, barmode="stack", xaxis_title="quality", **_LAYOUT)
+    return fig
+
+
+def annotator_quality_figure(df: pd.DataFrame) -> go.Figure:
+    """Bars: CROWDLAB quality per annotator. Columns: annotator, quality, n."""
+    title = "Annotator quality"
+    if df.empty:
+        return _empty(title)
+    df = df.sort_values("quality")
+    fig = go.Figure(
+        go.Bar(
+            x=df["quality"],
+            y=df["annotator"],
+            orientation="h",
+            text=df["n"].map(lambda n: f"{int(n)} labels"),
+        )
+    )
+    fig.update_layout(title=title, xaxis_title="quality", **_LAYOUT)
+    return fig
+
+
+def cycle_history_figure(df: pd.DataFrame) -> go.Figure:
+    """Issues found, routed and tasks acquired per cycle. Columns: started, issues, routed, acquired."""
+    title = "Relabel cycles"
+    if df.empty:
+        return _empty(title)
+    fig = go.Figure()
+    for col in ("issues", "routed", "acquired"):
+        fig.add_scatter(x=df["started"], y=df[col], mode="lines+markers", name=col)
+    fig.update_layout(title=title, **_LAYOUT)
+    return fig

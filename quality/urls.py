@@ -1,0 +1,9 @@
+from django.urls import path
+
+from quality import views
+
+urlpatterns = [
+    path("p/<slug:slug>/quality/", views.dashboard, name="quality-dashboard"),
+    path("p/<slug:slug>/quality/issues/", views.issue_list, name="quality-issues"),
+    path("p/<slug:slug>/quality/clips/<int:clip_id>/", views.clip_issues, name="quality-clip"),
+]

@@ -1,0 +1,117 @@
+"""Quality pages: the project's issue list, a clip's issue page, the dashboard. Reviewers and
+admins of the project only (annotators are blind to other people's labels and the model's guess)."""
+
+from __future__ import annotations
+
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from annotation.models import Clip, Membership, TaxonomyNode
+from annotation.views import project_role
+from quality import figures
+from quality import selectors as sel
+from quality.models import LabelIssue
+
+Role = Membership.Role
+PAGE_SIZE = 50
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+@project_role(Role.REVIEWER)
+def issue_list(request: HttpRequest, membership: Membership) -> HttpResponse:
+    project = membership.project
+    q = request.GET
+    node: TaxonomyNode | None = None
+    if q.get("node"):
+        node = (
+            TaxonomyNode.objects.filter(
+                version_id=project.taxonomy_version_id, key=q["node"]
+            ).first()
+            or TaxonomyNode.objects.filter(
+                version_id=project.taxonomy_version_id, pk=_int_or_none(q["node"]) or 0
+            ).first()
+        )
+    issue_type = q.get("type") if q.get("type") in LabelIssue.Type.values else None
+    status = q.get("status") if q.get("status") in LabelIssue.Status.values else None
+    depth = _int_or_none(q.get("depth"))
+    qs = sel.issue_list(
+        project=project,
+        issue_type=issue_type,
+        status=status,
+        node_id=node.pk if node else (-1 if q.get("node") else None),
+        depth=depth,
+    )
+    page = Paginator(qs, PAGE_SIZE).get_page(q.get("page"))
+    params = q.copy()
+    params.pop("page", None)
+    return render(
+        request,
+        "quality/issue_list.html",
+        {
+            "project": project,
+            "membership": membership,
+            "tab": "quality",
+            "page": page,
+            "types": LabelIssue.Type.choices,
+            "statuses": LabelIssue.Status.choices,
+            "f": {
+                "type": issue_type or "",
+                "status": status or "",
+                "node": q.get("node", ""),
+                "depth": "" if depth is None else depth,
+            },
+            "querystring": params.urlencode(),
+            "counts": sel.issue_counts(project=project)["by_status"],
+        },
+    )
+
+
+@project_role(Role.REVIEWER)
+def clip_issues(request: HttpRequest, membership: Membership, clip_id: int) -> HttpResponse:
+    project = membership.project
+    clip = Clip.objects.filter(pk=clip_id, project=project).select_related("project").first()
+    if clip is None:
+        raise Http404("no such clip in this project")
+    return render(
+        request,
+        "quality/clip.html",
+        {
+            "project": project,
+            "membership": membership,
+            "tab": "quality",
+            "clip": clip,
+            **sel.clip_quality_view(clip=clip),
+        },
+    )
+
+
+@project_role(Role.REVIEWER)
+def dashboard(request: HttpRequest, membership: Membership) -> HttpResponse:
+    project = membership.project
+    frames = sel.dashboard_frames(project=project)
+    figs = [
+        figures.issues_by_type_depth_figure(frames["by_type_depth"]),
+        figures.score_distribution_figure(frames["scores"]),
+        figures.consensus_quality_figure(frames["consensus"]),
+        figures.annotator_quality_figure(frames["annotators"]),
+        figures.cycle_history_figure(frames["cycles"]),
+    ]
+    return render(
+        request,
+        "quality/dashboard.html",
+        {
+            "project": project,
+            "membership": membership,
+            "tab": "quality",
+            "figures": [f.to_html(full_html=False, include_plotlyjs=False) for f in figs],
+            "cycles": sel.recent_cycles(project=project, limit=10),
+            "counts": sel.issue_counts(project=project)["by_status"],
+        },
+    )
