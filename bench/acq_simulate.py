@@ -1,0 +1,347 @@
+"""Learning curves and label savings of the acquisition strategies on ``../shared/data/corpus``.
+
+Two experiments, every run with the same seed sets, batch size, model and hyper-parameters:
+
+A. **Label savings** (annotators always right): hierarchical F1 on the test split against annotations
+   spent for random, hierarchical uncertainty (entropy; margin), k-center diversity, BADGE and
+   relabel-or-new. Savings = 1 - (annotations the strategy needs) / (annotations random needs) to
+   reach random's final hierarchical F1, on the mean curves over seeds.
+B. **Noisy annotators** (75 % accuracy, errors 75 % wrong-sibling / 25 % wrong-branch): relabel-or-new
+   against the same ActiveLab ranking restricted to new clips ("always label new") and to labelled
+   clips ("always relabel"), at the same budget.
+
+Model: the project's ``HierarchicalClassifier`` (linear, conditional head, 100 AdamW steps, one torch
+thread), on ``logmel-stats`` features (cached by ``bench/acq_features.py``). Pool = the train split
+(1,837 clips), curves on the test split (306 clips). Out-of-sample probabilities for labelled clips
+(consensus, RelabelOrNew) come from 2-fold ``cross_val_predict_proba``.
+
+Usage::
+
+    .venv/bin/python bench/acq_simulate.py [--seeds 5] [--budget 320] [--batch 40] [--jobs 2]
+
+Writes ``bench/results/acq_simulate.{json,md,html}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+for p in (ROOT, ROOT / "bench"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from acq_features import load_features, read_manifest, taxonomy_paths  # noqa: E402
+
+from active_learning.core.acquisition import (  # noqa: E402
+    AcquisitionStrategy,
+    BadgeLike,
+    DiversitySampling,
+    HierarchicalUncertainty,
+    RandomSampling,
+    RelabelOrNew,
+)
+from active_learning.core.hierarchy import Hierarchy  # noqa: E402
+from active_learning.core.simulation import (  # noqa: E402
+    AnnotatorModel,
+    SimulationConfig,
+    SimulationResult,
+    label_savings,
+    mean_curve,
+    simulate,
+)
+
+RESULTS = ROOT / "bench" / "results"
+MODEL_PARAMS: dict[str, Any] = {
+    "device": "cpu",
+    "max_epochs": 20,
+    "min_steps": 100,
+    "max_steps": 100,
+    "seed": 0,
+}
+
+STRATEGIES_A: dict[str, AcquisitionStrategy] = {
+    "random": RandomSampling(),
+    "uncertainty-entropy": HierarchicalUncertainty(),
+    "uncertainty-margin": HierarchicalUncertainty(measure="margin"),
+    "diversity-kcenter": DiversitySampling(method="kcenter"),
+    "badge": BadgeLike(),
+    "relabel_or_new": RelabelOrNew(),
+}
+STRATEGIES_B: dict[str, AcquisitionStrategy] = {
+    "relabel_or_new": RelabelOrNew(),
+    "always_new": RelabelOrNew(mode="new"),
+    "always_relabel": RelabelOrNew(mode="relabel"),
+}
+
+
+def load_corpus() -> dict[str, Any]:
+    """Features, ancestor-closed labels, primary node and split of every clip."""
+    x, key = load_features()
+    rows = read_manifest()
+    hier = Hierarchy.from_paths(taxonomy_paths())
+    index = {name: i for i, name in enumerate(hier.names or ())}
+    y = np.zeros((len(rows), hier.n_nodes), dtype=np.int8)
+    primary = np.zeros(len(rows), dtype=np.int64)
+    for i, row in enumerate(rows):
+        for lab in row["labels"].split("|"):
+            y[i, index[lab.strip()]] = 1
+        primary[i] = index[row["primary_label"].strip()]
+    split = np.array([r["split"] for r in rows])
+    return {
+        "x": x,
+        "y": hier.ancestor_close(y),
+        "primary": primary,
+        "split": split,
+        "hier": hier,
+        "feature_key": key,
+    }
+
+
+def model_factory(parents: np.ndarray) -> Any:
+    import torch
+
+    from active_learning.core.models import HierarchicalClassifier
+
+    torch.set_num_threads(1)
+    return HierarchicalClassifier(parents, **MODEL_PARAMS)
+
+
+def run_one(job: tuple[str, str, int, SimulationConfig]) -> dict[str, Any]:
+    experiment, name, seed, cfg = job
+    data = load_corpus()
+    tr = np.flatnonzero(data["split"] == "train")
+    te = np.flatnonzero(data["split"] == "test")
+    strategy = (STRATEGIES_A if experiment == "A" else STRATEGIES_B)[name]
+    res = simulate(
+        X=data["x"][tr],
+        Y=data["y"][tr],
+        X_test=data["x"][te],
+        Y_test=data["y"][te],
+        parents=data["hier"],
+        strategy=strategy,
+        model_factory=partial(model_factory, data["hier"].parents),
+        config=cfg,
+        seed=seed,
+        primary_test=data["primary"][te],
+        name=name,
+    )
+    print(
+        f"[{experiment}] {name:20s} seed {seed}: final hF1 {res.metrics['hier_f1'][-1]:.3f} "
+        f"({res.n_relabels[-1]} relabels, {res.seconds:.0f} s)",
+        flush=True,
+    )
+    return {"experiment": experiment, **res.to_json()}
+
+
+def summarise(runs: list[dict[str, Any]], experiment: str) -> dict[str, Any]:
+    by: dict[str, list[SimulationResult]] = {}
+    for r in runs:
+        if r["experiment"] != experiment:
+            continue
+        by.setdefault(r["strategy"], []).append(
+            SimulationResult(
+                strategy=r["strategy"],
+                seed=r["seed"],
+                spent=np.asarray(r["spent"]),
+                n_labelled=np.asarray(r["n_labelled"]),
+                n_relabels=np.asarray(r["n_relabels"]),
+                consensus_accuracy=np.asarray(r["consensus_accuracy"]),
+                metrics={k: np.asarray(v) for k, v in r["metrics"].items()},
+                seconds=r["seconds"],
+            )
+        )
+    out: dict[str, Any] = {}
+    rand = mean_curve(by["random"]) if "random" in by else None
+    for name, res in by.items():
+        spent, mean, std = mean_curve(res)
+        finals = np.array([r.metrics["hier_f1"][-1] for r in res])
+        row: dict[str, Any] = {
+            "spent": spent.tolist(),
+            "hier_f1_mean": mean.round(4).tolist(),
+            "hier_f1_std": std.round(4).tolist(),
+            "final_hier_f1": round(float(finals.mean()), 4),
+            "final_hier_f1_std": round(float(finals.std()), 4),
+            "final_hier_f1_per_1k_annotations": round(float(finals.mean()) / spent[-1] * 1000, 4),
+            "auc_hier_f1": round(float(np.trapezoid(mean, spent) / (spent[-1] - spent[0])), 4),
+            "final_leaf_accuracy": round(
+                float(np.mean([r.metrics["leaf_accuracy"][-1] for r in res])), 4
+            ),
+            "final_relabels": round(float(np.mean([r.n_relabels[-1] for r in res])), 1),
+            "final_consensus_accuracy": round(
+                float(np.mean([r.consensus_accuracy[-1] for r in res])), 4
+            ),
+            "n_seeds": len(res),
+        }
+        if rand is not None:
+            sav = label_savings(spent, mean, rand[0], rand[1])
+            row["savings"] = {k: round(v, 4) if np.isfinite(v) else str(v) for k, v in sav.items()}
+        out[name] = row
+    return out
+
+
+def write_markdown(summary: dict[str, Any], setup: dict[str, Any], path: Path) -> None:
+    lines = [
+        "# Acquisition strategies on the rendered corpus",
+        "",
+        f"Pool: train split ({setup['pool']} clips); curves on the test split ({setup['test']} clips); "
+        f"{setup['n_seeds']} seeds; seed set {setup['seed_size']}, batch {setup['batch']}, budget "
+        f"{setup['budget']} annotations; model `HierarchicalClassifier` {MODEL_PARAMS}; features "
+        f"`{setup['feature_key']}`. Generated by `bench/acq_simulate.py` in {setup['seconds']:.0f} s.",
+        "",
+        "## A. Label savings (annotators always right)",
+        "",
+        "| strategy | final hF1 (mean ± sd) | AUC hF1 | annotations to reach random's final hF1 | savings vs random |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in summary["A"].items():
+        sav = row.get("savings", {})
+        lines.append(
+            f"| {name} | {row['final_hier_f1']:.3f} ± {row['final_hier_f1_std']:.3f} | "
+            f"{row['auc_hier_f1']:.3f} | {sav.get('a_strategy', '')} | "
+            f"{sav.get('savings', '')} |"
+        )
+    lines += [
+        "",
+        f"Random's final hF1 (the target): {summary['A']['random']['final_hier_f1']:.3f}.",
+        "",
+        "## B. Noisy annotators (75 % accuracy; errors 75 % sibling, 25 % branch)",
+        "",
+        "| policy | final hF1 (mean ± sd) | hF1 per 1k annotations | relabels spent | consensus accuracy of labelled clips |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in summary["B"].items():
+        lines.append(
+            f"| {name} | {row['final_hier_f1']:.3f} ± {row['final_hier_f1_std']:.3f} | "
+            f"{row['final_hier_f1_per_1k_annotations']:.3f} | {row['final_relabels']:.0f} | "
+            f"{row['final_consensus_accuracy']:.3f} |"
+        )
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_html(summary: dict[str, Any], path: Path) -> None:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=("A. clean annotators", "B. 75 % accurate annotators"),
+    )
+    for col, key in ((1, "A"), (2, "B")):
+        for name, row in summary[key].items():
+            spent = np.asarray(row["spent"])
+            mean = np.asarray(row["hier_f1_mean"])
+            std = np.asarray(row["hier_f1_std"])
+            fig.add_trace(
+                go.Scatter(
+                    x=spent,
+                    y=mean,
+                    name=f"{key}: {name}",
+                    mode="lines+markers",
+                    error_y={"type": "data", "array": std, "visible": True, "thickness": 1},
+                ),
+                row=1,
+                col=col,
+            )
+    fig.update_xaxes(title_text="annotations spent (relabels count)")
+    fig.update_yaxes(title_text="hierarchical F1 (test split)")
+    fig.update_layout(title="Learning curves: mean ± sd over seeds", height=520, width=1200)
+    fig.write_html(path, include_plotlyjs="cdn")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--seed-size", type=int, default=40)
+    ap.add_argument("--batch", type=int, default=40)
+    ap.add_argument("--budget", type=int, default=320)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--experiments", default="AB")
+    args = ap.parse_args()
+
+    t0 = time.perf_counter()
+    data = load_corpus()
+    cfg_a = SimulationConfig(
+        seed_size=args.seed_size,
+        batch_size=args.batch,
+        budget=args.budget,
+        annotators=AnnotatorModel(accuracy=1.0),
+        cv_folds=2,
+        max_annotations=5,
+    )
+    cfg_b = SimulationConfig(
+        seed_size=args.seed_size,
+        batch_size=args.batch,
+        budget=args.budget,
+        annotators=AnnotatorModel(accuracy=0.75, sibling_share=0.75, n_annotators=10),
+        cv_folds=2,
+        max_annotations=10,
+    )
+    jobs: list[tuple[str, str, int, SimulationConfig]] = []
+    for seed in range(args.seeds):
+        if "A" in args.experiments:
+            jobs += [("A", name, seed, cfg_a) for name in STRATEGIES_A]
+        if "B" in args.experiments:
+            jobs += [("B", name, seed, cfg_b) for name in STRATEGIES_B]
+    # Slowest (cross-validated) jobs first so the pool drains evenly.
+    jobs.sort(key=lambda j: j[1] not in ("relabel_or_new", "always_new", "always_relabel"))
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        runs = list(pool.map(run_one, jobs))
+    summary = {k: summarise(runs, k) for k in args.experiments}
+    setup = {
+        "pool": int((data["split"] == "train").sum()),
+        "test": int((data["split"] == "test").sum()),
+        "K": data["hier"].n_nodes,
+        "n_seeds": args.seeds,
+        "seed_size": args.seed_size,
+        "batch": args.batch,
+        "budget": args.budget,
+        "model": {"class": "HierarchicalClassifier", **MODEL_PARAMS},
+        "feature_key": data["feature_key"],
+        "config_A": asdict(cfg_a),
+        "config_B": asdict(cfg_b),
+        "seconds": time.perf_counter() - t0,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "acq_simulate.json").write_text(
+        json.dumps({"setup": setup, "summary": summary, "runs": runs}, indent=1) + "\n"
+    )
+    if "A" in summary and "B" in summary:
+        write_markdown(summary, setup, RESULTS / "acq_simulate.md")
+    write_html(summary, RESULTS / "acq_simulate.html")
+    print(
+        json.dumps(
+            {
+                k: {
+                    n: {
+                        kk: v
+                        for kk, v in r.items()
+                        if kk in ("final_hier_f1", "savings", "final_relabels")
+                    }
+                    for n, r in s.items()
+                }
+                for k, s in summary.items()
+            },
+            indent=1,
+        )
+    )
+    print(f"done in {setup['seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
