@@ -693,11 +693,12 @@ class BadgeLike:
         if req.pred_probs is None:
             return _diversity_pick(req, cand, self.cold_start, rng)
         rng = np.random.default_rng() if rng is None else rng
-        h = req.embeddings[cand].astype(np.float64)
+        # float32 for the O(N) matrix-vector products of each pick; norms accumulate in float64.
+        h = req.embeddings[cand].astype(np.float32, copy=False)
         if self.embedding == "scaled":
             u = hierarchical_uncertainty(req.pred_probs[cand], req.hierarchy)
-            hs = h * u[:, None]
-            hs_sq = np.einsum("ij,ij->i", hs, hs)
+            hs = h * u[:, None].astype(np.float32)
+            hs_sq = np.einsum("ij,ij->i", hs, hs, dtype=np.float64)
             first = int(np.argmax(hs_sq))
             picks = _dsq_sampling(
                 lambda j: _sq_dist_to(hs, hs_sq, hs[j]), cand.size, req.n, rng, first=first
@@ -705,13 +706,14 @@ class BadgeLike:
             return cand[picks]
         if self.embedding != "gradient":
             raise ValueError(f"unknown embedding {self.embedding!r}")
-        a = decision_gradient_factors(req.pred_probs[cand], req.hierarchy)
-        a_sq = np.einsum("ij,ij->i", a, a)
-        h_sq = np.einsum("ij,ij->i", h, h)
+        a = decision_gradient_factors(req.pred_probs[cand], req.hierarchy).astype(np.float32)
+        a_sq = np.einsum("ij,ij->i", a, a, dtype=np.float64)
+        h_sq = np.einsum("ij,ij->i", h, h, dtype=np.float64)
         g_sq = a_sq * h_sq
 
         def dist_to(j: int) -> FloatArray:
-            return np.maximum(g_sq + g_sq[j] - 2.0 * (a @ a[j]) * (h @ h[j]), 0.0)
+            cross = (a @ a[j]).astype(np.float64) * (h @ h[j])
+            return np.maximum(g_sq + g_sq[j] - 2.0 * cross, 0.0)
 
         picks = _dsq_sampling(dist_to, cand.size, req.n, rng, first=int(np.argmax(g_sq)))
         return cand[picks]
