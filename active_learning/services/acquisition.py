@@ -244,7 +244,12 @@ def _queue(
             cid = int(clip_ids[row])
             priority = 1.0 - rank / n
             detail = {"score": score, "rank": rank + 1, **(context or {})}
-            entry = {"clip": cid, "relabel": relabel, "score": score, "rank": rank + 1}
+            entry: dict[str, Any] = {
+                "clip": cid,
+                "relabel": relabel,
+                "score": score,
+                "rank": rank + 1,
+            }
             if relabel:
                 if cid in open_relabel or cid in open_label:
                     entry["action"] = "skipped: clip already in the queue"

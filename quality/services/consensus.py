@@ -76,7 +76,13 @@ def _consensus(
 
 
 def _rows(
-    *, project: Project, index: TaxonomyIndex, la: LongAnnotations, res: ConsensusResult, mv, scope
+    *,
+    project: Project,
+    index: TaxonomyIndex,
+    la: LongAnnotations,
+    res: ConsensusResult,
+    mv: ModelVersion | None,
+    scope: str,
 ) -> list[ClipConsensus]:
     now = timezone.now()
     nodes = index.nodes

@@ -57,7 +57,7 @@ def _find(*, project: Project, model_version: ModelVersion | None, budget: int |
     for i, cid in enumerate(current.clip_ids):
         ann = current.annotation_ids[i]
         if current.foreign[i]:
-            detail = {"reason": "labels from another taxonomy version"}
+            detail: dict[str, Any] = {"reason": "labels from another taxonomy version"}
             found.issues.append((cid, ann, 0.0, "structural", None, None, [], detail))
             bad[i] = True
         elif bad[i]:
