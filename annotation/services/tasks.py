@@ -41,8 +41,10 @@ from annotation.services.annotations import LabelError, annotation_create, label
 
 # An annotator holds the task on screen and, prefetched, the next one.
 MAX_HELD = 2
-# How many taken-but-full candidates to step over before giving up (a race lost at the last step).
-MAX_TAKE_ATTEMPTS = 5
+# How many candidates to step over that another annotator filled between this statement's snapshot
+# and its row lock. Each retry is one index probe; 5 was too few at 50 annotators hammering the top
+# of the queue (a spurious 204 in the benchmark), so be generous.
+MAX_TAKE_ATTEMPTS = 50
 LABELLING_KINDS: tuple[str, ...] = (Task.Kind.LABEL, Task.Kind.RELABEL)
 
 
