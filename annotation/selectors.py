@@ -97,8 +97,8 @@ def clip_label_matrix(
     y = np.zeros((len(clips), len(index.nodes)), dtype=np.int8)
     has = np.zeros(len(clips), dtype=bool)
     anns = (
+        # A reviewer's correction (kind "review") is the newest word on a clip, so it counts.
         Annotation.objects.filter(clip_id__in=pos.keys(), taxonomy_version=index.version)
-        .exclude(kind=Annotation.Kind.REVIEW)
         .order_by("clip_id", "-created_at", "-id")
         .values_list("id", "clip_id")
     )

@@ -9,6 +9,7 @@ from celery import shared_task
 
 from annotation.models import Project
 from annotation.services.clips import clips_import_folder, clips_import_manifest
+from annotation.services.tasks import assignments_expire
 
 
 @shared_task(name="annotation.tasks.import_clips")
@@ -33,3 +34,9 @@ def import_clips(
         "failed": job.n_failed,
         "labelled": job.n_labels,
     }
+
+
+@shared_task(name="annotation.tasks.expire_leases")
+def expire_leases() -> int:
+    """Return lapsed task leases to the queue (scheduled every minute by beat)."""
+    return assignments_expire()

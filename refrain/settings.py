@@ -146,6 +146,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Static entries; django-celery-beat copies them into its tables, where admins can edit or add more.
+CELERY_BEAT_SCHEDULE = {
+    "expire-task-leases": {"task": "annotation.tasks.expire_leases", "schedule": 60.0},
+}
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES = (Queue("default"), Queue("cpu"), Queue("gpu"))
 CELERY_TASK_ROUTES = {
