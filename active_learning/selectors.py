@@ -106,7 +106,7 @@ class TrainingLabels:
         Ancestor-closed label sets (rows without labels are all zero).
     labelled : (N,) bool
         Rows that carry a label set.
-    primary : (N,) int64
+    primary : (N,) int64, optional
         Each labelled row's primary node (column index; the deepest explicitly chosen node, the
         first given on ties), -1 for unlabelled rows. Leaf and top-level accuracy compare to it.
     snapshot : dict
@@ -115,8 +115,15 @@ class TrainingLabels:
 
     Y: np.ndarray
     labelled: np.ndarray
-    primary: np.ndarray
+    primary: np.ndarray | None = None
     snapshot: dict[str, Any] = field(default_factory=dict)
+
+    def primary_or_deepest(self, hierarchy: Hierarchy) -> np.ndarray:
+        """``primary``, or for providers that give none, each row's deepest positive node."""
+        if self.primary is not None:
+            return self.primary
+        deepest = np.argmax(np.where(self.Y > 0, hierarchy.depth[None, :], -1), axis=1)
+        return np.where(self.labelled, deepest, -1).astype(np.int64)
 
 
 LabelsProvider = Callable[[Project, TaxonomyIndex, Sequence[int]], TrainingLabels]

@@ -342,19 +342,22 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def top_nodes(pred_probs: np.ndarray, hierarchy: Hierarchy) -> np.ndarray:
+def top_nodes(pred_probs: np.ndarray, hierarchy: Hierarchy, *, batch: int = 16384) -> np.ndarray:
     """(N,) the deepest node on each row's argmax path (most probable root, then child...)."""
     parents = hierarchy.parents
     roots = hierarchy.roots
-    cur = roots[np.argmax(pred_probs[:, roots], axis=1)]
-    for _ in range(hierarchy.max_depth):
-        mask = parents[None, :] == cur[:, None]  # (N, K): children of the current node
-        has = mask.any(axis=1)
-        if not has.any():
-            break
-        best = np.where(mask, pred_probs, -1.0).argmax(axis=1)
-        cur = np.where(has, best, cur)
-    return cur.astype(np.int64)
+    out = np.empty(pred_probs.shape[0], dtype=np.int64)
+    for start in range(0, pred_probs.shape[0], batch):
+        p = np.asarray(pred_probs[start : start + batch])
+        cur = roots[np.argmax(p[:, roots], axis=1)]
+        for _ in range(hierarchy.max_depth):
+            mask = parents[None, :] == cur[:, None]  # (n, K): children of the current node
+            has = mask.any(axis=1)
+            if not has.any():
+                break
+            cur = np.where(has, np.where(mask, p, -1.0).argmax(axis=1), cur)
+        out[start : start + len(cur)] = cur
+    return out
 
 
 def cross_val_predict(
@@ -374,7 +377,7 @@ def cross_val_predict(
     """
     from active_learning.core.cv import cross_val_predict_proba
 
-    primary = labels.primary
+    primary = labels.primary_or_deepest(hierarchy)
     candidates = np.unique(primary[primary >= 0])
     res = cross_val_predict_proba(
         make_estimator,
