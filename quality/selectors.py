@@ -72,7 +72,7 @@ def chance_probs(hierarchy: Hierarchy, n: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class LatestLabels:
-    """Each labelled clip's latest non-review annotation, in clip order.
+    """Each labelled clip's latest annotation (a reviewer's correction included), in clip order.
 
     ``node_ids[i]`` are the stored nodes of annotation ``annotation_ids[i]``; ``foreign[i]`` is True
     when the annotation or any of its nodes belongs to another taxonomy version than the project's.
@@ -87,9 +87,9 @@ class LatestLabels:
 def latest_labels(*, project: Project, clip_ids: list[int] | None = None) -> LatestLabels:
     """The current label set of each labelled ready clip (2 queries)."""
     version_id = project.taxonomy_version_id
-    qs = Annotation.objects.filter(clip__project=project, clip__status=Clip.Status.READY).exclude(
-        kind=Annotation.Kind.REVIEW
-    )
+    # A reviewer's correction is the clip's label from then on (as training reads it), so a later
+    # run judges the correction, not the label it corrected.
+    qs = Annotation.objects.filter(clip__project=project, clip__status=Clip.Status.READY)
     if clip_ids is not None:
         qs = qs.filter(clip_id__in=clip_ids)
     chosen: dict[int, tuple[int, int]] = {}
