@@ -16,7 +16,8 @@ and report AUROC, average precision and precision at a budget equal to the true 
 and per noise type (each type against the clean clips). Refrain's ``find_label_issues`` at that budget
 is also checked for issue type and suspect node.
 
-Run: ``.venv/bin/python bench/quality_detection.py`` (writes ``bench/results/quality_detection.json``).
+Run: ``.venv/bin/python bench/quality_detection.py [--features logmel-stats+musicnn-msd]`` (writes
+``bench/results/quality_detection.json``; probabilities cached per seed and feature set in ``bench/.cache/``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from quality_features import CORPUS, load_features, read_manifest  # noqa: E402
+from quality_features import CORPUS, load_feature_set, read_manifest  # noqa: E402
 
 from active_learning.core.hierarchy import Hierarchy  # noqa: E402
 from quality.core import find_label_issues, label_quality_scores  # noqa: E402
@@ -135,6 +136,11 @@ def main() -> None:
     ap.add_argument("--noise-rate", type=float, default=0.1)
     ap.add_argument("--max-steps", type=int, default=500)
     ap.add_argument(
+        "--features",
+        default="logmel-stats",
+        help="logmel-stats, or backends joined by + (e.g. logmel-stats+musicnn-msd)",
+    )
+    ap.add_argument(
         "--out", type=Path, default=ROOT / "bench" / "results" / "quality_detection.json"
     )
     args = ap.parse_args()
@@ -145,7 +151,8 @@ def main() -> None:
     rows = read_manifest()
     h = corpus_tree()
     true = corpus_labels(h, rows)
-    x, feat_label = load_features()
+    x, feat_label = load_feature_set(args.features)
+    load_at_start = os.getloadavg()
     print(f"corpus: N={true.shape[0]} K={h.n_nodes}; features {feat_label} {x.shape}")
 
     per_seed: list[dict[str, Any]] = []
@@ -155,11 +162,12 @@ def main() -> None:
         noisy, kinds = inject_label_noise(true, parents=h, noise_rate=args.noise_rate, seed=seed)
         is_err = kinds != ""
         strata = np.asarray([row["primary_label"] for row in rows])
+        feat_tag = "" if args.features == "logmel-stats" else f"_{args.features}"
         cache = (
             ROOT
             / "bench"
             / ".cache"
-            / f"quality_detection_oos_seed{seed}_steps{args.max_steps}.npz"
+            / f"quality_detection_oos_seed{seed}_steps{args.max_steps}{feat_tag}.npz"
         )
         if cache.exists():
             z = np.load(cache)
@@ -178,12 +186,20 @@ def main() -> None:
         cl_find_susp = np.empty(noisy.shape[0])
         cl_find_susp[order] = -np.arange(order.size, dtype=np.float64)
 
+        t_score = time.perf_counter()
+        refrain_default = label_quality_scores(noisy, probs, parents=h)
+        score_s = time.perf_counter() - t_score
         rankers = {
-            "refrain": -label_quality_scores(noisy, probs, parents=h),
+            "refrain": -refrain_default,
+            "refrain[calibrated,min]": -label_quality_scores(
+                noisy, probs, parents=h, method="calibrated", pooling="min"
+            ),
+            "refrain[self_confidence]": -label_quality_scores(
+                noisy, probs, parents=h, method="self_confidence"
+            ),
             "refrain[normalized]": -label_quality_scores(
                 noisy, probs, parents=h, method="normalized"
             ),
-            "refrain[min]": -label_quality_scores(noisy, probs, parents=h, pooling="min"),
             "cleanlab.get_label_quality_scores": -cl_scores,
             "cleanlab.find_label_issues": cl_find_susp,
         }
@@ -192,6 +208,7 @@ def main() -> None:
             "n_errors": int(is_err.sum()),
             "per_type_count": {t: int((kinds == t).sum()) for t in NOISE_TYPES},
             "model_fit_s": round(fit_s, 1),
+            "refrain_score_s": round(score_s, 4),
             "top_level_accuracy_oos": float(
                 np.mean(probs[:, h.roots].argmax(1) == true[:, h.roots].argmax(1))
             ),
@@ -284,7 +301,18 @@ def main() -> None:
             "seeds": args.seeds,
         },
         "features": feat_label,
+        "features_arg": args.features,
         "model": model_label,
+        "refrain_default": "label_quality_scores(method='calibrated', pooling='ema', alpha=0.99): "
+        "per-node Platt calibration of P(child|parent) against the given decisions, divided by the "
+        "per-node confident-learning threshold (capped at 1), worst decision first",
+        "previous_default": "refrain[self_confidence] (conditional self-confidence, EMA alpha=0.8)",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "loadavg_start": [round(v, 2) for v in load_at_start],
+            "loadavg_end": [round(v, 2) for v in os.getloadavg()],
+            "note": "2 cores shared with other sessions' jobs; torch and numpy single-threaded",
+        },
         "goal": {"ap_ratio_vs_cleanlab": 1.3, "p_at_budget": 0.8},
         "summary": summary,
         "ap_ratio_refrain_vs_cleanlab_scores": ratio,

@@ -47,6 +47,44 @@ def _standin_embed(path: Path) -> np.ndarray:
     ).astype(np.float32)
 
 
+def load_store_features(backend: str) -> tuple[np.ndarray, str] | None:
+    """Features of one backend from the FeatureStore that ``bench/al_features_cache.py`` writes
+    (``bench/.cache/features/corpus-<backend>.npy`` + sidecar), in manifest order; None if absent."""
+    import json
+
+    rows = read_manifest()
+    store = CACHE / "features" / f"corpus-{backend}.npy"
+    if not (store.exists() and store.with_suffix(".json").exists()):
+        return None
+    meta = json.loads(store.with_suffix(".json").read_text())
+    index = {c: i for i, c in enumerate(meta["clip_ids"])}
+    if not all(r["clip_id"] in index for r in rows):
+        return None
+    x = np.load(store)[[index[r["clip_id"]] for r in rows]].astype(np.float32)
+    return x, f"project:active_learning.core.features.{meta['backend']}-v{meta['version']}"
+
+
+def load_feature_set(name: str, *, verbose: bool = True) -> tuple[np.ndarray, str]:
+    """``"logmel-stats"`` or backends joined by ``+`` (e.g. ``"logmel-stats+musicnn-msd"``):
+    the per-backend matrices concatenated column-wise, and a label naming each part."""
+    parts = name.split("+")
+    if parts == ["logmel-stats"]:
+        return load_features(verbose=verbose)
+    mats: list[np.ndarray] = []
+    labels: list[str] = []
+    for part in parts:
+        got = (
+            load_features(verbose=verbose) if part == "logmel-stats" else load_store_features(part)
+        )
+        if got is None:
+            raise SystemExit(
+                f"features {part!r} are not cached; run .venv/bin/python bench/al_features_cache.py {part}"
+            )
+        mats.append(got[0])
+        labels.append(f"{got[1]} ({got[0].shape[1]}-d)")
+    return np.concatenate(mats, axis=1), " + ".join(labels)
+
+
 def load_features(*, verbose: bool = True) -> tuple[np.ndarray, str]:
     """(N, D) float32 features for the manifest's clips (in manifest order) and a backend label."""
     rows = read_manifest()

@@ -29,7 +29,10 @@ Over the consensus-active decisions of clips with two or more annotations:
   class" baseline), at least 1e-6;
 - annotator m's weight ``max(1 - (1 - agreement_m) / mlc_error, 1e-6)`` where ``agreement_m`` is its
   decision agreement with the *other* annotators of the same clips;
-- the model's weight ``max(1 - model_error / mlc_error, 1e-6) * sqrt(mean annotations per clip)``;
+- the model's weight ``max(1 - model_error / mlc_error, 1e-6) * sqrt(mean annotations per clip)``,
+  where ``model_error`` is, by default, estimated on *all* labelled clips (the model's disagreement
+  with the annotations, corrected for the annotators' estimated error), not only on the
+  multi-annotated ones: see ``model_weight_from`` in :func:`get_consensus`;
 - an annotator's vote counts as ``consensus_likelihood`` (the mean agreement of annotators with the
   consensus) for its decision and ``1 - consensus_likelihood`` against it.
 
@@ -42,6 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -240,12 +244,19 @@ def majority_vote(
     return (_top_down(decide, h) & labelled[:, None]).astype(np.int8)
 
 
+def _pairwise_to_error(disagreement: float) -> float:
+    """Per-decision error rate ``e`` of two independent sources of equal quality whose decisions
+    disagree at rate ``disagreement = 2 e (1 - e)``."""
+    return 0.5 * (1.0 - float(np.sqrt(max(1.0 - 2.0 * min(disagreement, 0.5), 0.0))))
+
+
 def _weights(
     ann: Annotations,
     cons: BoolArray,
     cond: FloatArray,
     n_ann: IntArray,
     h: Hierarchy,
+    model_weight_from: str = "all",
 ) -> tuple[FloatArray, float, float, FloatArray]:
     """(annotator weights (M,), model weight, consensus likelihood, agreement with consensus (M,))."""
     y = ann.labels > 0
@@ -255,9 +266,12 @@ def _weights(
     overlap = bool(multi.any())
     clip_mask = multi if overlap else n_ann >= 1
     row_mask = clip_mask[ann.clip]
+    # Clips over which the model is judged: only the multi-annotated ones (CROWDLAB), or every
+    # labelled clip (default; see get_consensus for why).
+    model_clips = clip_mask if model_weight_from == "overlap" else n_ann >= 1
 
     # Baseline: always answer each node's majority decision (consensus-active decisions).
-    ca = cact & clip_mask[:, None]
+    ca = cact & model_clips[:, None]
     n_on = (cons & ca).sum(axis=0)
     n_tot = ca.sum(axis=0)
     mlc_error = max(
@@ -266,7 +280,6 @@ def _weights(
     )
 
     model_dec = cond >= 0.5
-    model_error = float(((model_dec != cons) & ca).sum()) / max(float(ca.sum()), 1.0)
 
     # Agreement of each annotation's decisions with the consensus, where both made the decision.
     both = act & cact[ann.clip]
@@ -298,6 +311,23 @@ def _weights(
         agreement[:] = 1.0 - mlc_error / 2  # nothing to compare with: a neutral weight
     agreement = np.where(np.isnan(agreement), np.nanmean(agreement), agreement)
     ann_weight = np.clip(1.0 - (1.0 - agreement) / mlc_error, CLIPPING_LOWER_BOUND, None)
+
+    if model_weight_from == "overlap":
+        # CROWDLAB: the model's disagreement with the consensus of multi-annotated clips.
+        model_error = float(((model_dec != cons) & ca).sum()) / max(float(ca.sum()), 1.0)
+    else:
+        # The model's disagreement with every annotation's decisions, on all labelled clips, minus
+        # the part the annotators' own errors explain: with independent errors e_model and e_ann,
+        # disagreement = e_model + e_ann - 2 e_model e_ann. e_ann comes from how often annotators
+        # disagree with each other where they overlap (0 without overlap: then all of the
+        # disagreement is charged to the model, which under-weights it rather than over-weights).
+        dis = float(((y != model_dec[ann.clip]) & act).sum()) / max(float(act.sum()), 1.0)
+        if overlap:
+            pair_dis = 1.0 - float(num.sum()) / max(float(den.sum()), 1.0)
+            e_ann = min(_pairwise_to_error(pair_dis), 0.45)
+        else:
+            e_ann = 0.0
+        model_error = max((dis - e_ann) / (1.0 - 2.0 * e_ann), 0.0)
     model_weight = max(1.0 - model_error / mlc_error, CLIPPING_LOWER_BOUND) * float(
         np.sqrt(np.mean(n_ann[n_ann > 0])) if (n_ann > 0).any() else 1.0
     )
@@ -329,6 +359,7 @@ def get_consensus(
     *,
     parents: npt.ArrayLike | Hierarchy,
     n_rounds: int = 2,
+    model_weight_from: Literal["all", "overlap"] = "all",
 ) -> ConsensusResult:
     """Consensus label sets, their quality, and annotator quality (CROWDLAB over tree decisions).
 
@@ -342,6 +373,16 @@ def get_consensus(
     n_rounds : int, default 2
         Rounds of (weights from the current consensus -> posterior -> new consensus), starting from
         the majority vote. CROWDLAB does one such refinement after its majority vote.
+    model_weight_from : {"all", "overlap"}, default "all"
+        Where the model's weight is estimated. ``"overlap"`` is CROWDLAB's rule: the model's error
+        against the consensus of clips with two or more annotations. When overlap comes only from
+        routing suspects for a second opinion, those clips are exactly the ones where the model
+        disagreed with the first label, so that estimate collapses the model's weight to ~0 and
+        nobody arbitrates the disagreements. ``"all"`` (default) measures the model's decision
+        disagreement with every annotation on every labelled clip (no selection bias) and removes
+        the share that the annotators' own error rate explains (estimated from their pairwise
+        disagreement where clips overlap; taken as 0 without overlap, which can only lower the
+        model's weight).
 
     Returns
     -------
@@ -377,7 +418,9 @@ def get_consensus(
     post_cond: FloatArray = cond
     marg: FloatArray = p
     for _ in range(max(n_rounds, 1)):
-        ann_weight, model_weight, likelihood, agreement_cons = _weights(ann, cons, cond, n_ann, h)
+        ann_weight, model_weight, likelihood, agreement_cons = _weights(
+            ann, cons, cond, n_ann, h, model_weight_from
+        )
         post_cond, marg = _posterior(ann, cond, ann_weight, model_weight, likelihood, h)
         cons = _top_down(post_cond >= 0.5, h) & labelled[:, None]
 

@@ -65,21 +65,61 @@ def test_conditional_scoring_beats_flat_cleanlab_on_sibling_swaps(noisy_data: No
     )
 
 
-def test_flat_labels_rank_like_cleanlab() -> None:
-    rng = np.random.default_rng(5)
-    n, k = 1500, 12
+def _flat_data(
+    seed: int, *, n: int = 1500, k: int = 12, skill: np.ndarray | float = 1.5
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat multi-label data (K roots): truth, noisy labels (3 % of decisions flipped), probs."""
+    rng = np.random.default_rng(seed)
     truth = rng.random((n, k)) < 0.25
-    logits = np.where(truth, 1.5, -1.5) + rng.normal(0, 1.3, (n, k))
+    logits = np.where(truth, 1.0, -1.0) * skill + rng.normal(0, 1.3, (n, k))
     probs = 1 / (1 + np.exp(-logits))
     labels = truth.copy()
     flip = rng.random((n, k)) < 0.03
     labels[flip] = ~labels[flip]
-    parents = np.full(k, -1)
-    ours = label_quality_scores(labels.astype(int), probs, parents=parents)
+    return truth, labels, probs
+
+
+def test_flat_labels_rank_like_cleanlab() -> None:
+    """The flat reduction of ``self_confidence`` is cleanlab's multi-label score, exactly."""
+    _, labels, probs = _flat_data(5)
+    parents = np.full(labels.shape[1], -1)
+    ours = label_quality_scores(
+        labels.astype(int), probs, parents=parents, method="self_confidence"
+    )
     theirs = get_label_quality_scores([np.flatnonzero(r).tolist() for r in labels], probs)
     rho = spearmanr(ours, theirs).statistic
     assert rho > 0.999
     np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+def test_flat_calibrated_agrees_with_cleanlab_where_nodes_are_alike() -> None:
+    """Default method on flat data where every node is equally well modelled and calibrated: the
+    per-node calibration and thresholds are then near-constant across nodes, so the ranking must
+    stay close to cleanlab's (same worst decision per clip), and find errors as well."""
+    _, labels, probs = _flat_data(5)
+    parents = np.full(labels.shape[1], -1)
+    ours = label_quality_scores(labels.astype(int), probs, parents=parents)
+    theirs = get_label_quality_scores([np.flatnonzero(r).tolist() for r in labels], probs)
+    assert spearmanr(ours, theirs).statistic > 0.9
+    truth, _, _ = _flat_data(5)
+    err = np.any(labels != truth, axis=1)
+    ap_ours = average_precision_score(err, -ours)
+    ap_theirs = average_precision_score(err, -theirs)
+    assert ap_ours > 0.95 * ap_theirs
+
+
+def test_flat_calibrated_beats_cleanlab_when_node_skill_differs() -> None:
+    """Where the model is sharp on some nodes and near chance on others, uncalibrated
+    self-confidences of the weak nodes swamp the pooled score; per-node calibration and
+    thresholds put the nodes on one scale, which must rank the flipped labels markedly better."""
+    k = 12
+    skill = np.where(np.arange(k) < 6, 3.0, 0.3)
+    truth, labels, probs = _flat_data(7, n=3000, k=k, skill=skill)
+    parents = np.full(k, -1)
+    err = np.any(labels != truth, axis=1)
+    ours = label_quality_scores(labels.astype(int), probs, parents=parents)
+    theirs = get_label_quality_scores([np.flatnonzero(r).tolist() for r in labels], probs)
+    assert average_precision_score(err, -ours) > 1.1 * average_precision_score(err, -theirs)
 
 
 def test_without_budget_the_threshold_finds_most_errors(noisy_data: NoisyData) -> None:
@@ -105,18 +145,27 @@ def test_decisions_below_unlabelled_parents_are_not_scored() -> None:
     parents = [-1, 0, 0, -1, 3, 3]
     labels = np.array([[1, 1, 0, 0, 0, 0]])
     probs = np.array([[0.9, 0.8, 0.1, 0.3, 0.29, 0.01]])
-    scores, active = decision_scores(labels, probs, parents=parents)
+    scores, active = decision_scores(labels, probs, parents=parents, method="self_confidence")
     assert active.tolist() == [[True, True, True, True, False, False]]
     assert scores[0, 4] == 1.0 and scores[0, 5] == 1.0
     np.testing.assert_allclose(scores[0, :4], [0.9, 0.8 / 0.9, 1 - 0.1 / 0.9, 0.7])
+    for method in ("calibrated", "normalized"):
+        scores, _ = decision_scores(labels, probs, parents=parents, method=method)  # type: ignore[arg-type]
+        assert scores[0, 4] == 1.0 and scores[0, 5] == 1.0
+        assert np.all((scores >= 0) & (scores <= 1))
 
 
-def test_several_errors_rank_before_one() -> None:
+@pytest.mark.parametrize("method", ["calibrated", "self_confidence", "normalized"])
+def test_several_errors_rank_before_one(method: str) -> None:
     parents = np.full(6, -1)
-    probs = np.tile([0.9, 0.9, 0.9, 0.1, 0.1, 0.1], (2, 1))
-    labels = np.array([[0, 1, 1, 0, 0, 0], [0, 0, 1, 1, 0, 0]])  # one error vs three
-    s = label_quality_scores(labels, probs, parents=parents)
+    rng = np.random.default_rng(3)
+    clean = (rng.random((200, 6)) < 0.5).astype(int)
+    probs = np.where(clean == 1, 0.8, 0.2) + rng.uniform(-0.1, 0.1, clean.shape)
+    probs[:2] = [0.9, 0.9, 0.9, 0.1, 0.1, 0.1]
+    clean[:2] = [[0, 1, 1, 0, 0, 0], [0, 0, 1, 1, 0, 0]]  # one error vs three
+    s = label_quality_scores(clean, probs, parents=parents, method=method)  # type: ignore[arg-type]
     assert s[1] < s[0]
+    assert s[0] < np.min(s[2:])
 
 
 def test_structural_check_finds_unclosed_and_out_of_range_rows() -> None:
