@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import platform
 import statistics
 import sys
@@ -77,6 +78,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "acq_speed.json")
     args = ap.parse_args()
 
+    load_before = os.getloadavg()[0]
     hier = fma_hierarchy()
     n_total = args.n_unlabelled + args.n_labelled
     emb, probs, _ = synthetic_pool(hier, n=n_total, d=args.dim, seed=0)
@@ -141,6 +143,7 @@ def main() -> None:
             "batch": args.batch,
             "embeddings_dtype": "float32",
             "machine": f"{platform.machine()}, {platform.python_version()}, shared 2-core CPU",
+            "load_average_1min": [load_before, os.getloadavg()[0]],
         },
         "results": results,
     }
