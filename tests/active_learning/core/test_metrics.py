@@ -1,0 +1,70 @@
+"""Metrics on hand-computed examples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from active_learning.core.hierarchy import Hierarchy
+from active_learning.core.metrics import (
+    evaluate,
+    hierarchical_prf,
+    leaf_accuracy,
+    mean_average_precision,
+    per_depth_macro_f1,
+    predicted_sets,
+    top_level_accuracy,
+)
+
+# 0 A, 1 B (roots); 2 A/a, 3 A/b (children of A); 4 B/c (child of B)
+PARENTS = np.array([-1, -1, 0, 0, 1])
+H = Hierarchy(PARENTS)
+
+
+def test_hierarchical_prf_by_hand() -> None:
+    # clip 1: true {A, a}, predicted {A, b}: intersect 1, |pred| 2, |true| 2
+    # clip 2: true {B, c}, predicted {B}:   intersect 1, |pred| 1, |true| 2
+    y = np.array([[1, 0, 1, 0, 0], [0, 1, 0, 0, 1]])
+    s = np.array([[1, 0, 0, 1, 0], [0, 1, 0, 0, 0]])
+    p, r, f = hierarchical_prf(y, s)
+    assert p == pytest.approx(2 / 3)
+    assert r == pytest.approx(2 / 4)
+    assert f == pytest.approx(2 * (2 / 3) * 0.5 / (2 / 3 + 0.5))
+
+
+def test_predicted_sets_threshold_and_path() -> None:
+    probs = np.array([[0.9, 0.2, 0.3, 0.6, 0.1], [0.4, 0.45, 0.1, 0.2, 0.44]])
+    thr = predicted_sets(probs, parents=H, threshold=0.5)
+    np.testing.assert_array_equal(thr, [[1, 0, 0, 1, 0], [0, 0, 0, 0, 0]])
+    path = predicted_sets(probs, parents=H, mode="path")
+    np.testing.assert_array_equal(path, [[1, 0, 0, 1, 0], [0, 1, 0, 0, 1]])
+
+
+def test_per_depth_macro_f1() -> None:
+    y = np.array([[1, 0, 1, 0, 0], [0, 1, 0, 0, 1]])
+    s = np.array([[1, 0, 0, 1, 0], [0, 1, 0, 0, 0]])
+    # depth 0: A f1=1, B f1=1 -> 1.0; depth 1 nodes with positives: a (f1 0), c (f1 0) -> 0.0
+    assert per_depth_macro_f1(y, s, parents=H) == {0: 1.0, 1: 0.0}
+
+
+def test_leaf_and_top_level_accuracy() -> None:
+    probs = np.array([[0.9, 0.1, 0.3, 0.6, 0.0], [0.3, 0.7, 0.2, 0.1, 0.6]])
+    primary = np.array([2, 4])  # clip 1 is A/a (predicted A/b), clip 2 is B/c (right)
+    assert leaf_accuracy(probs, primary, parents=H) == 0.5
+    assert top_level_accuracy(probs, primary, parents=H) == 1.0
+    # Restricting candidates to {a, b} makes the second clip's best candidate a (wrong).
+    assert leaf_accuracy(probs, primary, parents=H, candidates=[2, 3]) == 0.0
+
+
+def test_map_by_hand() -> None:
+    y = np.array([[1, 0], [0, 0], [1, 1]])
+    p = np.array([[0.9, 0.2], [0.8, 0.1], [0.7, 0.3]])
+    # col 0: ranks 0.9(+) 0.8(-) 0.7(+): AP = (1/1 + 2/3)/2; col 1: top is positive: AP = 1
+    assert mean_average_precision(y, p) == pytest.approx(((1 + 2 / 3) / 2 + 1) / 2)
+
+
+def test_evaluate_keys() -> None:
+    y = np.array([[1, 0, 1, 0, 0], [0, 1, 0, 0, 1]])
+    out = evaluate(y, y.astype(float), parents=PARENTS, primary=np.array([2, 4]))
+    assert out["hier_f1"] == 1.0 and out["leaf_accuracy"] == 1.0 and out["mAP"] == 1.0
+    assert out["macro_f1_depth_0"] == 1.0 and out["macro_f1_depth_1"] == 1.0
