@@ -176,6 +176,7 @@ def test_webhook_only_enqueues_after_commit(
     django_assert_max_num_queries: Any,
 ) -> None:
     clip = ClipFactory(project=link.project)
+    post({"action": "PROJECT_UPDATED"})  # the first request of a process loads URLs, middleware
     started = time.perf_counter()
     with (
         django_assert_max_num_queries(1),
@@ -273,3 +274,11 @@ def test_signed_audio_url(client: Client, link: LabelStudioLink, tmp_path: Any) 
     other = ClipFactory(project=link.project)
     forged = path.replace(f"{link.id}.{clip.id}", f"{link.id}.{other.id}")
     assert client.get(forged).status_code == 404
+
+
+def test_command_names_a_missing_link() -> None:
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="no Label Studio link 999999"):
+        call_command("labelstudio", "pull", "999999")

@@ -129,23 +129,38 @@ def test_round_trip(linked: LabelStudioLink, ls_server: tuple[str, str]) -> None
     print("timings (s):", {k: round(v, 3) for k, v in timings.items()})
 
 
-def _messages_for(task_name: str, *, timeout: float) -> list[tuple[Any, ...]]:
-    """Args of ``task_name`` messages taken off the broker's default queue (the broker boundary)."""
+def _purge_default_queue() -> None:
     from refrain.celery import app
 
-    found: list[tuple[Any, ...]] = []
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_purge("default")
+
+
+def _messages_for(
+    task_name: str, *, link_id: int, ls_annotation_id: int, timeout: float, want: int = 1
+) -> list[dict[str, Any]]:
+    """Payloads of ``task_name`` messages for one link and LS annotation, taken off the broker's
+    default queue (the broker boundary) until ``want`` are found or ``timeout`` passes."""
+    from refrain.celery import app
+
+    found: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
     with app.connection_for_read() as conn:
         queue = conn.SimpleQueue("default")
         try:
-            while time.monotonic() < deadline and not found:
+            while time.monotonic() < deadline and len(found) < want:
                 try:
                     msg = queue.get(timeout=0.5)
                 except queue.Empty:
                     continue
                 msg.ack()
-                if msg.headers.get("task") == task_name:
-                    found.append(tuple(msg.payload[0]))
+                args = msg.payload[0]
+                if (
+                    msg.headers.get("task") == task_name
+                    and args[0] == link_id
+                    and args[1]["annotation"]["id"] == ls_annotation_id
+                ):
+                    found.append(args[1])
         finally:
             queue.close()
     return found
@@ -175,14 +190,15 @@ def test_webhook_round_trip(ls_server: tuple[str, str], live_server: Any, settin
         clip = ClipFactory(project=project)
         ls_push_tasks(link=link, clips=[clip])
         task_id = LabelStudioTask.objects.get(link=link, clip=clip).ls_task_id
-        _messages_for(ls_ingest_annotation.name, timeout=0.5)  # drop leftovers
+        _purge_default_queue()  # messages of earlier runs may name the same ids
         t = time.perf_counter()
-        client.annotations.create(id=task_id, result=ls_result([["Jazz", "Jazz/Bebop"]]))
+        ann = client.annotations.create(id=task_id, result=ls_result([["Jazz", "Jazz/Bebop"]]))
         created_s = time.perf_counter() - t
-        ((link_id, payload),) = _messages_for(ls_ingest_annotation.name, timeout=20)
-        assert link_id == link.id
+        (payload,) = _messages_for(
+            ls_ingest_annotation.name, link_id=link.id, ls_annotation_id=ann.id, timeout=20
+        )
         assert payload["task"]["data"]["refrain_clip_id"] == clip.id
-        out = ls_ingest_annotation.run(link_id, payload)
+        out = ls_ingest_annotation.run(link.id, payload)
         assert out["status"] == "created"
         assert Annotation.objects.get(clip=clip).source.startswith("labelstudio:")
         # A pull afterwards finds the webhook's annotation and stores nothing more.
@@ -196,7 +212,10 @@ def test_webhook_round_trip(ls_server: tuple[str, str], live_server: Any, settin
             r = httpx.post(hook, json=body, headers={WEBHOOK_HEADER: link.webhook_secret})
             answers.append(time.perf_counter() - t)
             assert r.status_code == 200
-        assert len(_messages_for(ls_ingest_annotation.name, timeout=5)) >= 1
+        queued = _messages_for(
+            ls_ingest_annotation.name, link_id=link.id, ls_annotation_id=1, timeout=10, want=5
+        )
+        assert len(queued) == 5
         assert sorted(answers)[2] < 1.0
         print(
             f"LS annotation POST incl. its webhook call to Refrain: {created_s:.3f} s; "
@@ -205,3 +224,26 @@ def test_webhook_round_trip(ls_server: tuple[str, str], live_server: Any, settin
         )
     finally:
         client.projects.delete(id=link.ls_project_id)
+
+
+def test_management_command(ls_server: tuple[str, str]) -> None:
+    import json
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    url, token = ls_server
+    project = ProjectFactory(name=f"Refrain LS cmd {uuid.uuid4().hex[:8]}")
+    ClipFactory.create_batch(2, project=project)
+
+    def run(*args: str) -> dict[str, Any]:
+        out = StringIO()
+        call_command("labelstudio", *args, stdout=out)
+        return json.loads(out.getvalue())
+
+    linked = run("link", project.slug, "--url", url, "--token", token)
+    try:
+        assert run("push", str(linked["link"])) == {"created": 2, "already": 0, "skipped": []}
+        assert run("pull", str(linked["link"]))["created"] == 0
+    finally:
+        ls_client(base_url=url, api_key=token).projects.delete(id=linked["ls_project"])

@@ -1,0 +1,90 @@
+"""``manage.py labelstudio {link,push,pull}``: the Label Studio sync from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from annotation.integrations.labelstudio.services import (
+    LabelStudioSyncError,
+    ls_project_link,
+    ls_pull_annotations,
+    ls_push_tasks,
+)
+from annotation.models import Clip, LabelStudioLink, Project
+
+
+class Command(BaseCommand):
+    help = "Link a Refrain project to Label Studio, push its clips as tasks, pull annotations back."
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True)
+        link = sub.add_parser("link", help="create (or adopt) a Label Studio project for a project")
+        link.add_argument("project", help="Refrain project slug")
+        link.add_argument("--url", required=True, help="Label Studio base URL")
+        link.add_argument("--token", required=True, help="Label Studio API token")
+        link.add_argument("--ls-project", type=int, help="adopt this existing LS project id")
+        link.add_argument(
+            "--refrain-url",
+            default="",
+            help="how LS reaches Refrain (audio URLs, webhook); no webhook without it",
+        )
+        push = sub.add_parser("push", help="import the project's ready clips as LS tasks")
+        push.add_argument("link", type=int, help="link id (printed by 'link')")
+        push.add_argument("--limit", type=int, help="at most this many clips")
+        pull = sub.add_parser("pull", help="store LS annotations Refrain does not have yet")
+        pull.add_argument("link", type=int, help="link id")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            out = getattr(self, f"_{options['action']}")(options)
+        except LabelStudioSyncError as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(json.dumps(out, indent=2))
+
+    def _link(self, options: dict[str, Any]) -> dict[str, Any]:
+        project = Project.objects.filter(slug=options["project"]).first()
+        if project is None:
+            raise CommandError(f"no project with slug {options['project']!r}")
+        link = ls_project_link(
+            project=project,
+            base_url=options["url"],
+            api_key=options["token"],
+            ls_project_id=options.get("ls_project"),
+            refrain_url=options["refrain_url"],
+        )
+        return {
+            "link": link.id,
+            "ls_project": link.ls_project_id,
+            "url": f"{link.base_url}/projects/{link.ls_project_id}",
+            "webhook": link.ls_webhook_id,
+        }
+
+    def _get_link(self, link_id: int) -> LabelStudioLink:
+        link = LabelStudioLink.objects.select_related("project__taxonomy_version").filter(
+            id=link_id
+        )
+        found = link.first()
+        if found is None:
+            raise CommandError(f"no Label Studio link {link_id}")
+        return found
+
+    def _push(self, options: dict[str, Any]) -> dict[str, Any]:
+        link = self._get_link(options["link"])
+        clips = Clip.objects.filter(project=link.project, status=Clip.Status.READY).order_by("id")
+        if options.get("limit"):
+            clips = clips[: options["limit"]]
+        summary = ls_push_tasks(link=link, clips=list(clips))
+        return {"created": summary.created, "already": summary.already, "skipped": summary.skipped}
+
+    def _pull(self, options: dict[str, Any]) -> dict[str, Any]:
+        summary = ls_pull_annotations(link=self._get_link(options["link"]))
+        return {
+            "created": summary.created,
+            "existing": summary.existing,
+            "skipped": summary.skipped,
+            "errors": summary.errors,
+        }
