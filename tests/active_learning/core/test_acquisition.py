@@ -389,7 +389,7 @@ def test_decision_confidence_is_on_the_consensus_quality_scale(rng: np.random.Ge
     for node in tree.order:
         if parents[node] >= 0:
             own[:, node] &= own[:, parents[node]]
-    expected = label_quality_scores(own.astype(np.int8), p, parents=tree)
+    expected = label_quality_scores(own.astype(np.int8), p, parents=tree, method="self_confidence")
     np.testing.assert_allclose(decision_confidence(p, tree), expected, atol=1e-12)
     assert np.all(decision_confidence(p, tree, pooling="mean") >= 0.5)
 
