@@ -20,6 +20,7 @@ from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from annotation.taxonomy_formats import join_path
 
@@ -121,7 +122,7 @@ def _children_by_index(nodes: Sequence[NodeLike]) -> tuple[list[int], dict[int, 
 
 
 def argmax_path(
-    probs: np.ndarray,
+    probs: npt.NDArray[np.floating[Any]],
     *,
     roots: Sequence[int],
     children: Mapping[int, Sequence[int]],
@@ -144,7 +145,7 @@ def argmax_path(
 
 
 def prediction_from_probs(
-    probs: np.ndarray,
+    probs: npt.NDArray[np.floating[Any]],
     *,
     nodes: Sequence[NodeLike],
     model_version: str,

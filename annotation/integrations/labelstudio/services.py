@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import numpy.typing as npt
 from django.contrib.auth.models import AbstractBaseUser
 from django.core import signing
 from django.db import transaction
@@ -259,7 +260,7 @@ def ls_push_predictions(
     *,
     link: LabelStudioLink,
     model_version_id: int | str,
-    probs_by_clip: Mapping[int, np.ndarray],
+    probs_by_clip: Mapping[int, npt.NDArray[np.floating[Any]]],
     stop_below: float | None = None,
 ) -> PredictionSummary:
     """Send each clip's argmax path as a prediction and make it the project's model version.
