@@ -34,6 +34,7 @@ from active_learning.core.cv import cross_val_predict_proba
 from active_learning.core.hierarchy import Hierarchy
 from active_learning.core.metrics import evaluate
 from quality.core.consensus import Annotations, get_consensus
+from quality.core.label_issues import label_quality_scores
 from quality.core.noise import inject_label_noise
 
 FloatArray = npt.NDArray[np.float64]
@@ -199,7 +200,15 @@ def _consensus(
         # No second opinion anywhere: nothing to weigh, the label is the label.
         cons[clip[single[clip]]] = labels[single[clip]]
     weight = float(np.nanmean(res.annotator_weight)) if res.annotator_weight.size else 1.0
-    return cons, res.consensus_quality, float(res.model_weight), weight
+    # Quality on RelabelOrNew's scale (decision self-confidence under the CROWDLAB posterior), not
+    # quality.core's default (calibrated) method, so labelled and unlabelled scores stay comparable.
+    quality = label_quality_scores(
+        res.consensus_labels,
+        np.clip(res.post_pred_probs, 0.0, 1.0),
+        parents=hier,
+        method="self_confidence",
+    )
+    return cons, np.where(n_ann > 0, quality, np.nan), float(res.model_weight), weight
 
 
 def simulate(
