@@ -107,6 +107,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "staticfiles"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns when it is missing
 STATICFILES_DIRS = [p for p in [BASE_DIR / "static"] if p.is_dir()]
 # Serve static files straight from the app folders, so the demo and a small install need no
 # collectstatic step; a large deployment runs collectstatic and may turn this off.

@@ -136,6 +136,12 @@ def review_decide(
             )
         row.save()
         _close_review_tasks(clip=clip, reviewer=reviewer, now=now)
+        # After commit: a correction is a new opinion for consensus; an accept settles a tie.
+        from quality.services.consensus import on_annotation_created, on_review_decided
+
+        if row.correction_id is not None:
+            on_annotation_created(annotation=row.correction)
+        on_review_decided(decision=row)
     return row
 
 

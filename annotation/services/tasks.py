@@ -453,6 +453,11 @@ def annotation_submit(
             task.status = Task.Status.DONE
             if task.overlap > 1:
                 review_if_disagreement(task=task)
+        # After commit, a worker updates the clip's consensus, closes the label issue this
+        # answers, and starts a relabel cycle when enough new annotations have arrived.
+        from quality.services.consensus import on_annotation_created
+
+        on_annotation_created(annotation=annotation)
     return SubmitResult(annotation, True, task)
 
 

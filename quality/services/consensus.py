@@ -14,6 +14,7 @@ does, and goes to a reviewer when the evidence is an even split (e.g. 1-1 with n
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,6 +87,7 @@ def _rows(
 ) -> list[ClipConsensus]:
     now = timezone.now()
     nodes = index.nodes
+    adjudicated = _reviewer_corrections(clip_ids=list(la.clip_ids), index=index)
     out = []
     for i, cid in enumerate(la.clip_ids):
         n = int(res.num_annotations[i])
@@ -97,7 +99,8 @@ def _rows(
             ClipConsensus(
                 clip_id=cid,
                 project=project,
-                node_ids=[nodes[j].id for j in np.flatnonzero(res.consensus_labels[i])],
+                node_ids=adjudicated.get(cid)
+                or [nodes[j].id for j in np.flatnonzero(res.consensus_labels[i])],
                 quality=None if np.isnan(q) else q,
                 agreement=None if np.isnan(a) else a,
                 n_annotations=n,
@@ -108,6 +111,28 @@ def _rows(
             )
         )
     return out
+
+
+def _reviewer_corrections(*, clip_ids: list[int], index: TaxonomyIndex) -> dict[int, list[int]]:
+    """Clips whose newest annotation is a reviewer's correction: its node ids (2 queries).
+
+    A reviewer adjudicates, so the correction is the consensus until someone labels the clip again;
+    votes are still counted for quality and agreement.
+    """
+    newest: dict[int, tuple[int, str]] = {}
+    for ann_id, clip_id, kind in (
+        Annotation.objects.filter(clip_id__in=clip_ids, taxonomy_version=index.version)
+        .order_by("clip_id", "-created_at", "-id")
+        .values_list("id", "clip_id", "kind")
+    ):
+        newest.setdefault(clip_id, (ann_id, kind))
+    corrections = {a: c for c, (a, k) in newest.items() if k == Annotation.Kind.REVIEW}
+    out: dict[int, list[int]] = defaultdict(list)
+    for ann_id, node_id in AnnotationLabel.objects.filter(
+        annotation_id__in=corrections
+    ).values_list("annotation_id", "node_id"):
+        out[corrections[ann_id]].append(node_id)
+    return {c: sorted(ids, key=lambda i: index.by_id[i].index) for c, ids in out.items()}
 
 
 def _upsert(rows: list[ClipConsensus]) -> None:
