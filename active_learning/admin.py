@@ -84,7 +84,7 @@ class ModelVersionAdmin(ReadOnlyAdmin):
 
     @admin.display(description="hier. F1")
     def hierarchical_f1(self, obj: ModelVersion) -> str:
-        value = (obj.metrics or {}).get("hierarchical_f1")
+        value = (obj.metrics or {}).get("hier_f1")
         return "" if value is None else f"{value:.3f}"
 
     @admin.display(description="leaf acc.")
