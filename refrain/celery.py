@@ -9,6 +9,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "refrain.settings")
 app = Celery("refrain")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# Task modules outside an app's top-level ``tasks.py``.
+app.autodiscover_tasks(["annotation.integrations.labelstudio"])
 
 
 @app.task(name="refrain.ping")

@@ -458,6 +458,10 @@ def ls_annotation_ingest(
             idempotency_key=key,
             supersedes=previous,
         )
+        # Like any other new opinion: consensus, issue closing and the cycle trigger, after commit.
+        from quality.services.consensus import on_annotation_created
+
+        on_annotation_created(annotation=ann)
     return IngestResult("superseded" if previous is not None else "created", ann.id)
 
 
