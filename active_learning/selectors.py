@@ -132,14 +132,14 @@ LabelsProvider = Callable[[Project, TaxonomyIndex, Sequence[int]], TrainingLabel
 def latest_annotation_labels(
     project: Project, index: TaxonomyIndex, clip_ids: Sequence[int]
 ) -> TrainingLabels:
-    """Each clip's latest non-review annotation on the index's taxonomy version."""
+    """Each clip's latest annotation on the index's taxonomy version; a reviewer's correction
+    (kind ``review``) counts, since it supersedes the labels it corrects."""
     pos = {int(c): i for i, c in enumerate(clip_ids)}
     Y = np.zeros((len(pos), len(index.nodes)), dtype=np.int8)
     labelled = np.zeros(len(pos), dtype=bool)
     chosen: dict[int, int] = {}
     rows = (
         Annotation.objects.filter(clip__project=project, taxonomy_version=index.version)
-        .exclude(kind=Annotation.Kind.REVIEW)
         .order_by("clip_id", "-created_at", "-id")
         .values_list("id", "clip_id")
     )
