@@ -33,6 +33,32 @@ UNLABELLED_SHARE = 0.2
 SECOND_GENRE = {"Folk/Celtic": "Rock/Punk", "Jazz/Swing": "Electronic/House"}
 
 
+def _brief(value: Any) -> str:
+    """One line for a step's JSON summary."""
+    if not isinstance(value, dict):
+        return str(value)
+    if "imported" in value:
+        return (
+            f"{value['imported']} imported, {value['duplicate']} duplicate, "
+            f"{value['failed']} failed, {value['labelled']} labelled"
+        )
+    if "backend" in value:
+        return (
+            f"{value['backend']} ({value['dim']}-d): {value['done']} done, {value['failed']} failed, "
+            f"{value['left']} left [{value['status']}]"
+        )
+    if "steps_done" in value:
+        r = value.get("results", {})
+        det, route, acq = r.get("detect", {}), r.get("route", {}), r.get("acquire", {})
+        return (
+            f"{' -> '.join(value['steps_done'])} [{value['status']}]: "
+            f"{det.get('issues', 0)} issues {det.get('by_type', {})}, "
+            f"{route.get('routed', 0)} routed, {acq.get('created_label', 0)} label + "
+            f"{acq.get('created_relabel', 0)} relabel tasks acquired"
+        )
+    return json.dumps(value)[:300]
+
+
 def _demo_tree() -> list[dict[str, Any]]:
     tops: dict[str, list[str]] = {}
     for key in STYLES:
@@ -162,8 +188,8 @@ class Command(BaseCommand):
         # Later stages of the loop plug in here as they exist (registered Celery tasks).
         optional = [
             ("extract features", "active_learning.tasks.extract_features_for_project", {}),
-            ("retrain with 5-fold CV", "active_learning.tasks.train_project_model", {}),
-            ("detect label issues and route", "quality.tasks.run_quality_cycle", {}),
+            # One cycle: retrain with 5-fold CV -> detect label issues -> route -> acquire.
+            ("relabel cycle", "quality.tasks.run_quality_cycle", {}),
         ]
         log = root / "worker.log"
         self.stdout.write(
@@ -188,13 +214,23 @@ class Command(BaseCommand):
                     ) from exc
                 results[label] = value
                 self.stdout.write(
-                    f"demo: {label} on the worker in {time.perf_counter() - t0:.1f} s: {value}"
+                    f"demo: {label} on the worker in {time.perf_counter() - t0:.1f} s: "
+                    f"{_brief(value)}"
                 )
 
             labelled = set(
                 project.clips.filter(annotations__isnull=False).values_list("id", flat=True)
             )
-            to_label = project.clips.filter(status=Clip.Status.READY).exclude(id__in=labelled)
+            queued = set(
+                project.tasks.filter(kind=Task.Kind.LABEL, status=Task.Status.OPEN).values_list(
+                    "clip_id", flat=True
+                )
+            )
+            to_label = (
+                project.clips.filter(status=Clip.Status.READY)
+                .exclude(id__in=labelled)
+                .exclude(id__in=queued)
+            )
             created_tasks = 0
             for clip in to_label:
                 _, made = Task.objects.get_or_create(
@@ -215,6 +251,42 @@ class Command(BaseCommand):
                     f"annotators annotator1..3, reviewer; same password). Ctrl-C stops."
                 )
                 call_command("runserver", opts["port"], "--noreload")
+
+    def _loop_summary(self, project: Project) -> None:
+        """What the loop found, checked against the noise the demo planted."""
+        from active_learning.models import JobStatus, ModelVersion
+        from quality.models import LabelIssue
+
+        mv = (
+            ModelVersion.objects.filter(project=project, status=JobStatus.DONE)
+            .order_by("-number")
+            .first()
+        )
+        if mv is not None:
+            m = mv.metrics
+            self.stdout.write(
+                f"  model          v{mv.number} ({mv.kind}, {mv.n_labelled} labelled, {mv.n_folds}-fold "
+                f"out-of-sample): hierarchical F1 {m.get('hier_f1', float('nan')):.3f}, "
+                f"leaf accuracy {m.get('leaf_accuracy', float('nan')):.3f}, "
+                f"top-level accuracy {m.get('top_level_accuracy', float('nan')):.3f}"
+            )
+        issues = list(LabelIssue.objects.filter(project=project))
+        if not issues:
+            return
+        planted = {
+            c.id for c in project.clips.all() if str(c.metadata.get("planted_noise", "0")) == "1"
+        }
+        n_labelled = project.clips.filter(annotations__isnull=False).distinct().count()
+        routed = [i for i in issues if i.relabel_task_id is not None]
+        hits = sum(i.clip_id in planted for i in routed)
+        self.stdout.write(
+            f"  label issues   {len(issues)} found, {len(routed)} routed for a blind relabel; "
+            f"{hits} of the routed are among the {len(planted)} planted errors "
+            f"(precision {hits / max(1, len(routed)):.2f}; random routing: "
+            f"{len(planted) / max(1, n_labelled):.2f})"
+        )
+        acquired = project.tasks.filter(reason__startswith="active_learning:").count()
+        self.stdout.write(f"  acquisition    {acquired} tasks from {project.acquisition_strategy}")
 
     def _summary(
         self, project: Project, results: dict[str, Any], created_tasks: int, elapsed: float
@@ -238,5 +310,6 @@ class Command(BaseCommand):
             f"  label tasks    {project.tasks.filter(status=Task.Status.OPEN).count()} open ({created_tasks} new)"
         )
         for label, value in results.items():
-            self.stdout.write(f"  {label:<14} {value}")
+            self.stdout.write(f"  {label:<14} {_brief(value)}")
+        self._loop_summary(project)
         self.stdout.write("=" * 72)
