@@ -3,6 +3,6 @@ from django.urls import path
 from active_learning import views
 
 urlpatterns = [
-    path("projects/<slug:slug>/models/", views.project_models, name="project-models"),
+    path("p/<slug:slug>/models/", views.project_models, name="project-models"),
     path("static-vendor/plotly.min.js", views.plotly_js, name="plotly-js"),
 ]

@@ -84,11 +84,11 @@ def test_models_page_lists_versions_with_metrics(artifacts: Path, fast_passwords
     MembershipFactory(project=project, user=user, role=Membership.Role.REVIEWER)
     client = Client()
     client.force_login(user)
-    page = client.get(f"/projects/{project.slug}/models/")
+    page = client.get(f"/p/{project.slug}/models/")
     assert page.status_code == 200
     html = page.content.decode()
     assert "v2" in html and "v1" in html and "plotly-graph-div" in html
     assert "depth 0" in html
     outsider = Client()
     outsider.force_login(UserFactory())
-    assert outsider.get(f"/projects/{project.slug}/models/").status_code in (403, 404)
+    assert outsider.get(f"/p/{project.slug}/models/").status_code in (403, 404)
