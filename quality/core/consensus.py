@@ -424,13 +424,19 @@ def get_consensus(
         post_cond, marg = _posterior(ann, cond, ann_weight, model_weight, likelihood, h)
         cons = _top_down(post_cond >= 0.5, h) & labelled[:, None]
 
-    quality = label_quality_scores(cons, np.clip(marg, 0.0, 1.0), parents=h)
+    # CROWDLAB's quality: self-confidence under the posterior. Not the detector's default
+    # ("calibrated"): the consensus comes from this posterior, so there is nothing to calibrate it by.
+    quality = label_quality_scores(
+        cons, np.clip(marg, 0.0, 1.0), parents=h, method="self_confidence"
+    )
     same = np.all((ann.labels > 0) == cons[ann.clip], axis=1)
     agree_clip = np.bincount(ann.clip, weights=same, minlength=ann.n_clips)
     annotator_agreement = np.where(labelled, agree_clip / np.maximum(n_ann, 1), np.nan)
 
     # Annotator quality as CROWDLAB: w * mean label quality under the posterior + (1 - w) * agreement.
-    lqs = label_quality_scores(ann.labels, np.clip(marg[ann.clip], 0.0, 1.0), parents=h)
+    lqs = label_quality_scores(
+        ann.labels, np.clip(marg[ann.clip], 0.0, 1.0), parents=h, method="self_confidence"
+    )
     counts = np.bincount(ann.annotator, minlength=ann.n_annotators)
     mean_lqs = np.where(
         counts > 0,

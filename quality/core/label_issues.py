@@ -76,6 +76,7 @@ CALIBRATION_MAX_ROWS = 20_000
 CALIBRATION_RIDGE = 1.0
 _CALIBRATION_ITERS = 25
 _LOGIT_EPS = 1e-6
+_BLOCK_ROWS = 8192
 
 __all__ = [
     "ISSUE_TYPES",
@@ -208,10 +209,19 @@ def check_label_structure(
 
 def _validate(
     labels: npt.ArrayLike, pred_probs: npt.ArrayLike, parents: npt.ArrayLike | Hierarchy
-) -> tuple[BoolArray, FloatArray, Hierarchy]:
+) -> tuple[BoolArray, FloatArray, BoolArray, Hierarchy]:
+    """(labels as bool, pred_probs, each clip's parent labels (N, K) bool, hierarchy), checked.
+
+    ``pred_probs`` keeps a float32 or float64 dtype (other input becomes float64). The parent
+    columns are gathered once (``np.take``, far faster than fancy indexing on a C-ordered matrix)
+    and serve the closure check, the consistency check and, later, the decisions made.
+    """
     h = _as_hierarchy(parents)
     k = h.n_nodes
-    p = np.asarray(pred_probs, dtype=np.float64)
+    p = np.asarray(pred_probs)
+    if p.dtype not in (np.float32, np.float64):
+        p = p.astype(np.float64)
+    p = np.ascontiguousarray(p)
     y_raw = np.asarray(labels)
     if p.ndim != 2:
         raise ValueError(f"pred_probs must be 2-d (N, K), got shape {p.shape}")
@@ -224,29 +234,52 @@ def _validate(
         raise ValueError(f"pred_probs has {p.shape[1]} columns but parents describes K={k} nodes")
     if y_raw.shape != p.shape:
         raise ValueError(f"labels shape {y_raw.shape} differs from pred_probs shape {p.shape}")
-    if not np.all(np.isfinite(p)) or p.min(initial=0.0) < 0.0 or p.max(initial=0.0) > 1.0:
-        raise ValueError("pred_probs must be finite probabilities in [0, 1]")
+    if p.size:
+        lo, hi = float(p.min()), float(p.max())  # NaN propagates and fails both comparisons
+        if not (lo >= 0.0 and hi <= 1.0):
+            raise ValueError("pred_probs must be finite probabilities in [0, 1]")
     if y_raw.dtype == np.bool_:
-        y = y_raw
+        y = np.ascontiguousarray(y_raw)
     else:
-        if not np.all((y_raw == 0) | (y_raw == 1)):
+        y = np.ascontiguousarray(y_raw != 0)
+        if not np.array_equal(y, y_raw == 1):
             raise ValueError("labels must be 0/1 (see check_label_structure)")
-        y = y_raw.astype(bool)
-    if h.not_ancestor_closed(y).any():
+    par_or_self = _parent_or_self(h)
+    y_par = np.take(y, par_or_self, axis=1)
+    if np.any(y & ~y_par):  # a root is its own "parent" here, so it never fails
         n_bad = int(h.not_ancestor_closed(y).sum())
         raise ValueError(
             f"{n_bad} label rows are not ancestor-closed; run check_label_structure first or "
             "close them with Hierarchy.ancestor_close"
         )
-    has_parent = h.parents >= 0
-    if has_parent.any():
-        excess = p[:, has_parent] - p[:, h.parents[has_parent]]
-        if excess.max(initial=0.0) > CONSISTENCY_TOL:
+    if p.size and (h.parents >= 0).any():
+        # In row blocks, so the difference stays in cache instead of a second (N, K) temporary.
+        excess = max(
+            float((blk - np.take(blk, par_or_self, axis=1)).max())
+            for blk in (p[i : i + _BLOCK_ROWS] for i in range(0, p.shape[0], _BLOCK_ROWS))
+        )
+        if excess > CONSISTENCY_TOL:
             raise ValueError(
                 "pred_probs are not hierarchy-consistent (a child exceeds its parent by "
-                f"{excess.max():.3g}); apply Hierarchy.make_consistent"
+                f"{excess:.3g}); apply Hierarchy.make_consistent"
             )
-    return y, p, h
+    return y, p, y_par, h
+
+
+def _parent_or_self(h: Hierarchy) -> IntArray:
+    out: IntArray = np.where(h.parents >= 0, h.parents, np.arange(h.n_nodes)).astype(np.int64)
+    return out
+
+
+def _conditional_rows(p: FloatArray, h: Hierarchy, rows: IntArray) -> FloatArray:
+    """(len(rows), K) P(node | parent) for the given rows; roots keep their marginal."""
+    pr = p[rows]
+    cond: FloatArray = pr / np.maximum(
+        np.take(pr, _parent_or_self(h), axis=1), pr.dtype.type(1e-12)
+    )
+    cond[:, h.roots] = pr[:, h.roots]
+    np.clip(cond, 0.0, 1.0, out=cond)
+    return cond
 
 
 # --------------------------------------------------------------------------------------------------
@@ -254,48 +287,126 @@ def _validate(
 # --------------------------------------------------------------------------------------------------
 
 
-def _decisions(
-    y: BoolArray, p: FloatArray, h: Hierarchy
-) -> tuple[FloatArray, FloatArray, BoolArray]:
-    """(conditional, self-confidence, active) each (N, K)."""
-    cond = _conditional(p, h)
-    active = np.ones_like(y)
-    has_parent = h.parents >= 0
-    active[:, has_parent] = y[:, h.parents[has_parent]]
-    selfconf = np.where(y, cond, cond.dtype.type(1.0) - cond)
-    return cond, selfconf, active
+@dataclass(frozen=True)
+class _Active:
+    """The decisions that were made, in sparse row-major form (entry e is clip ``row[e]``, node
+    ``node[e]``; entries are sorted by row). A decision is made at a root and wherever the parent is
+    labelled, so there are far fewer than N * K of them."""
+
+    n_rows: int
+    n_nodes: int
+    row: IntArray
+    node: IntArray
+    on: BoolArray  # the label says on
+    cond: FloatArray  # P(node | parent)
+    starts: IntArray  # (N + 1,) offsets of each row's entries
+
+    @property
+    def selfconf(self) -> FloatArray:
+        out: FloatArray = np.where(self.on, self.cond, self.cond.dtype.type(1.0) - self.cond)
+        return out
+
+    def dense(self, values: FloatArray, rows: IntArray | None = None) -> FloatArray:
+        """(N, K) (or (len(rows), K)) array of ``values`` at the entries, 1.0 elsewhere."""
+        if rows is None:
+            out = np.ones((self.n_rows, self.n_nodes), dtype=values.dtype)
+            out[self.row, self.node] = values
+            return out
+        lens = self.starts[rows + 1] - self.starts[rows]
+        ent = np.repeat(self.starts[rows] - np.cumsum(lens) + lens, lens) + np.arange(lens.sum())
+        out = np.ones((rows.shape[0], self.n_nodes), dtype=values.dtype)
+        out[np.repeat(np.arange(rows.shape[0]), lens), self.node[ent]] = values[ent]
+        return out
 
 
-def _conditional(p: FloatArray, h: Hierarchy) -> FloatArray:
-    """P(child | parent) in the dtype of ``p`` (float32 stays float32); roots keep their marginal."""
-    has_parent = h.parents >= 0
-    cond = p.copy()
-    if has_parent.any():
-        par = np.maximum(p[:, h.parents[has_parent]], p.dtype.type(1e-12))
-        cond[:, has_parent] = p[:, has_parent] / par
-    np.clip(cond, 0.0, 1.0, out=cond)
-    return cond
+def _active_decisions(y: BoolArray, p: FloatArray, y_par: BoolArray, h: Hierarchy) -> _Active:
+    """The decisions made (``y_par`` is consumed: it becomes the (N, K) mask of made decisions)."""
+    n, k = y.shape
+    active = y_par
+    active[:, h.roots] = True
+    flat = np.flatnonzero(active)  # row-major, so entries come sorted by row
+    row = flat // k
+    node = flat - row * k
+    pv = p.reshape(-1)[flat]
+    par = h.parents[node]
+    has_par = par >= 0
+    pp = np.where(has_par, p.reshape(-1)[row * k + np.where(has_par, par, 0)], 1.0)
+    cond = np.clip(pv / np.maximum(pp, p.dtype.type(1e-12)), 0.0, 1.0).astype(p.dtype)
+    starts = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(row, minlength=n), out=starts[1:])
+    return _Active(
+        n_rows=n,
+        n_nodes=k,
+        row=row,
+        node=node,
+        on=y.reshape(-1)[flat],
+        cond=cond,
+        starts=starts,
+    )
 
 
-def _thresholds(
-    y: BoolArray, selfconf: FloatArray, active: BoolArray
-) -> tuple[FloatArray, FloatArray]:
-    """Per-node mean self-confidence of the "on" and of the "off" decision, each (K,).
-
-    Where a decision was never made at a node the threshold is 1, so nothing is flagged against it.
-    """
-    on = active & y
-    off = active & ~y
-    n_on = on.sum(axis=0)
-    n_off = off.sum(axis=0)
-    t_on = np.where(n_on > 0, (selfconf * on).sum(axis=0) / np.maximum(n_on, 1), 1.0)
-    t_off = np.where(n_off > 0, (selfconf * off).sum(axis=0) / np.maximum(n_off, 1), 1.0)
-    return t_on.astype(np.float64), t_off.astype(np.float64)
+def _node_means(act: _Active, values: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Per-node mean of ``values`` over the "on" and over the "off" entries, each (K,); 1.0 where
+    that decision was never made at the node (so nothing is measured against it)."""
+    k = act.n_nodes
+    on = act.on
+    n_on = np.bincount(act.node, weights=on, minlength=k)
+    n_all = np.bincount(act.node, minlength=k).astype(np.float64)
+    s_on = np.bincount(act.node, weights=np.where(on, values, 0.0), minlength=k)
+    s_all = np.bincount(act.node, weights=values, minlength=k)
+    n_off = n_all - n_on
+    t_on = np.where(n_on > 0, s_on / np.maximum(n_on, 1.0), 1.0)
+    t_off = np.where(n_off > 0, (s_all - s_on) / np.maximum(n_off, 1.0), 1.0)
+    return t_on, t_off
 
 
 def _logit(x: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:
     x = np.clip(x, _LOGIT_EPS, 1.0 - _LOGIT_EPS)
-    return np.log(x) - np.log1p(-x)  # type: ignore[no-any-return]
+    return np.log(x / (1.0 - x))
+
+
+def _fit_platt(
+    node: IntArray, z: FloatArray, t: FloatArray, k: int, ridge: float
+) -> tuple[FloatArray, FloatArray]:
+    """Per-node logistic fit ``t ~ sigmoid(a[node] z + b[node])`` by damped Newton, vectorised."""
+    a = np.ones(k)
+    b = np.zeros(k)
+    # A node whose decisions are all one way (a single child that is always on, a node nobody
+    # labels) has no calibration to learn: it keeps the raw probabilities.
+    n_on = np.bincount(node, t, minlength=k)
+    n_all = np.bincount(node, minlength=k)
+    fit = (n_on >= 1) & (n_all - n_on >= 1)
+    for _ in range(_CALIBRATION_ITERS):
+        q = 1.0 / (1.0 + np.exp(-(a[node] * z + b[node])))
+        g = q - t
+        w = np.maximum(q * (1.0 - q), 1e-9)
+        ga = np.bincount(node, g * z, minlength=k) + ridge * (a - 1.0)
+        gb = np.bincount(node, g, minlength=k) + ridge * b
+        haa = np.bincount(node, w * z * z, minlength=k) + ridge
+        hab = np.bincount(node, w * z, minlength=k)
+        hbb = np.bincount(node, w, minlength=k) + ridge
+        det = haa * hbb - hab * hab
+        da = (hbb * ga - hab * gb) / det
+        db = (haa * gb - hab * ga) / det
+        # Damped Newton: saturated predictions make the Hessian tiny and a full step overshoot.
+        step = np.minimum(1.0, 1.0 / np.maximum(np.maximum(np.abs(da), np.abs(db)), 1e-12))
+        da = np.where(fit, da * step, 0.0)
+        db = np.where(fit, db * step, 0.0)
+        a = np.maximum(a - da, 0.0)  # never invert the model's ordering at a node
+        b -= db
+        if max(float(np.abs(da).max(initial=0.0)), float(np.abs(db).max(initial=0.0))) < 1e-6:
+            break
+    return a, b
+
+
+def _calibration_sample(act: _Active, max_rows: int) -> IntArray:
+    """Indices of the entries of at most ``max_rows`` evenly spaced rows."""
+    n = act.n_rows
+    if n <= max_rows:
+        return np.arange(act.row.shape[0], dtype=np.int64)
+    keep = np.zeros(n, dtype=bool)
+    keep[np.linspace(0, n - 1, max_rows).round().astype(np.int64)] = True
+    return np.flatnonzero(keep[act.row]).astype(np.int64)
 
 
 def calibrate_decisions(
@@ -333,44 +444,43 @@ def calibrate_decisions(
     a, b : (K,) float64
         Slope and intercept per node.
     """
-    n, k = y.shape
-    rows = (
-        np.linspace(0, n - 1, max_rows).round().astype(np.int64)
-        if n > max_rows
-        else np.arange(n, dtype=np.int64)
-    )
-    act = active[rows]
-    r_idx, node = np.nonzero(act)
-    z = _logit(cond[rows][r_idx, node].astype(np.float64))
-    t = y[rows][r_idx, node].astype(np.float64)
-    a = np.ones(k)
-    b = np.zeros(k)
-    # A node whose decisions in the sample are all one way (a single child that is always on, a
-    # node nobody labels) has no calibration to learn: it keeps the raw probabilities.
-    n_on = np.bincount(node, t, minlength=k)
-    n_all = np.bincount(node, minlength=k)
-    fit = (n_on >= 1) & (n_all - n_on >= 1)
-    for _ in range(_CALIBRATION_ITERS):
-        q = 1.0 / (1.0 + np.exp(-(a[node] * z + b[node])))
-        g = q - t
-        w = np.maximum(q * (1.0 - q), 1e-9)
-        ga = np.bincount(node, g * z, minlength=k) + ridge * (a - 1.0)
-        gb = np.bincount(node, g, minlength=k) + ridge * b
-        haa = np.bincount(node, w * z * z, minlength=k) + ridge
-        hab = np.bincount(node, w * z, minlength=k)
-        hbb = np.bincount(node, w, minlength=k) + ridge
-        det = haa * hbb - hab * hab
-        da = (hbb * ga - hab * gb) / det
-        db = (haa * gb - hab * ga) / det
-        # Damped Newton: saturated predictions make the Hessian tiny and a full step overshoot.
-        step = np.minimum(1.0, 1.0 / np.maximum(np.maximum(np.abs(da), np.abs(db)), 1e-12))
-        da = np.where(fit, da * step, 0.0)
-        db = np.where(fit, db * step, 0.0)
-        a = np.maximum(a - da, 0.0)  # never invert the model's ordering at a node
-        b -= db
-        if max(float(np.abs(da).max(initial=0.0)), float(np.abs(db).max(initial=0.0))) < 1e-6:
-            break
-    return a, b
+    y = np.asarray(y, dtype=bool)
+    active = np.asarray(active, dtype=bool)
+    row, node = np.nonzero(active)
+    n = y.shape[0]
+    starts = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(row, minlength=n), out=starts[1:])
+    act = _Active(n, y.shape[1], row, node, y[row, node], np.asarray(cond)[row, node], starts)
+    return _calibrate(act, max_rows=max_rows, ridge=ridge)
+
+
+def _calibrate(act: _Active, *, max_rows: int, ridge: float) -> tuple[FloatArray, FloatArray]:
+    ent = _calibration_sample(act, max_rows)
+    z = np.asarray(_logit(act.cond[ent].astype(np.float64)), dtype=np.float64)
+    return _fit_platt(act.node[ent], z, act.on[ent].astype(np.float64), act.n_nodes, ridge)
+
+
+def _entry_scores(act: _Active, method: str) -> FloatArray:
+    """Score of every made decision (entry), lower = more suspect."""
+    if method == "self_confidence":
+        return act.selfconf
+    if method == "normalized":
+        sc = act.selfconf
+    elif method == "calibrated":
+        a, b = _calibrate(act, max_rows=CALIBRATION_MAX_ROWS, ridge=CALIBRATION_RIDGE)
+        dt = act.cond.dtype
+        za = a.astype(dt)[act.node] * _logit(act.cond) + b.astype(dt)[act.node]
+        np.negative(za, out=za, where=act.on)  # exp(-za) below: the given decision's side
+        sc = np.asarray(1.0 / (1.0 + np.exp(za)), dtype=dt)
+    else:
+        raise ValueError(
+            f"unknown method {method!r}; use 'calibrated', 'self_confidence' or 'normalized'"
+        )
+    t_on, t_off = _node_means(act, sc)
+    dt = sc.dtype
+    t = np.where(act.on, t_on.astype(dt)[act.node], t_off.astype(dt)[act.node])
+    out: FloatArray = np.minimum(sc / np.maximum(t, dt.type(1e-12)), dt.type(1.0))
+    return out
 
 
 def decision_scores(
@@ -403,41 +513,74 @@ def decision_scores(
     active : (N, K) bool
         True where the decision was made (the node is a root or its parent is labelled).
     """
-    y, p, h = _validate(labels, pred_probs, parents)
-    cond, selfconf, active = _decisions(y, p, h)
-    scores = _score_decisions(y, cond, selfconf, active, method)
+    y, p, y_par, h = _validate(labels, pred_probs, parents)
+    act = _active_decisions(y, p, y_par, h)
+    scores = act.dense(_entry_scores(act, method))
+    active = np.zeros(y.shape, dtype=bool)
+    active[act.row, act.node] = True
     return scores, active
 
 
-def _score_decisions(
-    y: BoolArray, cond: FloatArray, selfconf: FloatArray, active: BoolArray, method: str
+def _pool_entries(
+    act: _Active, scores: FloatArray, pooling: str, alpha: float, temperature: float
 ) -> FloatArray:
-    one = selfconf.dtype.type(1.0)
-    if method == "self_confidence":
-        return np.where(active, selfconf, one)
-    if method not in ("normalized", "calibrated"):
-        raise ValueError(
-            f"unknown method {method!r}; use 'calibrated', 'self_confidence' or 'normalized'"
-        )
-    if method == "calibrated":
-        a, b = calibrate_decisions(y, cond, active)
-        # Only active decisions are scored: compute the calibrated self-confidence there alone.
-        r_idx, node = np.nonzero(active)
-        z = _logit(cond[r_idx, node])
-        za = a.astype(z.dtype)[node] * z + b.astype(z.dtype)[node]
-        za = np.where(y[r_idx, node], za, -za)
-        s_act = 1.0 / (1.0 + np.exp(-za))
-        sc = np.ones_like(selfconf)
-        sc[r_idx, node] = s_act
-    else:
-        sc = np.where(active, selfconf, one)
-    t_on, t_off = _thresholds(y, sc, active)
-    t = np.where(y, t_on.astype(sc.dtype), t_off.astype(sc.dtype))
-    s = np.minimum(sc / np.maximum(t, sc.dtype.type(1e-12)), one)
-    return np.where(active, s, one)
+    """Pool entry scores per row, as :func:`_pool` would on the dense (N, K) matrix with 1.0 at
+    every decision that was not made, without building it."""
+    n, k = act.n_rows, act.n_nodes
+    if k == 0 or n == 0:
+        return np.ones(n)
+    counts = np.diff(act.starts)
+    nonempty = counts > 0
+    if pooling in ("min", "softmin"):
+        mins = np.ones(n, dtype=np.float64)
+        if scores.size:
+            red = np.minimum.reduceat(scores, act.starts[:-1][nonempty])
+            mins[nonempty] = np.minimum(red, 1.0)
+        if pooling == "min":
+            return mins
+        # cleanlab's softmin: sum_k s_k * softmax(-s / T)_k, with the K - count entries at 1.0
+        w = np.exp(-(scores.astype(np.float64) - mins[act.row]) / temperature)
+        w_rest = (k - counts) * np.exp(-(1.0 - mins) / temperature)
+        num = np.bincount(act.row, weights=scores * w, minlength=n) + w_rest
+        den = np.bincount(act.row, weights=w, minlength=n) + w_rest
+        return np.asarray(num / den, dtype=np.float64)
+    if pooling != "ema":
+        raise ValueError(f"unknown pooling {pooling!r}; use 'ema', 'softmin' or 'min'")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    m = _ema_terms(alpha, k)
+    # Entries laid out in a compact (N, width) matrix padded with 1.0 (the decisions not made).
+    width = max(int(counts.max(initial=0)), m)
+    pos = np.arange(act.row.shape[0]) - act.starts[act.row]
+    compact = np.ones((n, width), dtype=scores.dtype)
+    compact[act.row, pos] = scores
+    return _ema_rows(compact, m, alpha)
+
+
+def _ema_terms(alpha: float, k: int) -> int:
+    """How many of the worst scores the EMA needs: the terms left out weigh at most
+    (1 - alpha) ** (m - 1) together; m is the smallest with that below 1e-8, at most 12."""
+    m = _EMA_TERMS
+    if 0.0 < alpha < 1.0:
+        m = min(m, 1 + int(np.ceil(np.log(1e-8) / np.log(1.0 - alpha))))
+    elif alpha == 1.0:
+        m = 1
+    return min(k, m)
+
+
+def _ema_rows(scores: FloatArray, m: int, alpha: float) -> FloatArray:
+    """cleanlab's EMA over each row sorted in descending order, from its m smallest values."""
+    k = scores.shape[1]
+    worst = np.partition(scores, m - 1, axis=1)[:, :m] if m < k else scores
+    worst = -np.sort(-worst, axis=1).astype(np.float64)  # descending, smallest last
+    ema = worst[:, 0].copy()
+    for j in range(1, m):
+        ema = alpha * worst[:, j] + (1.0 - alpha) * ema
+    return np.asarray(ema, dtype=np.float64)
 
 
 def _pool(scores: FloatArray, pooling: str, alpha: float, temperature: float) -> FloatArray:
+    """Pool a dense (N, K) matrix of decision scores per row."""
     n, k = scores.shape
     if k == 0:
         return np.ones(n)
@@ -445,7 +588,6 @@ def _pool(scores: FloatArray, pooling: str, alpha: float, temperature: float) ->
     if pooling == "min":
         return np.asarray(scores.min(axis=1), dtype=np.float64)
     if pooling == "softmin":
-        # cleanlab's softmin: sum_k s_k * softmax(-s / T)_k
         z = -scores / temperature
         z -= z.max(axis=1, keepdims=True)
         w = np.exp(z)
@@ -454,21 +596,7 @@ def _pool(scores: FloatArray, pooling: str, alpha: float, temperature: float) ->
         raise ValueError(f"unknown pooling {pooling!r}; use 'ema', 'softmin' or 'min'")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    # cleanlab's EMA over scores sorted in descending order; only the worst few carry weight, so
-    # partition out the m smallest (O(NK)) instead of sorting all K. The terms left out weigh at
-    # most (1 - alpha) ** (m - 1) together: m is the smallest with that below 1e-8, at most 12.
-    m = _EMA_TERMS
-    if 0.0 < alpha < 1.0:
-        m = min(m, 1 + int(np.ceil(np.log(1e-8) / np.log(1.0 - alpha))))
-    elif alpha == 1.0:
-        m = 1
-    m = min(k, m)
-    worst = np.partition(scores, m - 1, axis=1)[:, :m] if m < k else scores
-    worst = -np.sort(-worst, axis=1)  # descending, smallest last
-    ema = worst[:, 0].copy()
-    for j in range(1, m):
-        ema = alpha * worst[:, j] + (1.0 - alpha) * ema
-    return np.asarray(ema, dtype=np.float64)
+    return _ema_rows(scores, _ema_terms(alpha, k), alpha)
 
 
 def _resolve_alpha(method: str, alpha: float | None) -> float:
@@ -535,10 +663,9 @@ def label_quality_scores(
     True
     """
     a = _resolve_alpha(method, alpha)
-    y, p, h = _validate(labels, pred_probs, parents)
-    cond, selfconf, active = _decisions(y, p, h)
-    scores = _score_decisions(y, cond, selfconf, active, method)
-    return _pool(scores, pooling, a, temperature)
+    y, p, y_par, h = _validate(labels, pred_probs, parents)
+    act = _active_decisions(y, p, y_par, h)
+    return _pool_entries(act, _entry_scores(act, method), pooling, a, temperature)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -593,24 +720,17 @@ class LabelIssues:
         ]
 
 
-def _flagged_decisions(
-    y: BoolArray,
-    cond: FloatArray,
-    selfconf: FloatArray,
-    active: BoolArray,
-    rows: IntArray | None = None,
-) -> BoolArray:
-    """Confident-learning rule per decision: the model is at least as confident in the *opposite*
-    decision as it is, on average, for clips labelled with that opposite decision, and prefers it
-    (cleanlab's ``"both"`` filter: confident joint and the model's own decision must agree).
-
-    Thresholds come from all rows; the (len(rows), K) flags only for ``rows`` (all when None)."""
-    t_on, t_off = _thresholds(y, selfconf, active)
-    if rows is not None:
-        y, cond, active = y[rows], cond[rows], active[rows]
-    flag_off = ~y & (cond >= t_on) & (cond > 0.5)  # labelled off, looks like a typical "on"
-    flag_on = y & ((1.0 - cond) >= t_off) & (cond < 0.5)  # labelled on, looks like a typical "off"
-    out: BoolArray = active & (flag_off | flag_on)
+def _flagged_entries(act: _Active) -> BoolArray:
+    """Confident-learning rule per made decision (entry): the model is at least as confident in the
+    *opposite* decision as it is, on average, for clips labelled with that opposite decision, and
+    prefers it (cleanlab's ``"both"`` filter: confident joint and the model's own decision agree)."""
+    t_on, t_off = _node_means(act, act.selfconf)
+    c = act.cond
+    t_on_e = t_on.astype(c.dtype)[act.node]
+    t_off_e = t_off.astype(c.dtype)[act.node]
+    flag_off = ~act.on & (c >= t_on_e) & (c > 0.5)  # labelled off, looks like a typical "on"
+    flag_on = act.on & ((1.0 - c) >= t_off_e) & (c < 0.5)  # labelled on, looks like a typical "off"
+    out: BoolArray = flag_off | flag_on
     return out
 
 
@@ -636,20 +756,19 @@ def _best_path(
 
 
 def _explain(
-    rows: IntArray,
-    y: BoolArray,
-    cond: FloatArray,
-    selfconf: FloatArray,
-    active: BoolArray,
-    flagged: BoolArray,
+    yr: BoolArray,
+    cr: FloatArray,
+    sr: FloatArray,
+    ar: BoolArray,
+    fr: BoolArray,
     h: Hierarchy,
     min_conditional: float,
 ) -> tuple[IntArray, npt.NDArray[np.str_], npt.NDArray[np.int8]]:
-    """Suspect node, issue type and suggested labels for each row in ``rows``.
+    """Suspect node, issue type and suggested labels for each of n rows.
 
-    ``selfconf`` (N, K) is any per-decision score (lower = more suspect) used to pick the decision
-    that explains a row; ``flagged`` is (len(rows), K), already restricted to ``rows``."""
-    n = rows.shape[0]
+    All inputs are (n, K) for the rows to explain: labels, conditionals, decision scores (lower =
+    more suspect; they pick the decision that explains a row), made decisions and CL flags."""
+    n = yr.shape[0]
     k = h.n_nodes
     if n == 0:
         return (
@@ -658,7 +777,6 @@ def _explain(
             np.empty((0, k), dtype=np.int8),
         )
     idx = np.arange(n)
-    yr, cr, sr, ar, fr = y[rows], cond[rows], selfconf[rows], active[rows], flagged
     # The decision that explains the row: the shallowest flagged one (an error high in the tree
     # explains the doubts below it), the worst-scored among equals; the worst overall if none.
     depth = h.depth.astype(np.float64)
@@ -761,10 +879,11 @@ def find_label_issues(
     if budget is not None and (int(budget) != budget or budget < 0):
         raise ValueError(f"budget must be a non-negative integer, got {budget!r}")
     a = _resolve_alpha(method, alpha)
-    y, p, h = _validate(labels, pred_probs, parents)
-    cond, selfconf, active = _decisions(y, p, h)
-    dscores = _score_decisions(y, cond, selfconf, active, method)
-    scores = _pool(dscores, pooling, a, temperature)
+    y, p, y_par, h = _validate(labels, pred_probs, parents)
+    act = _active_decisions(y, p, y_par, h)
+    entry_scores = _entry_scores(act, method)
+    scores = _pool_entries(act, entry_scores, pooling, a, temperature)
+    flags = _flagged_entries(act)
     if budget is not None:
         b = min(int(budget), scores.shape[0])
         if b == 0:
@@ -772,14 +891,18 @@ def find_label_issues(
         else:
             top = np.argpartition(scores, b - 1)[:b] if b < scores.shape[0] else np.arange(b)
             rows = top[np.lexsort((top, scores[top]))].astype(np.int64)
-        flagged = _flagged_decisions(y, cond, selfconf, active, rows)
     else:
-        flagged_all = _flagged_decisions(y, cond, selfconf, active)
-        cand = np.flatnonzero(flagged_all.any(axis=1))
+        cand = np.flatnonzero(np.bincount(act.row[flags], minlength=act.n_rows) > 0)
         rows = cand[np.lexsort((cand, scores[cand]))].astype(np.int64)
-        flagged = flagged_all[rows]
+    ar = act.dense(np.zeros(act.row.shape[0], dtype=np.float32), rows) == 0
     node, types, suggested = _explain(
-        rows, y, cond, dscores, active, flagged, h, suggest_min_conditional
+        y[rows],
+        _conditional_rows(p, h, rows),
+        act.dense(entry_scores, rows),
+        ar,
+        act.dense((~flags).astype(np.float32), rows) == 0,
+        h,
+        suggest_min_conditional,
     )
     return LabelIssues(
         clip=rows,
