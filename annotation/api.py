@@ -291,7 +291,10 @@ def task_out(assignment: Assignment) -> dict[str, Any]:
         "task_id": task.pk,
         "project_id": project.pk,
         "kind": task.kind,
-        "reason": task.reason,
+        # Blind: why a clip came back (e.g. "label_issue:wrong_branch") would hint at the answer.
+        "reason": "second_opinion"
+        if project.blind and task.kind == Task.Kind.RELABEL
+        else task.reason,
         "priority": task.priority,
         "lease_expires_at": assignment.lease_expires_at,
         "taxonomy_version": _version_out(version, taxonomy_name=None),

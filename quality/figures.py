@@ -12,10 +12,15 @@ _LAYOUT = {
 }
 
 
-def _empty(title: str) -> go.Figure:
+def _empty(title: str, hint: str = "no data yet") -> go.Figure:
     fig = go.Figure()
+    layout = {**_LAYOUT, "height": 160}
     fig.update_layout(
-        title=title, annotations=[{"text": "no data yet", "showarrow": False}], **_LAYOUT
+        title=title,
+        annotations=[{"text": hint, "showarrow": False, "font": {"color": "#6b7280"}}],
+        xaxis={"visible": False},
+        yaxis={"visible": False},
+        **layout,
     )
     return fig
 
@@ -61,7 +66,7 @@ def annotator_quality_figure(df: pd.DataFrame) -> go.Figure:
     """Bars: CROWDLAB quality per annotator. Columns: annotator, quality, n."""
     title = "Annotator quality"
     if df.empty:
-        return _empty(title)
+        return _empty(title, "appears once annotators with accounts have labelled clips")
     df = df.sort_values("quality")
     fig = go.Figure(
         go.Bar(
@@ -76,12 +81,19 @@ def annotator_quality_figure(df: pd.DataFrame) -> go.Figure:
 
 
 def cycle_history_figure(df: pd.DataFrame) -> go.Figure:
-    """Issues found, routed and tasks acquired per cycle. Columns: started, issues, routed, acquired."""
+    """Issues found, routed and tasks acquired per cycle.
+
+    Columns: cycle, started, issues, routed, acquired.
+    """
     title = "Relabel cycles"
     if df.empty:
-        return _empty(title)
+        return _empty(title, "no cycle has run yet")
+    labels = [
+        f"#{c} · {pd.Timestamp(t):%b %d %H:%M}"
+        for c, t in zip(df["cycle"], df["started"], strict=True)
+    ]
     fig = go.Figure()
     for col in ("issues", "routed", "acquired"):
-        fig.add_scatter(x=df["started"], y=df[col], mode="lines+markers", name=col)
-    fig.update_layout(title=title, **_LAYOUT)
+        fig.add_bar(x=labels, y=df[col], name=col)
+    fig.update_layout(title=title, barmode="group", xaxis={"type": "category"}, **_LAYOUT)
     return fig

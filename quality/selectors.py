@@ -268,6 +268,7 @@ def dashboard_frames(*, project: Project) -> dict[str, pd.DataFrame]:
         acq = res.get("acquire", {})
         cycles.append(
             {
+                "cycle": c.pk,
                 "started": c.started_at or c.created_at,
                 "issues": res.get("detect", {}).get("issues", 0),
                 "routed": res.get("route", {}).get("routed", 0),
@@ -279,7 +280,9 @@ def dashboard_frames(*, project: Project) -> dict[str, pd.DataFrame]:
         "scores": scores,
         "consensus": consensus,
         "annotators": annotators,
-        "cycles": pd.DataFrame(cycles, columns=["started", "issues", "routed", "acquired"]),
+        "cycles": pd.DataFrame(
+            cycles, columns=["cycle", "started", "issues", "routed", "acquired"]
+        ),
     }
 
 

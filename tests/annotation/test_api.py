@@ -172,3 +172,15 @@ def test_submit_query_count_is_pinned(team, django_assert_num_queries):
     # for the answer, request RELEASE. The taxonomy index is cached per process.
     with django_assert_num_queries(15):
         assert c.post(url, payload, content_type="application/json").status_code == 201
+
+
+def test_blind_relabel_does_not_say_why_the_clip_came_back(team):
+    project = team["project"]
+    _tasks(project, 1, kind=Task.Kind.RELABEL, reason="label_issue:wrong_branch")
+    body = _client(team["ann"]).post(f"/api/v1/projects/{project.pk}/tasks/next").json()
+    assert body["kind"] == "relabel" and body["reason"] == "second_opinion"
+    project.blind = False
+    project.save()
+    _tasks(project, 1, kind=Task.Kind.RELABEL, reason="label_issue:wrong_branch")
+    body = _client(team["ann2"]).post(f"/api/v1/projects/{project.pk}/tasks/next").json()
+    assert body["reason"] == "label_issue:wrong_branch"
