@@ -50,13 +50,13 @@ def celery_worker_process(transactional_db: None, tmp_path: Path) -> Iterator[Pa
         "LOG_LEVEL": "WARNING",
     }
     with local_worker(env=env, logfile=log, concurrency=1, name="test") as proc:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         res = app.send_task("refrain.ping", args=["ready"])
         while not res.ready():
             if proc.poll() is not None:
                 pytest.fail(f"worker exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
             if time.monotonic() > deadline:
-                pytest.fail(f"worker did not answer within 60 s:\n{log.read_text()[-4000:]}")
+                pytest.fail(f"worker did not answer within 180 s:\n{log.read_text()[-4000:]}")
             time.sleep(0.2)
         yield log
 
