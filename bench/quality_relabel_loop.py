@@ -6,9 +6,14 @@ annotators of 75 % accuracy; a wrong label set is one typed error drawn with a b
 swap where the clip is not eligible). Out-of-sample probabilities come from the project's model trained
 on those labels (5-fold, as in ``bench/quality_detection.py``). A budget of 10 % of the clips is routed
 to a *different* annotator (same 75 % accuracy) for a blind second opinion, either the top of Refrain's
-``label_quality_scores`` ranking or a random sample of the same size; the original and the new opinion
-are then combined by ``quality.core.consensus.get_consensus``. Reported: the clip-level label error rate
-(label set != truth) before and after, for
+``label_quality_scores`` ranking (the default ``calibrated`` method; the previous default
+``self_confidence`` for comparison) or a random sample of the same size; the original and the new
+opinion are then combined by ``quality.core.consensus.get_consensus``, with the model's weight
+estimated on all labelled clips (``model_weight_from="all"``, the default) or, as CROWDLAB does, only
+on the multi-annotated clips (``"overlap"``: here exactly the routed clips, where the model disagreed
+with the first label). Every clip's potential second opinion is drawn once per seed (common random
+numbers), so the routing strategies differ only in which clips they route. Reported: the clip-level
+label error rate (label set != truth) before and after, for
 
 - ``routed_only``: consensus on the routed clips, the original label elsewhere (what a project stores
   after one round), and
@@ -36,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from quality_detection import corpus_labels, corpus_tree, oos_probs  # noqa: E402
-from quality_features import load_features, read_manifest  # noqa: E402
+from quality_features import load_feature_set, read_manifest  # noqa: E402
 
 from active_learning.core.hierarchy import Hierarchy  # noqa: E402
 from quality.core import label_quality_scores  # noqa: E402
@@ -82,10 +87,11 @@ def error_rate(labels: np.ndarray, true: np.ndarray) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--accuracy", type=float, default=0.75)
     ap.add_argument("--budget-frac", type=float, default=0.10)
     ap.add_argument("--max-steps", type=int, default=500)
+    ap.add_argument("--features", default="logmel-stats")
     ap.add_argument(
         "--out", type=Path, default=ROOT / "bench" / "results" / "quality_relabel_loop.json"
     )
@@ -94,7 +100,8 @@ def main() -> None:
     rows = read_manifest()
     h = corpus_tree()
     true = corpus_labels(h, rows)
-    x, feat_label = load_features()
+    x, feat_label = load_feature_set(args.features)
+    load_start = os.getloadavg()
     n = true.shape[0]
     budget = round(args.budget_frac * n)
     strata = np.asarray([r["primary_label"] for r in rows])
@@ -104,8 +111,12 @@ def main() -> None:
         rng = np.random.default_rng(1000 + seed)
         first_ann = rng.integers(N_ANNOTATORS, size=n)
         given = annotate(h, true, np.arange(n), args.accuracy, rng)
+        feat_tag = "" if args.features == "logmel-stats" else f"_{args.features}"
         cache = (
-            ROOT / "bench" / ".cache" / f"quality_relabel_oos_seed{seed}_steps{args.max_steps}.npz"
+            ROOT
+            / "bench"
+            / ".cache"
+            / f"quality_relabel_oos_seed{seed}_steps{args.max_steps}{feat_tag}.npz"
         )
         if cache.exists() and np.array_equal(np.load(cache)["given"], given):
             probs, model_label = np.load(cache)["probs"], str(np.load(cache)["model"])
@@ -113,47 +124,51 @@ def main() -> None:
             probs, model_label = oos_probs(x, given, h, strata, seed=seed, max_steps=args.max_steps)
             np.savez(cache, probs=probs, given=given, model=model_label)
         before = error_rate(given, true)
-        scores = label_quality_scores(given, probs, parents=h)
+        # One potential blind second opinion per clip, from a different annotator.
+        rng2 = np.random.default_rng(2000 + seed)
+        second_ann_all = (first_ann + rng2.integers(1, N_ANNOTATORS, size=n)) % N_ANNOTATORS
+        second_all = annotate(h, true, np.arange(n), args.accuracy, rng2)
         routes = {
-            "refrain": np.argsort(scores, kind="stable")[:budget],
-            "random": rng.choice(n, size=budget, replace=False),
+            "refrain": np.argsort(label_quality_scores(given, probs, parents=h), kind="stable")[
+                :budget
+            ],
+            "refrain[self_confidence]": np.argsort(
+                label_quality_scores(given, probs, parents=h, method="self_confidence"),
+                kind="stable",
+            )[:budget],
+            "random": rng2.choice(n, size=budget, replace=False),
         }
         result: dict[str, Any] = {"seed": seed, "error_rate_before": round(before, 4)}
+        records = [(int(i), int(first_ann[i]), given[i]) for i in range(n)]
         for name, routed in routes.items():
-            # a different annotator gives the second opinion, blind
-            second_ann = (
-                first_ann[routed] + rng.integers(1, N_ANNOTATORS, size=budget)
-            ) % N_ANNOTATORS
-            second = annotate(h, true, routed, args.accuracy, rng)
-            records = [(int(i), int(first_ann[i]), given[i]) for i in range(n)]
-            records += [
-                (int(c), int(a), lab) for c, a, lab in zip(routed, second_ann, second, strict=True)
-            ]
-            res = get_consensus(
-                Annotations.from_records(records, n_clips=n, n_annotators=N_ANNOTATORS),
-                probs,
-                parents=h,
-            )
-            routed_only = given.copy()
-            routed_only[routed] = res.consensus_labels[routed]
+            recs = records + [(int(c), int(second_ann_all[c]), second_all[c]) for c in routed]
+            ann = Annotations.from_records(recs, n_clips=n, n_annotators=N_ANNOTATORS)
             wrong_routed = np.any(given[routed] != true[routed], axis=1)
-            result[name] = {
-                "routed_with_error": int(wrong_routed.sum()),
-                "error_rate_after_routed_only": round(error_rate(routed_only, true), 4),
-                "error_rate_after_consensus_everywhere": round(
-                    error_rate(res.consensus_labels, true), 4
-                ),
-                "annotator_quality_mean": round(float(np.nanmean(res.annotator_quality)), 4),
-                "model_weight": round(res.model_weight, 4),
-            }
+            result[name] = {"routed_with_error": int(wrong_routed.sum())}
+            for mode in ("all", "overlap"):
+                res = get_consensus(ann, probs, parents=h, model_weight_from=mode)
+                routed_only = given.copy()
+                routed_only[routed] = res.consensus_labels[routed]
+                now_wrong = np.any(routed_only[routed] != true[routed], axis=1)
+                result[name][mode] = {
+                    "error_rate_after_routed_only": round(error_rate(routed_only, true), 4),
+                    "error_rate_after_consensus_everywhere": round(
+                        error_rate(res.consensus_labels, true), 4
+                    ),
+                    "routed_fixed": int((wrong_routed & ~now_wrong).sum()),
+                    "routed_broken": int((~wrong_routed & now_wrong).sum()),
+                    "model_weight": round(res.model_weight, 4),
+                    "annotator_weight_mean": round(float(np.mean(res.annotator_weight)), 4),
+                }
         per_seed.append(result)
         print(
-            f"seed {seed}: before {before:.3f} | refrain routed {result['refrain']['routed_with_error']}"
-            f"/{budget} wrong -> after {result['refrain']['error_rate_after_routed_only']:.3f} "
-            f"(consensus everywhere {result['refrain']['error_rate_after_consensus_everywhere']:.3f}) | "
-            f"random routed {result['random']['routed_with_error']}/{budget} wrong -> after "
-            f"{result['random']['error_rate_after_routed_only']:.3f} "
-            f"(everywhere {result['random']['error_rate_after_consensus_everywhere']:.3f})",
+            f"seed {seed}: before {before:.3f} | "
+            + " | ".join(
+                f"{name} routed {result[name]['routed_with_error']}/{budget} wrong -> "
+                f"{result[name]['all']['error_rate_after_routed_only']:.3f} "
+                f"(CROWDLAB overlap weight: {result[name]['overlap']['error_rate_after_routed_only']:.3f})"
+                for name in routes
+            ),
             flush=True,
         )
 
@@ -166,18 +181,18 @@ def main() -> None:
             vals.append(v)
         return round(float(np.mean(vals)), 4)
 
-    summary = {
-        "error_rate_before": mean(("error_rate_before",)),
-        **{
-            f"{name}.{key}": mean((name, key))
-            for name in ("refrain", "random")
+    summary: dict[str, Any] = {"error_rate_before": mean(("error_rate_before",))}
+    for name in ("refrain", "refrain[self_confidence]", "random"):
+        summary[f"{name}.routed_with_error"] = mean((name, "routed_with_error"))
+        for mode in ("all", "overlap"):
             for key in (
-                "routed_with_error",
                 "error_rate_after_routed_only",
                 "error_rate_after_consensus_everywhere",
-            )
-        },
-    }
+                "routed_fixed",
+                "routed_broken",
+                "model_weight",
+            ):
+                summary[f"{name}.{mode}.{key}"] = mean((name, mode, key))
     print(json.dumps(summary, indent=1))
     payload = {
         "benchmark": "quality_relabel_loop",
@@ -191,8 +206,20 @@ def main() -> None:
             "seeds": args.seeds,
             "features": feat_label,
             "model": model_label,
+            "consensus_modes": {
+                "all": "model weight from the model's disagreement with every annotation on all "
+                "labelled clips, corrected for the annotators' pairwise-disagreement error (new default)",
+                "overlap": "CROWDLAB: model weight from its error against the consensus of "
+                "multi-annotated clips only (the previous behaviour)",
+            },
             "note": "one annotation per clip before the round; a budget of 10% of clips can remove at "
             "most 10 points of clip error by relabelling alone",
+            "goal": "error rate at least halves after one routed round",
+            "machine": {
+                "cpus": os.cpu_count(),
+                "loadavg_start": [round(v, 2) for v in load_start],
+                "loadavg_end": [round(v, 2) for v in os.getloadavg()],
+            },
         },
         "summary": summary,
         "per_seed": per_seed,

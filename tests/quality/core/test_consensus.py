@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from active_learning.core.hierarchy import Hierarchy
-from quality.core.consensus import Annotations, get_consensus, majority_vote
+from quality.core.consensus import Annotations, ConsensusResult, get_consensus, majority_vote
 from quality.core.noise import inject_label_noise, random_paths, simulate_pred_probs
 
 ACCURACY = np.array([0.95, 0.9, 0.8, 0.7, 0.6, 0.5])
@@ -90,3 +90,56 @@ def test_dense_round_trip_and_validation(tree: Hierarchy) -> None:
         d = np.zeros((1, 1, 3))
         d[0, 0, 1] = np.nan
         Annotations.from_dense(d)
+
+
+def test_model_weight_survives_overlap_that_only_routing_created(tree: Hierarchy) -> None:
+    """One annotator per clip, then a second opinion on 10 % of the clips: either the ones the
+    detector routed (where the model disagreed with the first label) or a random 10 %. CROWDLAB's
+    rule ("overlap") judges the model only on the multi-annotated clips, so routing alone drives
+    the weight of a weak model to zero; estimating it on all labelled clips ("all", the default)
+    keeps it at least where random overlap puts it, and the routed clips get fixed."""
+    from quality.core import label_quality_scores
+
+    n = 3000
+    truth = random_paths(n, parents=tree, seed=31, multi_label_rate=0.2)
+    # A weak model, like the corpus one (near chance between siblings).
+    probs = simulate_pred_probs(
+        truth, parents=tree, seed=32, root_signal=1.0, child_signal=0.3, noise=1.5
+    )
+    rng = np.random.default_rng(33)
+
+    def opinion(rows: np.ndarray) -> np.ndarray:
+        out = truth[rows].copy()
+        for j, row in enumerate(rows):
+            if rng.random() > 0.75:
+                out[j] = inject_label_noise(
+                    truth[row : row + 1],
+                    parents=tree,
+                    noise_rate=1.0,
+                    seed=int(rng.integers(1 << 30)),
+                )[0][0]
+        return out
+
+    first = opinion(np.arange(n))
+    first_ann = rng.integers(6, size=n)
+    second = opinion(np.arange(n))
+    second_ann = (first_ann + 1 + rng.integers(5, size=n)) % 6
+    routed = np.argsort(label_quality_scores(first, probs, parents=tree), kind="stable")[: n // 10]
+    random_rows = rng.choice(n, size=n // 10, replace=False)
+    records = [(int(i), int(first_ann[i]), first[i]) for i in range(n)]
+    res: dict[tuple[str, str], ConsensusResult] = {}
+    for name, rows in (("routed", routed), ("random", random_rows)):
+        ann = Annotations.from_records(
+            records + [(int(c), int(second_ann[c]), second[c]) for c in rows],
+            n_clips=n,
+            n_annotators=6,
+        )
+        res[name, "all"] = get_consensus(ann, probs, parents=tree)
+        res[name, "overlap"] = get_consensus(ann, probs, parents=tree, model_weight_from="overlap")
+    w = {key: r.model_weight for key, r in res.items()}
+    assert w["routed", "overlap"] < 0.01  # the collapse "all" avoids
+    assert w["routed", "all"] > 0.05
+    assert w["routed", "all"] >= 0.9 * w["random", "all"]
+    cons = res["routed", "all"].consensus_labels
+    assert _error(cons[routed], truth[routed]) < 0.6 * _error(first[routed], truth[routed])
+    assert not tree.not_ancestor_closed(cons).any()
