@@ -4,9 +4,16 @@ For each seed: plant one typed error (wrong sibling, wrong branch, missing genre
 of the clips of ``../shared/data/corpus`` (labels from ``manifest.csv``, tree from ``taxonomy.json``),
 compute 5-fold out-of-sample probabilities by training the project's own
 ``active_learning.core.models.HierarchicalClassifier`` on the *noisy* labels (features: the project's
-``logmel-stats`` backend, cached under ``bench/.cache/``), then rank the clips with
+``logmel-stats`` backend by default, or ``--features logmel-stats+musicnn-msd`` for log-mel statistics
+concatenated with the musicnn MSD embedding, from ``bench/al_features_cache.py``'s store; all cached
+under ``bench/.cache/``), then rank the clips with
 
-- Refrain ``label_quality_scores`` (and its variants),
+- Refrain ``label_quality_scores``: ``refrain`` is the default (``method="calibrated"``: per-node Platt
+  calibration of P(child | parent) against the given decisions, divided by the per-node
+  confident-learning threshold, EMA ``alpha=0.99`` so the worst decision decides);
+  ``refrain[calibrated,min]`` the same pooled by the minimum; ``refrain[self_confidence]`` the previous
+  default (raw conditional self-confidence, EMA 0.8); ``refrain[normalized]`` that divided by the
+  per-node threshold without calibration,
 - cleanlab ``multilabel_classification.get_label_quality_scores`` on the same probabilities,
 - cleanlab ``multilabel_classification.filter.find_label_issues(n_jobs=1,
   return_indices_ranked_by="self_confidence")``: its ranked flagged clips first, then the rest by
@@ -73,7 +80,14 @@ def corpus_labels(h: Hierarchy, rows: list[dict[str, str]]) -> np.ndarray:
 
 
 def oos_probs(
-    x: np.ndarray, y: np.ndarray, h: Hierarchy, strata: np.ndarray, *, seed: int, max_steps: int
+    x: np.ndarray,
+    y: np.ndarray,
+    h: Hierarchy,
+    strata: np.ndarray,
+    *,
+    seed: int,
+    max_steps: int,
+    hidden: int = 0,
 ) -> tuple[np.ndarray, str]:
     """5-fold out-of-sample probabilities from the project's model (stand-in if it is missing)."""
     p = np.zeros(y.shape, dtype=np.float64)
@@ -84,14 +98,20 @@ def oos_probs(
         from active_learning.core.models import HierarchicalClassifier
 
         torch.set_num_threads(1)
+        arch = "linear" if hidden == 0 else f"hidden={hidden}"
         label = (
-            "project:active_learning.core.models.HierarchicalClassifier(conditional, linear, "
+            f"project:active_learning.core.models.HierarchicalClassifier(conditional, {arch}, "
             f"max_steps={max_steps}), 5-fold StratifiedKFold on the noisy primary leaf"
         )
 
         def fit_predict(tr: np.ndarray, te: np.ndarray) -> np.ndarray:
             clf = HierarchicalClassifier(
-                h.parents, device="cpu", seed=seed, max_steps=max_steps, min_steps=max_steps // 2
+                h.parents,
+                device="cpu",
+                seed=seed,
+                max_steps=max_steps,
+                min_steps=max_steps // 2,
+                hidden=hidden,
             )
             return np.asarray(clf.fit(x[tr], y[tr]).predict_proba(x[te]))
 
@@ -135,6 +155,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--noise-rate", type=float, default=0.1)
     ap.add_argument("--max-steps", type=int, default=500)
+    ap.add_argument("--hidden", type=int, default=0, help="HierarchicalClassifier hidden width")
     ap.add_argument(
         "--features",
         default="logmel-stats",
@@ -163,6 +184,8 @@ def main() -> None:
         is_err = kinds != ""
         strata = np.asarray([row["primary_label"] for row in rows])
         feat_tag = "" if args.features == "logmel-stats" else f"_{args.features}"
+        if args.hidden:
+            feat_tag += f"_hidden{args.hidden}"
         cache = (
             ROOT
             / "bench"
@@ -173,7 +196,9 @@ def main() -> None:
             z = np.load(cache)
             probs, model_label = z["probs"], str(z["model"])
         else:
-            probs, model_label = oos_probs(x, noisy, h, strata, seed=seed, max_steps=args.max_steps)
+            probs, model_label = oos_probs(
+                x, noisy, h, strata, seed=seed, max_steps=args.max_steps, hidden=args.hidden
+            )
             np.savez(cache, probs=probs, model=model_label, noisy=noisy, kinds=kinds)
         fit_s = time.perf_counter() - t0
         labels_list = [np.flatnonzero(r).tolist() for r in noisy]

@@ -19,6 +19,16 @@ divided by its per-node confident-learning threshold (the mean calibrated self-c
 decision at the same node), capped at 1. A decision is then suspect in proportion to how unusual it
 is *for that node*: the base rates of the node and the model's skill there cancel out. The pooled
 score is an EMA with ``alpha=0.99``: the worst decision decides, further failed decisions break ties.
+On the corpus benchmark (``bench/quality_detection.py``) this ranks planted errors with 1.26x (log-mel
+features) to 1.36x (log-mel + musicnn) cleanlab's average precision on the same probabilities, where
+the raw conditional self-confidence gave 0.85-0.89x.
+
+Cost: after a few dense passes over the (N, K) inputs to validate them (``np.take`` gathers of the
+parent columns), only the decisions actually made are scored, in sparse row-major form (a root, or a
+child of a labelled node: typically 10-20 % of N * K); the calibration is fitted on at most 20,000
+rows; pooling works on a compact (N, max decisions per clip) matrix. N = 100,000, K = 163, float32:
+about 0.4 s of CPU for scores and ranking (``bench/quality_speed.py``). Keep ``pred_probs`` float32
+(float64 is accepted and kept, at about 1.3x the cost).
 
 Glossary
 --------

@@ -142,4 +142,7 @@ def test_model_weight_survives_overlap_that_only_routing_created(tree: Hierarchy
     assert w["routed", "all"] >= 0.9 * w["random", "all"]
     cons = res["routed", "all"].consensus_labels
     assert _error(cons[routed], truth[routed]) < 0.6 * _error(first[routed], truth[routed])
+    # ... and the weak model does not overrule the lone annotators of the other clips wholesale
+    single = np.setdiff1d(np.arange(n), routed)
+    assert _error(cons[single], truth[single]) <= _error(first[single], truth[single]) + 0.01
     assert not tree.not_ancestor_closed(cons).any()
