@@ -396,6 +396,12 @@ register_backend("logmel-stats", lambda **o: LogMelStatsBackend(**o))
 register_backend("musicnn-msd", _musicnn("MSD_musicnn"))
 register_backend("musicnn-mtt", _musicnn("MTT_musicnn"))
 register_backend("torchscript", _torchscript)
+register_backend(
+    "structure-stats",
+    lambda **o: __import__(
+        "active_learning.core.structure", fromlist=["StructureStatsBackend"]
+    ).StructureStatsBackend(**o),
+)
 
 
 def available_backends() -> list[str]:
