@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, cast, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -190,7 +190,8 @@ def _top_n(
         part = part[np.lexsort((part, -s[part]))]
     else:
         part = np.lexsort((np.arange(candidates.size), -s))
-    return candidates[part].astype(np.int64)
+    ranked: IntArray = candidates[part].astype(np.int64)
+    return ranked
 
 
 # --------------------------------------------------------------------------------------------------
@@ -209,19 +210,24 @@ def _decisions(pred_probs: FloatArray, hier: Hierarchy) -> tuple[FloatArray, Flo
 
 def _binary_entropy(q: FloatArray) -> FloatArray:
     q = np.clip(q, 1e-12, 1 - 1e-12)
-    return -(q * np.log2(q) + (1 - q) * np.log2(1 - q))
+    h: FloatArray = -(q * np.log2(q) + (1 - q) * np.log2(1 - q))
+    return h
 
 
 def _pool(values: FloatArray, weights: FloatArray, how: Pool, axis: int = 1) -> FloatArray:
     if values.shape[axis] == 0:
         return np.zeros(values.shape[1 - axis])
+    pooled: FloatArray
     if how == "sum":
-        return np.sum(values * weights, axis=axis)
+        pooled = np.sum(values * weights, axis=axis)
+        return pooled
     if how == "max":
-        return np.max(values * weights, axis=axis)
+        pooled = np.max(values * weights, axis=axis)
+        return pooled
     if how == "mean":
         denom = np.sum(weights, axis=axis)
-        return np.sum(values * weights, axis=axis) / np.maximum(denom, 1e-12)
+        pooled = np.sum(values * weights, axis=axis) / np.maximum(denom, 1e-12)
+        return pooled
     raise ValueError(f"unknown pooling {how!r}; use 'sum', 'mean' or 'max'")
 
 
@@ -380,7 +386,8 @@ def _min_sq_dist(
         c = centres[start : start + chunk]
         d = x_sq[:, None] - 2.0 * (x @ c.T) + c_sq[None, start : start + chunk]
         np.minimum(out, d.min(axis=1), out=out)
-    return np.maximum(out, 0.0)
+    min_sq: FloatArray = np.maximum(out, 0.0)
+    return min_sq
 
 
 def k_center_greedy(
@@ -713,7 +720,8 @@ class BadgeLike:
 
         def dist_to(j: int) -> FloatArray:
             cross = (a @ a[j]).astype(np.float64) * (h @ h[j])
-            return np.maximum(g_sq + g_sq[j] - 2.0 * cross, 0.0)
+            dist: FloatArray = np.maximum(g_sq + g_sq[j] - 2.0 * cross, 0.0)
+            return dist
 
         picks = _dsq_sampling(dist_to, cand.size, req.n, rng, first=int(np.argmax(g_sq)))
         return cand[picks]
@@ -931,12 +939,15 @@ class RelabelOrNew:
 # Registry
 # --------------------------------------------------------------------------------------------------
 
-_REGISTRY: dict[str, Callable[..., AcquisitionStrategy]] = {
-    "random": RandomSampling,
-    "uncertainty": HierarchicalUncertainty,
-    "diversity": DiversitySampling,
-    "badge": BadgeLike,
-    "relabel_or_new": RelabelOrNew,
+# The strategies declare ``name`` as a ClassVar, which mypy does not match against the protocol's
+# instance attribute; they satisfy the protocol at runtime (see the tests), hence the casts.
+_StrategyFactory = Callable[..., AcquisitionStrategy]
+_REGISTRY: dict[str, _StrategyFactory] = {
+    "random": cast(_StrategyFactory, RandomSampling),
+    "uncertainty": cast(_StrategyFactory, HierarchicalUncertainty),
+    "diversity": cast(_StrategyFactory, DiversitySampling),
+    "badge": cast(_StrategyFactory, BadgeLike),
+    "relabel_or_new": cast(_StrategyFactory, RelabelOrNew),
 }
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -188,6 +188,7 @@ def _consensus(
     labels = np.stack(rows)
     clip = np.asarray(clips, dtype=np.int64)
     n_ann = np.bincount(clip, minlength=n_pool)
+    cons: npt.NDArray[np.int8]
     if pred_probs is None:
         cons = np.zeros((n_pool, hier.n_nodes), dtype=np.int8)
         cons[clip] = labels  # first round: one annotation per clip
@@ -276,7 +277,13 @@ def simulate(
     n_raters = cfg.annotators.n_annotators
     scores_labels = isinstance(strategy, RelabelOrNew)
     if scores_labels:
-        strategy = replace(strategy, max_annotations=min(cfg.max_annotations, n_raters))
+        strategy = cast(
+            AcquisitionStrategy,
+            replace(
+                cast(RelabelOrNew, strategy),
+                max_annotations=min(cfg.max_annotations, n_raters),
+            ),
+        )
 
     clips: list[int] = []
     raters: list[int] = []
@@ -341,8 +348,13 @@ def simulate(
             )
             kwargs = {"consensus_quality": quality, "n_annotations": n_ann}
             if cfg.estimate_weights:
-                active = replace(
-                    strategy, model_weight=max(w_model, 1e-3), annotator_weight=max(w_ann, 1e-3)
+                active = cast(
+                    AcquisitionStrategy,
+                    replace(
+                        cast(RelabelOrNew, strategy),
+                        model_weight=max(w_model, 1e-3),
+                        annotator_weight=max(w_ann, 1e-3),
+                    ),
                 )
         batch = active.select(
             pred_probs=pred_probs,

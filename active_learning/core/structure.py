@@ -189,7 +189,7 @@ class StructureStatsBackend:
         # Chroma (per-frame sum-normalised), folded from the semitone spectrum.
         n_s = comp.shape[0]
         pcs = (np.arange(self.midi_lo, self.midi_lo + n_s)) % 12
-        chroma = np.zeros((12, T))
+        chroma: F64 = np.zeros((12, T))
         np.add.at(chroma, pcs, comp)
         csum = chroma.sum(axis=0)
         chroma = np.where(csum > 1e-9, chroma / np.maximum(csum, 1e-9), 0.0)
@@ -262,7 +262,7 @@ class StructureStatsBackend:
 
         seq = f0[v]
         mel_stats = np.zeros(12)
-        interval_hist = np.zeros(25)
+        interval_hist: F64 = np.zeros(25)
         if seq.size >= 3:
             # Notes: runs of equal pitch, keeping runs of >= 2 frames (drops one-frame glitches).
             change = np.r_[True, seq[1:] != seq[:-1]]
@@ -334,7 +334,7 @@ class StructureStatsBackend:
             acf = full / max(full[0], 1e-12)
         lags = np.arange(acf.size) / fps
 
-        def acf_at(sec: F64 | float) -> F64:
+        def acf_at(sec: npt.NDArray[np.floating[Any]] | float) -> F64:
             return np.asarray(np.interp(sec, lags, acf, left=0.0, right=0.0), dtype=np.float64)
 
         # Log-lag ACF (smoothed over +-~6 % lag so a 10 % tempo change moves it about one bin).

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from active_learning.core.musicnn.model import Musicnn, MusicnnOutputs
@@ -49,9 +50,9 @@ class EmbeddingBackend(Protocol):
     version: str
     dim: int
 
-    def embed(self, audio: np.ndarray, sr: int) -> np.ndarray: ...
+    def embed(self, audio: npt.NDArray[Any], sr: int) -> npt.NDArray[np.float32]: ...
 
-    def embed_many(self, clips: list[tuple[np.ndarray, int]]) -> np.ndarray: ...
+    def embed_many(self, clips: list[tuple[npt.NDArray[Any], int]]) -> npt.NDArray[np.float32]: ...
 
 
 class MusicnnBackend:
@@ -103,7 +104,7 @@ class MusicnnBackend:
         self.labels = self.net.labels
         self._torch_mel = TorchMel() if mel == "torch" else None
 
-    def patches(self, audio: np.ndarray, sr: int) -> np.ndarray:
+    def patches(self, audio: npt.NDArray[Any], sr: int) -> npt.NDArray[np.float32]:
         """Mono clip -> (n_patches, 187, 96) float32 log-mel patches (n_patches >= 1)."""
         y = resample_to_16k(audio, sr)
         if y.size == 0:
@@ -111,21 +112,22 @@ class MusicnnBackend:
         tm = self._torch_mel
         return make_patches(tm(y).numpy() if tm is not None else logmel_librosa(y))
 
-    def run_patches(self, patches: np.ndarray) -> MusicnnOutputs:
+    def run_patches(self, patches: npt.NDArray[Any]) -> MusicnnOutputs:
         """(B, 187, 96) patches -> per-patch outputs as CPU float32 tensors, in batches."""
         outs = []
         x_all = torch.from_numpy(np.ascontiguousarray(patches, dtype=np.float32))
         with torch.inference_mode():
-            for x in x_all.split(max(1, self.batch_patches)):
+            for x in torch.split(x_all, max(1, self.batch_patches)):
                 o = self.net(x.to(self.device))
                 outs.append(MusicnnOutputs(*(t.cpu() for t in o)))
         return MusicnnOutputs(*(torch.cat(ts) for ts in zip(*outs, strict=True)))
 
-    def embed(self, audio: np.ndarray, sr: int) -> np.ndarray:
+    def embed(self, audio: npt.NDArray[Any], sr: int) -> npt.NDArray[np.float32]:
         """Mono clip -> (dim,) float32 embedding."""
-        return self.embed_many([(audio, sr)])[0]
+        emb: npt.NDArray[np.float32] = self.embed_many([(audio, sr)])[0]
+        return emb
 
-    def embed_many(self, clips: list[tuple[np.ndarray, int]]) -> np.ndarray:
+    def embed_many(self, clips: list[tuple[npt.NDArray[Any], int]]) -> npt.NDArray[np.float32]:
         """Clips ``[(audio (S_i,), sr_i), ...]`` -> (n, dim) float32; patches batched across clips."""
         if not clips:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -139,4 +141,5 @@ class MusicnnBackend:
             sums = torch.zeros(len(clips), per_patch.shape[1], dtype=torch.float64)
             sums.index_add_(0, clip_index, per_patch.double())
             feats.append(sums / counts.unsqueeze(1))
-        return torch.cat(feats, dim=1).float().numpy()
+        result: npt.NDArray[np.float32] = torch.cat(feats, dim=1).float().numpy()
+        return result

@@ -22,8 +22,10 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "CheckpointError",
@@ -171,6 +173,7 @@ def _parse_shape(buf: bytes) -> tuple[int, ...]:
 
 def _parse_entry(name: str, buf: bytes) -> TensorEntry:
     # BundleEntryProto: dtype=1, shape=2, shard_id=3, offset=4, size=5, crc32c=6 (fixed32), slices=7
+    shape: tuple[int, ...]
     dtype, shape, shard_id, offset, size, crc = 0, (), 0, 0, 0, None
     for field, value in _proto_fields(buf):
         if field == 1:
@@ -291,7 +294,7 @@ def read_checkpoint(
     names: list[str] | None = None,
     exclude_optimizer: bool = True,
     verify: bool = True,
-) -> dict[str, np.ndarray]:
+) -> dict[str, npt.NDArray[Any]]:
     """Load tensors from a TF V2 checkpoint.
 
     Parameters
@@ -325,7 +328,7 @@ def read_checkpoint(
         wanted = list(names)
 
     shards: dict[int, bytes] = {}
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, npt.NDArray[Any]] = {}
     for name in wanted:
         e = entries[name]
         if e.dtype not in _DTYPES:

@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -110,7 +111,7 @@ def checkpoint_prefix(weights_dir: str | os.PathLike[str], model: str) -> str:
     return os.fspath(Path(weights_dir) / model) + os.sep
 
 
-def _bn_affine(w: dict[str, np.ndarray], name: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _bn_affine(w: dict[str, npt.NDArray[Any]], name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Inference batch norm as ``x * scale + shift`` (what TF's fused batch norm computes)."""
     gamma = w[f"{name}/gamma"].astype(np.float32)
     beta = w[f"{name}/beta"].astype(np.float32)
@@ -137,7 +138,20 @@ class Musicnn(nn.Module):
         Take the max over frequency before bias/ReLU/BN (default; exact, see the module doc).
     """
 
-    def __init__(self, weights: dict[str, np.ndarray], *, fast: bool = True) -> None:
+    # Buffers read as attributes (registered in ``__init__``; annotations only, for the checker).
+    in_scale: torch.Tensor
+    in_shift: torch.Tensor
+    flat_s: torch.Tensor
+    flat_t: torch.Tensor
+    dense_w: torch.Tensor
+    dense_b: torch.Tensor
+    pen_s: torch.Tensor
+    pen_t: torch.Tensor
+    out_w: torch.Tensor
+    out_b: torch.Tensor
+    model_name: str
+
+    def __init__(self, weights: dict[str, npt.NDArray[Any]], *, fast: bool = True) -> None:
         super().__init__()
         self.fast = fast
         w = weights
@@ -239,7 +253,7 @@ class Musicnn(nn.Module):
         """
         w = getattr(self, f"{prefix}{i}_wsigned")
         sign = getattr(self, f"{prefix}{i}_sign").view(1, -1, 1)
-        parts = [F.conv2d(c, w).amax(dim=3) for c in xp.split(max_chunk)]
+        parts = [F.conv2d(c, w).amax(dim=3) for c in torch.split(xp, max_chunk)]
         y = torch.cat(parts) * sign + getattr(self, f"{prefix}{i}_b").view(1, -1, 1)
         return self._affine(
             F.relu(y), getattr(self, f"{prefix}{i}_s"), getattr(self, f"{prefix}{i}_t")

@@ -25,7 +25,10 @@ patch is full -- the "repeat-pad" that musicnn's own training configuration (``p
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 import soxr
 import torch
 
@@ -53,7 +56,7 @@ N_MELS = 96
 PATCH_FRAMES = 187
 
 
-def resample_to_16k(audio: np.ndarray, sr: int) -> np.ndarray:
+def resample_to_16k(audio: npt.NDArray[Any], sr: int) -> npt.NDArray[np.float32]:
     """Mono float32 audio at ``sr`` -> float32 at 16 kHz, as ``librosa.load(sr=16000)`` does.
 
     Parameters
@@ -83,7 +86,7 @@ def n_mel_frames(n_samples: int) -> int:
     return 1 + n_samples // FFT_HOP
 
 
-def mel_filterbank() -> np.ndarray:
+def mel_filterbank() -> npt.NDArray[np.float32]:
     """(96, 257) float32 Slaney-scale, Slaney-normalised filterbank (librosa defaults)."""
     import librosa
 
@@ -93,7 +96,7 @@ def mel_filterbank() -> np.ndarray:
     )
 
 
-def mel_power_librosa(audio_16k: np.ndarray) -> np.ndarray:
+def mel_power_librosa(audio_16k: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
     """librosa mel power spectrogram exactly as musicnn computes it.
 
     Parameters
@@ -118,7 +121,7 @@ def mel_power_librosa(audio_16k: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(mel.T, dtype=np.float32)
 
 
-def log_compress(mel_power: np.ndarray) -> np.ndarray:
+def log_compress(mel_power: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
     """musicnn's "logC": ``log10(10000 * float32(float16(P)) + 1)`` in float32.
 
     Parameters
@@ -132,15 +135,20 @@ def log_compress(mel_power: np.ndarray) -> np.ndarray:
         Same shape, float32.
     """
     p16 = np.asarray(mel_power).astype(np.float16).astype(np.float32)
-    return np.log10(np.float32(10000) * p16 + np.float32(1)).astype(np.float32, copy=False)
+    out: npt.NDArray[np.float32] = np.log10(np.float32(10000) * p16 + np.float32(1)).astype(
+        np.float32, copy=False
+    )
+    return out
 
 
-def logmel_librosa(audio_16k: np.ndarray) -> np.ndarray:
+def logmel_librosa(audio_16k: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
     """(T, 96) float32 log-mel of 16 kHz audio via librosa (the reference path)."""
     return log_compress(mel_power_librosa(audio_16k))
 
 
-def make_patches(logmel: np.ndarray, *, patch_frames: int = PATCH_FRAMES) -> np.ndarray:
+def make_patches(
+    logmel: npt.NDArray[Any], *, patch_frames: int = PATCH_FRAMES
+) -> npt.NDArray[np.float32]:
     """Cut a log-mel into musicnn's non-overlapping patches.
 
     Patches start at frames 0, 187, 374, ...; trailing frames that do not fill a patch are
@@ -187,7 +195,7 @@ class TorchMel:
         self.window = torch.hann_window(FFT_SIZE, periodic=True, dtype=torch.float64)
         self.fbank_t = torch.from_numpy(mel_filterbank().T.astype(np.float64))  # (257, 96)
 
-    def mel_power(self, audio_16k: np.ndarray | torch.Tensor) -> torch.Tensor:
+    def mel_power(self, audio_16k: npt.NDArray[Any] | torch.Tensor) -> torch.Tensor:
         """(S,) 16 kHz audio -> (T, 96) float32 mel power, T = 1 + S // 256."""
         y = torch.as_tensor(audio_16k, dtype=torch.float32).double()
         spec = torch.stft(
@@ -202,7 +210,7 @@ class TorchMel:
         power = np.abs(spec.numpy().T) ** 2  # (T, 257) float32
         return (torch.from_numpy(power).double() @ self.fbank_t).float()
 
-    def __call__(self, audio_16k: np.ndarray | torch.Tensor) -> torch.Tensor:
+    def __call__(self, audio_16k: npt.NDArray[Any] | torch.Tensor) -> torch.Tensor:
         """(S,) 16 kHz audio -> (T, 96) float32 log-mel (musicnn's logC with float16 rounding)."""
         p16 = self.mel_power(audio_16k).to(torch.float16).to(torch.float32)
         return torch.log10(p16 * 10000.0 + 1.0)
