@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from annotation.models import Annotation, AnnotationLabel, Clip, TaxonomyNode, TaxonomyVersion
+from annotation.models import TaxonomyNode, TaxonomyVersion
 from annotation.taxonomy_formats import split_path
 
 
@@ -88,30 +90,26 @@ class TaxonomyIndex:
         return [n.path for n in self.nodes]
 
 
-def clip_label_matrix(
-    *, clips: list[Clip], index: TaxonomyIndex, latest_only: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """(N, K) int8 labels from each clip's latest annotation on ``index``'s version, and an (N,)
-    mask of clips that have one."""
-    pos = {c.id: i for i, c in enumerate(clips)}
-    y = np.zeros((len(clips), len(index.nodes)), dtype=np.int8)
-    has = np.zeros(len(clips), dtype=bool)
-    anns = (
-        # A reviewer's correction (kind "review") is the newest word on a clip, so it counts.
-        Annotation.objects.filter(clip_id__in=pos.keys(), taxonomy_version=index.version)
-        .order_by("clip_id", "-created_at", "-id")
-        .values_list("id", "clip_id")
-    )
-    chosen: dict[int, int] = {}
-    for ann_id, clip_id in anns:
-        if latest_only and clip_id in chosen:
-            continue
-        chosen.setdefault(clip_id, ann_id)
-    ann_to_row = {a: pos[c] for c, a in chosen.items()}
-    for ann_id, node_id in AnnotationLabel.objects.filter(
-        annotation_id__in=ann_to_row.keys()
-    ).values_list("annotation_id", "node_id"):
-        y[ann_to_row[ann_id], index.by_id[node_id].index] = 1
-    for row in ann_to_row.values():
-        has[row] = True
-    return y, has
+_INDEX_CACHE: OrderedDict[tuple[int, str, str], TaxonomyIndex] = OrderedDict()
+_INDEX_LOCK = threading.Lock()
+_INDEX_CACHE_SIZE = 16
+
+
+def taxonomy_index_cached(version: TaxonomyVersion) -> TaxonomyIndex:
+    """The :class:`TaxonomyIndex` of a version, built once per process (versions never change).
+
+    The key includes the creation time and digest so a reused primary key (SQLite after a
+    rollback) never serves another version's nodes.
+    """
+    key = (version.pk, version.created_at.isoformat(), version.content_sha256)
+    with _INDEX_LOCK:
+        index = _INDEX_CACHE.get(key)
+        if index is not None:
+            _INDEX_CACHE.move_to_end(key)
+            return index
+    index = TaxonomyIndex.for_version(version)
+    with _INDEX_LOCK:
+        _INDEX_CACHE[key] = index
+        while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE:
+            _INDEX_CACHE.popitem(last=False)
+    return index

@@ -18,7 +18,7 @@ from active_learning.core.hierarchy import Hierarchy
 from active_learning.models import ModelVersion
 from active_learning.selectors import feature_matrix, latest_model_version, prediction_matrix
 from annotation.models import Annotation, AnnotationLabel, Clip, Project, TaxonomyNode
-from annotation.selectors import TaxonomyIndex
+from annotation.selectors import TaxonomyIndex, taxonomy_index_cached
 from quality.core.consensus import Annotations
 from quality.models import AnnotatorQuality, ClipConsensus, LabelIssue, QualityCycle, QualityRun
 
@@ -312,7 +312,7 @@ def clip_quality_view(*, clip: Clip) -> dict[str, Any]:
     from annotation.models import ReviewDecision, Task
 
     project = clip.project
-    index = TaxonomyIndex.for_version(project.taxonomy_version)
+    index = taxonomy_index_cached(project.taxonomy_version)
     current = latest_labels(project=project, clip_ids=[clip.pk])
     given = set(current.node_ids[0]) if current.clip_ids else set()
     consensus = ClipConsensus.objects.filter(clip=clip).first()

@@ -33,7 +33,7 @@ from active_learning.core.hierarchy import Hierarchy
 from active_learning.models import ModelVersion
 from active_learning.selectors import feature_matrix, prediction_matrix
 from annotation.models import Annotation, Clip, Project, Task
-from annotation.services.tasks import taxonomy_index_cached
+from annotation.selectors import taxonomy_index_cached
 
 #: How many candidates RelabelOrNew ranks per slot, so capping relabels still fills the batch.
 OVERSAMPLE = 3

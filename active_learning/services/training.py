@@ -45,7 +45,7 @@ from active_learning.selectors import (
     latest_feature_set,
 )
 from annotation.models import Project
-from annotation.selectors import TaxonomyIndex
+from annotation.selectors import TaxonomyIndex, taxonomy_index_cached
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ def _load(mv: ModelVersion, provider: LabelsProvider | None) -> _Data:
             "no finished feature set for this project: run `manage.py extract_features` first"
         )
     clip_ids, X = feature_set_arrays(feature_set=fs)
-    index = TaxonomyIndex.for_version(mv.taxonomy_version)
+    index = taxonomy_index_cached(mv.taxonomy_version)
     if provider is None:
         provider = labels_provider(mv.training_snapshot.get("provider"))
     labels = provider(project, index, clip_ids.tolist())

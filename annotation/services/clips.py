@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from annotation.audio import SUPPORTED_EXTENSIONS, AudioProbeError, probe_audio, sha256_of
 from annotation.models import Annotation, AnnotationLabel, Clip, ImportJob, Project
-from annotation.selectors import TaxonomyIndex
+from annotation.selectors import taxonomy_index_cached
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def clips_import(
     """Import ``items`` into ``project``; returns the finished :class:`ImportJob` summary."""
     if job is None:
         job = ImportJob.objects.create(project=project, source=source_name, created_by=user)
-    index = TaxonomyIndex.for_version(project.taxonomy_version)
+    index = taxonomy_index_cached(project.taxonomy_version)
     seen: set[str] = set(
         Clip.objects.filter(project=project, sha256__isnull=False).values_list("sha256", flat=True)
     )

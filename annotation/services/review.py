@@ -24,13 +24,14 @@ from annotation.models import (
     Task,
     TaxonomyNode,
 )
+from annotation.selectors import taxonomy_index_cached
 from annotation.services.annotations import (
     MAX_NOTE_LENGTH,
     LabelError,
     annotation_create,
     labels_resolve,
 )
-from annotation.services.tasks import InvalidLabels, QueueError, taxonomy_index_cached
+from annotation.services.tasks import InvalidLabels, QueueError
 
 
 class ReviewError(QueueError):

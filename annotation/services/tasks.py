@@ -15,8 +15,6 @@ has no row locks and serialises writers on its database lock instead, through th
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,9 +32,8 @@ from annotation.models import (
     Membership,
     Project,
     Task,
-    TaxonomyVersion,
 )
-from annotation.selectors import TaxonomyIndex
+from annotation.selectors import taxonomy_index_cached
 from annotation.services.annotations import LabelError, annotation_create, labels_resolve
 
 # An annotator holds the task on screen and, prefetched, the next one.
@@ -98,33 +95,6 @@ class InvalidLabels(QueueError):
 class WrongTaskKind(QueueError):
     status = 409
     code = "wrong_task_kind"
-
-
-# --- taxonomy indexes are immutable per version: build once per process --------------------------
-
-_INDEX_CACHE: OrderedDict[tuple[int, str, str], TaxonomyIndex] = OrderedDict()
-_INDEX_LOCK = threading.Lock()
-_INDEX_CACHE_SIZE = 16
-
-
-def taxonomy_index_cached(version: TaxonomyVersion) -> TaxonomyIndex:
-    """The :class:`TaxonomyIndex` of a version, built once per process (versions never change).
-
-    The key includes the creation time and digest so a reused primary key (SQLite after a
-    rollback) never serves another version's nodes.
-    """
-    key = (version.pk, version.created_at.isoformat(), version.content_sha256)
-    with _INDEX_LOCK:
-        index = _INDEX_CACHE.get(key)
-        if index is not None:
-            _INDEX_CACHE.move_to_end(key)
-            return index
-    index = TaxonomyIndex.for_version(version)
-    with _INDEX_LOCK:
-        _INDEX_CACHE[key] = index
-        while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE:
-            _INDEX_CACHE.popitem(last=False)
-    return index
 
 
 # --- producing tasks ------------------------------------------------------------------------------

@@ -24,8 +24,7 @@ from django.utils import timezone
 from active_learning.core.hierarchy import Hierarchy
 from active_learning.models import ModelVersion
 from annotation.models import Annotation, AnnotationLabel, Clip, Project, ReviewDecision, Task
-from annotation.selectors import TaxonomyIndex
-from annotation.services.tasks import taxonomy_index_cached
+from annotation.selectors import TaxonomyIndex, taxonomy_index_cached
 from quality.core.consensus import ConsensusResult, get_consensus
 from quality.models import AnnotatorQuality, ClipConsensus, LabelIssue
 from quality.selectors import (

@@ -20,7 +20,7 @@ from django.utils import timezone
 from active_learning.core.hierarchy import Hierarchy
 from active_learning.models import ModelVersion
 from annotation.models import Project
-from annotation.services.tasks import taxonomy_index_cached
+from annotation.selectors import taxonomy_index_cached
 from quality.core import check_label_structure, find_label_issues
 from quality.models import LabelIssue, QualityCycle, QualityRun, RunStatus
 from quality.selectors import dense_labels, latest_done_model, latest_labels, model_probs

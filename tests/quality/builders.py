@@ -11,9 +11,8 @@ from active_learning.core.features import FeatureStore
 from active_learning.core.hierarchy import Hierarchy
 from active_learning.models import FeatureSet, JobStatus, ModelVersion
 from annotation.models import Annotation, Clip, Membership, Project
-from annotation.selectors import TaxonomyIndex
+from annotation.selectors import TaxonomyIndex, taxonomy_index_cached
 from annotation.services.annotations import annotation_create
-from annotation.services.tasks import taxonomy_index_cached
 from tests.factories import ClipFactory, MembershipFactory, ProjectFactory, UserFactory
 
 LEAVES = (

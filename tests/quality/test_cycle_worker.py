@@ -17,8 +17,8 @@ from django.conf import settings
 
 from active_learning.models import FeatureSet, JobStatus, ModelVersion
 from annotation.models import Clip, Task
+from annotation.selectors import taxonomy_index_cached
 from annotation.services.annotations import annotation_create
-from annotation.services.tasks import taxonomy_index_cached
 from quality.models import LabelIssue, QualityCycle, QualityRun, RunStatus
 from refrain.celery import app
 from refrain.localworker import local_worker

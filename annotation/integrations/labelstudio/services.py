@@ -43,7 +43,7 @@ from annotation.models import (
     Membership,
     Project,
 )
-from annotation.selectors import TaxonomyIndex
+from annotation.selectors import TaxonomyIndex, taxonomy_index_cached
 from annotation.services.annotations import LabelError, annotation_create, labels_resolve
 
 logger = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def ls_project_link(
     annotations is registered, carrying a fresh shared secret in :data:`WEBHOOK_HEADER`.
     """
     base_url = base_url.rstrip("/")
-    index = TaxonomyIndex.for_version(project.taxonomy_version)
+    index = taxonomy_index_cached(project.taxonomy_version)
     config = label_config_from_taxonomy(index.nodes)
     client = ls_client(base_url=base_url, api_key=api_key)
     if ls_project_id is None:
@@ -270,7 +270,7 @@ def ls_push_predictions(
     project's, so the project is switched to this one. Clips never pushed are reported, not sent.
     """
     summary = PredictionSummary(model_version=model_version_name(model_version_id))
-    nodes = TaxonomyIndex.for_version(link.project.taxonomy_version).nodes
+    nodes = taxonomy_index_cached(link.project.taxonomy_version).nodes
     task_of = dict(
         LabelStudioTask.objects.filter(link=link, clip_id__in=list(probs_by_clip)).values_list(
             "clip_id", "ls_task_id"
@@ -467,7 +467,7 @@ def ls_annotation_ingest(
 
 def ls_webhook_ingest(*, link: LabelStudioLink, payload: Mapping[str, Any]) -> IngestResult:
     """One webhook payload (already shape-checked by the view), from a Celery worker."""
-    index = TaxonomyIndex.for_version(link.project.taxonomy_version)
+    index = taxonomy_index_cached(link.project.taxonomy_version)
     try:
         return ls_annotation_ingest(
             link=link,
@@ -484,7 +484,7 @@ def ls_webhook_ingest(*, link: LabelStudioLink, payload: Mapping[str, Any]) -> I
 def ls_pull_annotations(*, link: LabelStudioLink) -> PullSummary:
     """Store every Label Studio annotation of the linked project that Refrain does not have yet."""
     summary = PullSummary()
-    index = TaxonomyIndex.for_version(link.project.taxonomy_version)
+    index = taxonomy_index_cached(link.project.taxonomy_version)
     email_for = EmailLookup(link)
     client = _client_for(link)
     tasks = _ls_call(
