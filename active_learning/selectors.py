@@ -20,7 +20,7 @@ import numpy as np
 from active_learning.core.hierarchy import Hierarchy
 from active_learning.models import FeatureSet, JobStatus, ModelVersion
 from annotation.models import Annotation, AnnotationLabel, Project
-from annotation.selectors import TaxonomyIndex
+from annotation.selectors import TaxonomyIndex, latest_annotations
 
 # --------------------------------------------------------------------------------------------------
 # Features and predictions
@@ -137,15 +137,13 @@ def latest_annotation_labels(
     pos = {int(c): i for i, c in enumerate(clip_ids)}
     Y = np.zeros((len(pos), len(index.nodes)), dtype=np.int8)
     labelled = np.zeros(len(pos), dtype=bool)
-    chosen: dict[int, int] = {}
-    rows = (
-        Annotation.objects.filter(clip__project=project, taxonomy_version=index.version)
-        .order_by("clip_id", "-created_at", "-id")
-        .values_list("id", "clip_id")
-    )
-    for ann_id, clip_id in rows.iterator(chunk_size=10_000):
-        if clip_id in pos and clip_id not in chosen:
-            chosen[clip_id] = ann_id
+    chosen = {
+        c: a.annotation_id
+        for c, a in latest_annotations(
+            project_id=project.pk, taxonomy_version_id=index.version.pk
+        ).items()
+        if c in pos
+    }
     ann_row = {a: pos[c] for c, a in chosen.items()}
     node_col = {n.id: n.index for n in index.nodes}
     node_depth = {n.id: n.depth for n in index.nodes}

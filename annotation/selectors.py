@@ -7,8 +7,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
+from django.db import connection
 
-from annotation.models import TaxonomyNode, TaxonomyVersion
+from annotation.models import Annotation, Clip, TaxonomyNode, TaxonomyVersion
 from annotation.taxonomy_formats import split_path
 
 
@@ -113,3 +114,41 @@ def taxonomy_index_cached(version: TaxonomyVersion) -> TaxonomyIndex:
         while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE:
             _INDEX_CACHE.popitem(last=False)
     return index
+
+
+@dataclass(frozen=True)
+class LatestAnnotation:
+    annotation_id: int
+    taxonomy_version_id: int
+    kind: str
+
+
+def latest_annotations(
+    *,
+    project_id: int,
+    clip_ids: list[int] | None = None,
+    taxonomy_version_id: int | None = None,
+    ready_only: bool = False,
+) -> dict[int, LatestAnnotation]:
+    """Each clip's newest annotation (a reviewer's correction included), by clip id.
+
+    On PostgreSQL the database picks the newest row per clip (``DISTINCT ON``), so only one row per
+    clip crosses the wire; elsewhere the rows arrive newest first and the first one per clip wins.
+    """
+    qs = Annotation.objects.filter(clip__project_id=project_id)
+    if taxonomy_version_id is not None:
+        qs = qs.filter(taxonomy_version_id=taxonomy_version_id)
+    if clip_ids is not None:
+        qs = qs.filter(clip_id__in=clip_ids)
+    if ready_only:
+        qs = qs.filter(clip__status=Clip.Status.READY)
+    qs = qs.order_by("clip_id", "-created_at", "-id")
+    if connection.vendor == "postgresql":
+        qs = qs.distinct("clip_id")
+    out: dict[int, LatestAnnotation] = {}
+    for clip_id, ann_id, version_id, kind in qs.values_list(
+        "clip_id", "id", "taxonomy_version_id", "kind"
+    ).iterator(chunk_size=10_000):
+        if clip_id not in out:
+            out[clip_id] = LatestAnnotation(ann_id, version_id, kind)
+    return out

@@ -18,7 +18,7 @@ from active_learning.core.hierarchy import Hierarchy
 from active_learning.models import ModelVersion
 from active_learning.selectors import feature_matrix, latest_model_version, prediction_matrix
 from annotation.models import Annotation, AnnotationLabel, Clip, Project, TaxonomyNode
-from annotation.selectors import TaxonomyIndex, taxonomy_index_cached
+from annotation.selectors import TaxonomyIndex, latest_annotations, taxonomy_index_cached
 from quality.core.consensus import Annotations
 from quality.models import AnnotatorQuality, ClipConsensus, LabelIssue, QualityCycle, QualityRun
 
@@ -89,14 +89,12 @@ def latest_labels(*, project: Project, clip_ids: list[int] | None = None) -> Lat
     version_id = project.taxonomy_version_id
     # A reviewer's correction is the clip's label from then on (as training reads it), so a later
     # run judges the correction, not the label it corrected.
-    qs = Annotation.objects.filter(clip__project=project, clip__status=Clip.Status.READY)
-    if clip_ids is not None:
-        qs = qs.filter(clip_id__in=clip_ids)
-    chosen: dict[int, tuple[int, int]] = {}
-    for ann_id, clip_id, tv_id in qs.order_by("clip_id", "-created_at", "-id").values_list(
-        "id", "clip_id", "taxonomy_version_id"
-    ):
-        chosen.setdefault(clip_id, (ann_id, tv_id))
+    chosen = {
+        c: (a.annotation_id, a.taxonomy_version_id)
+        for c, a in latest_annotations(
+            project_id=project.pk, clip_ids=clip_ids, ready_only=True
+        ).items()
+    }
     by_ann: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for ann_id, node_id, node_version in AnnotationLabel.objects.filter(
         annotation_id__in=[a for a, _ in chosen.values()]

@@ -24,7 +24,7 @@ from django.utils import timezone
 from active_learning.core.hierarchy import Hierarchy
 from active_learning.models import ModelVersion
 from annotation.models import Annotation, AnnotationLabel, Clip, Project, ReviewDecision, Task
-from annotation.selectors import TaxonomyIndex, taxonomy_index_cached
+from annotation.selectors import TaxonomyIndex, latest_annotations, taxonomy_index_cached
 from quality.core.consensus import ConsensusResult, get_consensus
 from quality.models import AnnotatorQuality, ClipConsensus, LabelIssue
 from quality.selectors import (
@@ -86,7 +86,7 @@ def _rows(
 ) -> list[ClipConsensus]:
     now = timezone.now()
     nodes = index.nodes
-    adjudicated = _reviewer_corrections(clip_ids=list(la.clip_ids), index=index)
+    adjudicated = _reviewer_corrections(project=project, clip_ids=list(la.clip_ids), index=index)
     out = []
     for i, cid in enumerate(la.clip_ids):
         n = int(res.num_annotations[i])
@@ -112,20 +112,20 @@ def _rows(
     return out
 
 
-def _reviewer_corrections(*, clip_ids: list[int], index: TaxonomyIndex) -> dict[int, list[int]]:
+def _reviewer_corrections(
+    *, project: Project, clip_ids: list[int], index: TaxonomyIndex
+) -> dict[int, list[int]]:
     """Clips whose newest annotation is a reviewer's correction: its node ids (2 queries).
 
     A reviewer adjudicates, so the correction is the consensus until someone labels the clip again;
     votes are still counted for quality and agreement.
     """
-    newest: dict[int, tuple[int, str]] = {}
-    for ann_id, clip_id, kind in (
-        Annotation.objects.filter(clip_id__in=clip_ids, taxonomy_version=index.version)
-        .order_by("clip_id", "-created_at", "-id")
-        .values_list("id", "clip_id", "kind")
-    ):
-        newest.setdefault(clip_id, (ann_id, kind))
-    corrections = {a: c for c, (a, k) in newest.items() if k == Annotation.Kind.REVIEW}
+    newest = latest_annotations(
+        project_id=project.pk, clip_ids=clip_ids, taxonomy_version_id=index.version.pk
+    )
+    corrections = {
+        a.annotation_id: c for c, a in newest.items() if a.kind == Annotation.Kind.REVIEW
+    }
     out: dict[int, list[int]] = defaultdict(list)
     for ann_id, node_id in AnnotationLabel.objects.filter(
         annotation_id__in=corrections
