@@ -1,8 +1,11 @@
 """The annotator and review pages in a real browser: log in, play, search, pick by keyboard,
-submit, get the next clip; review a clip. Saves screenshots under docs/screenshots/."""
+submit, get the next clip; review a clip. Saves screenshots of both pages: to a temporary folder, or
+to ``$REFRAIN_SCREENSHOTS_DIR`` (``REFRAIN_SCREENSHOTS_DIR=docs/screenshots`` refreshes the docs)."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,7 +22,9 @@ from tests.factories import (
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+SHOTS = Path(
+    os.environ.get("REFRAIN_SCREENSHOTS_DIR") or Path(tempfile.gettempdir()) / "refrain-screenshots"
+)
 PASSWORD = "refrain-pass-123"
 
 ROOTS = {
