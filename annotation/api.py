@@ -304,15 +304,23 @@ def task_out(assignment: Assignment) -> dict[str, Any]:
     }
 
 
-def annotation_out(annotation: Annotation, *, show_user: bool = True) -> dict[str, Any]:
-    explicit: list[str] = []
-    implied: list[str] = []
-    for key, is_explicit in (
-        AnnotationLabel.objects.filter(annotation=annotation)
-        .order_by("node__index")
-        .values_list("node__key", "explicit")
-    ):
-        (explicit if is_explicit else implied).append(key)
+def annotation_out(
+    annotation: Annotation,
+    *,
+    show_user: bool = True,
+    label_keys: tuple[list[str], list[str]] | None = None,
+) -> dict[str, Any]:
+    """``label_keys`` (explicit, implied), when the caller knows them, saves reading the labels."""
+    if label_keys is not None:
+        explicit, implied = label_keys
+    else:
+        explicit, implied = [], []
+        for key, is_explicit in (
+            AnnotationLabel.objects.filter(annotation=annotation)
+            .order_by("node__index")
+            .values_list("node__key", "explicit")
+        ):
+            (explicit if is_explicit else implied).append(key)
     return {
         "id": annotation.pk,
         "clip_id": annotation.clip_id,
@@ -562,7 +570,10 @@ def tasks_submit(request: HttpRequest, task_id: int, payload: AnnotationIn) -> S
         time_spent_ms=payload.time_spent_ms,
         taxonomy_version_id=payload.taxonomy_version,
     )
-    return Status((201 if result.created else 200), annotation_out(result.annotation))
+    return Status(
+        (201 if result.created else 200),
+        annotation_out(result.annotation, label_keys=result.label_keys),
+    )
 
 
 @router.get("/projects/{project_id}/tasks", response=list[TaskRowOut])

@@ -60,14 +60,12 @@ def annotation_create(
     """Store one ancestor-closed label set. Returns ``(annotation, created)``.
 
     A repeated ``idempotency_key`` from the same user returns the stored annotation and creates
-    nothing, so a client may resubmit after a network error.
+    nothing, so a client may resubmit after a network error. The key's unique constraint decides:
+    the insert is tried first (in a savepoint) and the stored row is read only when it conflicts,
+    so a first submission, the usual case, costs no lookup.
     """
     if len(note) > MAX_NOTE_LENGTH:
         raise LabelError(f"note is {len(note)} characters; the limit is {MAX_NOTE_LENGTH}")
-    if idempotency_key is not None and user is not None:
-        existing = Annotation.objects.filter(user=user, idempotency_key=idempotency_key).first()
-        if existing is not None:
-            return existing, False
     closed = index.closure(list(explicit_node_ids))
     explicit = set(explicit_node_ids)
     try:
@@ -93,7 +91,7 @@ def annotation_create(
                 ]
             )
     except IntegrityError:
-        # Two concurrent resubmits with one key: the loser returns the winner's row.
+        # The key was used before (a resubmit, or two concurrent ones): return the stored row.
         if idempotency_key is not None and user is not None:
             existing = Annotation.objects.filter(user=user, idempotency_key=idempotency_key).first()
             if existing is not None:

@@ -339,6 +339,9 @@ class SubmitResult:
     annotation: Annotation
     created: bool
     task: Task
+    # The stored label set as node keys in taxonomy order, explicit and implied, when this call
+    # wrote it (known from the taxonomy index, so the answer needs no read-back); None on a replay.
+    label_keys: tuple[list[str], list[str]] | None = None
 
 
 def annotation_submit(
@@ -428,7 +431,13 @@ def annotation_submit(
         from quality.services.consensus import on_annotation_created
 
         on_annotation_created(annotation=annotation)
-    return SubmitResult(annotation, True, task)
+    explicit = set(node_ids)
+    closed = index.closure(node_ids)
+    label_keys = (
+        [index.by_id[i].key for i in closed if i in explicit],
+        [index.by_id[i].key for i in closed if i not in explicit],
+    )
+    return SubmitResult(annotation, True, task, label_keys)
 
 
 def review_if_disagreement(*, task: Task) -> Task | None:
