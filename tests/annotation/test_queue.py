@@ -44,6 +44,74 @@ def test_highest_priority_first_then_oldest(team):
     assert _next(team, "ann3").task == low
 
 
+def test_hand_written_take_agrees_with_the_queryset(team):
+    """The queue's locking statement is SQL written out for speed; the ORM queryset says what it
+    means. Walk both, best first, over a mixed queue: kinds, overlaps, live and lapsed leases, a
+    clip already offered, a clip already labelled, finished tasks, exclusions."""
+    import random
+
+    project, rng = team["project"], random.Random(3)
+    now = timezone.now()
+    tasks = []
+    for i in range(40):
+        clip = ClipFactory(
+            project=project, duration_s=30.0 + i, segment_start_s=i, segment_end_s=i + 5
+        )
+        for kind in rng.sample(list(Task.Kind.values), rng.choice([1, 1, 2])):
+            tasks.append(
+                Task.objects.create(
+                    project=project,
+                    clip=clip,
+                    kind=kind,
+                    priority=rng.choice([0.0, 1.0, 2.5]) if i % 3 else float(i),
+                    overlap=rng.choice([1, 2, 3]),
+                    n_submitted=rng.choice([0, 0, 1]),
+                    status=Task.Status.DONE if i % 11 == 0 else Task.Status.OPEN,
+                )
+            )
+    users = [team[u] for u in ("ann", "ann2", "ann3", "reviewer")]
+    for t in rng.sample(tasks, 25):
+        user = rng.choice(users)
+        if Assignment.objects.filter(task=t, user=user).exists():
+            continue
+        lapsed = rng.random() < 0.4
+        Assignment.objects.create(
+            task=t,
+            user=user,
+            lease_expires_at=now + timedelta(seconds=-5 if lapsed else 600),
+            status=rng.choice([Assignment.Status.ACTIVE, Assignment.Status.SUBMITTED]),
+        )
+    version = project.taxonomy_version
+    for t in rng.sample(tasks, 6):
+        Annotation.objects.create(
+            clip=t.clip, taxonomy_version=version, user=rng.choice(users), source="user:x"
+        )
+
+    for user in users:
+        for kinds in (queue.LABELLING_KINDS, (Task.Kind.REVIEW,)):
+            for skip in ([], [t.pk for t in rng.sample(tasks, 5)]):
+                expected = [
+                    t.pk
+                    for t in queue._candidates(project=project, user=user, kinds=kinds, now=now)
+                    if t.pk not in skip
+                ]
+                walked, taken = list(skip), []
+                while (
+                    t := queue._lock_next_candidate(
+                        project=project, user=user, kinds=kinds, now=now, skip=walked
+                    )
+                ) is not None:
+                    stored = Task.objects.select_related("clip").get(pk=t.pk)
+                    for col in queue._TASK_COLUMNS:
+                        assert getattr(t, col) == getattr(stored, col), col
+                    for col in queue._CLIP_COLUMNS:
+                        assert getattr(t.clip, col) == getattr(stored.clip, col), col
+                    walked.append(t.pk)
+                    taken.append(t.pk)
+                assert taken == expected, (user, kinds, skip)
+                assert expected or kinds == (Task.Kind.REVIEW,)
+
+
 def test_held_task_comes_back_and_prefetch_takes_a_second(team):
     _t1, _t2, _t3 = _tasks(team["project"], 3)
     a = _next(team, "ann")
