@@ -40,7 +40,7 @@ model's conditional-independence factorisation; the pooling options below genera
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol, cast, runtime_checkable
 
@@ -431,28 +431,247 @@ _EMA_TERMS = 12  # as quality.core.label_issues: only the worst few decisions ca
 # --------------------------------------------------------------------------------------------------
 
 
-def _sq_dist_to(
-    x: npt.NDArray[np.floating], x_sq: FloatArray, centre: npt.NDArray[np.floating]
-) -> FloatArray:
-    d = x_sq - 2.0 * (x @ centre) + float(centre @ centre)
-    return np.maximum(d, 0.0)
+_ROW_BLOCK = (
+    8192  # rows per matrix product: bounds the (rows, cols) temporary (32 MB at 1,000 cols)
+)
+# Labelled clips measured against every candidate before a sampler starts, when there are more than
+# twice as many: a farthest-first cover whose distances bound the exact ones (:func:`_centre_bound`).
+# k-means++ needs only a loose bound (it rejects ~25 % of proposals at 64 on the acq_speed pool);
+# k-center prunes by it, so it wants a tighter one (~7k of 100k candidates to refine at 256).
+_KMEANSPP_COVER = 64
+_KCENTER_COVER = 256
 
 
-def _min_sq_dist(
-    x: npt.NDArray[np.floating],
-    x_sq: FloatArray,
-    centres: npt.NDArray[np.floating],
-    chunk: int = 2048,
-) -> FloatArray:
-    """(len(x),) squared distance from each row of x to its nearest centre (chunked over centres)."""
-    out = np.full(x.shape[0], np.inf)
-    c_sq = np.einsum("ij,ij->i", centres, centres)
-    for start in range(0, centres.shape[0], chunk):
-        c = centres[start : start + chunk]
-        d = x_sq[:, None] - 2.0 * (x @ c.T) + c_sq[None, start : start + chunk]
-        np.minimum(out, d.min(axis=1), out=out)
-    min_sq: FloatArray = np.maximum(out, 0.0)
-    return min_sq
+class _Space(Protocol):
+    """Squared distances among ``n`` candidate rows (and extra rows, e.g. labelled centres)."""
+
+    n: int
+
+    def min_to(self, cols: IntArray, rows: IntArray | None = None) -> FloatArray:
+        """(len(rows),) squared distance from each row (all candidates if None) to its nearest col."""
+        ...
+
+    def subset(self, rows: IntArray) -> _Space:
+        """The same space over ``rows`` only (contiguous copies), renumbered ``0..len(rows)-1``."""
+        ...
+
+
+class _Euclidean:
+    """Squared Euclidean distances, ``|x|² - 2 x·y + |y|²`` with float32 matrix products.
+
+    ``x`` (float32, owned: centred in place on the mean of its first ``n`` rows, which keeps the
+    expansion accurate when embeddings share a large offset; distances do not change).
+    """
+
+    def __init__(self, x: npt.NDArray[np.float32], n: int, *, centre: bool = True) -> None:
+        if n and centre:
+            x -= x[:n].mean(axis=0, dtype=np.float64).astype(np.float32)
+        self.x = x
+        self.sq: FloatArray = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+        self.n = n
+
+    def subset(self, rows: IntArray) -> _Euclidean:
+        return _Euclidean(self.x[rows], rows.size, centre=False)
+
+    def min_to(self, cols: IntArray, rows: IntArray | None = None) -> FloatArray:
+        c = self.x[cols] * np.float32(-2.0)  # exact scaling: the product is -2 x·c
+        c_sq = self.sq[cols].astype(np.float32)
+        n_rows = self.n if rows is None else rows.size
+        out = np.empty(n_rows)
+        for start in range(0, n_rows, _ROW_BLOCK):
+            stop = min(start + _ROW_BLOCK, n_rows)
+            idx = slice(start, stop) if rows is None else rows[start:stop]
+            cross = self.x[idx] @ c.T
+            cross += c_sq
+            out[start:stop] = cross.min(axis=1)
+        out += self.sq[: self.n] if rows is None else self.sq[rows]
+        min_sq: FloatArray = np.maximum(out, 0.0)
+        return min_sq
+
+
+class _Gradient:
+    """BADGE gradient space: ``|a_i ⊗ h_i - a_j ⊗ h_j|² = |a_i|²|h_i|² + |a_j|²|h_j|² - 2 (a_i·a_j)(h_i·h_j)``."""
+
+    def __init__(self, a: npt.NDArray[np.float32], h: npt.NDArray[np.float32]) -> None:
+        self.a, self.h = a, h
+        self.sq: FloatArray = np.einsum("ij,ij->i", a, a, dtype=np.float64) * np.einsum(
+            "ij,ij->i", h, h, dtype=np.float64
+        )
+        self.n = a.shape[0]
+
+    def subset(self, rows: IntArray) -> _Gradient:
+        return _Gradient(self.a[rows], self.h[rows])
+
+    def min_to(self, cols: IntArray, rows: IntArray | None = None) -> FloatArray:
+        ac, hc, c_sq = self.a[cols], self.h[cols], self.sq[cols]
+        n_rows = self.n if rows is None else rows.size
+        out = np.empty(n_rows)
+        for start in range(0, n_rows, _ROW_BLOCK):
+            stop = min(start + _ROW_BLOCK, n_rows)
+            idx = slice(start, stop) if rows is None else rows[start:stop]
+            cross = self.a[idx] @ ac.T
+            cross *= self.h[idx] @ hc.T
+            d = c_sq - 2.0 * cross.astype(np.float64)
+            out[start:stop] = d.min(axis=1)
+        out += self.sq[: self.n] if rows is None else self.sq[rows]
+        min_sq: FloatArray = np.maximum(out, 0.0)
+        return min_sq
+
+
+def _euclidean_space(
+    embeddings: npt.ArrayLike, candidates: IntArray, centres: IntArray
+) -> _Euclidean:
+    """Candidates first (rows ``0..C-1``), then the centres (rows ``C..C+L-1``), as float32."""
+    emb = np.asarray(embeddings)
+    x = emb[np.concatenate([candidates, centres])].astype(np.float32, copy=False)
+    return _Euclidean(x, candidates.size)
+
+
+def _centre_bound(
+    space: _Euclidean, centres: IntArray, cover: int
+) -> tuple[FloatArray, IntArray | None]:
+    """(C,) squared distance from each candidate to its nearest centre, or a cheap upper bound on it.
+
+    ``centres`` are rows of ``space``. Up to ``2·cover`` centres the distance is exact (returned with
+    None). Beyond that, only a farthest-first cover of ``cover`` centres is measured against all C
+    candidates, an upper bound that the samplers below refine, against every centre (returned with
+    the bound), for the few candidates they look at.
+    """
+    if centres.size <= 2 * cover:
+        return space.min_to(centres), None
+    sub = _Euclidean(space.x[centres], centres.size)
+    picked = _farthest_first(sub, sub.min_to(np.array([0])), cover, (0,))
+    return space.min_to(centres[picked]), centres
+
+
+def _with_centres(centres: IntArray | None, recent: Sequence[int]) -> IntArray:
+    """Rows to measure a candidate against: ``centres`` (if any) and the ``recent`` picks."""
+    rec = np.asarray(recent, dtype=np.int64)
+    return rec if centres is None else np.concatenate([centres, rec])
+
+
+def _farthest_first(
+    space: _Space,
+    dist: FloatArray,
+    n: int,
+    first: Sequence[int] = (),
+    centres: IntArray | None = None,
+) -> IntArray:
+    """Greedy k-center over ``space``: ``n`` candidate rows (``first`` included), in pick order.
+
+    ``dist`` (C,) is each candidate's squared distance to the centres so far (labelled clips and
+    ``first``); with ``centres`` given it is only an upper bound (:func:`_centre_bound`) and the
+    exact distance is computed against ``centres`` where needed. Distances only shrink as picks are
+    added, so ``dist`` bounds every later one: candidates are visited in decreasing ``dist`` and
+    only a prefix of them (the *active* set) is kept exact and up to date, one small matrix-vector
+    product per pick. The farthest active candidate is the farthest of all when it beats the
+    ``dist`` of the first candidate outside the prefix; otherwise the prefix doubles. Same picks as
+    updating all C distances after every pick (ties go to the lowest index), at a fraction of the
+    passes over the embeddings.
+    """
+    picks = [int(j) for j in first]
+    n_pts, since = space.n, len(picks)
+    base = np.array(dist, dtype=np.float64)
+    base[picks] = -np.inf
+
+    def exact(rows: IntArray) -> FloatArray:
+        d = base[rows]
+        cols = _with_centres(centres, picks[since:])
+        if cols.size:
+            np.minimum(d, space.min_to(cols, rows=rows), out=d)
+        return d
+
+    order = np.argsort(-base, kind="stable")
+    m = min(n_pts, max(8 * n, 1024))
+    active = np.sort(order[:m])
+    d_act = exact(active)
+    sub = space.subset(active)  # contiguous rows: each pick's update is one matrix-vector product
+    bound = base[order[m]] if m < n_pts else -np.inf
+    while len(picks) < n:
+        k = int(np.argmax(d_act))
+        while m < n_pts and d_act[k] <= bound:  # someone outside the prefix may be as far: widen
+            m_new = min(n_pts, 2 * m)
+            if centres is not None and m_new > n_pts // 4:
+                # The bound is too loose to prune: measure everyone exactly once and go on.
+                full = exact(np.arange(n_pts))
+                return _farthest_first(space, full, n, picks)
+            new = order[m:m_new]
+            active = np.concatenate([active, new])
+            d_act = np.concatenate([d_act, exact(new)])
+            by_index = np.argsort(active, kind="stable")
+            active, d_act = active[by_index], d_act[by_index]
+            sub = space.subset(active)
+            bound = base[order[m_new]] if m_new < n_pts else -np.inf
+            m = m_new
+            k = int(np.argmax(d_act))
+        j = int(active[k])
+        picks.append(j)
+        if len(picks) < n:
+            np.minimum(d_act, sub.min_to(np.array([k])), out=d_act)
+        d_act[k] = -np.inf
+    return np.asarray(picks, dtype=np.int64)
+
+
+_REFRESH_AFTER = 64  # rejected proposals before the D² bound is recomputed (one matrix product)
+
+
+def _dsq_sample(
+    space: _Space,
+    dist: FloatArray,
+    n: int,
+    rng: np.random.Generator,
+    first: Sequence[int] = (),
+    centres: IntArray | None = None,
+) -> IntArray:
+    """k-means++ (D²) sampling over ``space``: ``n`` candidate rows (``first`` included), in pick order.
+
+    Each pick is drawn with probability proportional to its squared distance to the nearest centre
+    or earlier pick, exactly, without a pass over all C candidates per pick. ``dist`` (C,) is the
+    squared distance to the centres so far (labelled clips and ``first``), or with ``centres`` given
+    an upper bound on it (:func:`_centre_bound`); either way it bounds every later distance. A
+    proposal j is drawn proportional to the bound and accepted with probability ``d_j / bound_j``,
+    where ``d_j`` needs only the picks made since the bound was computed (and ``centres``): rejection
+    sampling, so accepted proposals follow the D² law. After ``_REFRESH_AFTER`` rejections the bound
+    is tightened with one matrix product against the recent picks (or, for a loose bound that
+    rejects too often, made exact). If every remaining candidate coincides with a centre, the next
+    pick is uniform among them.
+    """
+    picks = [int(j) for j in first]
+    n_pts, since = space.n, len(picks)
+    chosen = np.zeros(n_pts, dtype=bool)
+    chosen[picks] = True
+    bound = np.where(chosen, 0.0, np.asarray(dist, dtype=np.float64))
+    cum = np.cumsum(bound)
+    total = float(cum[-1]) if n_pts else 0.0
+    rejected = 0
+    while len(picks) < n:
+        if not (np.isfinite(total) and total > 0.0):
+            j = int(rng.choice(np.flatnonzero(~chosen)))
+            accept = True
+        else:
+            j = min(int(np.searchsorted(cum, rng.random() * total, side="right")), n_pts - 1)
+            accept = False
+            if not chosen[j] and bound[j] > 0.0:
+                d = bound[j]
+                cols = _with_centres(centres, picks[since:])
+                if cols.size:
+                    d = min(d, float(space.min_to(cols, rows=np.array([j]))[0]))
+                accept = bool(rng.random() * bound[j] < d)
+        if accept:
+            picks.append(j)
+            chosen[j] = True
+            continue
+        rejected += 1
+        if centres is not None and rejected >= 4 * _REFRESH_AFTER + 2 * n:
+            full = np.minimum(bound, space.min_to(_with_centres(centres, picks[since:])))
+            return _dsq_sample(space, full, n, rng, picks)
+        if centres is None and rejected >= _REFRESH_AFTER and len(picks) > since:
+            np.minimum(bound, space.min_to(np.asarray(picks[since:])), out=bound)
+            bound[chosen] = 0.0
+            cum = np.cumsum(bound)
+            total = float(cum[-1])
+            since, rejected = len(picks), 0
+    return np.asarray(picks, dtype=np.int64)
 
 
 def k_center_greedy(
@@ -479,31 +698,24 @@ def k_center_greedy(
     -------
     (n,) int64
         Indices into [0, N) in pick order.
+
+    Notes
+    -----
+    Exact greedy order (float32 distances), computed by pruning: see :func:`_farthest_first`.
     """
-    emb = np.asarray(embeddings)
-    emb = emb.astype(np.float32 if emb.dtype == np.float32 else np.float64, copy=False)
     cand = np.asarray(candidates, dtype=np.int64)
     cent = np.asarray(centres, dtype=np.int64)
-    x = emb[cand]
-    x_sq = np.einsum("ij,ij->i", x, x).astype(np.float64)
-    picks = np.empty(n, dtype=np.int64)
     if n == 0:
-        return picks
+        return np.empty(0, dtype=np.int64)
+    space = _euclidean_space(embeddings, cand, cent)
+    first: tuple[int, ...] = ()
+    loose: IntArray | None = None
     if cent.size:
-        dist = _min_sq_dist(x, x_sq, emb[cent])
-        start = 0
+        dist, loose = _centre_bound(space, cand.size + np.arange(cent.size), _KCENTER_COVER)
     else:
-        first = int(np.argmin(_sq_dist_to(x, x_sq, x.mean(axis=0))))
-        picks[0] = first
-        dist = _sq_dist_to(x, x_sq, x[first])
-        start = 1
-    dist[picks[:start]] = -1.0
-    for t in range(start, n):
-        j = int(np.argmax(dist))
-        picks[t] = j
-        np.minimum(dist, _sq_dist_to(x, x_sq, x[j]), out=dist)
-        dist[j] = -1.0
-    return cand[picks]
+        first = (int(np.argmin(space.sq[: cand.size])),)  # x is centred on the candidates' mean
+        dist = space.min_to(np.asarray(first))
+    return cand[_farthest_first(space, dist, n, first, loose)]
 
 
 def kmeans_pp_seeding(
@@ -530,63 +742,25 @@ def kmeans_pp_seeding(
     -------
     (n,) int64
         Indices into [0, N) in pick order.
+
+    Notes
+    -----
+    Exactly the D² law (float32 distances), sampled by rejection: see :func:`_dsq_sample`.
     """
     rng = np.random.default_rng() if rng is None else rng
-    emb = np.asarray(embeddings)
-    emb = emb.astype(np.float32 if emb.dtype == np.float32 else np.float64, copy=False)
     cand = np.asarray(candidates, dtype=np.int64)
     cent = np.asarray(centres, dtype=np.int64)
-    x = emb[cand]
-    x_sq = np.einsum("ij,ij->i", x, x).astype(np.float64)
-    return cand[
-        _dsq_sampling(
-            lambda j: _sq_dist_to(x, x_sq, x[j]),
-            x.shape[0],
-            n,
-            rng,
-            initial=_min_sq_dist(x, x_sq, emb[cent]) if cent.size else None,
-        )
-    ]
-
-
-def _dsq_sampling(
-    dist_to: Callable[[int], FloatArray],
-    n_points: int,
-    n: int,
-    rng: np.random.Generator,
-    *,
-    initial: FloatArray | None = None,
-    first: int | None = None,
-) -> IntArray:
-    """Core of k-means++ over an abstract squared distance ``dist_to(j) -> (n_points,)``."""
-    picks = np.empty(n, dtype=np.int64)
     if n == 0:
-        return picks
-    chosen = np.zeros(n_points, dtype=bool)
-    if initial is None:
-        j = int(rng.integers(n_points)) if first is None else first
-        picks[0] = j
-        chosen[j] = True
-        dist = dist_to(j)
-        start = 1
+        return np.empty(0, dtype=np.int64)
+    space = _euclidean_space(embeddings, cand, cent)
+    first: tuple[int, ...] = ()
+    loose: IntArray | None = None
+    if cent.size:
+        dist, loose = _centre_bound(space, cand.size + np.arange(cent.size), _KMEANSPP_COVER)
     else:
-        dist = initial.copy()
-        start = 0
-    for t in range(start, n):
-        d = np.where(chosen, 0.0, dist)
-        total = d.sum()
-        if total <= 0 or not np.isfinite(total):
-            # Every remaining point coincides with a centre: fall back to uniform among the rest.
-            j = int(rng.choice(np.flatnonzero(~chosen)))
-        else:
-            j = int(np.searchsorted(np.cumsum(d), rng.random() * total, side="right"))
-            j = min(j, n_points - 1)
-            if chosen[j]:
-                j = int(rng.choice(np.flatnonzero(~chosen)))
-        picks[t] = j
-        chosen[j] = True
-        np.minimum(dist, dist_to(j), out=dist)
-    return picks
+        first = (int(rng.integers(cand.size)),)
+        dist = space.min_to(np.asarray(first))
+    return cand[_dsq_sample(space, dist, n, rng, first, loose)]
 
 
 def _diversity_pick(
@@ -721,10 +895,17 @@ def decision_gradient_factors(
     The BADGE gradient embedding of a clip with embedding h (D,) is the outer product of this row with
     h (a (K·D,) vector); it is never materialised (see :class:`BadgeLike`).
     """
-    hier = _as_hierarchy(parents)
-    q, w = _decisions(np.asarray(pred_probs, dtype=np.float64), hier)
-    grad: FloatArray = w * (q - (q >= 0.5))
+    grad: FloatArray = _gradient_factors(pred_probs, _as_hierarchy(parents), np.float64)
     return grad
+
+
+def _gradient_factors(
+    pred_probs: npt.ArrayLike, hier: Hierarchy, dtype: type[np.floating[Any]]
+) -> npt.NDArray[Any]:
+    q, w = _decisions(pred_probs, hier, dtype)
+    q -= q >= 0.5  # in place: q - ŷ
+    q *= w
+    return q
 
 
 @dataclass
@@ -766,31 +947,22 @@ class BadgeLike:
         if req.pred_probs is None:
             return _diversity_pick(req, cand, self.cold_start, rng)
         rng = np.random.default_rng() if rng is None else rng
-        # float32 for the O(N) matrix-vector products of each pick; norms accumulate in float64.
-        h = req.embeddings[cand].astype(np.float32, copy=False)
+        space: _Space
         if self.embedding == "scaled":
-            u = hierarchical_uncertainty(req.pred_probs[cand], req.hierarchy)
-            hs = h * u[:, None].astype(np.float32)
-            hs_sq = np.einsum("ij,ij->i", hs, hs, dtype=np.float64)
-            first = int(np.argmax(hs_sq))
-            picks = _dsq_sampling(
-                lambda j: _sq_dist_to(hs, hs_sq, hs[j]), cand.size, req.n, rng, first=first
-            )
-            return cand[picks]
-        if self.embedding != "gradient":
+            u = hierarchical_uncertainty(req.pred_probs, req.hierarchy)[cand]
+            hs = np.asarray(req.embeddings)[cand].astype(np.float32, copy=False)
+            hs *= u[:, None].astype(np.float32)
+            first = int(np.argmax(np.einsum("ij,ij->i", hs, hs, dtype=np.float64)))
+            space = _Euclidean(hs, cand.size)
+        elif self.embedding == "gradient":
+            a = _gradient_factors(req.pred_probs, req.hierarchy, np.float32)[cand]
+            h = np.asarray(req.embeddings)[cand].astype(np.float32, copy=False)
+            space = _Gradient(a, h)
+            first = int(np.argmax(space.sq))
+        else:
             raise ValueError(f"unknown embedding {self.embedding!r}")
-        a = decision_gradient_factors(req.pred_probs[cand], req.hierarchy).astype(np.float32)
-        a_sq = np.einsum("ij,ij->i", a, a, dtype=np.float64)
-        h_sq = np.einsum("ij,ij->i", h, h, dtype=np.float64)
-        g_sq = a_sq * h_sq
-
-        def dist_to(j: int) -> FloatArray:
-            cross = (a @ a[j]).astype(np.float64) * (h @ h[j])
-            dist: FloatArray = np.maximum(g_sq + g_sq[j] - 2.0 * cross, 0.0)
-            return dist
-
-        picks = _dsq_sampling(dist_to, cand.size, req.n, rng, first=int(np.argmax(g_sq)))
-        return cand[picks]
+        dist = space.min_to(np.array([first]))
+        return cand[_dsq_sample(space, dist, req.n, rng, (first,))]
 
 
 def activelab_scores(
