@@ -31,12 +31,15 @@ from active_learning.core.cv import cross_val_predict_proba  # noqa: E402
 from active_learning.core.hierarchy import Hierarchy  # noqa: E402
 from active_learning.core.models import (  # noqa: E402
     HierarchicalClassifier,
+    auto_device,
     synthetic_hierarchical_data,
 )
 
 
-def fma_parents() -> np.ndarray:
-    g = pd.read_csv(ROOT.parent / "shared" / "data" / "fma" / "genres.csv")
+def fma_parents(
+    path: str | Path = ROOT.parent / "shared" / "data" / "fma" / "genres.csv",
+) -> np.ndarray:
+    g = pd.read_csv(path)
     index = {gid: i for i, gid in enumerate(g["genre_id"])}
     return np.asarray([index[p] if p != 0 else -1 for p in g["parent"]], dtype=np.int64)
 
@@ -49,15 +52,24 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--method", default="conditional")
+    ap.add_argument("--device", default=None, help="cpu / cuda (default: CUDA when available)")
+    ap.add_argument("--genres", default=str(ROOT.parent / "shared" / "data" / "fma" / "genres.csv"))
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "al_catalogue_scale.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    parents = fma_parents()
+    parents = fma_parents(args.genres)
+    device = auto_device(args.device)
     h = Hierarchy(parents)
     x, y, primary = synthetic_hierarchical_data(parents, args.n, args.d, seed=args.seed, signal=0.3)
     print(f"N={args.n} D={args.d} K={h.n_nodes} depth={h.max_depth + 1} threads={args.threads}")
 
     def factory() -> HierarchicalClassifier:
-        return HierarchicalClassifier(parents, method=args.method, seed=args.seed)  # type: ignore[arg-type]
+        return HierarchicalClassifier(
+            parents,
+            method=args.method,  # type: ignore[arg-type]
+            seed=args.seed,
+            device=device.type,
+        )
 
     # Warm-up (first torch kernels / allocations), not timed: a worker process pays it once.
     factory().fit(x[:2000], y[:2000])
@@ -88,13 +100,15 @@ def main() -> None:
         "k": h.n_nodes,
         "n_splits": 5,
         "threads": args.threads,
+        "device": str(device)
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         "seed": args.seed,
         "estimator": factory().get_params() | {"parents": "fma genres.csv"},
         "goal_s": 60,
         "median": med,
         "runs": runs,
     }
-    path = ROOT / "bench" / "results" / "al_catalogue_scale.json"
+    path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1, default=str))
     print(

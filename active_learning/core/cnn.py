@@ -33,7 +33,7 @@ from active_learning.core.models import (
     train_loop,
 )
 
-__all__ = ["LogMelCNN", "TorchLogMel", "logmel_patches"]
+__all__ = ["LogMelCNN", "TorchLogMel", "cqt_patches", "logmel_patches"]
 
 
 class TorchLogMel(torch.nn.Module):
@@ -94,6 +94,56 @@ def logmel_patches(
     return out
 
 
+def cqt_patches(
+    clips: list[tuple[npt.NDArray[Any], int]],
+    *,
+    sr: int = 22050,
+    hop_length: int = 1024,
+    fmin: float = 65.40639132514966,
+    n_bins: int = 72,
+    frames: int = 216,
+) -> npt.NDArray[np.float32]:
+    """Clips ``[(audio, sr_i), ...]`` -> (N, n_bins, frames) float32 log-magnitude CQT patches (dB).
+
+    One bin per semitone from ``fmin`` (C2 by default, six octaves), each clip normalised to its
+    own peak and floored at -80 dB. A transposition is a shift along the bin axis, which is what
+    ``LogMelCNN(freq_shift=...)`` augments; the CNN itself does not care which time-frequency
+    representation it is given.
+    """
+    import librosa
+
+    from active_learning.core.features import resample
+
+    out = np.empty((len(clips), n_bins, frames), dtype=np.float32)
+    for i, (audio, rate) in enumerate(clips):
+        y = resample(audio, rate, sr)
+        c = np.abs(
+            librosa.cqt(
+                y, sr=sr, hop_length=hop_length, fmin=fmin, n_bins=n_bins, bins_per_octave=12
+            )
+        )
+        m = librosa.amplitude_to_db(c, ref=np.max, top_db=80.0).astype(np.float32)
+        t = m.shape[1]
+        if t >= frames:
+            s = (t - frames) // 2
+            out[i] = m[:, s : s + frames]
+        else:
+            out[i] = np.pad(m, ((0, 0), (0, frames - t)), mode="edge")
+    return out
+
+
+def _shift_rows(xb: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Shift each (F, T) patch of ``xb`` by its own random number of rows in [-max_shift, max_shift].
+
+    Rows shifted in from outside repeat the edge row (no wrap-around: the top of a spectrum must not
+    reappear at the bottom).
+    """
+    b, f = xb.shape[0], xb.shape[1]
+    shifts = torch.randint(-max_shift, max_shift + 1, (b, 1), generator=gen).to(xb.device)
+    rows = (torch.arange(f, device=xb.device)[None, :] - shifts).clamp_(0, f - 1)  # (B, F)
+    return torch.gather(xb, 1, rows[:, :, None].expand(b, f, xb.shape[2]))
+
+
 class _Net(torch.nn.Module):
     def __init__(self, n_mels: int, k: int, channels: tuple[int, ...], dropout: float) -> None:
         super().__init__()
@@ -134,6 +184,12 @@ class LogMelCNN(BaseEstimator):  # type: ignore[misc]
         Conv block widths (3x3 conv, BN, ReLU, 2x2 max-pool each).
     crop_frames : int
         Training crop length in frames (0 = no cropping).
+    freq_shift : int
+        Training augmentation: shift each patch by up to this many frequency rows either way
+        (a transposition, for CQT patches with one bin per semitone; 0 = off).
+    time_stretch : float
+        Training augmentation: stretch each batch along time by a random factor in
+        [1 - time_stretch, 1 + time_stretch] (a tempo change; 0 = off), before cropping.
     dropout, lr, weight_decay, batch_size, max_epochs, min_steps, max_steps, device, seed
         Training, as in ``HierarchicalClassifier``.
 
@@ -156,6 +212,8 @@ class LogMelCNN(BaseEstimator):  # type: ignore[misc]
         n_mels: int = 64,
         channels: tuple[int, ...] = (16, 32, 64, 64),
         crop_frames: int = 128,
+        freq_shift: int = 0,
+        time_stretch: float = 0.0,
         dropout: float = 0.3,
         lr: float = 3e-3,
         weight_decay: float = 1e-3,
@@ -173,6 +231,8 @@ class LogMelCNN(BaseEstimator):  # type: ignore[misc]
         self.n_mels = n_mels
         self.channels = channels
         self.crop_frames = crop_frames
+        self.freq_shift = freq_shift
+        self.time_stretch = time_stretch
         self.dropout = dropout
         self.lr = lr
         self.weight_decay = weight_decay
@@ -235,8 +295,16 @@ class LogMelCNN(BaseEstimator):  # type: ignore[misc]
         wt = torch.as_tensor(np.asarray(sw, dtype=np.float32), device=device)
         net = _Net(self.n_mels, h.n_nodes, tuple(self.channels), self.dropout).to(device)
         crop = int(self.crop_frames)
+        shift = int(self.freq_shift)
+        stretch = float(self.time_stretch)
 
         def augment(xb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+            if shift > 0:
+                xb = _shift_rows(xb, shift, gen)
+            if stretch > 0:
+                factor = 1.0 + stretch * (2.0 * float(torch.rand((), generator=gen)) - 1.0)
+                size = max(1, round(xb.shape[-1] * factor))
+                xb = torch.nn.functional.interpolate(xb, size=size, mode="linear")
             t = xb.shape[-1]
             if crop <= 0 or t <= crop:
                 return xb

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from sklearn.exceptions import NotFittedError
 
 from active_learning.core.cnn import LogMelCNN, logmel_patches
@@ -67,3 +68,32 @@ def test_cnn_on_logmel_patches_and_contract() -> None:
         clf.predict_proba(patches)
     assert clf.fit(patches, y) is clf
     assert clf.predict_proba(patches).shape == (12, 4)
+
+
+def test_freq_shift_moves_rows_without_wrapping() -> None:
+    from active_learning.core.cnn import _shift_rows
+
+    x = torch.arange(6, dtype=torch.float32)[None, :, None].repeat(64, 1, 3)  # rows 0..5
+    out = _shift_rows(x, 2, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    shifts = set()
+    for row in out[:, :, 0]:
+        d = int(row[3] - x[0, 3, 0])  # an inner row moves by exactly -shift
+        shifts.add(-d)
+        expected = (torch.arange(6) + d).clamp(0, 5).float()
+        assert torch.equal(row, expected)  # edges repeat, nothing wraps around
+    assert shifts == {-2, -1, 0, 1, 2}
+
+
+def test_cqt_patches_shape_and_transposition() -> None:
+    from active_learning.core.cnn import cqt_patches
+
+    sr = 22050
+    t = np.arange(sr) / sr
+    a4 = np.sin(2 * np.pi * 440.0 * t).astype(np.float32)
+    b4 = np.sin(2 * np.pi * 440.0 * 2 ** (2 / 12) * t).astype(np.float32)
+    p = cqt_patches([(a4, sr), (b4, sr)], frames=16)
+    assert p.shape == (2, 72, 16) and p.max() <= 0.0 and p.min() >= -80.0
+    peak = p.mean(axis=2).argmax(axis=1)
+    assert peak[0] == 33  # A4 is 33 semitones above C2
+    assert peak[1] - peak[0] == 2  # two semitones up = two bins up
