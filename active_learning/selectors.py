@@ -27,11 +27,15 @@ from annotation.selectors import TaxonomyIndex, latest_annotations
 # --------------------------------------------------------------------------------------------------
 
 
-def latest_feature_set(*, project: Project, backend: str | None = None) -> FeatureSet | None:
-    """The newest done feature set of the project (of one backend when given)."""
+def latest_feature_set(
+    *, project: Project, backend: str | None = None, exclude_backend: str | None = None
+) -> FeatureSet | None:
+    """The newest done feature set of the project (of one backend, or not of another, when given)."""
     qs = FeatureSet.objects.filter(project=project, status=JobStatus.DONE)
     if backend:
         qs = qs.filter(backend=backend)
+    if exclude_backend:
+        qs = qs.exclude(backend=exclude_backend)
     return qs.order_by("-created_at", "-id").first()
 
 
@@ -44,9 +48,14 @@ def feature_set_arrays(*, feature_set: FeatureSet) -> tuple[np.ndarray, np.ndarr
     return np.asarray(loaded.clip_ids, dtype=np.int64), loaded.X
 
 
+# Feature sets that hold model inputs (spectrogram patches for the CNN) rather than embeddings:
+# never used where an embedding is meant (diversity, the embedding models).
+PATCH_BACKEND = "cqt-patches"
+
+
 def feature_matrix(*, project: Project) -> tuple[np.ndarray, np.ndarray] | None:
-    """(clip_ids (N,), X (N, D) float32 mmap) from the latest done feature set, or None."""
-    fs = latest_feature_set(project=project)
+    """(clip_ids (N,), X (N, D) float32 mmap) from the latest done embedding feature set, or None."""
+    fs = latest_feature_set(project=project, exclude_backend=PATCH_BACKEND)
     if fs is None:
         return None
     return feature_set_arrays(feature_set=fs)

@@ -100,6 +100,11 @@ class Project(models.Model):
         BADGE = "badge", "Uncertainty × diversity"
         RELABEL_OR_NEW = "relabel_or_new", "Relabel or label new (ActiveLab-style)"
 
+    class ModelKind(models.TextChoices):
+        HIERARCHICAL = "hierarchical", "Embedding model, per-parent softmax (CPU is enough)"
+        FLAT = "flat", "Embedding model, flat sigmoids + consistency projection"
+        CNN = "cnn", "CNN on CQT patches, trained end-to-end (wants a GPU worker)"
+
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=80, unique=True)
     description = models.TextField(blank=True)
@@ -136,6 +141,13 @@ class Project(models.Model):
         default=0.3, help_text="Largest share of an acquisition batch that may be relabels."
     )
     embedding_backend = models.CharField(max_length=60, default="logmel-stats")
+    model_kind = models.CharField(
+        max_length=20,
+        choices=ModelKind.choices,
+        default=ModelKind.HIERARCHICAL,
+        help_text="What the relabel cycle retrains. The CNN also extracts CQT patches (62 KB a clip) "
+        "and belongs on a GPU worker; the embeddings still serve diversity sampling.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -38,6 +38,7 @@ from django.utils import timezone
 from active_learning.core.hierarchy import Hierarchy
 from active_learning.models import FeatureSet, JobStatus, ModelVersion, Prediction
 from active_learning.selectors import (
+    PATCH_BACKEND,
     LabelsProvider,
     TrainingLabels,
     feature_set_arrays,
@@ -49,7 +50,21 @@ from annotation.selectors import TaxonomyIndex, taxonomy_index_cached
 
 logger = logging.getLogger(__name__)
 
-KINDS = {"hierarchical": {"method": "conditional"}, "flat": {"method": "flat"}}
+KINDS: dict[str, dict[str, Any]] = {
+    "hierarchical": {"method": "conditional"},
+    "flat": {"method": "flat"},
+    # The end-to-end CNN on CQT patches (the configuration bench/al_corpus_cnn.py selected). It
+    # trains wherever the task runs; on a GPU worker (the `gpu` queue) that is CUDA.
+    "cnn": {
+        "method": "conditional",
+        "channels": [32, 64, 128, 128],
+        "freq_shift": 3,
+        "crop_frames": 160,
+        "batch_size": 64,
+        "max_epochs": 60,
+    },
+}
+CNN_BACKEND = PATCH_BACKEND
 PREDICTION_BATCH = 2000
 
 
@@ -208,11 +223,19 @@ class _Data:
 
 def _load(mv: ModelVersion, provider: LabelsProvider | None) -> _Data:
     project = mv.project
-    fs = latest_feature_set(project=project)
-    if fs is None:
-        raise TrainingDataError(
-            "no finished feature set for this project: run `manage.py extract_features` first"
-        )
+    if mv.kind == "cnn":
+        fs = latest_feature_set(project=project, backend=CNN_BACKEND)
+        if fs is None:
+            raise TrainingDataError(
+                "the cnn model trains on CQT patches: run "
+                f"`manage.py extract_features --project {project.slug} --backend {CNN_BACKEND}` first"
+            )
+    else:
+        fs = latest_feature_set(project=project, exclude_backend=CNN_BACKEND)
+        if fs is None:
+            raise TrainingDataError(
+                "no finished feature set for this project: run `manage.py extract_features` first"
+            )
     clip_ids, X = feature_set_arrays(feature_set=fs)
     index = taxonomy_index_cached(mv.taxonomy_version)
     if provider is None:
@@ -252,13 +275,26 @@ def _train(mv: ModelVersion, provider: LabelsProvider | None) -> None:
     labelled = data.labels.labelled
     training_labels_check(labels=data.labels, hierarchy=hierarchy, n_folds=mv.n_folds)
     params = {k: v for k, v in mv.hyperparameters.items() if k != "device"}
+    make_estimator: Callable[[], Any]
+    if mv.kind == "cnn":
+        from active_learning.core.cnn import LogMelCNN
+        from active_learning.core.features import CQTPatchBackend
 
-    from active_learning.core.models import HierarchicalClassifier
+        n_bins = int(data.feature_set.options.get("n_bins", 72))
+        X = CQTPatchBackend.patches(data.X, n_bins)
+        cnn_params = {"input": "logmel", **params}
+        cnn_params["channels"] = tuple(cnn_params.get("channels", (16, 32, 64, 64)))
 
-    def make_estimator() -> HierarchicalClassifier:
-        return HierarchicalClassifier(hierarchy.parents, seed=mv.seed, **params)
+        def make_estimator() -> Any:
+            return LogMelCNN(hierarchy.parents, n_mels=n_bins, seed=mv.seed, **cnn_params)
 
-    X = np.asarray(data.X, dtype=np.float32)
+    else:
+        from active_learning.core.models import HierarchicalClassifier
+
+        def make_estimator() -> Any:
+            return HierarchicalClassifier(hierarchy.parents, seed=mv.seed, **params)
+
+        X = np.asarray(data.X, dtype=np.float32)
     pred_probs, oos, model, metrics = cross_val_predict(
         make_estimator,
         X,

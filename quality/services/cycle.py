@@ -111,7 +111,7 @@ def cycle_start_if_due(*, project: Project) -> QualityCycle | None:
 
 
 def _step_retrain(cycle: QualityCycle) -> dict[str, Any]:
-    from active_learning.selectors import feature_matrix
+    from active_learning.selectors import PATCH_BACKEND, feature_matrix, latest_feature_set
     from active_learning.services.features import feature_set_extract_sync
     from active_learning.services.training import (
         model_version_claim,
@@ -125,6 +125,10 @@ def _step_retrain(cycle: QualityCycle) -> dict[str, Any]:
     if feature_matrix(project=project) is None:
         fs = feature_set_extract_sync(project=project)
         out["features"] = {"feature_set": fs.pk, "status": fs.status, "failed": fs.n_failed}
+    kind = project.model_kind
+    if kind == "cnn" and latest_feature_set(project=project, backend=PATCH_BACKEND) is None:
+        fs = feature_set_extract_sync(project=project, backend=PATCH_BACKEND)
+        out["patches"] = {"feature_set": fs.pk, "status": fs.status, "failed": fs.n_failed}
     # A version keyed by the cycle and attempt: a resumed cycle finds the version its dead worker
     # left running, marks it failed (it will never finish) and trains a fresh one.
     key = f"quality-cycle:{cycle.pk}:{cycle.attempts}"
@@ -135,7 +139,9 @@ def _step_retrain(cycle: QualityCycle) -> dict[str, Any]:
         error="worker lost during training; the relabel cycle resumed and retrained",
         finished_at=timezone.now(),
     )
-    mv = model_version_request(project=project, trigger=ModelVersion.Trigger.CYCLE, task_id=key)
+    mv = model_version_request(
+        project=project, trigger=ModelVersion.Trigger.CYCLE, kind=kind, task_id=key
+    )
     if model_version_claim(model_version=mv):
         mv = model_version_run(model_version=mv)
     out["model"] = model_version_summary(model_version=mv)

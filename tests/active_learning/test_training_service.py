@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from active_learning.core.hierarchy import Hierarchy
-from active_learning.models import JobStatus, ModelVersion, Prediction
+from active_learning.models import FeatureSet, JobStatus, ModelVersion, Prediction
 from active_learning.selectors import latest_model_version, prediction_matrix
 from active_learning.services.training import (
     model_train_for_project,
@@ -102,3 +102,85 @@ def test_duplicate_delivery_trains_once(artifacts: Path) -> None:
 
     nxt = model_version_request(project=project)
     assert nxt.number == 2
+
+
+def _add_patch_feature_set(project: object, clips: list, truth: dict, root: Path) -> FeatureSet:
+    """A done cqt-patches FeatureSet: (8 bins x 12 frames) patches with energy at a leaf's rows."""
+    from active_learning.core.features import FeatureStore
+    from tests.active_learning.conftest import LEAVES
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for clip in clips:
+        patch = rng.normal(-40.0, 1.0, size=(8, 12)).astype(np.float32)
+        leaf = LEAVES.index(truth[clip.id])
+        patch[2 * leaf : 2 * leaf + 2] += 30.0
+        rows.append(patch.reshape(-1))
+    fs = FeatureSet.objects.create(
+        project=project,
+        backend="cqt-patches",
+        backend_version="1 (8x12)",
+        options={"n_bins": 8, "frames": 12},
+        dim=96,
+        n_clips=len(clips),
+    )
+    store = FeatureStore(root / "patches")
+    store.write(
+        f"fs_{fs.id}",
+        np.stack(rows),
+        [str(c.id) for c in clips],
+        backend="cqt-patches",
+        version="1",
+    )
+    fs.store_path = str(store.matrix_path(f"fs_{fs.id}"))
+    fs.status = JobStatus.DONE
+    fs.save()
+    return fs
+
+
+CNN_FAST = {"channels": [4, 8], "crop_frames": 8, "min_steps": 80, "max_steps": 80, "batch_size": 8}
+
+
+def test_cnn_kind_trains_on_patches_and_embeddings_stay_for_the_mlp(artifacts: Path) -> None:
+    from active_learning.core.cnn import LogMelCNN
+    from tests.active_learning.conftest import LEAVES
+
+    project, clips, truth = project_with_features(artifacts)
+    missing = model_train_for_project(project=project, kind="cnn", n_folds=3)
+    assert missing.status == JobStatus.FAILED and "--backend cqt-patches" in missing.error
+
+    patches = _add_patch_feature_set(project, clips, truth, artifacts)
+    mv = model_train_for_project(project=project, kind="cnn", n_folds=3, hyperparameters=CNN_FAST)
+    assert mv.status == JobStatus.DONE, mv.error
+    assert mv.feature_set_id == patches.id and mv.hyperparameters["freq_shift"] == 3
+    import joblib
+
+    model = joblib.load(Path(mv.artifact_path) / "model.joblib")
+    assert isinstance(model, LogMelCNN) and model.n_mels == 8
+    clip_ids, P, oos = prediction_matrix(model_version=mv)
+    index = TaxonomyIndex.for_version(project.taxonomy_version)
+    cols = [index.lookup(leaf).index for leaf in LEAVES]
+    assert P.shape[0] == len(clips) and np.isfinite(P).all() and oos.sum() == 24
+    by_id = {c.id: c for c in clips}
+    picked = [LEAVES[int(np.argmax(P[i, cols]))] for i in range(len(clip_ids))]
+    hits = [picked[i] == truth[by_id[int(cid)].id] for i, cid in enumerate(clip_ids) if oos[i]]
+    assert np.mean(hits) > 0.5  # out-of-sample, chance 0.25
+
+    # The embedding model never trains on patches, even though they are the newest feature set.
+    mlp = model_train_for_project(project=project, n_folds=3, hyperparameters=FAST)
+    assert mlp.status == JobStatus.DONE and mlp.feature_set_id != patches.id
+
+
+def test_cqt_patch_backend_rows_round_trip() -> None:
+    from active_learning.core.features import CQTPatchBackend, get_backend
+
+    backend = get_backend("cqt-patches", frames=16)
+    assert isinstance(backend, CQTPatchBackend) and backend.dim == 72 * 16
+    sr = 22050
+    tone = np.sin(2 * np.pi * 440.0 * np.arange(sr) / sr).astype(np.float32)
+    rows = backend.embed_many([(tone, sr), (tone, sr)])
+    assert rows.shape == (2, 72 * 16)
+    patches = CQTPatchBackend.patches(rows)
+    assert patches.shape == (2, 72, 16) and patches[0].mean(axis=1).argmax() == 33  # A4
+    with pytest.raises(ValueError, match="not 72-bin"):
+        CQTPatchBackend.patches(np.zeros((2, 100)))

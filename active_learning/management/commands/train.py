@@ -25,7 +25,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--project", required=True, help="Project slug")
         parser.add_argument("--sync", action="store_true", help="Run in this process")
-        parser.add_argument("--kind", default="hierarchical", choices=["hierarchical", "flat"])
+        parser.add_argument(
+            "--kind",
+            default=None,
+            choices=["hierarchical", "flat", "cnn"],
+            help="Model kind (default: the project's model_kind)",
+        )
         parser.add_argument("--folds", type=int, default=5)
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--timeout", type=int, default=3600, help="Seconds to wait (async)")
@@ -36,7 +41,11 @@ class Command(BaseCommand):
         except Project.DoesNotExist:
             raise CommandError(f"no project with slug {opts['project']!r}") from None
         t0 = time.perf_counter()
-        common = {"kind": opts["kind"], "n_folds": opts["folds"], "seed": opts["seed"]}
+        common = {
+            "kind": opts["kind"] or project.model_kind,
+            "n_folds": opts["folds"],
+            "seed": opts["seed"],
+        }
         if opts["sync"]:
             mv = model_train_for_project(project=project, **common)
         else:
