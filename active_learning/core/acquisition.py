@@ -398,24 +398,28 @@ def decision_confidence(
     hier = _as_hierarchy(parents)
     p = np.asarray(pred_probs, dtype=np.float64)
     q, w = _decisions(p, hier)
-    selfconf = np.maximum(q, 1.0 - q)
     if pooling == "mean":
-        return _pool(selfconf, w, "mean")
+        return _pool(np.maximum(q, 1.0 - q), w, "mean")
     if pooling != "ema":
         raise ValueError(f"unknown pooling {pooling!r}; use 'ema' or 'mean'")
     on = q >= 0.5
+    # In place from here (w is not needed): each fresh (N, K) float64 array costs page faults.
+    selfconf = np.maximum(q, np.subtract(1.0, q, out=w), out=q)
     for d in range(1, hier.max_depth + 1):  # top-down closure of the model's own decisions
         cols = np.flatnonzero(hier.depth == d)
         on[:, cols] &= np.take(on, hier.parents[cols], axis=1)
     has_parent = hier.parents >= 0
     active = np.take(on, np.where(has_parent, hier.parents, 0), axis=1)
     active[:, ~has_parent] = True
-    scores = np.where(active, selfconf, 1.0)
+    scores = selfconf
+    np.copyto(scores, 1.0, where=~active)
     k = scores.shape[1]
     if k == 0:
         return np.ones(scores.shape[0])
     m = min(k, _EMA_TERMS)
-    worst = np.partition(scores, m - 1, axis=1)[:, :m] if m < k else scores
+    if m < k:
+        scores.partition(m - 1, axis=1)
+    worst = scores[:, :m]
     worst = -np.sort(-worst, axis=1)  # descending: the worst decision is folded in last
     ema = worst[:, 0].copy()
     for j in range(1, m):
