@@ -89,9 +89,23 @@ STRATEGIES_B: dict[str, AcquisitionStrategy] = {
 }
 
 
+FEATURES = os.environ.get("ACQ_FEATURES", "")
+
+
 def load_corpus() -> dict[str, Any]:
-    """Features, ancestor-closed labels, primary node and split of every clip."""
-    x, key = load_features()
+    """Features, ancestor-closed labels, primary node and split of every clip.
+
+    ``logmel-stats`` from ``bench/acq_features.py`` unless ``--features a+b`` (passed to the worker
+    processes as ``ACQ_FEATURES``) names backends cached by ``bench/al_features_cache.py``.
+    """
+    if FEATURES:
+        from al_corpus import features as store_features
+
+        rows0 = read_manifest()
+        x, _ = store_features(FEATURES, [r["clip_id"] for r in rows0])
+        key = FEATURES
+    else:
+        x, key = load_features()
     rows = read_manifest()
     hier = Hierarchy.from_paths(taxonomy_paths())
     index = {name: i for i, name in enumerate(hier.names or ())}
@@ -272,7 +286,12 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=320)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--experiments", default="AB")
+    ap.add_argument("--features", default="", help="backends joined by + (default logmel-stats)")
+    ap.add_argument("--name", default="acq_simulate", help="results file stem")
     args = ap.parse_args()
+    if args.features:
+        global FEATURES
+        FEATURES = os.environ["ACQ_FEATURES"] = args.features
 
     t0 = time.perf_counter()
     data = load_corpus()
@@ -318,12 +337,12 @@ def main() -> None:
         "seconds": time.perf_counter() - t0,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "acq_simulate.json").write_text(
+    (RESULTS / f"{args.name}.json").write_text(
         json.dumps({"setup": setup, "summary": summary, "runs": runs}, indent=1) + "\n"
     )
     if "A" in summary and "B" in summary:
-        write_markdown(summary, setup, RESULTS / "acq_simulate.md")
-    write_html(summary, RESULTS / "acq_simulate.html")
+        write_markdown(summary, setup, RESULTS / f"{args.name}.md")
+    write_html(summary, RESULTS / f"{args.name}.html")
     print(
         json.dumps(
             {

@@ -89,6 +89,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--accuracy", type=float, default=0.75)
+    ap.add_argument(
+        "--initial-accuracy",
+        type=float,
+        default=None,
+        help="accuracy of the labels before the round (default: --accuracy); 0.9 = the 10 %% "
+        "typed-noise setting of bench/quality_detection.py, relabelled by --accuracy annotators",
+    )
     ap.add_argument("--budget-frac", type=float, default=0.10)
     ap.add_argument("--max-steps", type=int, default=500)
     ap.add_argument("--features", default="logmel-stats")
@@ -110,8 +117,11 @@ def main() -> None:
     for seed in args.seeds:
         rng = np.random.default_rng(1000 + seed)
         first_ann = rng.integers(N_ANNOTATORS, size=n)
-        given = annotate(h, true, np.arange(n), args.accuracy, rng)
+        initial = args.accuracy if args.initial_accuracy is None else args.initial_accuracy
+        given = annotate(h, true, np.arange(n), initial, rng)
         feat_tag = "" if args.features == "logmel-stats" else f"_{args.features}"
+        if args.initial_accuracy is not None:
+            feat_tag += f"_init{args.initial_accuracy}"
         cache = (
             ROOT
             / "bench"
@@ -223,6 +233,9 @@ def main() -> None:
             "n_clips": n,
             "annotators": N_ANNOTATORS,
             "accuracy": args.accuracy,
+            "initial_accuracy": args.accuracy
+            if args.initial_accuracy is None
+            else args.initial_accuracy,
             "error_mix": ERROR_MIX,
             "budget": budget,
             "seeds": args.seeds,
@@ -236,6 +249,7 @@ def main() -> None:
             },
             "note": "one annotation per clip before the round; a budget of 10% of clips can remove at "
             "most 10 points of clip error by relabelling alone",
+            "command": "bench/quality_relabel_loop.py " + " ".join(sys.argv[1:]),
             "goal": "error rate at least halves after one routed round",
             "machine": {
                 "cpus": os.cpu_count(),
