@@ -38,6 +38,7 @@ Array = npt.NDArray[Any]
 __all__ = [
     "AudioDecodeError",
     "CQTPatchBackend",
+    "ConcatBackend",
     "EmbeddingBackend",
     "FeatureSet",
     "FeatureStore",
@@ -325,6 +326,33 @@ class CQTPatchBackend:
         return x.reshape(x.shape[0], n_bins, x.shape[1] // n_bins)
 
 
+class ConcatBackend:
+    """Several backends side by side: ``"logmel-stats+musicnn-msd+structure-stats"``.
+
+    The embedding is the parts' embeddings concatenated in the order named; ``name`` and ``version``
+    join the parts' with ``+``, so a feature set records exactly what produced each block of columns.
+    (On the corpus this combination is the strongest embedding measured: ``bench/al_corpus_structure.py``.)
+    """
+
+    def __init__(self, parts: Sequence[EmbeddingBackend]) -> None:
+        if len(parts) < 2:
+            raise ValueError("a combined backend needs at least two parts")
+        self.parts = list(parts)
+        self.name = "+".join(p.name for p in self.parts)
+        self.version = "+".join(str(p.version) for p in self.parts)
+        self.dim = sum(int(p.dim) for p in self.parts)
+
+    def embed(self, audio: Array, sr: int) -> Array:
+        return np.concatenate(
+            [np.asarray(p.embed(audio, sr), dtype=np.float32) for p in self.parts]
+        )
+
+    def embed_many(self, clips: list[tuple[Array, int]]) -> Array:
+        return np.concatenate(
+            [np.asarray(p.embed_many(clips), dtype=np.float32) for p in self.parts], axis=1
+        )
+
+
 def _frame(y: F32, frame_length: int, hop: int) -> F32:
     pad = frame_length // 2
     yp = np.pad(y, (pad, pad))
@@ -461,14 +489,21 @@ def get_backend(name: str, **options: Any) -> EmbeddingBackend:
     name : str
         One of :func:`available_backends` (``"logmel-stats"``, ``"musicnn-msd"``, ``"musicnn-mtt"``,
         ``"structure-stats"``, ``"torchscript"``, ``"cqt-patches"``).
+        Names joined by ``+`` give a :class:`ConcatBackend` of those parts.
     **options
         Passed to the backend: ``weights_dir`` for musicnn; ``path``, ``sample_rate`` for torchscript.
+        For a combined name, one dict of options per part, keyed by the part's name.
 
     Raises
     ------
     KeyError
         For an unknown name.
     """
+    if "+" in name:
+        # Combined: options are given per part, {"musicnn-msd": {"weights_dir": ...}, ...}.
+        return ConcatBackend(
+            [get_backend(part, **options.get(part, {})) for part in name.split("+")]
+        )
     try:
         factory = _REGISTRY[name]
     except KeyError:

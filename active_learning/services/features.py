@@ -78,6 +78,15 @@ def backend_resolve(name: str | None, options: dict[str, Any] | None = None) -> 
     """
     opts = dict(options or {})
     name = name or DEFAULT_BACKEND
+    if "+" in name:
+        parts = name.split("+")
+        for part in parts:
+            if part.startswith("torchscript") or os.sep in part or part.endswith((".pt", ".ts")):
+                raise FeatureBackendError(
+                    f"{name}: a combined backend joins registered names; a TorchScript file "
+                    "stands alone"
+                )
+        return name, {part: backend_resolve(part, opts.get(part))[1] for part in parts}
     if name not in ("torchscript",) and (name.endswith((".pt", ".ts", ".pth")) or os.sep in name):
         opts.setdefault("path", name)
         name = "torchscript"

@@ -106,3 +106,21 @@ def test_finalize_waits_for_missing_chunks(artifacts: Path, tmp_path: Path) -> N
 def test_a_project_without_ready_clips_fails_with_a_reason(artifacts: Path) -> None:
     fs = feature_set_extract_sync(project=ProjectFactory())
     assert fs.status == JobStatus.FAILED and fs.error == "the project has no ready clips"
+
+
+def test_a_combined_backend_extracts_one_feature_set(artifacts: Path, tmp_path: Path) -> None:
+    from active_learning.services.features import FeatureBackendError, backend_resolve
+
+    project, _ = _project_with_audio(tmp_path, n=3, corrupt=False)
+    project.embedding_backend = "logmel-stats+structure-stats"
+    project.save()
+    fs = feature_set_extract_sync(project=project)
+    assert fs.status == JobStatus.DONE and fs.backend == "logmel-stats+structure-stats"
+    got = feature_matrix(project=project)
+    assert got is not None
+    X = got[1]
+    assert X.shape == (3, fs.dim) and np.isfinite(X).all()
+    with pytest.raises(FeatureBackendError, match="TorchScript file stands alone"):
+        backend_resolve("logmel-stats+model.pt")
+    with pytest.raises(FeatureBackendError, match="nope"):
+        feature_set_extract_sync(project=project, backend="logmel-stats+nope")

@@ -171,3 +171,20 @@ def test_store_load_is_fast(tmp_path: Path) -> None:
     fs = store.load("big")
     assert fs.X.shape == (n, 64)
     assert time.perf_counter() - t0 < 1.0
+
+
+def test_combined_backend_concatenates_its_parts() -> None:
+    from active_learning.core.features import ConcatBackend
+
+    sr = 22050
+    t = np.arange(2 * sr) / sr
+    y = (0.3 * np.sin(2 * np.pi * 330.0 * t)).astype(np.float32)
+    both = get_backend("logmel-stats+structure-stats", **{"logmel-stats": {"n_mels": 32}})
+    assert isinstance(both, ConcatBackend)
+    a, b = get_backend("logmel-stats", n_mels=32), get_backend("structure-stats")
+    assert both.name == "logmel-stats+structure-stats" and both.dim == a.dim + b.dim
+    assert both.version == f"{a.version}+{b.version}"
+    np.testing.assert_allclose(both.embed(y, sr), np.concatenate([a.embed(y, sr), b.embed(y, sr)]))
+    assert both.embed_many([(y, sr), (y, sr)]).shape == (2, both.dim)
+    with pytest.raises(KeyError, match="unknown embedding backend 'nope'"):
+        get_backend("logmel-stats+nope")
