@@ -132,7 +132,9 @@ def model_factory(parents: np.ndarray) -> Any:
     from active_learning.core.models import HierarchicalClassifier
 
     torch.set_num_threads(1)
-    return HierarchicalClassifier(parents, **MODEL_PARAMS)
+    steps = int(os.environ.get("ACQ_MAX_STEPS", "0"))
+    params = {**MODEL_PARAMS, **({"min_steps": steps, "max_steps": steps} if steps else {})}
+    return HierarchicalClassifier(parents, **params)
 
 
 def run_one(job: tuple[str, str, int, SimulationConfig]) -> dict[str, Any]:
@@ -257,7 +259,7 @@ def write_html(summary: dict[str, Any], path: Path) -> None:
         subplot_titles=("A. clean annotators", "B. 75 % accurate annotators"),
     )
     for col, key in ((1, "A"), (2, "B")):
-        for name, row in summary[key].items():
+        for name, row in summary.get(key, {}).items():
             spent = np.asarray(row["spent"])
             mean = np.asarray(row["hier_f1_mean"])
             std = np.asarray(row["hier_f1_std"])
@@ -288,7 +290,11 @@ def main() -> None:
     ap.add_argument("--experiments", default="AB")
     ap.add_argument("--features", default="", help="backends joined by + (default logmel-stats)")
     ap.add_argument("--name", default="acq_simulate", help="results file stem")
+    ap.add_argument("--max-steps", type=int, default=0, help="training steps (default 100)")
     args = ap.parse_args()
+    if args.max_steps:
+        os.environ["ACQ_MAX_STEPS"] = str(args.max_steps)
+        MODEL_PARAMS.update(min_steps=args.max_steps, max_steps=args.max_steps)
     if args.features:
         global FEATURES
         FEATURES = os.environ["ACQ_FEATURES"] = args.features
