@@ -7,8 +7,9 @@ same clip twice" checks have rows to look at), then:
 * the server is gunicorn with ``--workers`` sync worker processes (4 by default: 2 per core) serving
   the real Django app (session auth with the CSRF header, as the annotator page sends it;
   ATOMIC_REQUESTS; django-ninja; the consensus message to Redis on each submit). Each response
-  carries a ``Server-Timing`` header with the time spent in the Django app and in SQL statements
-  (the COMMIT is in ``app``, not in ``db``), written by the WSGI wrapper :func:`server_app`;
+  carries a ``Server-Timing`` header with the time spent in the Django app, the worker's CPU time
+  and the time in SQL statements (the COMMIT counts in ``app``, not in ``db``), written by the WSGI
+  wrapper :func:`server_app`;
 * the load generator is a separate process without Django: one thread per annotator, each with its
   own HTTP connection (``http.client``), looping next-task -> think -> submit.
 
@@ -23,11 +24,20 @@ task and submitting it; the next request follows the submit at once, as the page
   doing X requests/s the client-side latency is about N/X whatever the per-request cost.
 
 The client-side latency includes waiting for a free worker (the listen queue) and the load
-generator's own scheduling on the shared 2 cores; ``server`` columns are the app time alone. The
-machine's load average (other people's jobs run here too) is recorded before and after each level.
+generator's own scheduling on the shared 2 cores; ``server`` figures are the app time alone, with
+the worker's CPU time and the time in SQL statements beside it, and each endpoint lists its three
+slowest requests broken down the same way. The machine's load average (other people's jobs run here
+too) is recorded before and after each level. With ``--repeat``, ``summary`` pools the samples of
+all repeats before taking percentiles (a p99 over fewer than 100 samples is their maximum) and
+``rows`` keeps each run.
 
     .venv/bin/python bench/queue_latency.py [--clips 100000] [--history 400] [--workers 4]
-        [--modes human,dense,zero] [--levels 1,10,50] [--seconds 60] [--human-seconds 180]
+        [--modes human,dense,zero] [--levels 1,10,50] [--human-levels 10,50] [--seconds 60]
+        [--human-seconds 180] [--repeat 1]
+
+The human pace runs at 10 and 50 annotators only: one annotator at 10-30 s per clip yields a
+handful of requests in minutes, and with nobody else on the server it is the dense pace's
+1-annotator case (a lone request on an idle server) measured slower.
 
 Prints a table and writes ``bench/results/queue_latency.json`` (``--out`` elsewhere).
 """
@@ -448,7 +458,27 @@ def _pct(xs: list[float], q: float) -> float:
     return round(xs[k], 2)
 
 
-def run_level(spec: dict) -> dict:
+def endpoint_stats(samples: list[list[float]]) -> dict:
+    """Percentiles of one endpoint's samples ``[client, app, cpu, sql ms, statements]``."""
+    client, app, cpu, db = ([r[k] for r in samples] for k in range(4))
+    slowest = sorted(samples, key=lambda r: -r[0])[:3]
+    return {
+        "n": len(samples),
+        "p50_ms": _pct(client, 0.5),
+        "p99_ms": _pct(client, 0.99),
+        "max_ms": _pct(client, 1.0),
+        "server_p50_ms": _pct(app, 0.5),
+        "server_p99_ms": _pct(app, 0.99),
+        "server_cpu_p50_ms": _pct(cpu, 0.5),
+        "server_sql_p50_ms": _pct(db, 0.5),
+        "statements": sorted({int(r[4]) for r in samples}),
+        # [client ms, server app ms, server CPU ms, SQL ms, statements]: where the tail came from
+        "slowest": [[round(x, 1) for x in r[:4]] + [int(r[4])] for r in slowest],
+    }
+
+
+def run_level(spec: dict) -> tuple[dict, dict]:
+    """One level in a fresh load-generator process: its summary row and the raw samples."""
     la_before = os.getloadavg()
     busy0, total0 = _cpu_busy()
     proc = subprocess.run(
@@ -469,46 +499,30 @@ def run_level(spec: dict) -> dict:
         "errors": len(raw["errors"]),
         "error_samples": raw["errors"][:5],
     }
-    for ep, rows in raw["samples"].items():
-        client = [r[0] for r in rows]
-        app, cpu, db = ([r[k] for r in rows] for k in (1, 2, 3))
-        queries = sorted({int(r[4]) for r in rows})
-        row[ep] = {
-            "p50_ms": _pct(client, 0.5),
-            "p99_ms": _pct(client, 0.99),
-            "max_ms": _pct(client, 1.0),
-            "server_p50_ms": _pct(app, 0.5),
-            "server_p99_ms": _pct(app, 0.99),
-            "server_cpu_p50_ms": _pct(cpu, 0.5),
-            "server_db_p50_ms": _pct(db, 0.5),
-            "queries": queries,
-        }
+    for ep, samples in raw["samples"].items():
+        row[ep] = endpoint_stats(samples)
     row["requests_per_s"] = round(2 * row["pairs"] / raw["wall_s"], 1)
     row["loadavg_before"] = [round(x, 2) for x in la_before]
     row["loadavg_after"] = [round(x, 2) for x in la_after]
     row["cpu_busy_pct"] = round(100 * (busy1 - busy0) / max(1.0, total1 - total0), 1)
-    return row
+    return row, raw["samples"]
 
 
-def summarise(rows: list[dict]) -> list[dict]:
-    """One row per pace and annotator count: the median of each figure over the repeats."""
+def summarise(rows: list[dict], pooled: dict[tuple[str, int], dict[str, list]]) -> list[dict]:
+    """One row per pace and annotator count: percentiles over the samples of all repeats pooled,
+    throughput and load as the median over the repeats."""
     from statistics import median
 
-    groups: dict[tuple[str, int], list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["pace"], r["annotators"]), []).append(r)
     out = []
-    for (pace, n), rs in groups.items():
+    for (pace, n), samples in pooled.items():
+        rs = [r for r in rows if (r["pace"], r["annotators"]) == (pace, n)]
         row: dict[str, Any] = {"pace": pace, "annotators": n, "repeats": len(rs)}
         row["pairs"] = sum(r["pairs"] for r in rs)
         row["errors"] = sum(r["errors"] for r in rs)
         row["requests_per_s"] = round(median(r["requests_per_s"] for r in rs), 1)
         for ep in ("next", "submit"):
-            row[ep] = {
-                k: round(median(r[ep][k] for r in rs), 2) for k in rs[0][ep] if k != "queries"
-            }
-            row[ep]["queries"] = sorted({q for r in rs for q in r[ep]["queries"]})
-        row["loadavg_1min"] = round(median(r["loadavg_after"][0] for r in rs), 2)
+            row[ep] = endpoint_stats(samples[ep])
+        row["loadavg_1min"] = [r["loadavg_after"][0] for r in rs]
         row["cpu_busy_pct"] = round(median(r["cpu_busy_pct"] for r in rs), 1)
         out.append(row)
     return out
@@ -539,6 +553,7 @@ def main() -> None:
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"queue_latency_gunicorn_{port}.log"
     server = None
     rows: list[dict] = []
+    pooled: dict[tuple[str, int], dict[str, list]] = {}
     try:
         data = build(args.clips, args.history)
         print(f"built {args.clips} clips, {args.history} done per annotator in {data['build_s']} s")
@@ -561,10 +576,12 @@ def main() -> None:
                 for n in [int(x) for x in levels.split(",")]:
                     seconds = args.human_seconds if pace == "human" else args.seconds
                     spec = {**base, "pace": pace, "think": list(PACES[pace]), "annotators": n}
-                    row = run_level({**spec, "seconds": seconds, "seed": seed})
+                    row, samples = run_level({**spec, "seconds": seconds, "seed": seed})
                     row["repeat"] = rep
                     seed += 1
                     rows.append(row)
+                    for ep, xs in samples.items():
+                        pooled.setdefault((pace, n), {}).setdefault(ep, []).extend(xs)
                     print(json.dumps({k: v for k, v in row.items() if k != "error_samples"}))
     finally:
         if server is not None:
@@ -576,10 +593,10 @@ def main() -> None:
     if not args.keep:
         _admin(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
 
-    summary = summarise(rows)
+    summary = summarise(rows, pooled)
     print(
         f"{'pace':>6} {'annot':>5} {'pairs':>6} {'req/s':>6} {'next p50/p99 (server p50/p99)':>32} "
-        f"{'submit p50/p99 (server p50/p99)':>33} {'err':>4} {'load1':>6}"
+        f"{'submit p50/p99 (server p50/p99)':>33} {'err':>4} {'load1 max':>9}"
     )
     for r in summary:
         cells = [
@@ -588,7 +605,7 @@ def main() -> None:
         ]
         print(
             f"{r['pace']:>6} {r['annotators']:>5} {r['pairs']:>6} {r['requests_per_s']:>6} "
-            f"{cells[0]:>32} {cells[1]:>33} {r['errors']:>4} {r['loadavg_1min']:>6}"
+            f"{cells[0]:>32} {cells[1]:>33} {r['errors']:>4} {max(r['loadavg_1min']):>9}"
         )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
