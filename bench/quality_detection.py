@@ -164,6 +164,14 @@ def main() -> None:
     ap.add_argument(
         "--out", type=Path, default=ROOT / "bench" / "results" / "quality_detection.json"
     )
+    ap.add_argument(
+        "--probs-from",
+        type=Path,
+        default=None,
+        help="folder of oos_seed<seed>.npz from bench/quality_oos_gpu.py (CNN / fusion probabilities "
+        "computed on a GPU worker) instead of training here",
+    )
+    ap.add_argument("--probs-key", default="fusion", help="cnn, embedding or fusion")
     args = ap.parse_args()
 
     from cleanlab.multilabel_classification import get_label_quality_scores
@@ -192,7 +200,18 @@ def main() -> None:
             / ".cache"
             / f"quality_detection_oos_seed{seed}_steps{args.max_steps}{feat_tag}.npz"
         )
-        if cache.exists():
+        if args.probs_from is not None:
+            z = np.load(args.probs_from / f"oos_seed{seed}.npz")
+            if not np.array_equal(z["noisy"], noisy):
+                raise SystemExit(
+                    f"{args.probs_from}: seed {seed} was computed on other noisy labels"
+                )
+            probs = h.make_consistent(np.clip(z[args.probs_key], 0.0, 1.0))
+            model_label = (
+                f"{args.probs_key} probabilities from bench/quality_oos_gpu.py (LogMelCNN on CQT "
+                "patches / embedding MLP), 5-fold StratifiedKFold on the primary leaf"
+            )
+        elif cache.exists():
             z = np.load(cache)
             probs, model_label = z["probs"], str(z["model"])
         else:
