@@ -39,6 +39,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from corpus_patches import load_patches  # noqa: E402
 
 from active_learning.core.cnn import LogMelCNN  # noqa: E402
 from active_learning.core.cv import cross_val_predict_proba  # noqa: E402
@@ -76,13 +79,6 @@ COMMON = {
 THRESHOLDS = [0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5]
 
 
-def load(path: str) -> dict[str, Any]:
-    with np.load(path, allow_pickle=False) as z:
-        d = {k: z[k] for k in z.files}
-    d["X"] = d["X"].astype(np.float32) * (80.0 / 255.0) - 80.0
-    return d
-
-
 def best_threshold(Y: np.ndarray, P: np.ndarray, h: Hierarchy) -> float:
     return max(THRESHOLDS, key=lambda t: evaluate(Y, P, parents=h, threshold=t)["hier_f1"])
 
@@ -97,7 +93,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "al_corpus_cnn.json"))
     args = ap.parse_args()
 
-    d = load(args.data)
+    d = load_patches(args.data)
     h = Hierarchy(d["parents"])
     X, Y, primary = d["X"], d["Y"].astype(np.int8), d["primary"]
     train, test = d["split"] == "train", d["split"] == "test"

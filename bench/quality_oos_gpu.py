@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from al_corpus_cnn import COMMON, CONFIGS, load  # noqa: E402
+from al_corpus_cnn import COMMON, CONFIGS  # noqa: E402
+from corpus_patches import load_patches  # noqa: E402
 
 from active_learning.core.cnn import LogMelCNN  # noqa: E402
 from active_learning.core.hierarchy import Hierarchy  # noqa: E402
@@ -42,7 +43,7 @@ def main() -> None:
     ap.add_argument("--config", default="base-shift3")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    d = load(args.data)
+    d = load_patches(args.data)
     h = Hierarchy(d["parents"])
     X, E, true, primary = d["X"], d["E"], d["Y"].astype(np.int8), d["primary"]
     out = Path(args.out)

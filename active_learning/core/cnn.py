@@ -66,6 +66,15 @@ class TorchLogMel(torch.nn.Module):
         return torch.log(torch.matmul(fb, power) + 1e-6)
 
 
+def _fit_frames(m: npt.NDArray[Any], frames: int) -> npt.NDArray[Any]:
+    """(F, T) -> (F, frames): centre crop when longer, edge-pad at the end when shorter."""
+    t = m.shape[1]
+    if t >= frames:
+        s = (t - frames) // 2
+        return m[:, s : s + frames]
+    return np.pad(m, ((0, 0), (0, frames - t)), mode="edge")
+
+
 def logmel_patches(
     clips: list[tuple[npt.NDArray[Any], int]],
     *,
@@ -84,13 +93,7 @@ def logmel_patches(
     with torch.inference_mode():
         for i, (audio, rate) in enumerate(clips):
             y = torch.from_numpy(resample(audio, rate, sr))
-            m = mel(y[None])[0].numpy()
-            t = m.shape[1]
-            if t >= frames:
-                s = (t - frames) // 2
-                out[i] = m[:, s : s + frames]
-            else:
-                out[i] = np.pad(m, ((0, 0), (0, frames - t)), mode="edge")
+            out[i] = _fit_frames(mel(y[None])[0].numpy(), frames)
     return out
 
 
@@ -123,12 +126,7 @@ def cqt_patches(
             )
         )
         m = librosa.amplitude_to_db(c, ref=np.max, top_db=80.0).astype(np.float32)
-        t = m.shape[1]
-        if t >= frames:
-            s = (t - frames) // 2
-            out[i] = m[:, s : s + frames]
-        else:
-            out[i] = np.pad(m, ((0, 0), (0, frames - t)), mode="edge")
+        out[i] = _fit_frames(m, frames)
     return out
 
 

@@ -70,6 +70,11 @@ def musicnn_weights_dir() -> Path | None:
     return None
 
 
+def _is_model_file(name: str) -> bool:
+    """A backend "name" that is really a TorchScript file path."""
+    return name.endswith((".pt", ".ts", ".pth")) or os.sep in name
+
+
 def backend_resolve(name: str | None, options: dict[str, Any] | None = None) -> tuple[str, dict]:
     """(registry name, backend options) for a name, a TorchScript file path, or None (default).
 
@@ -81,13 +86,13 @@ def backend_resolve(name: str | None, options: dict[str, Any] | None = None) -> 
     if "+" in name:
         parts = name.split("+")
         for part in parts:
-            if part.startswith("torchscript") or os.sep in part or part.endswith((".pt", ".ts")):
+            if part == "torchscript" or _is_model_file(part):
                 raise FeatureBackendError(
                     f"{name}: a combined backend joins registered names; a TorchScript file "
                     "stands alone"
                 )
         return name, {part: backend_resolve(part, opts.get(part))[1] for part in parts}
-    if name not in ("torchscript",) and (name.endswith((".pt", ".ts", ".pth")) or os.sep in name):
+    if name != "torchscript" and _is_model_file(name):
         opts.setdefault("path", name)
         name = "torchscript"
     if name.startswith("musicnn") and "weights_dir" not in opts:

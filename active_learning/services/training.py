@@ -64,7 +64,6 @@ KINDS: dict[str, dict[str, Any]] = {
         "max_epochs": 60,
     },
 }
-CNN_BACKEND = PATCH_BACKEND
 PREDICTION_BATCH = 2000
 
 
@@ -224,14 +223,14 @@ class _Data:
 def _load(mv: ModelVersion, provider: LabelsProvider | None) -> _Data:
     project = mv.project
     if mv.kind == "cnn":
-        fs = latest_feature_set(project=project, backend=CNN_BACKEND)
+        fs = latest_feature_set(project=project, backend=PATCH_BACKEND)
         if fs is None:
             raise TrainingDataError(
                 "the cnn model trains on CQT patches: run "
-                f"`manage.py extract_features --project {project.slug} --backend {CNN_BACKEND}` first"
+                f"`manage.py extract_features --project {project.slug} --backend {PATCH_BACKEND}` first"
             )
     else:
-        fs = latest_feature_set(project=project, exclude_backend=CNN_BACKEND)
+        fs = latest_feature_set(project=project, exclude_backend=PATCH_BACKEND)
         if fs is None:
             raise TrainingDataError(
                 "no finished feature set for this project: run `manage.py extract_features` first"
