@@ -21,8 +21,7 @@ from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
-from django.db.models import Case, Count, Exists, F, OuterRef, Q, Subquery, Value, When
-from django.db.models.functions import Coalesce
+from django.db.models import Case, Count, F, Q, Value, When
 from django.utils import timezone
 
 from annotation.models import (
@@ -156,36 +155,6 @@ def _lock_membership(*, project_id: int, user: AbstractBaseUser) -> Membership:
     return membership
 
 
-def _candidates(
-    *, project: Project, user: AbstractBaseUser, kinds: Sequence[str], now: datetime
-) -> Iterable[Task]:
-    """The open tasks ``user`` may take, best first: the queue as a queryset (for reading).
-
-    :func:`_lock_next_candidate` takes the first of these with one hand-written statement.
-    """
-    live_holders = Subquery(
-        Assignment.objects.filter(
-            task=OuterRef("pk"), status=Assignment.Status.ACTIVE, lease_expires_at__gt=now
-        )
-        .order_by()
-        .values("task")
-        .annotate(n=Count("pk"))
-        .values("n")[:1]
-    )
-    # Any assignment (whatever its state) of this user on any task of the same clip: a clip is
-    # offered once per user, so a relabel reaches someone who has not heard it yet.
-    seen_clip = Assignment.objects.filter(user=user, task__clip_id=OuterRef("clip_id"))
-    labelled_clip = Annotation.objects.filter(user=user, clip_id=OuterRef("clip_id"))
-    return (
-        Task.objects.filter(project=project, status=Task.Status.OPEN, kind__in=list(kinds))
-        .alias(held=Coalesce(live_holders, Value(0)))
-        .filter(n_submitted__lt=F("overlap") - F("held"))
-        .filter(~Exists(seen_clip), ~Exists(labelled_clip))
-        .select_related("clip")
-        .order_by("-priority", "pk")
-    )
-
-
 def _model_order(model: type[Task] | type[Clip], wanted: set[str]) -> tuple[str, ...]:
     # Model.from_db takes a subset of fields in the model's own field order.
     return tuple(f.attname for f in model._meta.concrete_fields if f.attname in wanted)
@@ -216,12 +185,12 @@ def _lock_next_candidate(
     now: datetime,
     skip: Sequence[int],
 ) -> Task | None:
-    """Lock and return the first task of :func:`_candidates` (its clip attached), or None.
+    """Lock and return the first open task ``user`` may take, best first (its clip attached), or None.
 
-    The same query as ``_candidates(...).exclude(pk__in=skip).select_for_update(skip_locked=True,
+    The queue as a queryset (``orm_queue`` in ``tests/annotation/test_queue.py``, which checks that
+    the two agree) with ``.exclude(pk__in=skip).select_for_update(skip_locked=True,
     of=("self",)).first()``, written out: building and compiling that queryset was the largest
-    share of a next-task request's Python time. ``tests/annotation/test_queue.py`` checks the two
-    agree. PostgreSQL locks the row ``FOR UPDATE SKIP LOCKED``; SQLite has no row locks (its writers
+    share of a next-task request's Python time. PostgreSQL locks the row ``FOR UPDATE SKIP LOCKED``; SQLite has no row locks (its writers
     are serialised by the database lock) and runs the query without the clause.
     """
     if not kinds:
