@@ -4,24 +4,56 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import shared_task
+from celery import Task, chain, shared_task
+from django.conf import settings
 
 from annotation.models import Annotation, Project, ReviewDecision
 from quality.models import QualityRun
 
+#: Seconds before a cycle step that found its project locked tries again.
+CYCLE_STEP_RETRY_S = 5
 
-@shared_task(name="quality.tasks.run_quality_cycle", acks_late=True)
+
+@shared_task(name="quality.tasks.run_quality_cycle", bind=True, acks_late=True)
 def run_quality_cycle(
-    project_id: int, trigger: str = "manual", cycle_id: int | None = None
+    self: Task, project_id: int, trigger: str = "manual", cycle_id: int | None = None
 ) -> dict[str, Any]:
-    """Retrain -> detect -> route -> acquire; returns once the cycle finished (or was running)."""
-    from quality.services.cycle import CycleBusy, cycle_run, cycle_summary
+    """Retrain -> detect -> route -> acquire as a chain of one task per step, each on its queue.
+
+    The task replaces itself with the chain, whose last task takes over this task's id: the
+    caller's ``AsyncResult.get()`` returns the cycle's summary once the whole cycle finished.
+    """
+    from quality.services.cycle import CycleBusy, cycle_begin, cycle_summary
 
     project = Project.objects.select_related("taxonomy_version").get(pk=project_id)
     try:
-        cycle = cycle_run(project=project, trigger=trigger, cycle_id=cycle_id)
+        cycle, steps = cycle_begin(project=project, trigger=trigger, cycle_id=cycle_id)
     except CycleBusy as busy:
         return {"status": "already_running", "cycle": busy.cycle.pk if busy.cycle else None}
+    if not steps:
+        return cycle_summary(cycle)
+    queues = settings.REFRAIN_CYCLE_STEP_QUEUES
+    return self.replace(
+        chain(
+            *(
+                run_cycle_step.si(cycle.pk, step, finish=step == steps[-1]).set(
+                    queue=queues.get(step, settings.CELERY_TASK_DEFAULT_QUEUE)
+                )
+                for step in steps
+            )
+        )
+    )
+
+
+@shared_task(name="quality.tasks.run_cycle_step", bind=True, acks_late=True, max_retries=None)
+def run_cycle_step(self: Task, cycle_id: int, step: str, finish: bool = False) -> dict[str, Any]:
+    """One step of a relabel cycle; retried while another worker is inside a step of it."""
+    from quality.services.cycle import CycleBusy, cycle_step_execute, cycle_summary
+
+    try:
+        cycle = cycle_step_execute(cycle_id=cycle_id, step=step, finish=finish)
+    except CycleBusy as busy:
+        raise self.retry(countdown=CYCLE_STEP_RETRY_S) from busy
     return cycle_summary(cycle)
 
 

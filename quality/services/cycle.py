@@ -1,16 +1,24 @@
 """The relabel cycle: retrain (K-fold) -> detect -> route -> acquire, one checkpointed row.
 
-``cycle_run`` runs the four steps as service calls inside one Celery task, so the caller's
-``AsyncResult.get()`` returns the summary once the whole cycle finished. Each step commits its
-writes and then its checkpoint (``QualityCycle.steps_done``); every step is idempotent on its own
-(a model keyed by the cycle, a run that is the cycle's one-to-one row, tasks keyed ``issue:<id>`` and
-``al:...``), so a worker killed anywhere leaves a cycle that the next trigger resumes, creating no
-duplicate task or issue.
+Two ways to run it, sharing the step functions and the checkpoints:
 
-Who may resume: a PostgreSQL session-level advisory lock per project is held by the worker running
-its cycle. The server releases it when that worker's connection dies (SIGKILL included), so a new
-trigger that takes the lock knows any cycle still marked running is an orphan and resumes it; while a
-live worker holds it, a second trigger returns "already running" instead of competing. SQLite (the
+* on workers (``quality.tasks.run_quality_cycle``): :func:`cycle_begin` claims the cycle and the
+  task replaces itself with a Celery chain of one task per step left, each routed to its own queue
+  (``settings.REFRAIN_CYCLE_STEP_QUEUES``: the retrain goes to ``gpu``, detection to ``cpu``). The
+  chain's last task inherits the trigger's task id, so the caller's ``AsyncResult.get()`` still
+  returns the summary once the whole cycle finished;
+* in one process (:func:`cycle_run`: ``manage.py run_cycle``, the tests).
+
+Each step commits its writes and then its checkpoint (``QualityCycle.steps_done``); every step is
+idempotent on its own (a model keyed by the cycle and attempt, a run that is the cycle's one-to-one
+row, tasks keyed ``issue:<id>`` and ``al:...``), so a worker killed anywhere leaves a cycle that the
+next trigger resumes, creating no duplicate task or issue.
+
+Who may run a step: a PostgreSQL session-level advisory lock per project is held by the worker
+inside one of its cycle's steps (or running a whole cycle in process). The server releases it when
+that worker's connection dies (SIGKILL included), so a step that takes the lock and finds the
+training of a previous attempt still marked running knows it is an orphan. A trigger that finds the
+lock held answers "already running"; a step that finds it held is retried later. SQLite (the
 embedded setup) has no such lock and one writer at a time; there the latest unfinished cycle is
 resumed.
 """
@@ -211,6 +219,69 @@ def _checkpoint(cycle: QualityCycle, step: str, result: dict[str, Any]) -> None:
     )
 
 
+def _cycle_claim(*, project: Project, trigger: str, cycle_id: int | None) -> QualityCycle:
+    """The cycle to (re)start, marked running with one more attempt; a finished one as it is.
+
+    The caller holds the project's cycle lock.
+    """
+    cycle = None
+    if cycle_id is not None:
+        cycle = QualityCycle.objects.filter(pk=cycle_id, project=project).first()
+        if cycle is not None and cycle.status not in ACTIVE_STATUSES:
+            return cycle  # a redelivered message for a finished cycle
+    if cycle is None:
+        cycle = cycle_request(project=project, trigger=trigger)
+    QualityCycle.objects.filter(pk=cycle.pk).update(
+        status=RunStatus.RUNNING,
+        attempts=F("attempts") + 1,
+        started_at=cycle.started_at or timezone.now(),
+        error="",
+    )
+    cycle.refresh_from_db()
+    return cycle
+
+
+def _busy(project_id: int) -> CycleBusy:
+    return CycleBusy(
+        QualityCycle.objects.filter(project_id=project_id, status__in=ACTIVE_STATUSES).first()
+    )
+
+
+def cycle_step_run(*, cycle: QualityCycle, step: str, finish: bool = False) -> QualityCycle:
+    """Run one step of a running cycle unless it is done already; ``finish`` then closes the cycle.
+
+    The caller holds the project's cycle lock. A cycle that is no longer running (finished, or
+    failed in another step) is returned untouched, so a redelivered or duplicated step is a no-op.
+    A step that raises marks the cycle failed, with the error, and re-raises.
+    """
+    if step not in STEPS:
+        raise ValueError(f"unknown cycle step {step!r}; steps are {', '.join(STEPS)}")
+    if cycle.status not in ACTIVE_STATUSES:
+        return cycle
+    try:
+        if step not in cycle.steps_done:
+            logger.info("cycle %s: %s", cycle.pk, step)
+            if step in ATOMIC_STEPS:
+                with transaction.atomic():
+                    _checkpoint(cycle, step, STEPS[step](cycle))
+            else:
+                _checkpoint(cycle, step, STEPS[step](cycle))
+    except Exception as exc:
+        logger.exception("cycle %s failed in %s", cycle.pk, step)
+        QualityCycle.objects.filter(pk=cycle.pk).update(
+            status=RunStatus.FAILED,
+            error=f"{step}: {exc!r}"[:4000],
+            finished_at=timezone.now(),
+        )
+        raise
+    if finish:
+        QualityCycle.objects.filter(pk=cycle.pk, status__in=ACTIVE_STATUSES).update(
+            status=RunStatus.DONE, finished_at=timezone.now()
+        )
+        cycle.refresh_from_db()
+    return cycle
+
+
 def cycle_run(
     *,
     project: Project,
@@ -218,7 +289,7 @@ def cycle_run(
     cycle_id: int | None = None,
     steps: tuple[str, ...] = QualityCycle.STEPS,
 ) -> QualityCycle:
-    """Run (or resume) the project's cycle to the end, in this process.
+    """Run (or resume) the project's cycle to the end, in this process, holding its lock throughout.
 
     Raises
     ------
@@ -227,44 +298,53 @@ def cycle_run(
     """
     with cycle_lock(project.pk) as got:
         if not got:
-            raise CycleBusy(
-                QualityCycle.objects.filter(project=project, status__in=ACTIVE_STATUSES).first()
-            )
-        cycle = None
-        if cycle_id is not None:
-            cycle = QualityCycle.objects.filter(pk=cycle_id, project=project).first()
-            if cycle is not None and cycle.status not in ACTIVE_STATUSES:
-                return cycle  # a redelivered message for a finished cycle
-        if cycle is None:
-            cycle = cycle_request(project=project, trigger=trigger)
-        QualityCycle.objects.filter(pk=cycle.pk).update(
-            status=RunStatus.RUNNING,
-            attempts=F("attempts") + 1,
-            started_at=cycle.started_at or timezone.now(),
-            error="",
-        )
-        cycle.refresh_from_db()
-        try:
-            for step in steps:
-                if step in cycle.steps_done:
-                    continue
-                logger.info("cycle %s: %s", cycle.pk, step)
-                if step in ATOMIC_STEPS:
-                    with transaction.atomic():
-                        _checkpoint(cycle, step, STEPS[step](cycle))
-                else:
-                    _checkpoint(cycle, step, STEPS[step](cycle))
-        except Exception as exc:
-            logger.exception("cycle %s failed", cycle.pk)
-            QualityCycle.objects.filter(pk=cycle.pk).update(
-                status=RunStatus.FAILED, error=repr(exc)[:4000], finished_at=timezone.now()
-            )
-            raise
-        QualityCycle.objects.filter(pk=cycle.pk).update(
-            status=RunStatus.DONE, finished_at=timezone.now()
-        )
-        cycle.refresh_from_db()
+            raise _busy(project.pk)
+        cycle = _cycle_claim(project=project, trigger=trigger, cycle_id=cycle_id)
+        for i, step in enumerate(steps):
+            cycle = cycle_step_run(cycle=cycle, step=step, finish=i == len(steps) - 1)
         return cycle
+
+
+def cycle_begin(
+    *, project: Project, trigger: str = QualityCycle.Trigger.MANUAL, cycle_id: int | None = None
+) -> tuple[QualityCycle, list[str]]:
+    """Claim the project's cycle for a run of one task per step: the cycle and the steps left.
+
+    The lock is held only while claiming; each step takes it again (:func:`cycle_step_execute`).
+    When the lock is free but a cycle is marked running, either its worker died or its next step
+    is still queued; both are safe to (re)start, since a step already done is skipped. The last
+    step is always in the list: it is the one that closes the cycle.
+
+    Raises
+    ------
+    CycleBusy
+        When a live worker is inside one of the cycle's steps.
+    """
+    with cycle_lock(project.pk) as got:
+        if not got:
+            raise _busy(project.pk)
+        cycle = _cycle_claim(project=project, trigger=trigger, cycle_id=cycle_id)
+    if cycle.status not in ACTIVE_STATUSES:
+        return cycle, []
+    left = [s for s in QualityCycle.STEPS if s not in cycle.steps_done]
+    return cycle, left or [QualityCycle.STEPS[-1]]
+
+
+def cycle_step_execute(*, cycle_id: int, step: str, finish: bool = False) -> QualityCycle:
+    """One step of a cycle as its own unit of work (a Celery task), under the project's lock.
+
+    Raises
+    ------
+    CycleBusy
+        When another live worker holds the lock (it is inside another step of this cycle, or a
+        whole in-process cycle): try again later.
+    """
+    cycle = QualityCycle.objects.select_related("project").get(pk=cycle_id)
+    with cycle_lock(cycle.project_id) as got:
+        if not got:
+            raise _busy(cycle.project_id)
+        cycle.refresh_from_db()
+        return cycle_step_run(cycle=cycle, step=step, finish=finish)
 
 
 def cycle_summary(cycle: QualityCycle) -> dict[str, Any]:

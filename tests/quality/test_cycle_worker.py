@@ -1,6 +1,7 @@
 """The relabel cycle on a real worker and the real broker, against the test database: end to end on
-a generated project (tiny tones), and killed mid-cycle (SIGKILL of the worker's process group), then
-restarted and re-run to completion without duplicate tasks or issues."""
+a generated project (tiny tones), its retrain step routed to the ``gpu`` queue, and killed mid-cycle
+(SIGKILL of the worker's process group), then restarted and re-run to completion without duplicate
+tasks or issues."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 GENRES = {"Rock/Punk": 220.0, "Electronic/House": 660.0, "Jazz/Bebop": 1500.0}
 CYCLE = "quality.tasks.run_quality_cycle"
 
-WorkerStarter = Callable[[], AbstractContextManager[subprocess.Popen[bytes]]]
+WorkerStarter = Callable[..., AbstractContextManager[subprocess.Popen[bytes]]]
 
 
 @pytest.fixture
@@ -51,8 +52,8 @@ def start_worker(transactional_db: None, tmp_path: Path) -> Iterator[WorkerStart
     }
     log = tmp_path / "worker.log"
 
-    def start() -> AbstractContextManager[subprocess.Popen[bytes]]:
-        return local_worker(env=env, logfile=log, concurrency=1, name="quality")
+    def start(queues: str = "default,cpu,gpu") -> AbstractContextManager[subprocess.Popen[bytes]]:
+        return local_worker(env=env, logfile=log, concurrency=1, name="quality", queues=queues)
 
     yield start
     if log.exists():
@@ -126,6 +127,36 @@ def test_cycle_runs_end_to_end_on_a_worker(start_worker: WorkerStarter, tmp_path
     assert Task.objects.filter(project=project, kind=Task.Kind.RELABEL).count() >= 2
     acquire = summary["results"]["acquire"]
     assert acquire["created_label"] + acquire["created_relabel"] + acquire["bumped"] >= 1
+    _assert_no_duplicates(project)
+
+
+def _messages(queue: str) -> int:
+    with app.connection_for_write() as conn:
+        if not _queue_exists(conn, queue):  # Redis knows a queue once a message went to it
+            return 0
+        return int(conn.default_channel.queue_declare(queue, passive=True).message_count)
+
+
+def test_cycle_retrain_waits_for_a_gpu_worker(start_worker: WorkerStarter, tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    with start_worker(queues="default,cpu") as proc:
+        res = app.send_task(CYCLE, args=[project.id])
+        deadline = time.monotonic() + 120
+        # The trigger claims the cycle and hands its retrain step to the gpu queue ...
+        while _messages("gpu") < 1:
+            assert time.monotonic() < deadline, "the retrain step never reached the gpu queue"
+            assert proc.poll() is None, "the worker died"
+            time.sleep(0.2)
+        cycle = QualityCycle.objects.get(project=project)
+        assert cycle.status == RunStatus.RUNNING and cycle.steps_done == []
+        # ... which a worker without that queue never trains.
+        assert not ModelVersion.objects.filter(project=project).exists()
+        assert not FeatureSet.objects.filter(project=project).exists()
+    with start_worker(queues="gpu,cpu,default") as proc:
+        summary = _wait_result(res, proc, timeout=400)
+    assert summary["status"] == "done" and summary["cycle"] == cycle.pk, summary
+    assert summary["steps_done"] == ["retrain", "detect", "route", "acquire"]
+    assert summary["attempts"] == 1
     _assert_no_duplicates(project)
 
 
