@@ -10,8 +10,10 @@ Backends
     Summary statistics of a 64-band log-mel spectrogram at 22.05 kHz (D = 403, see the class).
 ``musicnn-msd`` / ``musicnn-mtt`` : ``active_learning.core.musicnn.backend.MusicnnBackend``
     Torch port of the pretrained musicnn taggers (200-d penultimate embedding); imported lazily.
-``torchscript`` : :class:`TorchCheckpointBackend`
-    A user-supplied TorchScript file mapping a (1, samples) waveform to an embedding.
+``torch-export`` / ``torchscript`` : :class:`TorchCheckpointBackend`
+    A user-supplied model mapping a (1, samples) waveform to an embedding: a ``torch.export``
+    archive (``.pt2``, the format to use from torch 2.13 on) or a TorchScript file (deprecated in
+    torch 2.13, still read).
 
 The store (:class:`FeatureStore`) keeps one feature set as a single (N, D) float32 ``.npy`` matrix plus a
 JSON sidecar. Extraction writes numbered chunk files first (so a killed worker loses at most its chunk)
@@ -368,21 +370,33 @@ def _stack(rows: Sequence[Array], dim: int) -> F32:
     return np.stack([np.asarray(r, dtype=np.float32) for r in rows])
 
 
-class TorchCheckpointBackend:
-    """A user-supplied TorchScript model as an embedding backend.
+#: Suffix of ``torch.export.save`` archives; anything else is read as TorchScript.
+EXPORT_SUFFIX = ".pt2"
 
-    The scripted module must map a float32 tensor of shape (1, samples) at ``sample_rate`` to an
-    embedding of shape (1, dim) or (dim,) (any extra leading/time axes are mean-pooled down to (dim,)).
+
+class TorchCheckpointBackend:
+    """A user-supplied torch model as an embedding backend.
+
+    The model must map a float32 tensor of shape (1, samples) at ``sample_rate`` to an embedding of
+    shape (1, dim) or (dim,) (any extra leading/time axes are mean-pooled down to (dim,)). Two file
+    formats:
+
+    * a ``torch.export`` archive (suffix ``.pt2``; ``torch.export.save``). Export it with the
+      sample axis dynamic, since clips differ in length, e.g.
+      ``torch.export.export(model, (torch.zeros(1, 16000),),
+      dynamic_shapes={"x": {1: torch.export.Dim("samples", min=1024)}})``;
+    * a TorchScript file (``torch.jit.save``; deprecated since torch 2.13, still read).
 
     Parameters
     ----------
     path : path-like
-        The ``torch.jit.save`` file.
+        The checkpoint file.
     sample_rate : int
         Rate the model expects; input is resampled to it.
     name, version : str, optional
-        Stored with the features; ``version`` defaults to the file's SHA-256 prefix so that a changed
-        checkpoint never silently mixes with old features.
+        Stored with the features; ``name`` defaults to ``torch-export`` or ``torchscript`` by
+        format, ``version`` to the file's SHA-256 prefix so that a changed checkpoint never
+        silently mixes with old features.
     device : str, optional
         ``"cuda"`` if available otherwise ``"cpu"`` when omitted.
     """
@@ -392,7 +406,7 @@ class TorchCheckpointBackend:
         path: str | os.PathLike[str],
         *,
         sample_rate: int = 16000,
-        name: str = "torchscript",
+        name: str | None = None,
         version: str | None = None,
         device: str | None = None,
     ) -> None:
@@ -402,16 +416,30 @@ class TorchCheckpointBackend:
 
         self.path = Path(path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"TorchScript checkpoint not found: {self.path}")
+            raise FileNotFoundError(f"torch checkpoint not found: {self.path}")
+        exported = self.path.suffix == EXPORT_SUFFIX
         self.sample_rate = int(sample_rate)
-        self.name = name
+        self.name = name or ("torch-export" if exported else "torchscript")
         digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:12]
         self.version = version or f"sha256:{digest}"
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self._module = torch.jit.load(  # type: ignore[no-untyped-call]
-            str(self.path), map_location=self.device
-        ).eval()
-        probe = self._run(np.zeros(self.sample_rate, dtype=np.float32))
+        self._module: Callable[[Any], Any]
+        if exported:
+            module = torch.export.load(self.path).module()
+            if self.device != "cpu":
+                module = module.to(self.device)
+            self._module = module
+        else:
+            self._module = torch.jit.load(  # type: ignore[no-untyped-call]
+                str(self.path), map_location=self.device
+            ).eval()
+        try:
+            probe = self._run(np.zeros(self.sample_rate, dtype=np.float32))
+        except Exception as exc:
+            raise ValueError(
+                f"{self.path.name}: the model does not take a (1, {self.sample_rate}) waveform "
+                f"({type(exc).__name__}: {exc}); export it with the sample axis dynamic"
+            ) from exc
         self.dim = int(probe.shape[0])
 
     def _run(self, y: F32) -> F32:
@@ -456,17 +484,21 @@ def _musicnn(model: str) -> BackendFactory:
     return make
 
 
-def _torchscript(**options: Any) -> EmbeddingBackend:
-    if "path" not in options:
-        raise ValueError("the 'torchscript' backend needs a path= option")
-    path = options.pop("path")
-    return TorchCheckpointBackend(path, **options)
+def _torch_checkpoint(backend: str) -> BackendFactory:
+    def make(**options: Any) -> EmbeddingBackend:
+        if "path" not in options:
+            raise ValueError(f"the {backend!r} backend needs a path= option")
+        path = options.pop("path")
+        return TorchCheckpointBackend(path, **options)
+
+    return make
 
 
 register_backend("logmel-stats", lambda **o: LogMelStatsBackend(**o))
 register_backend("musicnn-msd", _musicnn("MSD_musicnn"))
 register_backend("musicnn-mtt", _musicnn("MTT_musicnn"))
-register_backend("torchscript", _torchscript)
+register_backend("torch-export", _torch_checkpoint("torch-export"))
+register_backend("torchscript", _torch_checkpoint("torchscript"))
 register_backend("cqt-patches", lambda **o: CQTPatchBackend(**o))
 register_backend(
     "structure-stats",
@@ -488,10 +520,10 @@ def get_backend(name: str, **options: Any) -> EmbeddingBackend:
     ----------
     name : str
         One of :func:`available_backends` (``"logmel-stats"``, ``"musicnn-msd"``, ``"musicnn-mtt"``,
-        ``"structure-stats"``, ``"torchscript"``, ``"cqt-patches"``).
+        ``"structure-stats"``, ``"torch-export"``, ``"torchscript"``, ``"cqt-patches"``).
         Names joined by ``+`` give a :class:`ConcatBackend` of those parts.
     **options
-        Passed to the backend: ``weights_dir`` for musicnn; ``path``, ``sample_rate`` for torchscript.
+        Passed to the backend: ``weights_dir`` for musicnn; ``path``, ``sample_rate`` for a torch checkpoint.
         For a combined name, one dict of options per part, keyed by the part's name.
 
     Raises

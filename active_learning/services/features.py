@@ -31,6 +31,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from active_learning.core.features import (
+    EXPORT_SUFFIX,
     AudioDecodeError,
     EmbeddingBackend,
     FeatureStore,
@@ -70,31 +71,34 @@ def musicnn_weights_dir() -> Path | None:
     return None
 
 
+#: Backends that read a user's model file (``path`` option).
+CHECKPOINT_BACKENDS = ("torch-export", "torchscript")
+
+
 def _is_model_file(name: str) -> bool:
-    """A backend "name" that is really a TorchScript file path."""
-    return name.endswith((".pt", ".ts", ".pth")) or os.sep in name
+    """A backend "name" that is really a model file path (torch.export or TorchScript)."""
+    return name.endswith((EXPORT_SUFFIX, ".pt", ".ts", ".pth")) or os.sep in name
 
 
 def backend_resolve(name: str | None, options: dict[str, Any] | None = None) -> tuple[str, dict]:
-    """(registry name, backend options) for a name, a TorchScript file path, or None (default).
+    """(registry name, backend options) for a name, a model file path, or None (default).
 
-    A path to an existing file means the ``torchscript`` backend with that ``path``; musicnn gets its
-    ``weights_dir`` filled in.
+    A path to a model file means the ``torch-export`` backend (``.pt2``) or the ``torchscript`` one
+    (other suffixes) with that ``path``; musicnn gets its ``weights_dir`` filled in.
     """
     opts = dict(options or {})
     name = name or DEFAULT_BACKEND
     if "+" in name:
         parts = name.split("+")
         for part in parts:
-            if part == "torchscript" or _is_model_file(part):
+            if part in CHECKPOINT_BACKENDS or _is_model_file(part):
                 raise FeatureBackendError(
-                    f"{name}: a combined backend joins registered names; a TorchScript file "
-                    "stands alone"
+                    f"{name}: a combined backend joins registered names; a model file stands alone"
                 )
         return name, {part: backend_resolve(part, opts.get(part))[1] for part in parts}
-    if name != "torchscript" and _is_model_file(name):
+    if name not in CHECKPOINT_BACKENDS and _is_model_file(name):
         opts.setdefault("path", name)
-        name = "torchscript"
+        name = "torch-export" if name.endswith(EXPORT_SUFFIX) else "torchscript"
     if name.startswith("musicnn") and "weights_dir" not in opts:
         found = musicnn_weights_dir()
         if found is None:
@@ -103,7 +107,7 @@ def backend_resolve(name: str | None, options: dict[str, Any] | None = None) -> 
                 "--dest var/models/musicnn` or set MUSICNN_WEIGHTS_DIR"
             )
         opts["weights_dir"] = str(found)
-    if name == "torchscript" and "path" in opts:
+    if name in CHECKPOINT_BACKENDS and "path" in opts:
         opts["path"] = str(Path(opts["path"]).resolve())
     return name, opts
 

@@ -120,7 +120,13 @@ def test_a_combined_backend_extracts_one_feature_set(artifacts: Path, tmp_path: 
     assert got is not None
     X = got[1]
     assert X.shape == (3, fs.dim) and np.isfinite(X).all()
-    with pytest.raises(FeatureBackendError, match="TorchScript file stands alone"):
+    with pytest.raises(FeatureBackendError, match="model file stands alone"):
         backend_resolve("logmel-stats+model.pt")
+    with pytest.raises(FeatureBackendError, match="model file stands alone"):
+        backend_resolve("logmel-stats+torch-export")
+    # A model file names its backend by format; the path is made absolute for the workers.
+    name, opts = backend_resolve("models/tagger.pt2")
+    assert name == "torch-export" and Path(opts["path"]).is_absolute()
+    assert backend_resolve("models/tagger.pth")[0] == "torchscript"
     with pytest.raises(FeatureBackendError, match="nope"):
         feature_set_extract_sync(project=project, backend="logmel-stats+nope")

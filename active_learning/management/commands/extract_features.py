@@ -28,7 +28,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--backend",
             default=None,
-            help="logmel-stats, musicnn-msd, musicnn-mtt, or a TorchScript file path "
+            help="logmel-stats, musicnn-msd, musicnn-mtt, structure-stats, names joined by +, or "
+            "a model file: torch.export archive (.pt2) or TorchScript "
             "(default: the project's embedding backend)",
         )
         parser.add_argument("--sync", action="store_true", help="Run in this process")

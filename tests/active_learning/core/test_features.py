@@ -114,6 +114,46 @@ def test_torchscript_backend(tmp_path: Path) -> None:
     assert b.embed_many([(_tone(), 22050)] * 2).shape == (2, 3)
 
 
+class _Framed(torch.nn.Module):
+    """Frames of 400 samples (hop 160) -> per-frame log energy and zero-crossing rate, pooled."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frames = x.unfold(1, 400, 160)  # (1, T, 400)
+        energy = torch.log1p((frames**2).mean(dim=2))
+        zcr = (frames[:, :, 1:] * frames[:, :, :-1] < 0).float().mean(dim=2)
+        return torch.stack([energy, zcr], dim=2).mean(dim=1)  # (1, 2)
+
+
+def test_torch_export_backend_reads_a_pt2_archive_with_a_dynamic_sample_axis(
+    tmp_path: Path,
+) -> None:
+    model = _Framed()
+    samples = torch.export.Dim("samples", min=1024)
+    program = torch.export.export(
+        model, (torch.zeros(1, 16000),), dynamic_shapes={"x": {1: samples}}
+    )
+    path = tmp_path / "framed.pt2"
+    torch.export.save(program, path)
+
+    b = get_backend("torch-export", path=str(path), sample_rate=16000)
+    assert b.name == "torch-export" and b.dim == 2 and b.version.startswith("sha256:")
+    tone = _tone()  # 2 s at 22.05 kHz: another length than the export's example
+    e = b.embed(tone, 22050)
+    with torch.no_grad():
+        want = model(torch.from_numpy(resample(tone, 22050, 16000)).reshape(1, -1))[0].numpy()
+    np.testing.assert_allclose(e, want, rtol=1e-5, atol=1e-6)
+    assert b.embed_many([(tone, 22050), (tone[:30000], 22050)]).shape == (2, 2)
+
+
+def test_torch_export_with_a_static_sample_axis_is_refused_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "static.pt2"
+    torch.export.save(torch.export.export(_Framed(), (torch.zeros(1, 8000),)), path)
+    with pytest.raises(ValueError, match="sample axis dynamic"):
+        get_backend("torch-export", path=str(path), sample_rate=16000)
+
+
 def test_store_round_trip(tmp_path: Path) -> None:
     store = FeatureStore(tmp_path)
     x = np.random.default_rng(0).normal(size=(7, 5)).astype(np.float32)
