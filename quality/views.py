@@ -3,15 +3,19 @@ admins of the project only (annotators are blind to other people's labels and th
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
 
 from annotation.models import Clip, Membership, TaxonomyNode
+from annotation.permissions import role_at_least
 from annotation.views import project_role
 from quality import figures
 from quality import selectors as sel
 from quality.models import LabelIssue
+from quality.services.cycle import cycle_enqueue
 
 Role = Membership.Role
 PAGE_SIZE = 50
@@ -112,6 +116,24 @@ def dashboard(request: HttpRequest, membership: Membership) -> HttpResponse:
             "tab": "quality",
             "figures": [f.to_html(full_html=False, include_plotlyjs=False) for f in figs],
             "cycles": sel.recent_cycles(project=project, limit=10),
+            "can_start_cycle": role_at_least(membership, Role.ADMIN),
             "counts": sel.issue_counts(project=project)["by_status"],
         },
     )
+
+
+@require_POST
+@project_role(Role.ADMIN)
+def cycle_start(request: HttpRequest, membership: Membership) -> HttpResponse:
+    """The dashboard's "Run relabel cycle now": queue it on the workers, come back to the table."""
+    cycle, created = cycle_enqueue(project=membership.project)
+    if created:
+        messages.success(
+            request, f"Relabel cycle {cycle.pk} queued: retrain -> detect -> route -> acquire."
+        )
+    else:
+        messages.info(
+            request,
+            f"Relabel cycle {cycle.pk} is already {cycle.status}; asked the workers to carry it on.",
+        )
+    return redirect("quality-dashboard", slug=membership.project.slug)

@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.security import HttpBearer, django_auth
 
+from active_learning.api import router as models_router
 from annotation.api import router as annotation_router
 from annotation.permissions import NotFound, PermissionDenied
 from annotation.services.annotations import LabelError
@@ -20,6 +21,7 @@ from annotation.services.members import MemberError
 from annotation.services.projects import ProjectError
 from annotation.services.tasks import QueueError
 from annotation.services.tokens import api_token_user
+from quality.api import router as quality_router
 
 
 class TokenAuth(HttpBearer):
@@ -33,11 +35,16 @@ class TokenAuth(HttpBearer):
 api = NinjaAPI(
     title="Refrain API",
     version="1",
-    description="Projects, taxonomies, clips, the work queue, annotations and reviews.",
+    description=(
+        "Projects, taxonomies, clips, the work queue, annotations and reviews; model versions; "
+        "label issues and relabel cycles."
+    ),
     urls_namespace="api",
     auth=[TokenAuth(), django_auth],
 )
 api.add_router("/", annotation_router)
+api.add_router("/", models_router)
+api.add_router("/", quality_router)
 
 
 def _error(request: HttpRequest, status: int, message: str, code: str) -> HttpResponse:

@@ -87,6 +87,23 @@ def cycle_request(*, project: Project, trigger: str = QualityCycle.Trigger.MANUA
         return QualityCycle.objects.get(project=project, status__in=ACTIVE_STATUSES)
 
 
+def cycle_enqueue(
+    *, project: Project, trigger: str = QualityCycle.Trigger.MANUAL
+) -> tuple[QualityCycle, bool]:
+    """Start the project's cycle on the workers now (the dashboard button, the API).
+
+    Returns the cycle and whether it is new. An unfinished cycle is not duplicated: its trigger is
+    sent again, which resumes it if its worker died and answers "already running" if one is inside
+    a step (steps already done are skipped either way).
+    """
+    from quality.tasks import run_quality_cycle
+
+    active = QualityCycle.objects.filter(project=project, status__in=ACTIVE_STATUSES).first()
+    cycle = active or cycle_request(project=project, trigger=trigger)
+    run_quality_cycle.delay_on_commit(project.id, trigger=trigger, cycle_id=cycle.pk)
+    return cycle, active is None
+
+
 def cycle_start_if_due(*, project: Project) -> QualityCycle | None:
     """Queue a cycle after ``retrain_every`` new annotations since the last one started; None if
     not due or one is already queued or running."""

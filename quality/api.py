@@ -1,0 +1,196 @@
+"""REST endpoints for label quality: a project's label issues and its relabel cycles.
+
+Reviewers and admins of the project read them (annotators stay blind to other people's labels and
+the model's guesses); admins start a cycle. Mounted on the one API in ``refrain/api.py``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.http import HttpRequest
+from ninja import Field, Query, Router, Schema, Status
+
+from annotation import permissions as perm
+from annotation.models import Membership, TaxonomyNode
+from quality import selectors as sel
+from quality.models import LabelIssue, QualityCycle
+from quality.services.cycle import cycle_enqueue
+
+router = Router(tags=["quality"])
+Role = Membership.Role
+MAX_PAGE = 500
+
+
+class ErrorOut(Schema):
+    detail: str
+    code: str = "error"
+
+
+class IssueOut(Schema):
+    id: int
+    run_id: int
+    clip_id: int
+    clip_name: str
+    rank: int
+    score: float
+    issue_type: str
+    node: str | None = Field(None, description="path of the suspect node")
+    depth: int | None
+    suggested: list[str] = Field(description="paths of the suggested label set")
+    status: str
+    relabel_task_id: int | None
+    created_at: datetime
+    closed_at: datetime | None
+
+
+class IssueFilters(Schema):
+    type: LabelIssue.Type | None = None
+    status: LabelIssue.Status | None = None
+    node: str | None = Field(None, description="path or key of the suspect node")
+    depth: int | None = Field(None, ge=0)
+    limit: int = Field(100, ge=1, le=MAX_PAGE)
+    offset: int = Field(0, ge=0)
+
+
+class CycleOut(Schema):
+    id: int
+    project_id: int
+    trigger: str
+    status: str
+    steps: list[str] = Field(description="the cycle's steps, in order")
+    steps_done: list[str]
+    attempts: int
+    model_version_id: int | None
+    results: dict[str, Any]
+    error: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class CycleStartOut(CycleOut):
+    created: bool = Field(description="false when an unfinished cycle was resumed instead")
+
+
+def _user(request: HttpRequest) -> Any:
+    return request.auth  # type: ignore[attr-defined]
+
+
+def _cycle_out(cycle: QualityCycle) -> dict[str, Any]:
+    return {
+        "id": cycle.pk,
+        "project_id": cycle.project_id,
+        "trigger": cycle.trigger,
+        "status": cycle.status,
+        "steps": list(QualityCycle.STEPS),
+        "steps_done": list(cycle.steps_done),
+        "attempts": cycle.attempts,
+        "model_version_id": cycle.model_version_id,
+        "results": cycle.results,
+        "error": cycle.error,
+        "created_at": cycle.created_at,
+        "started_at": cycle.started_at,
+        "finished_at": cycle.finished_at,
+    }
+
+
+@router.get(
+    "/projects/{project_id}/issues",
+    response={200: list[IssueOut], 422: ErrorOut},
+    summary="List label issues",
+)
+def list_issues(request: HttpRequest, project_id: int, filters: Query[IssueFilters]) -> Any:
+    """The project's label issues, newest run first then by rank (1 = most suspect)."""
+    project = perm.require_role(
+        project_id=project_id, user=_user(request), role=Role.REVIEWER
+    ).project
+    node_id = None
+    if filters.node:
+        node = (
+            TaxonomyNode.objects.filter(
+                version_id=project.taxonomy_version_id, path=filters.node
+            ).first()
+            or TaxonomyNode.objects.filter(
+                version_id=project.taxonomy_version_id, key=filters.node
+            ).first()
+        )
+        if node is None:
+            return Status(
+                422,
+                {
+                    "detail": f"no node {filters.node!r} in the project's taxonomy "
+                    f"(version {project.taxonomy_version_id})",
+                    "code": "unknown_node",
+                },
+            )
+        node_id = node.pk
+    qs = sel.issue_list(
+        project=project,
+        issue_type=filters.type,
+        status=filters.status,
+        node_id=node_id,
+        depth=filters.depth,
+    )
+    issues = list(qs[filters.offset : filters.offset + filters.limit])
+    wanted = {i for issue in issues for i in issue.suggested_node_ids}
+    paths = dict(TaxonomyNode.objects.filter(pk__in=wanted).values_list("pk", "path"))
+    return [
+        {
+            "id": issue.pk,
+            "run_id": issue.run_id,
+            "clip_id": issue.clip_id,
+            "clip_name": str(issue.clip),
+            "rank": issue.rank,
+            "score": issue.score,
+            "issue_type": issue.issue_type,
+            "node": issue.node.path if issue.node else None,
+            "depth": issue.depth,
+            "suggested": [paths[i] for i in issue.suggested_node_ids if i in paths],
+            "status": issue.status,
+            "relabel_task_id": issue.relabel_task_id,
+            "created_at": issue.created_at,
+            "closed_at": issue.closed_at,
+        }
+        for issue in issues
+    ]
+
+
+@router.get("/projects/{project_id}/cycles", response=list[CycleOut], summary="List relabel cycles")
+def list_cycles(
+    request: HttpRequest, project_id: int, limit: Query[int] = 20
+) -> list[dict[str, Any]]:
+    """The project's relabel cycles, newest first."""
+    project = perm.require_role(
+        project_id=project_id, user=_user(request), role=Role.REVIEWER
+    ).project
+    limit = max(1, min(int(limit), MAX_PAGE))
+    return [_cycle_out(c) for c in sel.recent_cycles(project=project, limit=limit)]
+
+
+@router.post(
+    "/projects/{project_id}/cycles",
+    response={202: CycleStartOut},
+    summary="Start a relabel cycle",
+)
+def start_cycle(request: HttpRequest, project_id: int) -> Any:
+    """Retrain -> detect -> route -> acquire on the workers. 202: poll ``GET /cycles/{id}``.
+
+    An unfinished cycle is resumed rather than duplicated (``created`` is then false).
+    """
+    project = perm.require_role(project_id=project_id, user=_user(request), role=Role.ADMIN).project
+    cycle, created = cycle_enqueue(project=project)
+    return Status(202, {**_cycle_out(cycle), "created": created})
+
+
+@router.get("/cycles/{cycle_id}", response=CycleOut, summary="Get a relabel cycle")
+def get_cycle(request: HttpRequest, cycle_id: int) -> dict[str, Any]:
+    cycle = QualityCycle.objects.filter(pk=cycle_id).first()
+    try:
+        if cycle is None:
+            raise perm.NotFound("")
+        perm.require_role(project_id=cycle.project_id, user=_user(request), role=Role.REVIEWER)
+    except perm.NotFound:
+        raise perm.NotFound(f"cycle {cycle_id} not found among your projects") from None
+    return _cycle_out(cycle)
