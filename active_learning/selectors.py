@@ -53,9 +53,19 @@ def feature_set_arrays(*, feature_set: FeatureSet) -> tuple[np.ndarray, np.ndarr
 PATCH_BACKEND = "cqt-patches"
 
 
+def embedding_feature_set(*, project: Project) -> FeatureSet | None:
+    """The feature set the project's embedding models use: the newest done one of the project's
+    ``embedding_backend``, else (none of it extracted yet) the newest done embedding set."""
+    from active_learning.services.features import backend_name
+
+    return latest_feature_set(
+        project=project, backend=backend_name(project.embedding_backend)
+    ) or latest_feature_set(project=project, exclude_backend=PATCH_BACKEND)
+
+
 def feature_matrix(*, project: Project) -> tuple[np.ndarray, np.ndarray] | None:
-    """(clip_ids (N,), X (N, D) float32 mmap) from the latest done embedding feature set, or None."""
-    fs = latest_feature_set(project=project, exclude_backend=PATCH_BACKEND)
+    """(clip_ids (N,), X (N, D) float32 mmap) of :func:`embedding_feature_set`, or None."""
+    fs = embedding_feature_set(project=project)
     if fs is None:
         return None
     return feature_set_arrays(feature_set=fs)

@@ -80,6 +80,15 @@ def _is_model_file(name: str) -> bool:
     return name.endswith((EXPORT_SUFFIX, ".pt", ".ts", ".pth")) or os.sep in name
 
 
+def backend_name(name: str | None) -> str:
+    """The registry name a configured backend is stored under (``FeatureSet.backend``): a model
+    file's format, anything else as it is."""
+    name = name or DEFAULT_BACKEND
+    if "+" not in name and name not in CHECKPOINT_BACKENDS and _is_model_file(name):
+        return "torch-export" if name.endswith(EXPORT_SUFFIX) else "torchscript"
+    return name
+
+
 def backend_resolve(name: str | None, options: dict[str, Any] | None = None) -> tuple[str, dict]:
     """(registry name, backend options) for a name, a model file path, or None (default).
 
@@ -98,7 +107,7 @@ def backend_resolve(name: str | None, options: dict[str, Any] | None = None) -> 
         return name, {part: backend_resolve(part, opts.get(part))[1] for part in parts}
     if name not in CHECKPOINT_BACKENDS and _is_model_file(name):
         opts.setdefault("path", name)
-        name = "torch-export" if name.endswith(EXPORT_SUFFIX) else "torchscript"
+        name = backend_name(name)
     if name.startswith("musicnn") and "weights_dir" not in opts:
         found = musicnn_weights_dir()
         if found is None:
@@ -264,6 +273,7 @@ class ChunkResult:
     n_done: int
     n_failed: int
     skipped: bool
+    n_reused: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -271,7 +281,49 @@ class ChunkResult:
             "done": self.n_done,
             "failed": self.n_failed,
             "skipped": self.skipped,
+            "reused": self.n_reused,
         }
+
+
+@dataclass(frozen=True)
+class _Donor:
+    """Rows of an earlier done set with the same backend, version and options."""
+
+    rows: dict[int, int]  # clip id -> row
+    X: np.ndarray
+
+
+_DONORS: dict[int, _Donor] = {}
+
+
+def _donor(feature_set: FeatureSet) -> _Donor | None:
+    """The newest earlier done set that embedded the same way, so a set planned because new clips
+    arrived copies the rows it already has and embeds only the new clips."""
+    prev = (
+        FeatureSet.objects.filter(
+            project_id=feature_set.project_id,
+            backend=feature_set.backend,
+            backend_version=feature_set.backend_version,
+            options=feature_set.options,
+            dim=feature_set.dim,
+            status=JobStatus.DONE,
+            id__lt=feature_set.id,
+        )
+        .order_by("-id")
+        .first()
+    )
+    if prev is None:
+        return None
+    if prev.id not in _DONORS:
+        try:
+            from active_learning.selectors import feature_set_arrays
+
+            ids, X = feature_set_arrays(feature_set=prev)
+        except OSError:  # its files are gone: embed from scratch
+            return None
+        _DONORS.clear()  # keep one: a worker serves one extraction at a time
+        _DONORS[prev.id] = _Donor({int(c): i for i, c in enumerate(ids.tolist())}, X)
+    return _DONORS[prev.id]
 
 
 def _clip_audio(clip: Clip) -> tuple[np.ndarray, int]:
@@ -290,17 +342,28 @@ def feature_set_extract_chunk(
 ) -> ChunkResult:
     """Embed one chunk's clips and write the chunk file; a clip that fails is listed, not fatal.
 
-    Idempotent: a chunk whose file already exists is skipped without touching the counters.
+    Clips an earlier done set of the same backend, version and options already embedded are copied
+    from it, not decoded again. Idempotent: a chunk whose file already exists is skipped without
+    touching the counters.
     """
     store, name = _store_of(feature_set)
     if chunk_index in store.done_chunks(name):
         return ChunkResult(chunk_index, 0, 0, skipped=True)
-    backend = backend_for(feature_set.backend, feature_set.options)
+    donor = _donor(feature_set)
+    backend: EmbeddingBackend | None = None
     clips = {c.id: c for c in Clip.objects.filter(id__in=clip_ids)}
     rows: list[np.ndarray] = []
     ok_ids: list[str] = []
     failures: dict[str, str] = {}
+    n_reused = 0
     for cid in clip_ids:
+        if donor is not None and cid in donor.rows and cid in clips:
+            rows.append(np.asarray(donor.X[donor.rows[cid]], dtype=np.float32))
+            ok_ids.append(str(cid))
+            n_reused += 1
+            continue
+        if backend is None:  # built only when a clip needs embedding (musicnn loads weights)
+            backend = backend_for(feature_set.backend, feature_set.options)
         clip = clips.get(cid)
         if clip is None or not clip.file_path:
             failures[str(cid)] = "clip no longer exists" if clip is None else "clip has no file"
@@ -331,7 +394,7 @@ def feature_set_extract_chunk(
         failures=failures,
     )
     _record_chunk_progress(feature_set, n_done=len(ok_ids), failures=failures)
-    return ChunkResult(chunk_index, len(ok_ids), len(failures), skipped=False)
+    return ChunkResult(chunk_index, len(ok_ids), len(failures), skipped=False, n_reused=n_reused)
 
 
 def _record_chunk_progress(

@@ -41,6 +41,7 @@ from active_learning.selectors import (
     PATCH_BACKEND,
     LabelsProvider,
     TrainingLabels,
+    embedding_feature_set,
     feature_set_arrays,
     labels_provider,
     latest_feature_set,
@@ -230,7 +231,7 @@ def _load(mv: ModelVersion, provider: LabelsProvider | None) -> _Data:
                 f"`manage.py extract_features --project {project.slug} --backend {PATCH_BACKEND}` first"
             )
     else:
-        fs = latest_feature_set(project=project, exclude_backend=PATCH_BACKEND)
+        fs = embedding_feature_set(project=project)
         if fs is None:
             raise TrainingDataError(
                 "no finished feature set for this project: run `manage.py extract_features` first"

@@ -136,7 +136,7 @@ def cycle_start_if_due(*, project: Project) -> QualityCycle | None:
 
 
 def _step_retrain(cycle: QualityCycle) -> dict[str, Any]:
-    from active_learning.selectors import PATCH_BACKEND, feature_matrix, latest_feature_set
+    from active_learning.selectors import PATCH_BACKEND
     from active_learning.services.features import feature_set_extract_sync
     from active_learning.services.training import (
         model_version_claim,
@@ -147,13 +147,19 @@ def _step_retrain(cycle: QualityCycle) -> dict[str, Any]:
 
     project = cycle.project
     out: dict[str, Any] = {}
-    if feature_matrix(project=project) is None:
-        fs = feature_set_extract_sync(project=project)
-        out["features"] = {"feature_set": fs.pk, "status": fs.status, "failed": fs.n_failed}
+    # Features of the project's backend over every ready clip: a no-op when they are up to date;
+    # after an import or a backend change, a new set (rows already embedded the same way are copied).
     kind = project.model_kind
-    if kind == "cnn" and latest_feature_set(project=project, backend=PATCH_BACKEND) is None:
-        fs = feature_set_extract_sync(project=project, backend=PATCH_BACKEND)
-        out["patches"] = {"feature_set": fs.pk, "status": fs.status, "failed": fs.n_failed}
+    backends = {"features": None, **({"patches": PATCH_BACKEND} if kind == "cnn" else {})}
+    for key, backend in backends.items():
+        fs = feature_set_extract_sync(project=project, backend=backend)
+        out[key] = {
+            "feature_set": fs.pk,
+            "backend": fs.backend,
+            "status": fs.status,
+            "clips": fs.n_clips,
+            "failed": fs.n_failed,
+        }
     # A version keyed by the cycle and attempt: a resumed cycle finds the version its dead worker
     # left running, marks it failed (it will never finish) and trains a fresh one.
     key = f"quality-cycle:{cycle.pk}:{cycle.attempts}"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from active_learning.models import FeatureSet, JobStatus
-from active_learning.selectors import feature_matrix
+from active_learning.selectors import feature_matrix, feature_set_arrays
 from active_learning.services.features import (
     feature_set_create,
     feature_set_extract_chunk,
@@ -130,3 +130,54 @@ def test_a_combined_backend_extracts_one_feature_set(artifacts: Path, tmp_path: 
     assert backend_resolve("models/tagger.pth")[0] == "torchscript"
     with pytest.raises(FeatureBackendError, match="nope"):
         feature_set_extract_sync(project=project, backend="logmel-stats+nope")
+
+
+def test_new_clips_get_a_new_set_that_copies_rows_already_embedded(
+    artifacts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import active_learning.services.features as features
+
+    project, clips = _project_with_audio(tmp_path, n=4, corrupt=True)
+    first = feature_set_extract_sync(project=project)
+    assert first.status == JobStatus.DONE and first.n_done == 4
+    assert feature_set_extract_sync(project=project).pk == first.pk  # up to date: nothing to do
+
+    new = [
+        ClipFactory(
+            project=project,
+            source_path=str(write_tone(tmp_path / f"new{i}.wav", freq=900 + 40 * i, seconds=0.5)),
+        )
+        for i in range(2)
+    ]
+    decoded: list[int] = []
+    real = features._clip_audio
+    monkeypatch.setattr(features, "_clip_audio", lambda c: decoded.append(c.id) or real(c))
+    second = feature_set_extract_sync(project=project)
+
+    assert second.pk != first.pk and second.status == JobStatus.DONE
+    assert (second.n_clips, second.n_done, second.n_failed) == (7, 6, 1)
+    # Only the new clips and the one that failed before were decoded again.
+    assert sorted(decoded) == sorted([c.id for c in new] + [clips[-1].id])
+    old_ids, old_X = feature_set_arrays(feature_set=first)
+    ids, X = feature_matrix(project=project)  # type: ignore[misc]
+    assert ids.tolist() == sorted([c.id for c in clips[:-1]] + [c.id for c in new])
+    rows = {c: i for i, c in enumerate(ids.tolist())}
+    np.testing.assert_array_equal(X[[rows[c] for c in old_ids.tolist()]], old_X)
+
+
+def test_the_project_backend_wins_over_a_newer_set_of_another(
+    artifacts: Path, tmp_path: Path
+) -> None:
+    from active_learning.selectors import embedding_feature_set
+
+    project, _ = _project_with_audio(tmp_path, n=3, corrupt=False)
+    logmel = feature_set_extract_sync(project=project)
+    other = feature_set_extract_sync(project=project, backend="structure-stats")
+    assert other.status == JobStatus.DONE and other.pk > logmel.pk
+    assert embedding_feature_set(project=project).pk == logmel.pk  # the setting, not the newest
+    project.embedding_backend = "structure-stats"
+    project.save()
+    assert embedding_feature_set(project=project).pk == other.pk
+    project.embedding_backend = "musicnn-mtt"  # not extracted yet: the newest embedding set
+    project.save()
+    assert embedding_feature_set(project=project).pk == other.pk

@@ -186,8 +186,16 @@ def test_cycle_killed_mid_way_resumes_without_duplicates(
     assert QualityCycle.objects.filter(project=project).count() == 1
     assert QualityRun.objects.filter(project=project).count() == 1
     _assert_no_duplicates(project)
-    # A second cycle on top: new run, still no duplicated task or live issue.
+    # New clips arrive, then a second cycle on top: its retrain embeds them (and copies the rest),
+    # a new run, still no duplicated task or live issue.
+    for i in range(2):
+        wav = write_tone(tmp_path / f"audio/late{i}.wav", freq=330.0 + 20 * i, seconds=0.5)
+        ClipFactory(project=project, source_path=str(wav), duration_s=0.5)
     with start_worker() as proc:
         again = _wait_result(app.send_task(CYCLE, args=[project.id]), proc, timeout=400)
     assert again["status"] == "done" and again["cycle"] != cycle.pk
+    features = again["results"]["retrain"]["features"]
+    assert (
+        features["clips"] == Clip.objects.filter(project=project).count() and not features["failed"]
+    )
     _assert_no_duplicates(project)
