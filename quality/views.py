@@ -14,8 +14,10 @@ from annotation.permissions import role_at_least
 from annotation.views import project_role
 from quality import figures
 from quality import selectors as sel
+from quality.forms import LoopSettingsForm
 from quality.models import LabelIssue
 from quality.services.cycle import cycle_enqueue
+from quality.services.loop import LoopSettingsError, project_loop_update
 
 Role = Membership.Role
 PAGE_SIZE = 50
@@ -137,3 +139,23 @@ def cycle_start(request: HttpRequest, membership: Membership) -> HttpResponse:
             f"Relabel cycle {cycle.pk} is already {cycle.status}; asked the workers to carry it on.",
         )
     return redirect("quality-dashboard", slug=membership.project.slug)
+
+
+@project_role(Role.ADMIN)
+def loop_settings(request: HttpRequest, membership: Membership) -> HttpResponse:
+    """What the relabel cycle trains on and how, what it routes and acquires, and when it runs."""
+    project = membership.project
+    form = LoopSettingsForm(request.POST or None, project=project)
+    if request.method == "POST" and form.is_valid():
+        try:
+            project_loop_update(project=project, settings=form.settings())
+        except LoopSettingsError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, "Loop settings saved.")
+            return redirect("quality-loop-settings", slug=project.slug)
+    return render(
+        request,
+        "quality/loop_settings.html",
+        {"project": project, "membership": membership, "form": form, "tab": "loop"},
+    )

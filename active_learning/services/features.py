@@ -75,7 +75,7 @@ def musicnn_weights_dir() -> Path | None:
 CHECKPOINT_BACKENDS = ("torch-export", "torchscript")
 
 
-def _is_model_file(name: str) -> bool:
+def is_model_file(name: str) -> bool:
     """A backend "name" that is really a model file path (torch.export or TorchScript)."""
     return name.endswith((EXPORT_SUFFIX, ".pt", ".ts", ".pth")) or os.sep in name
 
@@ -84,7 +84,7 @@ def backend_name(name: str | None) -> str:
     """The registry name a configured backend is stored under (``FeatureSet.backend``): a model
     file's format, anything else as it is."""
     name = name or DEFAULT_BACKEND
-    if "+" not in name and name not in CHECKPOINT_BACKENDS and _is_model_file(name):
+    if "+" not in name and name not in CHECKPOINT_BACKENDS and is_model_file(name):
         return "torch-export" if name.endswith(EXPORT_SUFFIX) else "torchscript"
     return name
 
@@ -100,12 +100,12 @@ def backend_resolve(name: str | None, options: dict[str, Any] | None = None) -> 
     if "+" in name:
         parts = name.split("+")
         for part in parts:
-            if part in CHECKPOINT_BACKENDS or _is_model_file(part):
+            if part in CHECKPOINT_BACKENDS or is_model_file(part):
                 raise FeatureBackendError(
                     f"{name}: a combined backend joins registered names; a model file stands alone"
                 )
         return name, {part: backend_resolve(part, opts.get(part))[1] for part in parts}
-    if name not in CHECKPOINT_BACKENDS and _is_model_file(name):
+    if name not in CHECKPOINT_BACKENDS and is_model_file(name):
         opts.setdefault("path", name)
         name = backend_name(name)
     if name.startswith("musicnn") and "weights_dir" not in opts:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+from celery.schedules import crontab
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from annotation.models import Project
@@ -51,6 +52,12 @@ def cycle_schedule_set(
                 f"crontab {spec!r} needs five fields: minute hour day-of-month month day-of-week"
             )
         minute, hour, dom, month, dow = parts
+        try:  # what beat will parse, checked now rather than at the first tick
+            crontab(
+                minute=minute, hour=hour, day_of_month=dom, month_of_year=month, day_of_week=dow
+            )
+        except ValueError as exc:
+            raise ValueError(f"crontab {spec!r}: {exc}") from exc
         fields["crontab"], _ = CrontabSchedule.objects.get_or_create(
             minute=minute, hour=hour, day_of_month=dom, month_of_year=month, day_of_week=dow
         )
