@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, cast
+from typing import Any, Literal, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -122,6 +122,13 @@ class SimulationConfig:
         Per-clip cap passed to :class:`RelabelOrNew`.
     estimate_weights : bool
         Give :class:`RelabelOrNew` the CROWDLAB model and mean annotator weights of each round.
+    relabel_quality : {"crowdlab", "votes"}
+        How :class:`RelabelOrNew` scores labelled clips: CROWDLAB's consensus quality
+        (``quality.core.consensus``), or the quality under
+        :func:`~active_learning.core.acquisition.vote_posterior` (the simulation passes the vote
+        counts). ``rule="gain"`` always gets the vote counts, and, unless the strategy brings its
+        own, the annotators' accuracy measured on the seed set against the truth, as a project
+        would measure it on gold clips.
     """
 
     seed_size: int = 50
@@ -131,6 +138,7 @@ class SimulationConfig:
     cv_folds: int = 3
     max_annotations: int = 5
     estimate_weights: bool = True
+    relabel_quality: Literal["crowdlab", "votes"] = "crowdlab"
 
 
 @dataclass
@@ -302,6 +310,28 @@ def simulate(
             used[i].add(m)
 
     annotate(rng.choice(n_pool, size=cfg.seed_size, replace=False).astype(np.int64))
+    gain_rule = scores_labels and cast(RelabelOrNew, strategy).rule == "gain"
+    if gain_rule and cast(RelabelOrNew, strategy).decision_accuracy is None:
+        # The annotators' accuracy as a project would measure it on gold clips: here the seed set's
+        # annotations against the truth (Laplace-smoothed), per label set and per decision depth.
+        seed_rows, seed_true = np.stack(rows), y[np.asarray(clips)]
+        right = np.all(seed_rows == seed_true, axis=1)
+        asked = np.ones_like(seed_true, dtype=bool)
+        has_parent = hier.parents >= 0
+        asked[:, has_parent] = seed_true[:, hier.parents[has_parent]] > 0
+        ok = (seed_rows == seed_true) & asked
+        by_depth = {
+            d: (ok[:, hier.depth == d].sum() + 1.0) / (asked[:, hier.depth == d].sum() + 2.0)
+            for d in np.unique(hier.depth).tolist()
+        }
+        strategy = cast(
+            AcquisitionStrategy,
+            replace(
+                cast(RelabelOrNew, strategy),
+                annotator_accuracy=float((right.sum() + 1.0) / (right.size + 2.0)),
+                decision_accuracy=tuple(float(by_depth[d]) for d in hier.depth.tolist()),
+            ),
+        )
 
     rec_spent: list[int] = []
     rec_lab: list[int] = []
@@ -347,6 +377,10 @@ def simulate(
                 clips, raters, rows, n_pool, n_raters, pred_probs, hier
             )
             kwargs = {"consensus_quality": quality, "n_annotations": n_ann}
+            if cfg.relabel_quality == "votes" or gain_rule:
+                counts = np.zeros((n_pool, hier.n_nodes), dtype=np.int64)
+                np.add.at(counts, np.asarray(clips), np.stack(rows))
+                kwargs["label_counts"] = counts
             if cfg.estimate_weights:
                 active = cast(
                     AcquisitionStrategy,

@@ -20,6 +20,8 @@ from active_learning.core.acquisition import (
     get_strategy,
     hierarchical_uncertainty,
     k_center_greedy,
+    relabel_gain,
+    vote_posterior,
 )
 from active_learning.core.hierarchy import Hierarchy
 
@@ -414,3 +416,153 @@ def test_relabel_or_new_modes_restrict_the_same_ranking(rng: np.random.Generator
     assert RelabelOrNew(mode="relabel").select(**kw).tolist() == [5]
     both = RelabelOrNew().select(**{**kw, "n": 2})
     assert set(both.tolist()) == {5, 35}
+
+
+def _votes(*label_sets: list[int]) -> np.ndarray:
+    """(6,) label counts of ancestor-closed label sets given as node lists."""
+    counts = np.zeros(6, dtype=int)
+    for nodes in label_sets:
+        counts[nodes] += 1
+    return counts
+
+
+def test_relabel_by_votes_asks_a_third_opinion_where_two_disagree(rng: np.random.Generator) -> None:
+    # Every clip: the model is sure of A/a1. Clips 0-9 have two annotations agreeing on A/a1, clip 4
+    # instead a 1-1 split A/a1 vs A/a2: a third opinion decides it, one more on the others changes
+    # nothing. With consensus_quality alone (all 0.9 here) nothing tells them apart.
+    n = 10
+    p = confident(n, 1, rng, sure=0.8)
+    counts = np.tile(_votes([0, 1], [0, 1]), (n, 1))
+    counts[4] = _votes([0, 1], [0, 2])
+    kw = {
+        "pred_probs": p,
+        "embeddings": np.zeros((n, 2)),
+        "labeled": np.ones(n, dtype=bool),
+        "n": 1,
+        "parents": PARENTS,
+        "n_annotations": np.full(n, 2),
+        "consensus_quality": np.full(n, 0.9),
+    }
+    sel = RelabelOrNew().select_detailed(**kw, label_counts=counts)
+    assert sel.indices.tolist() == [4]
+    post = vote_posterior(
+        pred_probs=p, label_counts=counts, n_annotations=np.full(n, 2), parents=PARENTS
+    )
+    assert post[4, 1] == pytest.approx((p[4, 1] / p[4, 0] + 1) / 3 * post[4, 0])
+    assert post[0, 1] > 0.9 > 0.7 > post[4, 1]
+
+
+def test_relabel_by_votes_targets_lone_labels_the_model_contradicts(
+    rng: np.random.Generator,
+) -> None:
+    # Clips 0-29 each have one label; the model confirms all but clips 7 (labelled B/b1, model sure of
+    # A/a1: the wrong branch) and 12 (labelled A/a2, model sure of A/a1: a sibling). The wrong-branch
+    # label comes first, the sibling second; unlabelled clips 30-39 the model is sure of come after.
+    n = 40
+    p = confident(n, 1, rng)
+    labeled = np.arange(n) < 30
+    counts = np.zeros((n, 6), dtype=int)
+    counts[labeled] = _votes([0, 1])
+    counts[7] = _votes([3, 4])
+    counts[12] = _votes([0, 2])
+    sel = RelabelOrNew().select_detailed(
+        pred_probs=p,
+        embeddings=np.zeros((n, 2)),
+        labeled=labeled,
+        n=3,
+        parents=PARENTS,
+        n_annotations=labeled.astype(int),
+        label_counts=counts,
+    )
+    assert sel.indices[:2].tolist() == [7, 12]
+    assert sel.relabel[:2].all()
+
+
+def test_vote_posterior_is_the_model_without_votes(rng: np.random.Generator) -> None:
+    p = confident(5, 4, rng, sure=0.7)
+    post = vote_posterior(
+        pred_probs=p, label_counts=np.zeros((5, 6)), n_annotations=np.zeros(5), parents=TREE
+    )
+    np.testing.assert_allclose(post, p, atol=1e-9)
+
+
+def test_relabel_gain_is_the_value_of_one_more_vote() -> None:
+    # Decision accuracy 0.9 (logit step ln 9). 0: a lone A/a1 label the model confirms; 1: a lone
+    # B/b1 label against a model that puts 0.9 on A (the prior cancels the vote: even odds on the
+    # root decisions); 2: two annotators agree on A/a1; 3: a 1-1 split A/a1 vs A/a2 under a model
+    # that cannot tell a1 from a2.
+    p = np.array(
+        [
+            [0.9, 0.85, 0.05, 0.1, 0.05, 0.05],
+            [0.9, 0.45, 0.45, 0.1, 0.05, 0.05],
+            [0.9, 0.85, 0.05, 0.1, 0.05, 0.05],
+            [0.98, 0.49, 0.49, 0.02, 0.01, 0.01],
+        ]
+    )
+    counts = np.stack(
+        [_votes([0, 1]), _votes([3, 4]), _votes([0, 1], [0, 1]), _votes([0, 1], [0, 2])]
+    )
+    g = relabel_gain(
+        pred_probs=p,
+        label_counts=counts,
+        n_annotations=np.array([1, 1, 2, 2]),
+        parents=TREE,
+        decision_accuracy=0.9,
+        temperature=1.0,
+    )
+    assert g[1] == pytest.approx(0.4, abs=0.01)  # even odds: the next vote decides, right 90 %
+    assert g[3] == pytest.approx(0.4, abs=0.03)
+    assert g[0] < 0.01 and g[2] < 0.01  # no single vote can flip these (only decisions
+    # below a root the posterior all but rules out, weighted by that tiny reach)
+
+
+def test_relabel_or_new_by_gain_relabels_only_what_beats_a_new_label(
+    rng: np.random.Generator,
+) -> None:
+    # 30 lone labels; the model puts 0.9 on A/a1 for every clip and three labels (7, 12, 20) say
+    # B/b1: one label in ten against a 0.9 model, so the temperature fitted to the votes stays near
+    # 1 and those three sit at even odds on the root decisions.
+    n = 40
+    p = confident(n, 1, rng, sure=0.9)
+    labeled = np.arange(n) < 30
+    counts = np.zeros((n, 6), dtype=int)
+    counts[labeled] = _votes([0, 1])
+    counts[[7, 12, 20]] = _votes([3, 4])
+    kw = {
+        "pred_probs": p,
+        "embeddings": np.zeros((n, 2)),
+        "labeled": labeled,
+        "n": 4,
+        "parents": PARENTS,
+        "n_annotations": labeled.astype(int),
+        "label_counts": counts,
+    }
+    # Votes right 90 % per decision, whole label sets 75 %: a new label nets 0.5 right labels, each
+    # of the three relabels about 2 x 0.4.
+    strat = RelabelOrNew(rule="gain", annotator_accuracy=0.75, decision_accuracy=0.9)
+    sel = strat.select_detailed(**kw)
+    assert sorted(sel.indices[:3].tolist()) == [7, 12, 20]
+    assert sel.relabel.tolist() == [True, True, True, False]
+    # Votes no more reliable per decision than per label set: one opinion never beats a new label.
+    weak = RelabelOrNew(rule="gain", annotator_accuracy=0.75, decision_accuracy=0.75)
+    assert not weak.select_detailed(**kw).relabel.any()
+
+
+def test_relabel_gain_tempers_a_model_more_confident_than_the_votes(
+    rng: np.random.Generator,
+) -> None:
+    # The model is 0.999 sure of A/a1 but one lone label in five says B/b1: untempered, a single
+    # vote could never outweigh it; tempered to the votes, the contradicted labels gain.
+    n = 50
+    p = confident(n, 1, rng, sure=0.999)
+    counts = np.tile(_votes([0, 1]), (n, 1))
+    counts[::5] = _votes([3, 4])
+    kw = {
+        "pred_probs": p,
+        "label_counts": counts,
+        "n_annotations": np.ones(n),
+        "parents": TREE,
+        "decision_accuracy": 0.9,
+    }
+    assert relabel_gain(**kw, temperature=1.0)[::5].max() < 0.02
+    assert relabel_gain(**kw)[::5].min() > 0.1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -117,6 +119,25 @@ def test_relabel_or_new_spends_second_opinions_with_noisy_annotators(
     assert relabel.n_labelled[-1] == 40 and relabel.n_relabels[-1] == 80
     # Second opinions repair labels: the relabel policy ends with the cleanest consensus.
     assert relabel.consensus_accuracy[-1] > new.consensus_accuracy[-1]
+
+
+def test_relabels_by_votes_and_by_gain_repair_labels(data: dict[str, np.ndarray]) -> None:
+    # The vote-posterior quality and the gain rule (accuracy measured on the seed set) both spend
+    # second opinions where a 60 %-accurate crowd left wrong labels, and end cleaner than new-only.
+    cfg = SimulationConfig(
+        seed_size=40, batch_size=20, budget=120, annotators=AnnotatorModel(accuracy=0.6), cv_folds=2
+    )
+    kw = {**data, "parents": PARENTS, "model_factory": CentroidModel, "seed": 0}
+    new = simulate(strategy=RelabelOrNew(mode="new"), config=cfg, **kw)
+    votes = simulate(
+        strategy=RelabelOrNew(),
+        config=replace(cfg, relabel_quality="votes", estimate_weights=False),
+        **kw,
+    )
+    gain = simulate(strategy=RelabelOrNew(rule="gain"), config=cfg, **kw)
+    for res in (votes, gain):
+        assert res.spent[-1] == 120 and res.n_relabels[-1] > 0
+        assert res.consensus_accuracy[-1] > new.consensus_accuracy[-1]
 
 
 def test_savings_against_random() -> None:
