@@ -33,7 +33,7 @@ import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -89,6 +89,14 @@ STRATEGIES_B: dict[str, AcquisitionStrategy] = {
     "relabel_or_new": RelabelOrNew(),
     "always_new": RelabelOrNew(mode="new"),
     "always_relabel": RelabelOrNew(mode="relabel"),
+    "relabel_or_new_votes": RelabelOrNew(),
+    "relabel_or_new_votes_est": RelabelOrNew(),
+    "relabel_or_new_gain": RelabelOrNew(rule="gain"),
+}
+#: SimulationConfig fields per experiment-B policy (default: the shared config).
+CONFIG_B: dict[str, dict[str, Any]] = {
+    "relabel_or_new_votes": {"relabel_quality": "votes", "estimate_weights": False},
+    "relabel_or_new_votes_est": {"relabel_quality": "votes"},
 }
 
 
@@ -209,7 +217,32 @@ def summarise(runs: list[dict[str, Any]], experiment: str) -> dict[str, Any]:
         if rand is not None:
             sav = label_savings(spent, mean, rand[0], rand[1])
             row["savings"] = {k: round(v, 4) if np.isfinite(v) else str(v) for k, v in sav.items()}
+            # The same runs cut at smaller budgets (rounds do not depend on the budget, so a cut
+            # curve is the curve a run with that budget would have drawn).
+            row["savings_at"] = {}
+            for cut in [c for c in spent.tolist()[:-1] if c % 400 == 0]:
+                keep = spent <= cut
+                s_cut = label_savings(spent[keep], mean[keep], rand[0][keep], rand[1][keep])
+                row["savings_at"][str(cut)] = {
+                    "target": round(s_cut["target"], 4),
+                    "savings": round(s_cut["savings"], 4)
+                    if np.isfinite(s_cut["savings"])
+                    else str(s_cut["savings"]),
+                }
         out[name] = row
+    if "always_new" in by:
+        # Seeds share the seed set and the annotators' answers: compare policies seed by seed.
+        base = {r.seed: r.metrics["hier_f1"][-1] for r in by["always_new"]}
+        for name, res in by.items():
+            diff = np.array(
+                [r.metrics["hier_f1"][-1] - base[r.seed] for r in res if r.seed in base]
+            )
+            if name != "always_new" and diff.size >= 2:
+                out[name]["paired_vs_always_new"] = {
+                    "mean": round(float(diff.mean()), 4),
+                    "se": round(float(diff.std(ddof=1) / np.sqrt(diff.size)), 4),
+                    "per_seed": diff.round(4).tolist(),
+                }
     return out
 
 
@@ -228,39 +261,54 @@ def write_markdown(summary: dict[str, Any], setup: dict[str, Any], path: Path) -
         f"![learning curves]({path.with_suffix('.png').name})",
     ]
     if "A" in summary:
+        cuts = list(next(iter(summary["A"].values())).get("savings_at", {}))
         lines += [
             "",
             "## A. Label savings (annotators always right)",
             "",
-            "| strategy | final hF1 (mean ± sd) | AUC hF1 | annotations to reach random's final hF1 | savings vs random |",
-            "|---|---|---|---|---|",
+            "| strategy | final hF1 (mean ± sd) | AUC hF1 | annotations to reach random's final hF1 | savings vs random |"
+            + "".join(f" savings at {cut} |" for cut in cuts),
+            "|---|---|---|---|---|" + "---|" * len(cuts),
         ]
         for name, row in summary["A"].items():
             sav = row.get("savings", {})
+            at = row.get("savings_at", {})
             lines.append(
                 f"| {name} | {row['final_hier_f1']:.3f} ± {row['final_hier_f1_std']:.3f} | "
                 f"{row['auc_hier_f1']:.3f} | {_num(sav.get('a_strategy', ''))} | "
                 f"{_num(sav.get('savings', ''))} |"
+                + "".join(f" {_num(at.get(cut, {}).get('savings', ''))} |" for cut in cuts)
             )
         if "random" in summary["A"]:
             lines += [
                 "",
-                f"Random's final hF1 (the target): {summary['A']['random']['final_hier_f1']:.3f}.",
+                f"Random's final hF1 (the target): {summary['A']['random']['final_hier_f1']:.3f}."
+                + (
+                    " Savings at a smaller budget: the same runs cut there, against random's hF1"
+                    " at that budget."
+                    if cuts
+                    else ""
+                ),
             ]
     if "B" in summary:
         lines += [
             "",
             "## B. Noisy annotators (75 % accuracy; errors 75 % sibling, 25 % branch)",
             "",
-            "| policy | final hF1 (mean ± sd) | hF1 per 1k annotations | relabels spent | consensus accuracy of labelled clips |",
-            "|---|---|---|---|---|",
+            "| policy | final hF1 (mean ± sd) | minus always_new, paired (mean ± se) | hF1 per 1k annotations | relabels spent | consensus accuracy of labelled clips |",
+            "|---|---|---|---|---|---|",
         ]
         for name, row in summary["B"].items():
+            pair = row.get("paired_vs_always_new")
             lines.append(
                 f"| {name} | {row['final_hier_f1']:.3f} ± {row['final_hier_f1_std']:.3f} | "
-                f"{row['final_hier_f1_per_1k_annotations']:.3f} | {row['final_relabels']:.0f} | "
+                + (f"{pair['mean']:+.3f} ± {pair['se']:.3f} | " if pair else "| ")
+                + f"{row['final_hier_f1_per_1k_annotations']:.3f} | {row['final_relabels']:.0f} | "
                 f"{row['final_consensus_accuracy']:.3f} |"
             )
+        notes = setup.get("notes_B", "")
+        if notes:
+            lines += ["", notes]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -345,7 +393,12 @@ def write_figure(summary: dict[str, Any], path: Path) -> None:
 
 def replot(name: str) -> None:
     """Rewrite ``bench/results/NAME.{md,html,png}`` from ``NAME.json`` without simulating."""
-    data = json.loads((RESULTS / f"{name}.json").read_text())
+    path = RESULTS / f"{name}.json"
+    data = json.loads(path.read_text())
+    summary = {k: summarise(data["runs"], k) for k in data["summary"]}
+    if summary != data["summary"]:  # summaries this version adds (savings at smaller budgets)
+        data["summary"] = summary
+        path.write_text(json.dumps(data, indent=1) + "\n")
     write_markdown(data["summary"], data["setup"], RESULTS / f"{name}.md")
     write_figure(data["summary"], RESULTS / f"{name}.html")
 
@@ -361,6 +414,7 @@ def main() -> None:
     ap.add_argument("--features", default="", help="backends joined by + (default logmel-stats)")
     ap.add_argument("--name", default="acq_simulate", help="results file stem")
     ap.add_argument("--max-steps", type=int, default=0, help="training steps (default 100)")
+    ap.add_argument("--policies", default="", help="experiment-B policies, comma-separated")
     ap.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     ap.add_argument("--where", default="", help="machine the run is on, recorded in the JSON")
     ap.add_argument(
@@ -398,9 +452,13 @@ def main() -> None:
         if "A" in args.experiments:
             jobs += [("A", name, seed, cfg_a) for name in STRATEGIES_A]
         if "B" in args.experiments:
-            jobs += [("B", name, seed, cfg_b) for name in STRATEGIES_B]
+            jobs += [
+                ("B", name, seed, replace(cfg_b, **CONFIG_B.get(name, {})))
+                for name in STRATEGIES_B
+                if not args.policies or name in args.policies.split(",")
+            ]
     # Slowest (cross-validated) jobs first so the pool drains evenly.
-    jobs.sort(key=lambda j: j[1] not in ("relabel_or_new", "always_new", "always_relabel"))
+    jobs.sort(key=lambda j: j[0] != "B" and j[1] != "relabel_or_new")
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         runs = list(pool.map(run_one, jobs))
     summary = {k: summarise(runs, k) for k in args.experiments}
@@ -416,6 +474,8 @@ def main() -> None:
         "feature_key": data["feature_key"],
         "config_A": asdict(cfg_a),
         "config_B": asdict(cfg_b),
+        "config_B_per_policy": {k: v for k, v in CONFIG_B.items() if k in STRATEGIES_B},
+        "strategies_B": {k: repr(v) for k, v in STRATEGIES_B.items()},
         "seconds": time.perf_counter() - t0,
         "ran_on": f"{args.where or platform.node()}, {args.jobs} jobs on {os.cpu_count()} cores",
     }
