@@ -7,6 +7,7 @@ below are the only places this app reads them.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,13 @@ from django.db.models import Count, QuerySet
 
 from active_learning.core.hierarchy import Hierarchy
 from active_learning.models import ModelVersion
-from active_learning.selectors import feature_matrix, latest_model_version, prediction_matrix
+from active_learning.selectors import (
+    TrainingLabels,
+    feature_matrix,
+    latest_annotation_labels,
+    latest_model_version,
+    prediction_matrix,
+)
 from annotation.models import Annotation, AnnotationLabel, Clip, Project, TaxonomyNode
 from annotation.selectors import TaxonomyIndex, latest_annotations, taxonomy_index_cached
 from quality.core.consensus import Annotations
@@ -177,6 +184,46 @@ def long_annotations(
         n_annotators=len(annotators),
     )
     return LongAnnotations(clips, annotators, ann_ids, ann)
+
+
+# --- training labels ------------------------------------------------------------------------------
+
+
+def consensus_training_labels(
+    project: Project, index: TaxonomyIndex, clip_ids: Sequence[int]
+) -> TrainingLabels:
+    """Training labels as Refrain decides a clip's label (labels provider ``"consensus"``).
+
+    Where several people labelled a clip (a routed relabel, overlap > 1, a review), the clip's
+    stored consensus: the verdict of the relabel round, so a second opinion that the consensus
+    rejected does not become the training label just because it is the newest. Elsewhere the latest
+    annotation, as the ``latest-annotation`` provider gives it: a lone label is never replaced by
+    the model's own guess, which would train the model on itself. A consensus on nodes of another
+    taxonomy version is ignored (the annotation stands).
+    """
+    labels = latest_annotation_labels(project, index, clip_ids)
+    pos = {int(c): i for i, c in enumerate(clip_ids)}
+    col = {n.id: n.index for n in index.nodes}
+    hierarchy = Hierarchy(index.parents_array)
+    if labels.primary is None:
+        labels.primary = labels.primary_or_deepest(hierarchy)
+    used: list[int] = []
+    rows = ClipConsensus.objects.filter(project=project, n_annotations__gte=2).values_list(
+        "clip_id", "node_ids"
+    )
+    for clip_id, node_ids in rows.iterator():
+        row = pos.get(int(clip_id))
+        cols = [col[n] for n in node_ids if n in col]
+        if row is None or not cols or len(cols) != len(node_ids):
+            continue
+        y = np.zeros((1, len(col)), dtype=np.int8)
+        y[0, cols] = 1
+        labels.Y[row] = hierarchy.ancestor_close(y)[0]
+        labels.labelled[row] = True
+        labels.primary[row] = max(cols, key=lambda c: (hierarchy.depth[c], -c))
+        used.append(int(clip_id))
+    labels.snapshot = {**labels.snapshot, "provider": "consensus", "consensus_clips": sorted(used)}
+    return labels
 
 
 # --- pages ----------------------------------------------------------------------------------------

@@ -159,6 +159,9 @@ CELERY_TASK_ROUTES = {
     "active_learning.tasks.train_*": {"queue": "gpu"},
     "quality.tasks.detect_*": {"queue": "cpu"},
 }
+# Training labels: "consensus" (a clip's consensus where several people labelled it, else its latest
+# annotation) or "latest-annotation" (the newest annotation of every clip, consensus or not).
+REFRAIN_LABELS_PROVIDER = env.str("REFRAIN_LABELS_PROVIDER", default="consensus")
 # The relabel cycle runs as a chain of one task per step, each sent to its queue (others: default):
 # the retrain (features if missing, K-fold training) to a GPU worker, detection to a CPU worker.
 REFRAIN_CYCLE_STEP_QUEUES = {"retrain": "gpu", "detect": "cpu"}

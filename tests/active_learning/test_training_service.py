@@ -36,7 +36,9 @@ def test_training_writes_consistent_out_of_sample_predictions(artifacts: Path) -
         Annotation.objects.filter(clip__project=project).values_list("id", flat=True)
     )
     assert set(mv.training_snapshot["annotations"]) == labelled_ids
-    assert mv.training_snapshot["provider"] == "latest-annotation"
+    # The default provider (settings) is the quality app's consensus; nobody labelled twice here.
+    assert mv.training_snapshot["provider"] == "consensus"
+    assert mv.training_snapshot["consensus_clips"] == []
 
     clip_ids, probs, oos = prediction_matrix(model_version=mv)
     index = TaxonomyIndex.for_version(project.taxonomy_version)

@@ -327,3 +327,33 @@ def test_probabilities_stay_consistent_after_float32_round_trip(tmp_path: Path) 
     probs = truth_probs(world) + np.float32(1e-7)  # a child may now exceed its parent by an ulp
     make_model(world, tmp_path, probs)
     assert quality_run_detect(project=world.project).status == RunStatus.DONE
+
+
+def test_training_labels_follow_the_consensus_where_people_disagreed(tmp_path: Path) -> None:
+    from active_learning.selectors import labels_provider, latest_annotation_labels
+
+    world = make_world()
+    make_model(world, tmp_path)
+    run = quality_run_detect(project=world.project, budget=len(world.clips))
+    issues_route(run=run, budget=len(world.clips))
+    # Clip 1 is labelled right; its second opinion is wrong and the consensus rejects it.
+    issue = _issue_for(world, 1)
+    wrong = "Rock/Punk" if world.truth[1] != "Rock/Punk" else "Rock/Metal"
+    ann = _relabel(world, issue, wrong)
+    assert annotation_consensus_update(annotation=ann)["issue_status"] == "rejected"
+    # Clip 0 carries a planted swap; its second opinion is right and the consensus takes it.
+    fixed = _relabel(world, _issue_for(world, 0), world.truth[0])
+    assert annotation_consensus_update(annotation=fixed)["issue_status"] == "confirmed"
+
+    clip_ids = [c.pk for c in world.clips]
+    newest = latest_annotation_labels(world.project, world.index, clip_ids)
+    labels = labels_provider("consensus")(world.project, world.index, clip_ids)
+    col = {n.key: n.index for n in world.index.nodes}
+    assert newest.Y[1, col[wrong]] == 1  # the newest annotation is the rejected opinion ...
+    assert labels.Y[1, col[wrong]] == 0 and labels.Y[1, col[world.truth[1]]] == 1  # ... not here
+    assert labels.Y[0, col[world.truth[0]]] == 1 and labels.Y[0, col[PLANTED[0]]] == 0
+    assert labels.primary is not None and labels.primary[1] == col[world.truth[1]]
+    assert labels.snapshot["consensus_clips"] == sorted([world.clips[0].pk, world.clips[1].pk])
+    # Lone labels stay as the annotator gave them, even where the model disagrees (clip 5).
+    assert labels.Y[5, col[PLANTED[5]]] == 1
+    np.testing.assert_array_equal(np.delete(labels.Y, [0, 1], 0), np.delete(newest.Y, [0, 1], 0))
