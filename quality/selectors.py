@@ -92,16 +92,23 @@ class LatestLabels:
 
 
 def latest_labels(*, project: Project, clip_ids: list[int] | None = None) -> LatestLabels:
-    """The current label set of each labelled ready clip (2 queries)."""
+    """The current label set of each labelled ready clip, and the annotation that gave it.
+
+    That is the clip's newest annotation, except where several people labelled the clip: there the
+    newest annotation the stored consensus agrees with (as training reads it), so a second opinion
+    the relabel round rejected is not judged again as if it were the label. A reviewer's
+    correction is the clip's label from then on, so a later run judges the correction, not the
+    label it corrected.
+    """
     version_id = project.taxonomy_version_id
-    # A reviewer's correction is the clip's label from then on (as training reads it), so a later
-    # run judges the correction, not the label it corrected.
-    chosen = {
-        c: (a.annotation_id, a.taxonomy_version_id)
-        for c, a in latest_annotations(
-            project_id=project.pk, clip_ids=clip_ids, ready_only=True
-        ).items()
-    }
+    newest = latest_annotations(project_id=project.pk, clip_ids=clip_ids, ready_only=True)
+    chosen = {c: (a.annotation_id, a.taxonomy_version_id) for c, a in newest.items()}
+    chosen.update(
+        _consensus_annotations(
+            project=project,
+            clip_ids=[c for c, a in newest.items() if a.kind != Annotation.Kind.REVIEW],
+        )
+    )
     by_ann: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for ann_id, node_id, node_version in AnnotationLabel.objects.filter(
         annotation_id__in=[a for a, _ in chosen.values()]
@@ -116,6 +123,35 @@ def latest_labels(*, project: Project, clip_ids: list[int] | None = None) -> Lat
         out_nodes.append([n for n, _ in pairs])
         foreign.append(tv_id != version_id or any(v != version_id for _, v in pairs))
     return LatestLabels(clips, [chosen[c][0] for c in clips], out_nodes, foreign)
+
+
+def _consensus_annotations(*, project: Project, clip_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """(annotation id, taxonomy version id) of the newest annotation whose label set equals the
+    clip's consensus, for the given clips that several people labelled (none where none agrees)."""
+    wanted = set(clip_ids)
+    consensus = {
+        c: set(nodes)
+        for c, nodes in ClipConsensus.objects.filter(
+            project=project, n_annotations__gte=2
+        ).values_list("clip_id", "node_ids")
+        if c in wanted and nodes
+    }
+    if not consensus:
+        return {}
+    sets: dict[int, set[int]] = defaultdict(set)
+    for ann_id, node_id in AnnotationLabel.objects.filter(
+        annotation__clip_id__in=list(consensus)
+    ).values_list("annotation_id", "node_id"):
+        sets[ann_id].add(node_id)
+    out: dict[int, tuple[int, int]] = {}
+    for clip_id, ann_id, version_id in (
+        Annotation.objects.filter(clip_id__in=list(consensus))
+        .order_by("clip_id", "-created_at", "-id")
+        .values_list("clip_id", "id", "taxonomy_version_id")
+    ):
+        if clip_id not in out and sets.get(ann_id) == consensus[clip_id]:
+            out[clip_id] = (ann_id, version_id)
+    return out
 
 
 def dense_labels(node_ids: list[list[int]], index: TaxonomyIndex) -> np.ndarray:

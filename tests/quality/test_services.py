@@ -357,3 +357,20 @@ def test_training_labels_follow_the_consensus_where_people_disagreed(tmp_path: P
     # Lone labels stay as the annotator gave them, even where the model disagrees (clip 5).
     assert labels.Y[5, col[PLANTED[5]]] == 1
     np.testing.assert_array_equal(np.delete(labels.Y, [0, 1], 0), np.delete(newest.Y, [0, 1], 0))
+
+
+def test_a_rejected_second_opinion_is_not_judged_again_as_the_label(tmp_path: Path) -> None:
+    world = make_world()
+    make_model(world, tmp_path)
+    run = quality_run_detect(project=world.project, budget=len(world.clips))
+    issues_route(run=run, budget=len(world.clips))
+    original = world.annotations[world.clips[1].pk]
+    wrong = "Rock/Punk" if world.truth[1] != "Rock/Punk" else "Rock/Metal"
+    ann = _relabel(world, _issue_for(world, 1), wrong)
+    assert annotation_consensus_update(annotation=ann)["issue_status"] == "rejected"
+
+    again = quality_run_detect(project=world.project, budget=len(world.clips))
+    issue = LabelIssue.objects.get(run=again, clip=world.clips[1])
+    # The next run judges the label the consensus kept, which the model agrees with.
+    assert issue.annotation_id == original.pk
+    assert issue.rank > len(PLANTED)
