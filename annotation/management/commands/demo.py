@@ -28,6 +28,8 @@ from refrain.localworker import local_worker
 DEMO_SLUG = "demo"
 DEMO_PASSWORD = "refrain-demo"
 NOISE_RATE = 0.08
+# The demo's annotators answer the routed second opinions this often right (else a sibling).
+SECOND_OPINION_ACCURACY = 0.85
 UNLABELLED_SHARE = 0.2
 # A few clips carry a second genre from another branch (multi-label), as real catalogues do.
 SECOND_GENRE = {"Folk/Celtic": "Rock/Punk", "Jazz/Swing": "Electronic/House"}
@@ -46,6 +48,14 @@ def _brief(value: Any) -> str:
         return (
             f"{value['backend']} ({value['dim']}-d): {value['done']} done, {value['failed']} failed, "
             f"{value['left']} left [{value['status']}]"
+        )
+    if "answered" in value:
+        still = value["planted_still_wrong"]
+        return (
+            f"{value['answered']} relabel tasks answered by annotator1..3 (simulated, "
+            f"{SECOND_OPINION_ACCURACY:.0%} right); issues {value['issues']}; planted errors "
+            f"still wrong {still['still_wrong']} of {still['planted']}, right labels made wrong "
+            f"{still['clean_now_wrong']} of {still['clean']}"
         )
     if "steps_done" in value:
         r = value.get("results", {})
@@ -244,6 +254,13 @@ class Command(BaseCommand):
                     },
                 )
                 created_tasks += made
+            if "relabel cycle" in results:
+                t0 = time.perf_counter()
+                second = self._second_opinions(project, timeout=opts["timeout"])
+                results["second opinions"] = second
+                self.stdout.write(
+                    f"demo: second opinions in {time.perf_counter() - t0:.1f} s: {_brief(second)}"
+                )
             self._summary(project, results, created_tasks, time.perf_counter() - t_start)
             if opts["serve"]:
                 self.stdout.write(
@@ -251,6 +268,70 @@ class Command(BaseCommand):
                     f"annotators annotator1..3, reviewer; same password). Ctrl-C stops."
                 )
                 call_command("runserver", opts["port"], "--noreload")
+
+    def _second_opinions(self, project: Project, *, timeout: float) -> dict[str, Any]:
+        """The demo's annotators answer the routed relabel tasks through the work queue (blind:
+        right with SECOND_OPINION_ACCURACY, else a sibling); the worker's consensus hook closes the
+        issues. Returns what happened to them, and to the planted errors."""
+        from annotation.services.tasks import annotation_submit, task_next_for_annotator
+        from quality.models import LabelIssue
+
+        rng = np.random.default_rng(1)
+        User = get_user_model()
+        answered: list[int] = []
+        for i in (1, 2, 3):
+            user = User.objects.get(username=f"annotator{i}")
+            while True:
+                held = task_next_for_annotator(
+                    project_id=project.id, user=user, kinds=[Task.Kind.RELABEL]
+                )
+                if held is None:
+                    break
+                truth = [t for t in held.task.clip.metadata.get("true_labels", "").split("|") if t]
+                labels = list(truth)
+                if labels and rng.random() > SECOND_OPINION_ACCURACY:
+                    labels[0] = _sibling_of(labels[0], rng)
+                annotation_submit(
+                    task_id=held.task_id,
+                    user=user,
+                    labels=labels,
+                    idempotency_key=f"demo-second-opinion:{held.task_id}:{user.pk}",
+                )
+                answered.append(held.task_id)
+        issues = LabelIssue.objects.filter(project=project, relabel_task_id__in=answered)
+        deadline = time.monotonic() + timeout
+        while issues.filter(status=LabelIssue.Status.ROUTED).exists():
+            if time.monotonic() > deadline:
+                raise CommandError("the worker did not close the answered issues in time")
+            time.sleep(0.5)
+        by_status = {s: issues.filter(status=s).count() for s in LabelIssue.Status.values}
+        return {
+            "answered": len(answered),
+            "issues": {k: v for k, v in by_status.items() if v},
+            "planted_still_wrong": self._planted_still_wrong(project),
+        }
+
+    def _planted_still_wrong(self, project: Project) -> dict[str, int]:
+        """Labelled clips whose current label (the consensus where two people labelled) misses the
+        truth: among the planted errors, and among the clips that were labelled right."""
+        from annotation.selectors import taxonomy_index_cached
+        from quality.selectors import latest_labels
+
+        clips = {c.id: c.metadata for c in project.clips.all()}
+        index = taxonomy_index_cached(project.taxonomy_version)
+        current = latest_labels(project=project)
+        out = {"planted": 0, "still_wrong": 0, "clean": 0, "clean_now_wrong": 0}
+        for clip_id, node_ids in zip(current.clip_ids, current.node_ids, strict=True):
+            meta = clips[clip_id]
+            truth = set(meta.get("true_labels", "").split("|"))
+            wrong = not truth <= {index.by_id[n].key for n in node_ids if n in index.by_id}
+            if str(meta.get("planted_noise", "0")) == "1":
+                out["planted"] += 1
+                out["still_wrong"] += wrong
+            else:
+                out["clean"] += 1
+                out["clean_now_wrong"] += wrong
+        return out
 
     def _loop_summary(self, project: Project) -> None:
         """What the loop found, checked against the noise the demo planted."""
