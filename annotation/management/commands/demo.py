@@ -55,7 +55,8 @@ def _brief(value: Any) -> str:
             f"{value['answered']} relabel tasks answered by annotator1..3 (simulated, "
             f"{SECOND_OPINION_ACCURACY:.0%} right); issues {value['issues']}; planted errors "
             f"still wrong {still['still_wrong']} of {still['planted']}, right labels made wrong "
-            f"{still['clean_now_wrong']} of {still['clean']}"
+            f"{still['clean_now_wrong']} of {still['clean']}; annotator quality "
+            f"{value.get('annotator_quality', {})}"
         )
     if "steps_done" in value:
         r = value.get("results", {})
@@ -274,19 +275,20 @@ class Command(BaseCommand):
         right with SECOND_OPINION_ACCURACY, else a sibling); the worker's consensus hook closes the
         issues. Returns what happened to them, and to the planted errors."""
         from annotation.services.tasks import annotation_submit, task_next_for_annotator
-        from quality.models import LabelIssue
+        from quality.models import AnnotatorQuality, LabelIssue
 
         rng = np.random.default_rng(1)
         User = get_user_model()
         answered: list[int] = []
-        for i in (1, 2, 3):
-            user = User.objects.get(username=f"annotator{i}")
-            while True:
+        working = [User.objects.get(username=f"annotator{i}") for i in (1, 2, 3)]
+        while working:  # in turns, as a team works through the queue
+            for user in list(working):
                 held = task_next_for_annotator(
                     project_id=project.id, user=user, kinds=[Task.Kind.RELABEL]
                 )
                 if held is None:
-                    break
+                    working.remove(user)
+                    continue
                 truth = [t for t in held.task.clip.metadata.get("true_labels", "").split("|") if t]
                 labels = list(truth)
                 if labels and rng.random() > SECOND_OPINION_ACCURACY:
@@ -305,10 +307,21 @@ class Command(BaseCommand):
                 raise CommandError("the worker did not close the answered issues in time")
             time.sleep(0.5)
         by_status = {s: issues.filter(status=s).count() for s in LabelIssue.Status.values}
+        # The authoritative pass (as a cycle runs it) estimates each annotator's quality too.
+        current_app.send_task("quality.tasks.consensus_project", args=[project.id]).get(
+            timeout=timeout, interval=0.5
+        )
+        quality = {
+            name: round(q, 2)
+            for name, q in AnnotatorQuality.objects.filter(project=project, quality__isnull=False)
+            .order_by("user__username")
+            .values_list("user__username", "quality")
+        }
         return {
             "answered": len(answered),
             "issues": {k: v for k, v in by_status.items() if v},
             "planted_still_wrong": self._planted_still_wrong(project),
+            "annotator_quality": quality,
         }
 
     def _planted_still_wrong(self, project: Project) -> dict[str, int]:
