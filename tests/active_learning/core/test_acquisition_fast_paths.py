@@ -1,8 +1,9 @@
 """The fast acquisition paths select what the plain algorithms select.
 
-k-center greedy prunes with distance bounds and k-means++ samples by rejection from a stale bound,
-both with a cheap cover of the labelled clips when there are many; uncertainty is float32 with
-per-depth pooling as a matrix product. Each is checked against a direct float64 implementation.
+k-center greedy prunes with distance bounds (from the labelled clips of each candidate's nearest
+group when there are many) and k-means++ samples by rejection from a stale bound (a cheap cover of
+the labelled clips when there are many); uncertainty is float32 with per-depth pooling as a matrix
+product. Each is checked against a direct float64 implementation.
 """
 
 from __future__ import annotations
@@ -23,9 +24,16 @@ from active_learning.core.acquisition import (
 from active_learning.core.hierarchy import Hierarchy
 
 
+def plain_min_sq(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Squared distance from each row to its nearest col, in float64, a few rows at a time."""
+    return np.concatenate(
+        [((x[r, None, :] - x[None, cols, :]) ** 2).sum(-1).min(1) for r in np.array_split(rows, 64)]
+    )
+
+
 def plain_k_center(x: np.ndarray, cand: np.ndarray, cent: np.ndarray, n: int) -> list[int]:
     """Textbook greedy k-center in float64: update every distance after every pick."""
-    d = ((x[cand, None, :] - x[None, cent, :]) ** 2).sum(-1).min(1) if cent.size else None
+    d = plain_min_sq(x, cand, cent) if cent.size else None
     picks: list[int] = []
     if d is None:
         first = int(np.argmin(((x[cand] - x[cand].mean(0)) ** 2).sum(1)))
@@ -41,7 +49,7 @@ def plain_k_center(x: np.ndarray, cand: np.ndarray, cent: np.ndarray, n: int) ->
     return cand[picks].tolist()
 
 
-@pytest.mark.parametrize("n_centres", [0, 12, 700])  # 700 > 2 x 256: the cover bound is used
+@pytest.mark.parametrize("n_centres", [0, 12, 700])  # 700 > 256: the group bound is used
 def test_k_center_greedy_matches_the_plain_rule(n_centres: int) -> None:
     rng = np.random.default_rng(n_centres)
     x = rng.normal(size=(4000 + n_centres, 6)) * rng.uniform(0.5, 3.0, size=6)
@@ -49,6 +57,49 @@ def test_k_center_greedy_matches_the_plain_rule(n_centres: int) -> None:
     cent, cand = np.sort(idx[:n_centres]), np.sort(idx[n_centres:])
     picks = k_center_greedy(x, candidates=cand, centres=cent, n=40)
     assert picks.tolist() == plain_k_center(x, cand, cent, 40)
+
+
+def clustered(n: int, d: int, k: int, seed: int) -> np.ndarray:
+    """(n, d) points around k centres, with noise larger than their spread (as the embeddings)."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(0, 1, size=(k, d))
+    return means[rng.integers(k, size=n)] + rng.normal(0, 1.5, size=(n, d))
+
+
+@pytest.mark.parametrize("d", [32, 100])
+def test_k_center_with_many_labelled_clips_matches_the_plain_rule(d: int) -> None:
+    # 1500 labelled clips in 32-100 dimensions: a farthest-first cover of 256 of them bounded the
+    # distances so loosely that the old sampler measured every candidate against every labelled
+    # clip; the group bound is tight for most candidates, and the picks are the plain rule's.
+    x = clustered(7500, d, 20, seed=d)
+    idx = np.random.default_rng(d).permutation(len(x))
+    cent, cand = np.sort(idx[:1500]), np.sort(idx[1500:])
+    picks = k_center_greedy(x, candidates=cand, centres=cent, n=40)
+    assert picks.tolist() == plain_k_center(x, cand, cent, 40)
+
+
+def test_group_bound_is_an_upper_bound_and_mostly_exact() -> None:
+    x = clustered(7500, 32, 20, seed=8)
+    cand, cent = np.arange(6000), np.arange(6000, 7500)
+    space = acq._euclidean_space(x, cand, cent)
+    bound, centres = acq._group_bound(space, 6000 + np.arange(1500))
+    assert centres is not None
+    exact = plain_min_sq(x, cand, cent)
+    assert np.all(bound >= exact * (1 - 1e-5))  # float32 products
+    assert np.mean(np.isclose(bound, exact, rtol=1e-5)) > 0.4  # nearest labelled clip in the group
+
+
+def test_k_center_with_duplicate_labelled_clips_drops_the_empty_groups() -> None:
+    # 400 labelled clips on 3 points: most group means start on the same point and stay empty.
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(2400, 5))
+    x[2000:] = rng.normal(size=(3, 5))[rng.integers(3, size=400)]
+    cand, cent = np.arange(2000), np.arange(2000, 2400)
+    space = acq._euclidean_space(x, cand, cent)
+    bound, _ = acq._group_bound(space, 2000 + np.arange(400))
+    assert np.all(np.isfinite(bound))
+    picks = k_center_greedy(x, candidates=cand, centres=cent, n=25)
+    assert picks.tolist() == plain_k_center(x, cand, cent, 25)
 
 
 def test_k_center_prefix_widening_and_ties_go_to_the_lowest_index() -> None:
@@ -118,6 +169,56 @@ def test_kmeans_pp_with_a_bound_too_loose_to_sample_from_turns_exact() -> None:
     rng = np.random.default_rng(2)
     x = rng.normal(size=(306, 3))
     cand, cent = np.arange(6), np.arange(6, 306)
+    space = acq._euclidean_space(x, cand, cent)
+    dist = space.min_to(cent) * 1e3 * np.array([1.0, 3.0, 1.0, 3.0, 1.0, 3.0])  # not ∝ D²
+    draws = 500
+    first = np.zeros(6)
+    for s in range(draws):
+        picks = acq._dsq_sample(space, dist, 3, np.random.default_rng(s), (), cent)
+        assert len(set(picks.tolist())) == 3
+        first[picks[0]] += 1
+    np.testing.assert_allclose(first / draws, d2_probabilities(x, cand, cent), atol=0.07)
+
+
+def plain_rejection_draws(
+    x: np.ndarray, cand: np.ndarray, cent: np.ndarray, bound: np.ndarray, n: int, seed: int
+) -> list[int]:
+    """The rejection sampler step by step in float64: propose j ∝ bound (the same bound all along,
+    so a proposal already picked is rejected), accept it with probability D²_j / bound_j."""
+    rng = np.random.default_rng(seed)
+    picks: list[int] = []
+    cum = np.cumsum(bound)
+    while len(picks) < n:
+        j = min(int(np.searchsorted(cum, rng.random() * cum[-1], side="right")), cand.size - 1)
+        if j in picks or bound[j] <= 0.0:
+            continue
+        d = min(bound[j], float(plain_min_sq(x, cand[[j]], np.append(cent, cand[picks]))[0]))
+        if rng.random() * bound[j] < d:
+            picks.append(j)
+    return cand[picks].tolist()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_kmeans_pp_with_many_labelled_clips_draws_what_the_plain_sampler_draws(seed: int) -> None:
+    # 1500 labelled clips (> 2 x 64): proposals from the cover bound, each checked against every
+    # labelled clip. Same seed, same bound: the same draws as the step-by-step sampler.
+    x = clustered(2100, 8, 10, seed=seed)
+    cand, cent = np.arange(600), np.arange(600, 2100)
+    space = acq._euclidean_space(x, cand, cent)
+    bound, centres = acq._centre_bound(space, 600 + np.arange(1500), acq._KMEANSPP_COVER)
+    assert centres is not None
+    picks = kmeans_pp_seeding(
+        x, candidates=cand, centres=cent, n=8, rng=np.random.default_rng(seed)
+    )
+    assert picks.tolist() == plain_rejection_draws(x, cand, cent, bound, 8, seed)
+
+
+def test_kmeans_pp_with_many_labelled_clips_and_a_loose_bound_keeps_the_d2_law() -> None:
+    # 600 labelled clips (> 256) and a bound that accepts ~0.1 %: the sampler swaps in the group
+    # bound (and then, if it still rejects too often, exact distances); the draws stay D².
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=(606, 3))
+    cand, cent = np.arange(6), np.arange(6, 606)
     space = acq._euclidean_space(x, cand, cent)
     dist = space.min_to(cent) * 1e3 * np.array([1.0, 3.0, 1.0, 3.0, 1.0, 3.0])  # not ∝ D²
     draws = 500
