@@ -7,6 +7,11 @@ Run from the repository root (needs ../shared/data and the fetched weights)::
 Writes bench/results/musicnn_port.json. Throughput is clip-seconds of audio per CPU-second of
 this process with torch.set_num_threads(1) (process CPU time, so other load on the machine does
 not count), median over repeats; each stage (decode, resample, mel, network) is timed separately.
+
+A roofline section asks whether the 150x-per-core goal is reachable by the exact network at all: the
+network's FLOPs per clip (from the weights' shapes), one core's best fp32 matrix-product rate
+(torch.mm, 2048^2), the rate the port achieves, and the real-time factor the clip would reach if the
+network ran at that matrix-product peak (plus the measured decode/resample/mel time).
 """
 
 from __future__ import annotations
@@ -123,6 +128,71 @@ def throughput(weights: Path, files: list[Path], repeats: int, mel: str) -> dict
     return {"mel": mel, "median_x_realtime_per_core": med, "runs": runs}
 
 
+def network_flops(net: torch.nn.Module, frames: int = 187) -> dict[str, float]:
+    """Multiply-adds x 2 of one patch, layer by layer, read off the loaded weights' shapes."""
+    n_mel = 96
+    out: dict[str, float] = {}
+    for i in range(2):
+        c, _, taps, width = getattr(net, f"tim{i}_w").shape
+        out[f"timbral{i}"] = 2.0 * frames * (n_mel - width + 1) * c * taps * width
+    for i in range(3):
+        c, _, taps, _ = getattr(net, f"tem{i}_w").shape
+        out[f"temporal{i}"] = 2.0 * frames * n_mel * c * taps
+    for i in range(3):
+        c_out, c_in, taps = getattr(net, f"mid{i}_w").shape
+        out[f"midend{i}"] = 2.0 * frames * c_out * c_in * taps
+    out["dense"] = 2.0 * (net.dense_w.numel() + net.out_w.numel())
+    out["total"] = sum(out.values())
+    return out
+
+
+def sgemm_peak(repeats: int = 7) -> dict[str, float]:
+    """One core's fp32 matrix-product rate (torch.mm, 1 thread, 2048^2): the best any conv gets."""
+    n = 2048
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        t0 = cpu()
+        a @ b
+        times.append(cpu() - t0)
+    rates = sorted(2.0 * n**3 / t / 1e9 for t in times)
+    return {"median_gflops": statistics.median(rates), "best_gflops": rates[-1], "n": n}
+
+
+def roofline(weights: Path, throughput_run: dict[str, object]) -> dict[str, object]:
+    """Is the 150x-per-core goal reachable by the exact network on this core at all?
+
+    The fastest the network can run is its FLOPs at the core's best fp32 matrix-product rate; the
+    measured decode + resample + mel time is added, since it is spent per clip whatever the network.
+    """
+    net = MusicnnBackend(weights, model="MSD_musicnn").net
+    flops = network_flops(net)
+    peak = sgemm_peak()
+    runs = throughput_run["runs"]  # type: ignore[index]
+    pre_ms = statistics.median(
+        sum(v for k, v in r["stage_ms_per_clip"].items() if k != "network")  # type: ignore[index]
+        for r in runs  # type: ignore[union-attr]
+    )
+    net_ms = statistics.median(r["stage_ms_per_clip"]["network"] for r in runs)  # type: ignore[index,union-attr]
+    patches_per_clip = 3  # 10-s clips: three non-overlapping 187-frame patches
+    clip_flops = patches_per_clip * flops["total"]
+    floor_ms = 1000.0 * clip_flops / (peak["best_gflops"] * 1e9)
+    goal_x = 150.0
+    return {
+        "gflop_per_patch": {k: round(v / 1e9, 4) for k, v in flops.items()},
+        "gflop_per_10s_clip": round(clip_flops / 1e9, 3),
+        "sgemm_one_core": peak,
+        "network_ms_per_clip_measured": round(net_ms, 2),
+        "network_gflops_achieved": round(clip_flops / (net_ms / 1000.0) / 1e9, 1),
+        "network_ms_per_clip_at_sgemm_best": round(floor_ms, 2),
+        "other_stages_ms_per_clip_measured": round(pre_ms, 2),
+        "ceiling_x_realtime_per_core": round(10_000.0 / (floor_ms + pre_ms), 1),
+        "gflops_needed_for_150x": round(clip_flops / 1e9 / (10.0 / goal_x - pre_ms / 1000.0), 1),
+    }
+
+
 def end_to_end_embed_many(weights: Path, files: list[Path]) -> dict[str, float]:
     """The public path (decode outside, embed_many inside), one pass, for a cross-check."""
     be = MusicnnBackend(weights, model="MSD_musicnn")
@@ -171,6 +241,7 @@ def main() -> int:
     if not args.skip_librosa:
         result["throughput_librosa_mel"] = throughput(weights, files, 1, "librosa")
     result["embed_many_single_pass"] = end_to_end_embed_many(weights, files)
+    result["roofline"] = roofline(weights, result["throughput_torch_mel"])  # type: ignore[arg-type]
     result["machine"]["loadavg_at_end"] = os.getloadavg()  # type: ignore[index]
 
     out = REPO / "bench" / "results" / "musicnn_port.json"
@@ -188,6 +259,13 @@ def main() -> int:
                 "  ms/clip:", {k: round(v, 2) for k, v in r["runs"][0]["stage_ms_per_clip"].items()}
             )  # type: ignore[index]
     print("embed_many single pass:", result["embed_many_single_pass"])
+    rl = result["roofline"]
+    print(
+        f"roofline: {rl['gflop_per_10s_clip']} GFLOP per 10-s clip; one core's best sgemm "  # type: ignore[index]
+        f"{rl['sgemm_one_core']['best_gflops']:.1f} GFLOP/s; network achieves "  # type: ignore[index]
+        f"{rl['network_gflops_achieved']} GFLOP/s; 150x needs {rl['gflops_needed_for_150x']} GFLOP/s; "  # type: ignore[index]
+        f"ceiling at sgemm peak {rl['ceiling_x_realtime_per_core']}x real time per core"  # type: ignore[index]
+    )
     print(f"wrote {out}")
     return 0
 
