@@ -15,6 +15,7 @@ from ninja import Field, Query, Router, Schema, Status
 from annotation import permissions as perm
 from annotation.models import Membership, TaxonomyNode
 from quality import selectors as sel
+from quality.export import ExportFormat, labels_download
 from quality.models import LabelIssue, QualityCycle
 from quality.services.cycle import cycle_enqueue
 
@@ -52,6 +53,11 @@ class IssueFilters(Schema):
     depth: int | None = Field(None, ge=0)
     limit: int = Field(100, ge=1, le=MAX_PAGE)
     offset: int = Field(0, ge=0)
+
+
+class ExportParams(Schema):
+    format: ExportFormat = Field("csv", description="csv (a manifest import_clips reads) or jsonl")
+    labelled_only: bool = Field(False, description="leave out clips nobody has labelled yet")
 
 
 class CycleOut(Schema):
@@ -155,6 +161,29 @@ def list_issues(request: HttpRequest, project_id: int, filters: Query[IssueFilte
         }
         for issue in issues
     ]
+
+
+@router.get(
+    "/projects/{project_id}/export",
+    response={200: None},
+    summary="Export the project's labels",
+    openapi_extra={
+        "responses": {
+            200: {
+                "description": "One row per clip: the label that stands, its source, consensus "
+                "quality and agreement, the newest label issue, the clip's status",
+                "content": {"text/csv": {}, "application/x-ndjson": {}},
+            }
+        }
+    },
+)
+def export_labels(request: HttpRequest, project_id: int, params: Query[ExportParams]) -> Any:
+    """The project's labels as CSV or JSON Lines (reviewers and admins). The CSV is a manifest:
+    ``import_clips --manifest`` reads its ``path`` and ``labels`` columns."""
+    project = perm.require_role(
+        project_id=project_id, user=_user(request), role=Role.REVIEWER
+    ).project
+    return labels_download(project, params.format, labelled_only=params.labelled_only)
 
 
 @router.get("/projects/{project_id}/cycles", response=list[CycleOut], summary="List relabel cycles")

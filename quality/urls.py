@@ -6,6 +6,7 @@ urlpatterns = [
     path("p/<slug:slug>/quality/", views.dashboard, name="quality-dashboard"),
     path("p/<slug:slug>/quality/issues/", views.issue_list, name="quality-issues"),
     path("p/<slug:slug>/quality/cycle/", views.cycle_start, name="quality-cycle-start"),
+    path("p/<slug:slug>/quality/export/", views.labels_export, name="quality-export"),
     path("p/<slug:slug>/settings/loop/", views.loop_settings, name="quality-loop-settings"),
     path("p/<slug:slug>/quality/clips/<int:clip_id>/", views.clip_issues, name="quality-clip"),
 ]

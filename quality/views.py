@@ -14,6 +14,7 @@ from annotation.permissions import role_at_least
 from annotation.views import project_role
 from quality import figures
 from quality import selectors as sel
+from quality.export import FORMATS, labels_download
 from quality.forms import LoopSettingsForm
 from quality.models import LabelIssue
 from quality.services.cycle import cycle_enqueue
@@ -122,6 +123,20 @@ def dashboard(request: HttpRequest, membership: Membership) -> HttpResponse:
             "counts": sel.issue_counts(project=project)["by_status"],
         },
     )
+
+
+@project_role(Role.REVIEWER)
+def labels_export(request: HttpRequest, membership: Membership) -> HttpResponse:
+    """Download the project's labels (``?format=csv|jsonl``, ``&labelled_only=1``)."""
+    fmt = request.GET.get("format", "csv")
+    if fmt not in FORMATS:
+        return HttpResponse(
+            f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}",
+            status=400,
+            content_type="text/plain",
+        )
+    labelled_only = request.GET.get("labelled_only", "") in ("1", "true", "yes", "on")
+    return labels_download(membership.project, fmt, labelled_only=labelled_only)  # type: ignore[arg-type]
 
 
 @require_POST
