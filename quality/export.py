@@ -15,7 +15,7 @@ Columns, in order (:data:`COLUMNS`):
 ``clip_id``          the clip's external id (from its import), else ``refrain-<id>``
 ``path``             the audio file
 ``labels``           most specific label paths, ``|``-joined (empty: not labelled yet)
-``label_source``     who gave the label that stands (``user:<name>``, ``import:<file>``, ...)
+``label_source``     the newest annotation carrying that label set (``user:<name>``, ``import:<file>``)
 ``n_annotations``    annotations of the clip (every opinion, rejected second opinions included)
 ``consensus_quality`` CROWDLAB-style quality of the consensus (0..1, higher = surer; empty if none)
 ``agreement``        share of the clip's annotators who agree with the consensus
