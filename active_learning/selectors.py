@@ -20,7 +20,7 @@ import numpy as np
 from active_learning.core.hierarchy import Hierarchy
 from active_learning.models import FeatureSet, JobStatus, ModelVersion
 from annotation.models import Annotation, AnnotationLabel, Project
-from annotation.selectors import TaxonomyIndex, latest_annotations
+from annotation.selectors import TaxonomyIndex, latest_annotations, taxonomy_index_cached
 
 # --------------------------------------------------------------------------------------------------
 # Features and predictions
@@ -100,6 +100,47 @@ def model_versions_for_page(*, project: Project) -> list[ModelVersion]:
         .select_related("feature_set", "taxonomy_version")
         .order_by("-number")
     )
+
+
+#: A node whose sibling accuracy has not gone a quarter of the way from chance to perfect.
+NEAR_CHANCE = 0.25
+
+
+def per_node_rows(*, model_version: ModelVersion) -> list[dict[str, Any]]:
+    """The version's out-of-sample per-node report (``metrics["per_node"]``) as page rows.
+
+    Taxonomy order; nodes without a labelled clip are left out; ``near_chance`` marks a node the
+    model barely picks over its siblings (its suspects there deserve little trust).
+    """
+    report = (model_version.metrics or {}).get("per_node") or {}
+    support = report.get("support") or []
+    index = taxonomy_index_cached(model_version.taxonomy_version)
+    if len(support) != len(index.nodes):
+        return []
+    rows = []
+    for i, node in enumerate(index.nodes):
+        if not support[i]:
+            continue
+        acc, chance = report["sibling_accuracy"][i], report["sibling_chance"][i]
+        other = report["confused_with"][i]
+        rows.append(
+            {
+                "path": node.path,
+                "name": node.name,
+                "depth": node.depth,
+                "support": support[i],
+                "f1": report["f1"][i],
+                "ap": report["ap"][i],
+                "sibling_accuracy": acc,
+                "sibling_chance": chance,
+                "near_chance": acc is not None
+                and chance is not None
+                and acc < chance + NEAR_CHANCE * (1.0 - chance),
+                "confused_with": index.nodes[other].name if other >= 0 else "",
+                "confused_rate": report["confused_rate"][i],
+            }
+        )
+    return rows
 
 
 def annotations_since(*, project: Project, model_version: ModelVersion | None) -> int:

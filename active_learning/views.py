@@ -13,7 +13,11 @@ from django.shortcuts import render
 from django.views.decorators.cache import cache_control
 
 from active_learning.models import JobStatus
-from active_learning.selectors import latest_feature_set, model_versions_for_page
+from active_learning.selectors import (
+    latest_feature_set,
+    model_versions_for_page,
+    per_node_rows,
+)
 from annotation.models import Membership
 from annotation.views import project_role
 
@@ -64,6 +68,7 @@ def project_models(request: HttpRequest, membership: Membership) -> HttpResponse
         if not df.empty
         else ""
     )
+    newest = next((v for v in versions if v.status == JobStatus.DONE), None)
     return render(
         request,
         "active_learning/project_models.html",
@@ -73,6 +78,8 @@ def project_models(request: HttpRequest, membership: Membership) -> HttpResponse
             "versions": versions,
             "feature_set": latest_feature_set(project=project),
             "figure": figure,
+            "newest": newest,
+            "node_rows": per_node_rows(model_version=newest) if newest else [],
         },
     )
 

@@ -36,6 +36,7 @@ __all__ = [
     "leaf_accuracy",
     "mean_average_precision",
     "per_depth_macro_f1",
+    "per_node_report",
     "predicted_sets",
     "top_level_accuracy",
 ]
@@ -216,6 +217,104 @@ def mean_average_precision(labels: npt.ArrayLike, pred_probs: npt.ArrayLike) -> 
     if cols.size == 0:
         return float("nan")
     return float(np.mean([average_precision_score(y[:, k], p[:, k]) for k in cols.tolist()]))
+
+
+def per_node_report(
+    labels: npt.ArrayLike,
+    pred_probs: npt.ArrayLike,
+    *,
+    parents: npt.ArrayLike | Hierarchy,
+    threshold: float = 0.5,
+) -> dict[str, npt.NDArray[np.float64] | npt.NDArray[np.int64]]:
+    """What the model tells apart, node by node: detection quality and sibling confusions.
+
+    Parameters
+    ----------
+    labels : (N, K) {0, 1}
+        Ancestor-closed true sets.
+    pred_probs : (N, K) float
+        Hierarchy-consistent (out-of-sample) probabilities.
+    parents : (K,) int or Hierarchy
+    threshold : float
+        For the predicted sets behind precision / recall / F1 (see :func:`predicted_sets`).
+
+    Returns
+    -------
+    dict of (K,) arrays:
+
+    ``support`` (int)
+        Rows with the node on.
+    ``precision``, ``recall``, ``f1``
+        Of the thresholded predicted sets (0 where undefined).
+    ``ap``
+        Average precision of the node's marginal over all rows (NaN without a positive, or when
+        every row is positive).
+    ``sibling_accuracy``
+        Among rows with the node on and exactly one of its siblings-or-itself on (so the choice
+        among siblings is well defined), the share where the node has the highest marginal of its
+        sibling group: how well the model picks this genre over its siblings (NaN without rows, or
+        for a node with no sibling).
+    ``sibling_chance``
+        1 / (number of siblings + 1): what guessing scores on ``sibling_accuracy``.
+    ``confused_with`` (int)
+        The sibling most often ranked first instead of the node on those rows (-1 if never).
+    ``confused_rate``
+        The share of those rows that went to ``confused_with``.
+
+    Roots count as siblings of each other.
+    """
+    h = _hier(parents)
+    y = np.asarray(labels) > 0
+    p = np.asarray(pred_probs, dtype=np.float64)
+    k = h.n_nodes
+    s = predicted_sets(p, parents=h, threshold=threshold)
+    tp = np.sum(y & s, axis=0).astype(np.float64)
+    n_pred = s.sum(axis=0).astype(np.float64)
+    support = y.sum(axis=0).astype(np.int64)
+    precision = np.divide(tp, n_pred, out=np.zeros(k), where=n_pred > 0)
+    recall = np.divide(tp, support.astype(np.float64), out=np.zeros(k), where=support > 0)
+    f1 = _f1_per_node(y, s)
+
+    from sklearn.metrics import average_precision_score
+
+    ap = np.full(k, np.nan)
+    for j in np.flatnonzero((support > 0) & (support < y.shape[0])).tolist():
+        ap[j] = average_precision_score(y[:, j], p[:, j])
+
+    sib_acc = np.full(k, np.nan)
+    chance = np.full(k, np.nan)
+    confused = np.full(k, -1, dtype=np.int64)
+    confused_rate = np.zeros(k)
+    groups = [h.roots, *(c for c in h.children if c.size)]
+    for group in groups:
+        if group.size < 2:
+            continue
+        on = y[:, group]
+        single = on.sum(axis=1) == 1  # rows where exactly one member of the group is true
+        winner = group[np.argmax(p[:, group], axis=1)]
+        for pos, node in enumerate(group.tolist()):
+            rows = single & on[:, pos]
+            chance[node] = 1.0 / group.size
+            if not rows.any():
+                continue
+            won = winner[rows]
+            sib_acc[node] = float(np.mean(won == node))
+            others, counts = np.unique(won[won != node], return_counts=True)
+            if others.size:
+                best = int(np.argmax(counts))
+                confused[node] = int(others[best])
+                confused_rate[node] = float(counts[best] / rows.sum())
+    return {
+        "support": support,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "ap": ap,
+        "sibling_accuracy": sib_acc,
+        "sibling_chance": chance,
+        "confused_with": confused,
+        "confused_rate": confused_rate,
+    }
 
 
 def evaluate(

@@ -435,7 +435,25 @@ def cross_val_predict(
     metrics["fold_hier_f1"] = [m.get("hier_f1") for m in res.fold_metrics]
     metrics["timings"] = res.timings
     probs = np.nan_to_num(np.asarray(res.pred_probs), nan=0.0).astype(np.float32)
-    return probs, np.asarray(res.out_of_sample, dtype=bool), res.model, _json_clean(metrics)
+    oos = np.asarray(res.out_of_sample, dtype=bool)
+    metrics["per_node"] = per_node_metrics(labels.Y[oos], probs[oos], hierarchy)
+    return probs, oos, res.model, _json_clean(metrics)
+
+
+def per_node_metrics(Y: np.ndarray, probs: np.ndarray, hierarchy: Hierarchy) -> dict[str, Any]:
+    """:func:`~active_learning.core.metrics.per_node_report` as JSON lists (column order), 4 digits.
+
+    Empty when there are no out-of-sample rows.
+    """
+    from active_learning.core.metrics import per_node_report
+
+    if Y.shape[0] == 0:
+        return {}
+    report = per_node_report(Y, probs, parents=hierarchy)
+    return {
+        name: arr.tolist() if arr.dtype.kind == "i" else np.round(arr, 4).tolist()
+        for name, arr in report.items()
+    }
 
 
 def _json_clean(value: Any) -> Any:

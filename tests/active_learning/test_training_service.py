@@ -51,6 +51,14 @@ def test_training_writes_consistent_out_of_sample_predictions(artifacts: Path) -
     # Separable synthetic features: the out-of-sample model gets them right.
     assert mv.metrics["leaf_accuracy"] >= 0.9 and mv.metrics["hier_f1"] >= 0.9
     assert set(mv.metrics["per_depth_macro_f1"]) == {"0", "1"}
+    # Per node, over the out-of-sample rows: every list has one entry per node, in column order.
+    per_node = mv.metrics["per_node"]
+    assert all(len(v) == h.n_nodes for v in per_node.values())
+    leaves = np.flatnonzero(h.is_leaf)
+    assert sum(per_node["support"][k] for k in leaves) == 24
+    labelled_leaves = [k for k in leaves if per_node["support"][k]]
+    assert len(labelled_leaves) == 4
+    assert min(per_node["sibling_accuracy"][k] for k in labelled_leaves) >= 0.5
     assert (Path(mv.artifact_path) / "model.joblib").is_file()
 
     rows = {

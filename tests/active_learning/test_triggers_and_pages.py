@@ -89,6 +89,39 @@ def test_models_page_lists_versions_with_metrics(artifacts: Path, fast_passwords
     html = page.content.decode()
     assert "v2" in html and "v1" in html and "plotly-graph-div" in html
     assert "depth 0" in html
+    # The newest version's per-node table: every labelled genre, none near chance here.
+    assert "What model v2 tells apart" in html and "Picked over siblings" in html
+    assert "near chance" not in html.split('id="per-node"')[1].split("<tbody>")[1]
     outsider = Client()
     outsider.force_login(UserFactory())
     assert outsider.get(f"/p/{project.slug}/models/").status_code in (403, 404)
+
+
+def test_models_page_flags_genres_the_model_barely_tells_apart(
+    tmp_path: Path, fast_passwords: None
+) -> None:
+    from active_learning.core.hierarchy import Hierarchy
+    from active_learning.services.training import per_node_metrics
+    from quality.selectors import dense_labels
+    from tests.quality.builders import make_model, make_world, truth_probs
+
+    world = make_world(planted={})
+    hier = Hierarchy(world.index.parents_array)
+    probs = truth_probs(world)
+    punk = world.index.lookup("Rock/Punk").index  # type: ignore[union-attr]
+    metal = world.index.lookup("Rock/Metal").index  # type: ignore[union-attr]
+    for i, path in enumerate(world.truth):
+        if path == "Rock/Punk":  # every Punk clip ranked Metal
+            probs[i, punk], probs[i, metal] = 0.04, 0.92
+    y = dense_labels([sorted(world.closed(t)) for t in world.truth], world.index)
+    mv = make_model(world, tmp_path, probs)
+    mv.metrics = {"hier_f1": 0.9, "per_node": per_node_metrics(y, probs, hier)}
+    mv.save()
+    client = Client()
+    client.force_login(world.users["reviewer"])
+    html = client.get(f"/p/{world.project.slug}/models/").content.decode()
+    table = html.split('id="per-node"')[1].split("<tbody>")[1]
+    punk_row = next(r for r in table.split("<tr>") if 'title="Rock/Punk"' in r)
+    assert "near chance" in punk_row and "Metal" in punk_row
+    metal_row = next(r for r in table.split("<tr>") if 'title="Rock/Metal"' in r)
+    assert "near chance" not in metal_row

@@ -12,6 +12,7 @@ from active_learning.core.metrics import (
     leaf_accuracy,
     mean_average_precision,
     per_depth_macro_f1,
+    per_node_report,
     predicted_sets,
     top_level_accuracy,
 )
@@ -68,3 +69,50 @@ def test_evaluate_keys() -> None:
     out = evaluate(y, y.astype(float), parents=PARENTS, primary=np.array([2, 4]))
     assert out["hier_f1"] == 1.0 and out["leaf_accuracy"] == 1.0 and out["mAP"] == 1.0
     assert out["macro_f1_depth_0"] == 1.0 and out["macro_f1_depth_1"] == 1.0
+
+
+def test_per_node_report_finds_the_siblings_the_model_confuses() -> None:
+    # Rock/{Punk, Metal} told apart perfectly; Jazz/{Bebop, Swing}: every Bebop clip ranked Swing;
+    # Folk/Celtic has no sibling.
+    h = Hierarchy.from_paths(
+        [
+            "Rock",
+            "Rock/Punk",
+            "Rock/Metal",
+            "Jazz",
+            "Jazz/Bebop",
+            "Jazz/Swing",
+            "Folk",
+            "Folk/Celtic",
+        ]
+    )
+    idx = {n: i for i, n in enumerate(h.names or ())}
+    truth = ["Rock/Punk"] * 6 + ["Rock/Metal"] * 6 + ["Jazz/Bebop"] * 5 + ["Jazz/Swing"] * 5
+    truth += ["Folk/Celtic"] * 3
+    y = np.zeros((len(truth), h.n_nodes), dtype=np.int8)
+    p = np.full((len(truth), h.n_nodes), 0.02)
+    for i, path in enumerate(truth):
+        top = path.split("/")[0]
+        y[i, [idx[top], idx[path]]] = 1
+        p[i, idx[top]] = 0.95
+        guess = "Jazz/Swing" if path == "Jazz/Bebop" else path
+        p[i, idx[guess]] = 0.9
+        if path.startswith("Jazz"):
+            other = "Jazz/Bebop" if guess == "Jazz/Swing" else "Jazz/Swing"
+            p[i, idx[other]] = 0.05
+    p = h.make_consistent(p)
+    r = per_node_report(y, p, parents=h)
+    assert r["support"][idx["Rock/Punk"]] == 6 and r["support"][idx["Jazz"]] == 10
+    assert r["sibling_accuracy"][idx["Rock/Punk"]] == 1.0
+    assert r["sibling_accuracy"][idx["Rock"]] == 1.0 and r["sibling_chance"][idx["Rock"]] == 1 / 3
+    assert r["sibling_accuracy"][idx["Jazz/Bebop"]] == 0.0
+    assert r["confused_with"][idx["Jazz/Bebop"]] == idx["Jazz/Swing"]
+    assert r["confused_rate"][idx["Jazz/Bebop"]] == 1.0
+    assert r["confused_with"][idx["Rock/Punk"]] == -1
+    assert r["sibling_chance"][idx["Jazz/Bebop"]] == 0.5
+    assert np.isnan(r["sibling_accuracy"][idx["Folk/Celtic"]])  # no sibling to confuse
+    assert r["recall"][idx["Jazz/Bebop"]] == 0.0 and r["f1"][idx["Jazz/Swing"]] == pytest.approx(
+        2 * 5 / (2 * 5 + 5)
+    )
+    assert r["ap"][idx["Rock/Punk"]] == 1.0
+    assert r["precision"][idx["Rock"]] == 1.0
