@@ -28,7 +28,6 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,6 @@ from active_learning.core.simulation import (  # noqa: E402
     AnnotatorModel,
     SimulationConfig,
     label_savings,
-    simulate,
 )
 
 FEATURES = "logmel-stats+musicnn-msd+structure-stats"
@@ -78,8 +76,6 @@ def space(name: str, x: np.ndarray) -> np.ndarray:
 def run(job: tuple[str, int, int]) -> dict[str, Any]:
     name, seed, budget = job
     data = acq.load_corpus()
-    tr = np.flatnonzero(data["split"] == "train")
-    te = np.flatnonzero(data["split"] == "test")
     cfg = SimulationConfig(
         seed_size=80,
         batch_size=80,
@@ -88,17 +84,12 @@ def run(job: tuple[str, int, int]) -> dict[str, Any]:
         cv_folds=2,
         max_annotations=5,
     )
-    res = simulate(
-        X=data["x"][tr],
-        Y=data["y"][tr],
-        X_test=data["x"][te],
-        Y_test=data["y"][te],
-        parents=data["hier"],
+    tr = np.flatnonzero(data["split"] == "train")
+    res = acq.simulate_corpus(
+        data,
         strategy=DiversitySampling(method="kcenter"),
-        model_factory=partial(acq.model_factory, data["hier"].parents),
         config=cfg,
         seed=seed,
-        primary_test=data["primary"][te],
         name=f"kcenter[{name}]",
         embeddings=space(name, data["x"][tr].astype(np.float64)),
     )

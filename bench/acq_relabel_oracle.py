@@ -26,7 +26,6 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ for p in (ROOT, ROOT / "bench"):
 import acq_simulate  # noqa: E402
 
 from active_learning.core.acquisition import RelabelOrNew, RelabelOrNewSelection  # noqa: E402
-from active_learning.core.simulation import AnnotatorModel, SimulationConfig, simulate  # noqa: E402
+from active_learning.core.simulation import AnnotatorModel, SimulationConfig  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -71,7 +70,6 @@ def run_one(job: tuple[int, int]) -> dict[str, Any]:
     seed, budget = job
     data = acq_simulate.load_corpus()
     tr = np.flatnonzero(data["split"] == "train")
-    te = np.flatnonzero(data["split"] == "test")
     cfg = SimulationConfig(
         seed_size=80,
         batch_size=80,
@@ -81,17 +79,11 @@ def run_one(job: tuple[int, int]) -> dict[str, Any]:
         max_annotations=10,
         relabel_quality="votes",  # only so that the simulation hands over the vote counts
     )
-    res = simulate(
-        X=data["x"][tr],
-        Y=data["y"][tr],
-        X_test=data["x"][te],
-        Y_test=data["y"][te],
-        parents=data["hier"],
+    res = acq_simulate.simulate_corpus(
+        data,
         strategy=OracleRelabel(truth=data["y"][tr]),
-        model_factory=partial(acq_simulate.model_factory, data["hier"].parents),
         config=cfg,
         seed=seed,
-        primary_test=data["primary"][te],
         name="oracle_relabel",
     )
     print(

@@ -148,13 +148,19 @@ def model_factory(parents: np.ndarray) -> Any:
     return HierarchicalClassifier(parents, **model_params())
 
 
-def run_one(job: tuple[str, str, int, SimulationConfig]) -> dict[str, Any]:
-    experiment, name, seed, cfg = job
-    data = load_corpus()
+def simulate_corpus(
+    data: dict[str, Any],
+    *,
+    strategy: AcquisitionStrategy,
+    config: SimulationConfig,
+    seed: int,
+    name: str,
+    embeddings: np.ndarray | None = None,
+) -> SimulationResult:
+    """One simulation on :func:`load_corpus`'s data: the train split is the pool, curves on test."""
     tr = np.flatnonzero(data["split"] == "train")
     te = np.flatnonzero(data["split"] == "test")
-    strategy = (STRATEGIES_A if experiment == "A" else STRATEGIES_B)[name]
-    res = simulate(
+    return simulate(
         X=data["x"][tr],
         Y=data["y"][tr],
         X_test=data["x"][te],
@@ -162,11 +168,18 @@ def run_one(job: tuple[str, str, int, SimulationConfig]) -> dict[str, Any]:
         parents=data["hier"],
         strategy=strategy,
         model_factory=partial(model_factory, data["hier"].parents),
-        config=cfg,
+        config=config,
         seed=seed,
         primary_test=data["primary"][te],
         name=name,
+        embeddings=embeddings,
     )
+
+
+def run_one(job: tuple[str, str, int, SimulationConfig]) -> dict[str, Any]:
+    experiment, name, seed, cfg = job
+    strategy = (STRATEGIES_A if experiment == "A" else STRATEGIES_B)[name]
+    res = simulate_corpus(load_corpus(), strategy=strategy, config=cfg, seed=seed, name=name)
     print(
         f"[{experiment}] {name:20s} seed {seed}: final hF1 {res.metrics['hier_f1'][-1]:.3f} "
         f"({res.n_relabels[-1]} relabels, {res.seconds:.0f} s)",
