@@ -52,6 +52,8 @@ CONTENT_TYPES: dict[ExportFormat, str] = {
     "csv": "text/csv; charset=utf-8",
     "jsonl": "application/x-ndjson; charset=utf-8",
 }
+# Ids per IN list: SQLite (the embedded default) refuses statements with more than 32,766 parameters.
+IN_CHUNK = 10_000
 COLUMNS = (
     "clip_id",
     "path",
@@ -82,15 +84,16 @@ def _most_specific(node_ids: Iterable[int], index: TaxonomyIndex) -> list[str]:
 def label_export_rows(*, project: Project, labelled_only: bool = False) -> Iterator[dict[str, Any]]:
     """One dict per clip of ``project`` (by id), keys :data:`COLUMNS`; see the module doc.
 
-    A constant number of queries whatever the project's size: clips, current labels, annotation
-    counts and sources, consensus, issues, plus one per taxonomy version that labels use.
+    A fixed number of queries (clips, current labels, annotation counts, consensus, issues, one per
+    taxonomy version that labels use) plus one per 10,000 labelled clips for the label sources.
     """
     current = latest_labels(project=project)
     label_of = dict(zip(current.clip_ids, current.node_ids, strict=True))
     ann_of = dict(zip(current.clip_ids, current.annotation_ids, strict=True))
-    sources = dict(
-        Annotation.objects.filter(pk__in=current.annotation_ids).values_list("pk", "source")
-    )
+    sources: dict[int, str] = {}
+    for start in range(0, len(current.annotation_ids), IN_CHUNK):
+        chunk = current.annotation_ids[start : start + IN_CHUNK]
+        sources.update(Annotation.objects.filter(pk__in=chunk).values_list("pk", "source"))
     counts: dict[int, int] = dict(
         Annotation.objects.filter(clip__project=project)
         .values("clip_id")
