@@ -22,6 +22,7 @@ from active_learning.selectors import (
     feature_matrix,
     latest_annotation_labels,
     latest_model_version,
+    per_node_rows,
     prediction_matrix,
 )
 from annotation.models import Annotation, AnnotationLabel, Clip, Project, TaxonomyNode
@@ -53,6 +54,14 @@ class ModelProbs:
         pos = {int(c): i for i, c in enumerate(self.clip_ids)}
         rows = np.array([pos.get(c, -1) for c in clip_ids], dtype=np.int64)
         return rows, rows >= 0
+
+
+def near_chance_paths(*, project: Project) -> set[str]:
+    """Paths of the genres the newest model barely picks over their siblings (models page's flag)."""
+    mv = latest_done_model(project=project)
+    if mv is None:
+        return set()
+    return {row["path"] for row in per_node_rows(model_version=mv) if row["near_chance"]}
 
 
 def model_probs(*, model_version: ModelVersion, hierarchy: Hierarchy) -> ModelProbs:

@@ -76,6 +76,7 @@ def issue_list(request: HttpRequest, membership: Membership) -> HttpResponse:
             },
             "querystring": params.urlencode(),
             "counts": sel.issue_counts(project=project)["by_status"],
+            "near_chance": sel.near_chance_paths(project=project),
         },
     )
 

@@ -105,3 +105,31 @@ def test_dashboard_renders_its_figures(world) -> None:
     assert len(response.context["figures"]) == 5
     assert response.content.count(b"plotly-graph-div") == 5
     assert LabelIssue.objects.filter(project=world.project).exists()
+
+
+def test_issue_list_marks_suspects_the_model_barely_tells_apart(world) -> None:
+    from active_learning.core.hierarchy import Hierarchy
+    from active_learning.models import ModelVersion
+    from active_learning.services.training import per_node_metrics
+    from quality.selectors import dense_labels
+    from tests.quality.builders import truth_probs
+
+    # The model's out-of-sample report: every Rock/Metal clip ranked Rock/Punk (near chance).
+    hier = Hierarchy(world.index.parents_array)
+    probs = truth_probs(world)
+    punk = world.index.lookup("Rock/Punk").index
+    metal = world.index.lookup("Rock/Metal").index
+    for i, path in enumerate(world.truth):
+        if path == "Rock/Metal":
+            probs[i, metal], probs[i, punk] = 0.04, 0.92
+    y = dense_labels([sorted(world.closed(t)) for t in world.truth], world.index)
+    mv = ModelVersion.objects.get(project=world.project)
+    mv.metrics = {**(mv.metrics or {}), "per_node": per_node_metrics(y, probs, hier)}
+    mv.save()
+    client = _client(world.users["reviewer"])
+    url = reverse("quality-issues", args=[world.project.slug])
+    html = client.get(url, {"node": "Rock/Metal"}).content.decode()
+    rows = [r for r in html.split("<tbody>")[1].split("<tr") if "Rock/Metal" in r]
+    assert rows and all("near chance" in r for r in rows)
+    other = client.get(url, {"node": "Jazz/Free Jazz"}).content.decode().split("<tbody>")[1]
+    assert "Jazz/Free Jazz" in other and "near chance" not in other
