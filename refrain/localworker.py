@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -57,11 +57,15 @@ def local_worker(
         yield proc
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
+            # Warm shutdown: SIGTERM to the main process only, which stops consuming and waits for
+            # its pool to finish the tasks in hand. SIGTERM to the whole group would kill the pool
+            # children mid-task, and the task's result would become a WorkerLostError.
+            proc.send_signal(signal.SIGTERM)
+            with suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
+            # Then nothing of the worker may outlive it (a pool child, a hung task).
+            with suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            proc.wait()
         if logfile:
             out.close()  # type: ignore[union-attr]
