@@ -7,6 +7,7 @@ selector, and shapes the answer. Errors are typed in the services and mapped to 
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +36,7 @@ from annotation.services import tasks as queue
 from annotation.services.tokens import api_token_create
 from annotation.services.visuals import clip_visuals
 
+logger = logging.getLogger(__name__)
 router = Router(tags=["annotation"])
 Role = Membership.Role
 
@@ -509,7 +511,9 @@ def clips_visual(request: HttpRequest, clip_id: int) -> dict[str, Any]:
     try:
         data, _path = clip_visuals(clip)
     except (OSError, RuntimeError) as exc:  # missing or undecodable file (soundfile errors)
-        raise perm.NotFound(f"cannot read the audio of clip {clip_id}: {exc}") from exc
+        # The error names the file on disk: log it for admins, never send it (blind mode).
+        logger.warning("clip %s: cannot read the audio for its visuals: %s", clip_id, exc)
+        raise perm.NotFound(f"cannot read the audio of clip {clip_id}") from exc
     return {**data, "spectrogram_url": reverse("clip-spectrogram", args=[clip.pk])}
 
 

@@ -516,7 +516,7 @@ def clip_spectrogram(request: HttpRequest, clip_id: int) -> HttpResponse:
     try:
         _data, png = clip_visuals(clip)
     except (OSError, RuntimeError) as exc:
-        raise Http404(f"cannot read the audio: {exc}") from exc
+        raise Http404("cannot read the audio") from exc
     response = FileResponse(open(png, "rb"), content_type="image/png")  # noqa: SIM115
     response["Cache-Control"] = "private, max-age=86400"
     return response
