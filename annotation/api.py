@@ -15,11 +15,14 @@ from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from ninja import Field, File, Form, Query, Router, Schema, Status
 from ninja.files import UploadedFile
+from ninja.security import django_auth
 
 from annotation import permissions as perm
+from annotation.auth import ApiTokenAuth
 from annotation.models import (
     Annotation,
     AnnotationLabel,
+    ApiToken,
     Assignment,
     Clip,
     Membership,
@@ -32,7 +35,7 @@ from annotation.services import members as members_service
 from annotation.services import projects as projects_service
 from annotation.services import review as review_service
 from annotation.services import tasks as queue
-from annotation.services.tokens import api_token_create
+from annotation.services.tokens import api_token_create, api_token_revoke, api_tokens_of
 from annotation.services.visuals import clip_visuals
 
 router = Router(tags=["annotation"])
@@ -222,13 +225,27 @@ class VisualOut(Schema):
 
 
 class TokenIn(Schema):
-    name: str = ""
+    name: str = Field("", max_length=100)
+    scopes: list[str] = Field(default_factory=lambda: ["api"])
+    expires_in_days: int | None = Field(
+        None, ge=1, le=36500, description="None: REFRAIN_TOKEN_DEFAULT_DAYS"
+    )
 
 
-class TokenOut(Schema):
-    token: str
+class TokenRowOut(Schema):
+    id: int
     prefix: str
     name: str
+    scopes: list[str]
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    revoked_reason: str
+
+
+class TokenOut(TokenRowOut):
+    token: str = Field(..., description="The token itself; shown this once, store it safely.")
 
 
 # --- shaping --------------------------------------------------------------------------------------
@@ -686,10 +703,51 @@ def reviews_create(request: HttpRequest, clip_id: int, payload: ReviewIn) -> Sta
 
 
 # --- tokens ---------------------------------------------------------------------------------------
+# Session users may always manage their tokens; a bearer token only with the "tokens" scope.
+TOKEN_ROUTES_AUTH = [ApiTokenAuth(scope="tokens"), django_auth]
 
 
-@router.post("/auth/tokens", response={201: TokenOut})
+def _token_row_out(row: ApiToken) -> dict[str, Any]:
+    return {
+        "id": row.pk,
+        "prefix": row.prefix,
+        "name": row.name,
+        "scopes": row.scopes,
+        "created_at": row.created_at,
+        "last_used_at": row.last_used_at,
+        "expires_at": row.expires_at,
+        "revoked_at": row.revoked_at,
+        "revoked_reason": row.revoked_reason,
+    }
+
+
+@router.get("/auth/tokens", response=list[TokenRowOut], auth=TOKEN_ROUTES_AUTH)
+def tokens_list(request: HttpRequest) -> list[dict[str, Any]]:
+    """Your tokens, newest first, revoked ones included; never the token itself."""
+    return [_token_row_out(row) for row in api_tokens_of(user=_user(request))]
+
+
+@router.post(
+    "/auth/tokens",
+    response={201: TokenOut, 403: ErrorOut, 422: ErrorOut, 429: ErrorOut},
+    auth=TOKEN_ROUTES_AUTH,
+)
 def tokens_create(request: HttpRequest, payload: TokenIn) -> Status:
     """A personal token for ``Authorization: Bearer …``; shown once, store it safely."""
-    row, token = api_token_create(user=_user(request), name=payload.name)
-    return Status(201, {"token": token, "prefix": row.prefix, "name": row.name})
+    row, token = api_token_create(
+        user=_user(request),
+        name=payload.name,
+        scopes=payload.scopes,
+        expires_in_days=payload.expires_in_days,
+    )
+    return Status(201, {**_token_row_out(row), "token": token})
+
+
+@router.delete(
+    "/auth/tokens/{token_id}", response={204: None, 404: ErrorOut}, auth=TOKEN_ROUTES_AUTH
+)
+def tokens_revoke(request: HttpRequest, token_id: int) -> Status:
+    """Revoke one of your tokens (idempotent); another user's token is 404."""
+    row = get_object_or_404(api_tokens_of(user=_user(request)), pk=token_id)
+    api_token_revoke(token_row=row, reason="revoked by owner")
+    return Status(204, None)

@@ -476,8 +476,20 @@ class ReviewDecision(models.Model):
         return f"{self.decision} on {self.clip_id} by {self.reviewer_id}"
 
 
+def _default_token_scopes() -> list[str]:
+    return ["api"]
+
+
 class ApiToken(models.Model):
-    """A personal API token. Only its SHA-256 is stored; the token is shown once at creation."""
+    """A personal API token. Only its SHA-256 is stored; the token is shown once at creation.
+
+    ``password_fingerprint`` ties the token to the password its owner had when it was made: any
+    password change (admin, ``changepassword``, ``set_password`` anywhere) makes it stop working.
+    """
+
+    class Scope(models.TextChoices):
+        API = "api", "Use the API"
+        TOKENS = "tokens", "Manage API tokens"
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
@@ -485,8 +497,16 @@ class ApiToken(models.Model):
     name = models.CharField(max_length=100, blank=True)
     digest = models.CharField(max_length=64, unique=True)
     prefix = models.CharField(max_length=12, help_text="First characters, to tell tokens apart.")
+    scopes = models.JSONField(default=_default_token_scopes)
+    password_fingerprint = models.CharField(max_length=64, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_reason = models.CharField(max_length=40, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"

@@ -5,6 +5,7 @@ from annotation import views
 urlpatterns = [
     path("", views.home, name="home"),
     path("projects/new/", views.project_create, name="project-create"),
+    path("account/tokens/", views.account_tokens, name="account-tokens"),
     path("taxonomies/import/", views.taxonomy_import_page, name="taxonomy-import"),
     path("p/<slug:slug>/annotate/", views.annotate, name="annotate"),
     path("p/<slug:slug>/review/", views.review_list, name="review-list"),

@@ -25,6 +25,7 @@ from django.http import (
 )
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
 from annotation import permissions as perm
@@ -36,6 +37,7 @@ from annotation.forms import (
     ReviewForm,
     RoleForm,
     TaxonomyImportForm,
+    TokenCreateForm,
 )
 from annotation.models import (
     Annotation,
@@ -155,6 +157,56 @@ def taxonomy_import_page(request: HttpRequest) -> HttpResponse:
             messages.success(request, result.summary())
             return redirect("project-create")
     return render(request, "annotation/taxonomy_import.html", {"form": form})
+
+
+# --- account: API tokens --------------------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def account_tokens(request: HttpRequest) -> HttpResponse:
+    """List, create (the token shown this once) and revoke your personal API tokens."""
+    from django.conf import settings
+
+    from annotation.services import tokens as tokens_service
+
+    default_days = settings.REFRAIN_TOKEN_DEFAULT_DAYS
+    form = TokenCreateForm(default_days=default_days)
+    new_token = None
+    if request.method == "POST" and "revoke" in request.POST:
+        try:
+            token_id = int(request.POST["revoke"])
+        except ValueError:
+            raise Http404("no such token") from None
+        row = get_object_or_404(tokens_service.api_tokens_of(user=request.user), pk=token_id)
+        if tokens_service.api_token_revoke(token_row=row, reason="revoked by owner"):
+            messages.success(request, f"Token {row.prefix}… revoked.")
+        return redirect("account-tokens")
+    if request.method == "POST":
+        form = TokenCreateForm(request.POST, default_days=default_days)
+        if form.is_valid():
+            scopes = ["api", "tokens"] if form.cleaned_data["manage_tokens"] else ["api"]
+            try:
+                _, new_token = tokens_service.api_token_create(
+                    user=request.user,
+                    name=form.cleaned_data["name"],
+                    scopes=scopes,
+                    expires_in_days=form.cleaned_data["expires_in_days"],
+                )
+            except tokens_service.TokenError as exc:
+                form.add_error(None, str(exc))
+            else:
+                form = TokenCreateForm(default_days=default_days)
+    return render(
+        request,
+        "annotation/account_tokens.html",
+        {
+            "form": form,
+            "new_token": new_token,
+            "tokens": tokens_service.api_tokens_of(user=request.user),
+            "now": timezone.now(),
+        },
+    )
 
 
 # --- project admin --------------------------------------------------------------------------------

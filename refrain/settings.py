@@ -250,6 +250,12 @@ REFRAIN_LABELS_PROVIDER = env.str("REFRAIN_LABELS_PROVIDER", default="consensus"
 # the retrain (features if missing, K-fold training) to a GPU worker, detection to a CPU worker.
 REFRAIN_CYCLE_STEP_QUEUES = {"retrain": "gpu", "detect": "cpu"}
 
+# --- API tokens (issue 12) ------------------------------------------------------------------------
+# Lifetime of a new personal API token when its creator does not choose one (0: no expiry), and the
+# longest lifetime anyone may choose (0: no limit).
+REFRAIN_TOKEN_DEFAULT_DAYS = env.int("REFRAIN_TOKEN_DEFAULT_DAYS", default=90)
+REFRAIN_TOKEN_MAX_DAYS = env.int("REFRAIN_TOKEN_MAX_DAYS", default=365)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
