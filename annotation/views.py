@@ -169,10 +169,12 @@ def account_tokens(request: HttpRequest) -> HttpResponse:
     from django.conf import settings
 
     from annotation.services import tokens as tokens_service
+    from annotation.services.throttle import Throttled
 
     default_days = settings.REFRAIN_TOKEN_DEFAULT_DAYS
     form = TokenCreateForm(default_days=default_days)
     new_token = None
+    status = 200
     if request.method == "POST" and "revoke" in request.POST:
         try:
             token_id = int(request.POST["revoke"])
@@ -195,6 +197,9 @@ def account_tokens(request: HttpRequest) -> HttpResponse:
                 )
             except tokens_service.TokenError as exc:
                 form.add_error(None, str(exc))
+            except Throttled as exc:
+                form.add_error(None, exc.message)
+                status = 429
             else:
                 form = TokenCreateForm(default_days=default_days)
     return render(
@@ -206,6 +211,7 @@ def account_tokens(request: HttpRequest) -> HttpResponse:
             "tokens": tokens_service.api_tokens_of(user=request.user),
             "now": timezone.now(),
         },
+        status=status,
     )
 
 

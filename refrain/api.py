@@ -19,6 +19,7 @@ from annotation.services.annotations import LabelError
 from annotation.services.members import MemberError
 from annotation.services.projects import ProjectError
 from annotation.services.tasks import QueueError
+from annotation.services.throttle import Throttled
 from annotation.services.tokens import TokenError
 from quality.api import router as quality_router
 
@@ -62,3 +63,10 @@ def _denied(request: HttpRequest, exc: PermissionDenied) -> HttpResponse:
 @api.exception_handler(TokenError)
 def _invalid(request: HttpRequest, exc: Exception) -> HttpResponse:
     return _error(request, 422, str(exc), "invalid")
+
+
+@api.exception_handler(Throttled)
+def _throttled(request: HttpRequest, exc: Throttled) -> HttpResponse:
+    response = _error(request, 429, exc.message, "throttled")
+    response["Retry-After"] = str(exc.retry_after)
+    return response

@@ -256,6 +256,53 @@ REFRAIN_CYCLE_STEP_QUEUES = {"retrain": "gpu", "detect": "cpu"}
 REFRAIN_TOKEN_DEFAULT_DAYS = env.int("REFRAIN_TOKEN_DEFAULT_DAYS", default=90)
 REFRAIN_TOKEN_MAX_DAYS = env.int("REFRAIN_TOKEN_MAX_DAYS", default=365)
 
+# --- Throttling and the shared cache (issue 12) ---------------------------------------------------
+# Throttle counters must be shared by every web process: CACHE_URL (or REDIS_CACHE_URL) =
+# redis://host:6379/1 uses Django's Redis cache (production); unset, a file cache under VAR_DIR/cache
+# serves all processes of one host (embedded default); a test run uses local memory.
+_cache_url = env.str("CACHE_URL", default="") or env.str("REDIS_CACHE_URL", default="")
+if _cache_url.startswith(("redis://", "rediss://", "unix://")):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": _cache_url,
+            "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="refrain"),
+        }
+    }
+elif _cache_url:
+    CACHES = {"default": env.cache_url_config(_cache_url)}
+elif REFRAIN_ENV == "test":
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        }
+    }
+AUTHENTICATION_BACKENDS = ["annotation.auth.ThrottledModelBackend"]
+# Clients reach Refrain through this many reverse proxies that append to X-Forwarded-For; 0 (the
+# default) uses REMOTE_ADDR. Set it to exactly the number of proxies you run, or clients can forge
+# their address.
+REFRAIN_TRUSTED_PROXIES = env.int("REFRAIN_TRUSTED_PROXIES", default=0)
+# Failed sign-ins per username and per client address within the window; reaching either locks that
+# username or address for one window, right password included. 0 turns a limit off.
+REFRAIN_LOGIN_MAX_FAILURES_PER_USERNAME = env.int(
+    "REFRAIN_LOGIN_MAX_FAILURES_PER_USERNAME", default=10
+)
+REFRAIN_LOGIN_MAX_FAILURES_PER_ADDRESS = env.int(
+    "REFRAIN_LOGIN_MAX_FAILURES_PER_ADDRESS", default=30
+)
+REFRAIN_LOGIN_WINDOW_SECONDS = env.int("REFRAIN_LOGIN_WINDOW_SECONDS", default=15 * 60)
+# Failed bearer-token authentications per client address (then 429 until the window ends).
+REFRAIN_TOKEN_AUTH_MAX_FAILURES = env.int("REFRAIN_TOKEN_AUTH_MAX_FAILURES", default=30)
+REFRAIN_TOKEN_AUTH_WINDOW_SECONDS = env.int("REFRAIN_TOKEN_AUTH_WINDOW_SECONDS", default=15 * 60)
+# Tokens one user may create per window.
+REFRAIN_TOKEN_CREATE_MAX = env.int("REFRAIN_TOKEN_CREATE_MAX", default=20)
+REFRAIN_TOKEN_CREATE_WINDOW_SECONDS = env.int(
+    "REFRAIN_TOKEN_CREATE_WINDOW_SECONDS", default=60 * 60
+)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

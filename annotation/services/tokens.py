@@ -21,6 +21,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from annotation.models import ApiToken
+from annotation.services.throttle import token_creation_count
 
 TOKEN_PREFIX = "rfn_"
 SCOPES = frozenset(ApiToken.Scope.values)
@@ -73,6 +74,7 @@ def api_token_create(
         raise TokenError(f"expires_in_days must be between 1 and {max_days or 'unlimited'}")
     if "\x00" in name:
         raise TokenError("name must not contain NUL characters")
+    token_creation_count(user_id=user.pk)  # raises Throttled past REFRAIN_TOKEN_CREATE_MAX
     now = timezone.now()
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken.objects.create(
