@@ -14,6 +14,7 @@ from annotation.models import (
     Project,
     Task,
     Taxonomy,
+    TaxonomyImportJob,
     TaxonomyNode,
     TaxonomyVersion,
 )
@@ -184,3 +185,29 @@ class ApiTokenAdmin(admin.ModelAdmin):
             revoked_at=timezone.now(), revoked_reason="revoked by an admin"
         )
         self.message_user(request, f"Revoked {n} token(s).")
+
+
+@admin.register(TaxonomyImportJob)
+class TaxonomyImportJobAdmin(admin.ModelAdmin):
+    list_display = ("pk", "name", "status", "n_nodes_written", "n_nodes_total", "created_at")
+    list_filter = ("status",)
+    exclude = ("data",)
+    readonly_fields = (
+        "name",
+        "filename",
+        "format",
+        "root",
+        "status",
+        "n_nodes_total",
+        "n_nodes_written",
+        "error",
+        "summary",
+        "version",
+        "created_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

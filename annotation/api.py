@@ -29,6 +29,7 @@ from annotation.models import (
     Project,
     ReviewDecision,
     Task,
+    TaxonomyImportJob,
     TaxonomyVersion,
 )
 from annotation.services import members as members_service
@@ -751,3 +752,80 @@ def tokens_revoke(request: HttpRequest, token_id: int) -> Status:
     row = get_object_or_404(api_tokens_of(user=_user(request)), pk=token_id)
     api_token_revoke(token_row=row, reason="revoked by owner")
     return Status(204, None)
+
+
+# --- taxonomy imports (large ones run on a worker) ------------------------------------------------
+
+
+class TaxonomyImportOut(Schema):
+    created: bool = Field(..., description="False when the content matched the latest version.")
+    summary: str
+    version: TaxonomyVersionOut
+
+
+class TaxonomyImportJobOut(Schema):
+    id: int
+    name: str
+    filename: str
+    status: str = Field(..., description="queued, running, done or failed")
+    n_nodes_total: int
+    n_nodes_written: int
+    percent: float
+    error: str
+    summary: str
+    taxonomy_version_id: int | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@router.post(
+    "/taxonomies/import",
+    response={201: TaxonomyImportOut, 202: TaxonomyImportJobOut, 403: ErrorOut, 422: ErrorOut},
+)
+def taxonomies_import(
+    request: HttpRequest,
+    file: File[UploadedFile],
+    name: Form[str],
+    format: Form[str | None] = None,
+    root: Form[str | None] = None,
+) -> Status:
+    """Import a taxonomy file (staff). Up to ``REFRAIN_TAXONOMY_INLINE_MAX_NODES`` nodes it is
+    stored at once (201); larger files are queued for a worker (202: poll the job); more than
+    ``REFRAIN_MAX_TAXONOMY_NODES`` is refused (422, with the reason)."""
+    perm.require_staff(_user(request))
+    from annotation.services.taxonomies import taxonomy_import_job_progress, taxonomy_import_submit
+
+    try:
+        outcome = taxonomy_import_submit(
+            name=name,
+            data=file.read(),
+            filename=file.name or "",
+            format=format or None,
+            root=root or None,
+            user=_user(request),
+        )
+    except ValueError as exc:  # TaxonomyFormatError too: the line or node at fault
+        return Status(422, {"detail": str(exc), "code": "invalid"})
+    if isinstance(outcome, TaxonomyImportJob):
+        return Status(202, taxonomy_import_job_progress(job=outcome))
+    return Status(
+        201,
+        {
+            "created": outcome.created,
+            "summary": outcome.summary(),
+            "version": _version_out(outcome.version),
+        },
+    )
+
+
+@router.get("/taxonomies/imports/{job_id}", response={200: TaxonomyImportJobOut, 404: ErrorOut})
+def taxonomy_import_job_detail(request: HttpRequest, job_id: int) -> dict[str, Any]:
+    """A queued taxonomy import: status and nodes written of the total (staff or its creator)."""
+    from annotation.services.taxonomies import taxonomy_import_job_progress
+
+    user = _user(request)
+    job = TaxonomyImportJob.objects.filter(pk=job_id).first()
+    if job is None or not (perm.can_create_projects(user) or job.created_by_id == user.pk):
+        raise perm.NotFound(f"taxonomy import {job_id} not found")
+    return taxonomy_import_job_progress(job=job)

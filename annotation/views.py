@@ -48,6 +48,7 @@ from annotation.models import (
     Project,
     ReviewDecision,
     Task,
+    TaxonomyImportJob,
 )
 from annotation.services import members as members_service
 from annotation.services import projects as projects_service
@@ -141,11 +142,11 @@ def taxonomy_import_page(request: HttpRequest) -> HttpResponse:
     form = TaxonomyImportForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         # Imported here: the parser module is optional at start-up.
-        from annotation.services.taxonomies import taxonomy_import
+        from annotation.services.taxonomies import taxonomy_import_submit
 
         upload = form.cleaned_data["file"]
         try:
-            result = taxonomy_import(
+            result = taxonomy_import_submit(
                 name=form.cleaned_data["name"],
                 data=upload.read(),
                 filename=upload.name,
@@ -154,9 +155,26 @@ def taxonomy_import_page(request: HttpRequest) -> HttpResponse:
         except ValueError as exc:  # TaxonomyFormatError is a ValueError with the line at fault
             form.add_error("file", str(exc))
         else:
+            if isinstance(result, TaxonomyImportJob):  # large: a worker writes it
+                return redirect("taxonomy-import-job", job_id=result.pk)
             messages.success(request, result.summary())
             return redirect("project-create")
     return render(request, "annotation/taxonomy_import.html", {"form": form})
+
+
+@login_required
+def taxonomy_import_job_page(request: HttpRequest, job_id: int) -> HttpResponse:
+    """A large taxonomy import's progress; reloads itself until the worker is done."""
+    from annotation.services.taxonomies import taxonomy_import_job_progress
+
+    job = get_object_or_404(TaxonomyImportJob, pk=job_id)
+    if not (perm.can_create_projects(request.user) or job.created_by_id == request.user.pk):
+        raise Http404("no such import")
+    return render(
+        request,
+        "annotation/taxonomy_import_job.html",
+        {"job": taxonomy_import_job_progress(job=job)},
+    )
 
 
 # --- account: API tokens --------------------------------------------------------------------------

@@ -242,6 +242,8 @@ CELERY_TASK_ROUTES = {
     "active_learning.tasks.extract_*": {"queue": "cpu"},
     "active_learning.tasks.train_*": {"queue": "gpu"},
     "quality.tasks.detect_*": {"queue": "cpu"},
+    # Taxonomies above REFRAIN_TAXONOMY_INLINE_MAX_NODES are written on a worker (issue 12).
+    "annotation.tasks.import_taxonomy": {"queue": "cpu"},
 }
 # Training labels: "consensus" (a clip's consensus where several people labelled it, else its latest
 # annotation) or "latest-annotation" (the newest annotation of every clip, consensus or not).
@@ -302,6 +304,12 @@ REFRAIN_TOKEN_CREATE_MAX = env.int("REFRAIN_TOKEN_CREATE_MAX", default=20)
 REFRAIN_TOKEN_CREATE_WINDOW_SECONDS = env.int(
     "REFRAIN_TOKEN_CREATE_WINDOW_SECONDS", default=60 * 60
 )
+
+# --- Taxonomy size (issue 12) ---------------------------------------------------------------------
+# A taxonomy file with more nodes is refused with the reason. Above the inline limit the import runs
+# on a worker (cpu queue) as a TaxonomyImportJob with progress, not inside the web request.
+REFRAIN_MAX_TAXONOMY_NODES = env.int("REFRAIN_MAX_TAXONOMY_NODES", default=50_000)
+REFRAIN_TAXONOMY_INLINE_MAX_NODES = env.int("REFRAIN_TAXONOMY_INLINE_MAX_NODES", default=5_000)
 
 LOGGING = {
     "version": 1,
