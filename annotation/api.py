@@ -722,7 +722,9 @@ def _token_row_out(row: ApiToken) -> dict[str, Any]:
     }
 
 
-@router.get("/auth/tokens", response=list[TokenRowOut], auth=TOKEN_ROUTES_AUTH)
+@router.get(
+    "/auth/tokens", response={200: list[TokenRowOut], 403: ErrorOut}, auth=TOKEN_ROUTES_AUTH
+)
 def tokens_list(request: HttpRequest) -> list[dict[str, Any]]:
     """Your tokens, newest first, revoked ones included; never the token itself."""
     return [_token_row_out(row) for row in api_tokens_of(user=_user(request))]
@@ -745,7 +747,9 @@ def tokens_create(request: HttpRequest, payload: TokenIn) -> Status:
 
 
 @router.delete(
-    "/auth/tokens/{token_id}", response={204: None, 404: ErrorOut}, auth=TOKEN_ROUTES_AUTH
+    "/auth/tokens/{token_id}",
+    response={204: None, 403: ErrorOut, 404: ErrorOut},
+    auth=TOKEN_ROUTES_AUTH,
 )
 def tokens_revoke(request: HttpRequest, token_id: int) -> Status:
     """Revoke one of your tokens (idempotent); another user's token is 404."""
