@@ -95,3 +95,16 @@ def test_embedded_mode_generates_a_private_key_once_and_keeps_it(tmp_path: Path)
     assert len(key) >= 50
     assert first.stdout.split()[-1] == second.stdout.split()[-1] == key
     assert key != "refrain-embedded-insecure-key-change-me"
+
+
+def test_check_deploy_warns_when_throttles_are_not_shared(tmp_path: Path) -> None:
+    done = _manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        env={**PRODUCTION_ENV, "SECRET_KEY": STRONG_KEY, "CACHE_URL": "locmemcache://"},
+        var_dir=tmp_path,
+    )
+    assert done.returncode != 0
+    assert "refrain.W001" in done.stdout + done.stderr
