@@ -1,8 +1,9 @@
 """Throttles on the shared cache: failed sign-ins (per username and per client address), failed
 bearer-token authentication (per address) and token creation (per user).
 
-Counters live in fixed windows keyed by the window's number, so every process that shares the cache
-(Redis in production, a file cache under VAR_DIR on the embedded default) counts together. When a
+Counters live in fixed windows keyed by the window's number, read as a sliding window (this one plus
+the overlapping part of the previous one), so every process that shares the cache (Redis in
+production, a file cache under VAR_DIR on the embedded default) counts together. When a
 counter reaches its limit a lock is written that holds for one window; while it holds the action is
 refused, even with the right password. Keys are hashed: usernames and addresses never appear in the
 cache as written.
@@ -58,14 +59,19 @@ def throttle_locked(*, scope: str, subject: str) -> int | None:
     return math.ceil(left) if left > 0 else None
 
 
-def throttle_count(*, scope: str, subject: str, limit: Limit) -> int:
-    """Count one event; lock ``subject`` for a window when this reaches the limit. The new count."""
+def throttle_count(*, scope: str, subject: str, limit: Limit) -> float:
+    """Count one event; lock ``subject`` for a window when the count reaches the limit.
+
+    The count is the sliding-window estimate (this window's events plus the previous window's,
+    weighted by how much of it still overlaps the last ``window_s`` seconds), so a burst across a
+    window boundary is counted whole rather than split in two. Returns the estimate.
+    """
     if limit.count <= 0:  # 0 turns the throttle off
-        return 0
+        return 0.0
     now = _now()
     window = int(now // limit.window_s)
     key = _key(f"n{window}", scope, subject)
-    ttl = int((window + 1) * limit.window_s - now) + 1
+    ttl = int((window + 2) * limit.window_s - now) + 1  # read again as "previous" next window
     cache.add(key, 0, timeout=ttl)
     try:
         n = cache.incr(key)
@@ -73,14 +79,23 @@ def throttle_count(*, scope: str, subject: str, limit: Limit) -> int:
         cache.add(key, 1, timeout=ttl)
         n = 1
     cache.touch(key, timeout=ttl)  # non-Redis backends reset the timeout on incr
-    if n >= limit.count:
+    previous = int(cache.get(_key(f"n{window - 1}", scope, subject)) or 0)
+    overlap = 1.0 - (now - window * limit.window_s) / limit.window_s
+    estimate = n + previous * overlap
+    if estimate >= limit.count:
         cache.set(_key("lock", scope, subject), now + limit.window_s, timeout=limit.window_s + 1)
-    return n
+    return estimate
 
 
 def throttle_reset(*, scope: str, subject: str, limit: Limit) -> None:
     window = int(_now() // limit.window_s)
-    cache.delete_many([_key(f"n{window}", scope, subject), _key("lock", scope, subject)])
+    cache.delete_many(
+        [
+            _key(f"n{window}", scope, subject),
+            _key(f"n{window - 1}", scope, subject),
+            _key("lock", scope, subject),
+        ]
+    )
 
 
 # --- client address -------------------------------------------------------------------------------
@@ -155,12 +170,8 @@ def token_auth_failed(*, address: str) -> None:
 def token_creation_count(*, user_id: int) -> None:
     """Count one token creation by ``user_id``; raises Throttled when over the limit."""
     wait = throttle_locked(scope="token-create", subject=str(user_id))
-    if wait is None:
-        limit = Limit(
-            settings.REFRAIN_TOKEN_CREATE_MAX, settings.REFRAIN_TOKEN_CREATE_WINDOW_SECONDS
-        )
-        n = throttle_count(scope="token-create", subject=str(user_id), limit=limit)
-        if not limit.count or n <= limit.count:
-            return
-        wait = throttle_locked(scope="token-create", subject=str(user_id))
-    raise Throttled(retry_after=wait or 1, what="tokens created")
+    if wait is not None:
+        raise Throttled(retry_after=wait, what="tokens created")
+    # The creation that reaches the limit goes through; the lock refuses the ones after it.
+    limit = Limit(settings.REFRAIN_TOKEN_CREATE_MAX, settings.REFRAIN_TOKEN_CREATE_WINDOW_SECONDS)
+    throttle_count(scope="token-create", subject=str(user_id), limit=limit)

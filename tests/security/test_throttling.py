@@ -3,6 +3,7 @@ bearer tokens per address, token creation per user; the client address behind tr
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
@@ -28,7 +29,7 @@ def _redis_up() -> bool:
 
 
 @pytest.fixture(params=["locmem"])
-def shared_cache(request, settings, tmp_path: Path) -> str:
+def shared_cache(request, settings, tmp_path: Path, monkeypatch) -> str:
     """A fresh cache per test (a unique key prefix on Redis: never flush the shared server)."""
     prefix = f"t-{uuid.uuid4().hex}"
     if request.param == "redis":
@@ -47,6 +48,11 @@ def shared_cache(request, settings, tmp_path: Path) -> str:
     else:
         backend = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": prefix}
     settings.CACHES = {"default": backend}
+    # The throttle's clock runs from just after a window boundary, so a test's attempts never
+    # straddle one (the sliding estimate would then weigh the older attempts a little less).
+    t0, window = time.time(), 15 * 60
+    start = (t0 // window) * window + 1
+    monkeypatch.setattr(throttle, "_now", lambda: start + (time.time() - t0))
     settings.REFRAIN_LOGIN_MAX_FAILURES_PER_USERNAME = 10
     settings.REFRAIN_LOGIN_MAX_FAILURES_PER_ADDRESS = 30
     settings.REFRAIN_LOGIN_WINDOW_SECONDS = 15 * 60
@@ -172,3 +178,15 @@ def test_client_address_trusts_only_the_configured_proxies(settings, proxies, xf
     settings.REFRAIN_TRUSTED_PROXIES = proxies
     request = RequestFactory().get("/", REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR=xff)
     assert throttle.client_address(request) == expected
+
+
+def test_a_burst_across_a_window_boundary_is_counted_whole(team, shared_cache, monkeypatch):
+    clock = [10_000 * 900 + 890.0]  # ten seconds before a boundary
+    monkeypatch.setattr(throttle, "_now", lambda: clock[0])
+    for _ in range(9):
+        _login("ann", "wrong", address="10.0.0.1")
+    clock[0] += 15  # five seconds into the next window: fixed windows would start again at 0
+    for _ in range(2):  # 9 x (1 - 5/900) + 2 >= 10
+        assert _login("ann", "wrong", address="10.0.0.1")[0] == 200
+    status, c, _ = _login("ann", PASSWORD, address="10.0.0.1")
+    assert status == 429 and not _signed_in(c)
