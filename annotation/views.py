@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from functools import wraps
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Q
@@ -54,6 +55,8 @@ from annotation.services import members as members_service
 from annotation.services import projects as projects_service
 from annotation.services import review as review_service
 from annotation.services import tasks as queue
+from annotation.services import tokens as tokens_service
+from annotation.services.throttle import Throttled
 from annotation.services.visuals import clip_visuals
 
 Role = Membership.Role
@@ -184,11 +187,6 @@ def taxonomy_import_job_page(request: HttpRequest, job_id: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def account_tokens(request: HttpRequest) -> HttpResponse:
     """List, create (the token shown this once) and revoke your personal API tokens."""
-    from django.conf import settings
-
-    from annotation.services import tokens as tokens_service
-    from annotation.services.throttle import Throttled
-
     default_days = settings.REFRAIN_TOKEN_DEFAULT_DAYS
     form = TokenCreateForm(default_days=default_days)
     new_token = None

@@ -216,3 +216,20 @@ def test_token_authentication_is_one_query_and_last_used_is_written_once_a_minut
     assert row.last_used_at == later
     with django_assert_num_queries(1):
         assert api_token_check(token, now=later + timedelta(seconds=30)).token is not None
+
+
+def test_a_token_request_costs_one_authentication_query(team, django_assert_num_queries):
+    from annotation.services.tasks import tasks_create_for_clips
+    from tests.factories import ClipFactory
+
+    project = team["project"]
+    clips = [ClipFactory(project=project) for _ in range(3)]
+    tasks_create_for_clips(project=project, clip_ids=[c.pk for c in clips])
+    _, token = api_token_create(user=team["ann"])
+    c = Client()
+    url = f"/api/v1/projects/{project.pk}/tasks/next"
+    c.post(url, **_bearer(token))  # takes a task, records the token's first use
+    # As the session-pinned test in tests/annotation/test_api.py (8 queries for the held task),
+    # with the token and its user in one query instead of the session's two.
+    with django_assert_num_queries(7):
+        assert c.post(url, **_bearer(token)).status_code == 200
