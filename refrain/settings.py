@@ -234,6 +234,10 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Static entries; django-celery-beat copies them into its tables, where admins can edit or add more.
 CELERY_BEAT_SCHEDULE = {
     "expire-task-leases": {"task": "annotation.tasks.expire_leases", "schedule": 60.0},
+    "fail-stale-taxonomy-imports": {
+        "task": "annotation.tasks.fail_stale_taxonomy_imports",
+        "schedule": 300.0,
+    },
 }
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES = (Queue("default"), Queue("cpu"), Queue("gpu"))

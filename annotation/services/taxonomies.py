@@ -15,6 +15,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -318,6 +319,22 @@ def taxonomy_import_job_run(*, job_id: int) -> TaxonomyImportJob:
     cache.delete(key)
     job.refresh_from_db()
     return job
+
+
+def taxonomy_import_jobs_fail_stale(*, now: datetime | None = None) -> int:
+    """Mark failed the jobs still running after Celery's hard time limit: their worker was killed
+    (by the limit or otherwise) and nothing else would ever finish them. Returns how many."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
+    stale = TaxonomyImportJob.objects.filter(
+        status=TaxonomyImportJob.Status.RUNNING, started_at__lt=cutoff
+    )
+    return stale.update(
+        status=TaxonomyImportJob.Status.FAILED,
+        error="the worker stopped before finishing (no node was kept); import the file again",
+        data=b"",
+        finished_at=now,
+    )
 
 
 def taxonomy_import_job_progress(*, job: TaxonomyImportJob) -> dict[str, Any]:

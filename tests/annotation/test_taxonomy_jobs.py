@@ -201,3 +201,24 @@ def test_a_real_worker_imports_a_large_taxonomy(celery_worker_process, settings,
     assert body["status"] == "done", body
     assert body["n_nodes_written"] == body["n_nodes_total"] == 6000
     assert TaxonomyNode.objects.filter(version_id=body["taxonomy_version_id"]).count() == 6000
+
+
+@pytest.mark.django_db
+def test_a_job_whose_worker_died_is_failed_after_the_time_limit(settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.CELERY_TASK_TIME_LIMIT = 600
+    now = timezone.now()
+    dead = TaxonomyImportJob.objects.create(
+        name="Dead", data=b"A\n", status="running", started_at=now - timedelta(seconds=700)
+    )
+    alive = TaxonomyImportJob.objects.create(
+        name="Alive", data=b"A\n", status="running", started_at=now - timedelta(seconds=300)
+    )
+    assert svc.taxonomy_import_jobs_fail_stale(now=now) == 1
+    dead.refresh_from_db()
+    alive.refresh_from_db()
+    assert dead.status == "failed" and "worker stopped" in dead.error and bytes(dead.data) == b""
+    assert alive.status == "running"
