@@ -1,8 +1,12 @@
 from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
 
 from annotation.models import (
     Annotation,
     AnnotationLabel,
+    ApiToken,
     Assignment,
     Clip,
     ImportJob,
@@ -10,6 +14,7 @@ from annotation.models import (
     Project,
     Task,
     Taxonomy,
+    TaxonomyImportJob,
     TaxonomyNode,
     TaxonomyVersion,
 )
@@ -138,3 +143,71 @@ class ImportJobAdmin(admin.ModelAdmin):
     list_display = ("source", "project", "n_imported", "n_duplicate", "n_failed", "started_at")
     list_filter = ("project",)
     readonly_fields = ("problems",)
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Tokens are made by their owners (the secret is shown to them once); admins see and revoke."""
+
+    list_display = (
+        "prefix",
+        "name",
+        "user",
+        "scopes",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+        "revoked_reason",
+    )
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter), "created_at")
+    search_fields = ("prefix", "name", "user__username", "user__email")
+    raw_id_fields = ("user",)
+    readonly_fields = (
+        "user",
+        "prefix",
+        "digest",
+        "scopes",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+        "revoked_reason",
+    )
+    actions = ["revoke_tokens"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke_tokens(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        n = queryset.filter(revoked_at__isnull=True).update(
+            revoked_at=timezone.now(), revoked_reason="revoked by an admin"
+        )
+        self.message_user(request, f"Revoked {n} token(s).")
+
+
+@admin.register(TaxonomyImportJob)
+class TaxonomyImportJobAdmin(admin.ModelAdmin):
+    list_display = ("pk", "name", "status", "n_nodes_written", "n_nodes_total", "created_at")
+    list_filter = ("status",)
+    exclude = ("data",)
+    readonly_fields = (
+        "name",
+        "filename",
+        "format",
+        "root",
+        "status",
+        "n_nodes_total",
+        "n_nodes_written",
+        "error",
+        "summary",
+        "version",
+        "created_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

@@ -16,24 +16,28 @@ from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from ninja import Field, File, Form, Query, Router, Schema, Status
 from ninja.files import UploadedFile
+from ninja.security import django_auth
 
 from annotation import permissions as perm
+from annotation.auth import ApiTokenAuth
 from annotation.models import (
     Annotation,
     AnnotationLabel,
+    ApiToken,
     Assignment,
     Clip,
     Membership,
     Project,
     ReviewDecision,
     Task,
+    TaxonomyImportJob,
     TaxonomyVersion,
 )
 from annotation.services import members as members_service
 from annotation.services import projects as projects_service
 from annotation.services import review as review_service
 from annotation.services import tasks as queue
-from annotation.services.tokens import api_token_create
+from annotation.services.tokens import api_token_create, api_token_revoke, api_tokens_of
 from annotation.services.visuals import clip_visuals
 
 logger = logging.getLogger(__name__)
@@ -224,13 +228,27 @@ class VisualOut(Schema):
 
 
 class TokenIn(Schema):
-    name: str = ""
+    name: str = Field("", max_length=100)
+    scopes: list[str] = Field(default_factory=lambda: ["api"])
+    expires_in_days: int | None = Field(
+        None, ge=1, le=36500, description="None: REFRAIN_TOKEN_DEFAULT_DAYS"
+    )
 
 
-class TokenOut(Schema):
-    token: str
+class TokenRowOut(Schema):
+    id: int
     prefix: str
     name: str
+    scopes: list[str]
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    revoked_reason: str
+
+
+class TokenOut(TokenRowOut):
+    token: str = Field(..., description="The token itself; shown this once, store it safely.")
 
 
 # --- shaping --------------------------------------------------------------------------------------
@@ -690,10 +708,132 @@ def reviews_create(request: HttpRequest, clip_id: int, payload: ReviewIn) -> Sta
 
 
 # --- tokens ---------------------------------------------------------------------------------------
+# Session users may always manage their tokens; a bearer token only with the "tokens" scope.
+TOKEN_ROUTES_AUTH = [ApiTokenAuth(scope="tokens"), django_auth]
 
 
-@router.post("/auth/tokens", response={201: TokenOut})
+def _token_row_out(row: ApiToken) -> dict[str, Any]:
+    return {
+        "id": row.pk,
+        "prefix": row.prefix,
+        "name": row.name,
+        "scopes": row.scopes,
+        "created_at": row.created_at,
+        "last_used_at": row.last_used_at,
+        "expires_at": row.expires_at,
+        "revoked_at": row.revoked_at,
+        "revoked_reason": row.revoked_reason,
+    }
+
+
+@router.get(
+    "/auth/tokens", response={200: list[TokenRowOut], 403: ErrorOut}, auth=TOKEN_ROUTES_AUTH
+)
+def tokens_list(request: HttpRequest) -> list[dict[str, Any]]:
+    """Your tokens, newest first, revoked ones included; never the token itself."""
+    return [_token_row_out(row) for row in api_tokens_of(user=_user(request))]
+
+
+@router.post(
+    "/auth/tokens",
+    response={201: TokenOut, 403: ErrorOut, 422: ErrorOut, 429: ErrorOut},
+    auth=TOKEN_ROUTES_AUTH,
+)
 def tokens_create(request: HttpRequest, payload: TokenIn) -> Status:
     """A personal token for ``Authorization: Bearer …``; shown once, store it safely."""
-    row, token = api_token_create(user=_user(request), name=payload.name)
-    return Status(201, {"token": token, "prefix": row.prefix, "name": row.name})
+    row, token = api_token_create(
+        user=_user(request),
+        name=payload.name,
+        scopes=payload.scopes,
+        expires_in_days=payload.expires_in_days,
+    )
+    return Status(201, {**_token_row_out(row), "token": token})
+
+
+@router.delete(
+    "/auth/tokens/{token_id}",
+    response={204: None, 403: ErrorOut, 404: ErrorOut},
+    auth=TOKEN_ROUTES_AUTH,
+)
+def tokens_revoke(request: HttpRequest, token_id: int) -> Status:
+    """Revoke one of your tokens (idempotent); another user's token is 404."""
+    row = get_object_or_404(api_tokens_of(user=_user(request)), pk=token_id)
+    api_token_revoke(token_row=row, reason="revoked by owner")
+    return Status(204, None)
+
+
+# --- taxonomy imports (large ones run on a worker) ------------------------------------------------
+
+
+class TaxonomyImportOut(Schema):
+    created: bool = Field(..., description="False when the content matched the latest version.")
+    summary: str
+    version: TaxonomyVersionOut
+
+
+class TaxonomyImportJobOut(Schema):
+    id: int
+    name: str
+    filename: str
+    status: str = Field(..., description="queued, running, done or failed")
+    n_nodes_total: int
+    n_nodes_written: int
+    percent: float
+    error: str
+    summary: str
+    taxonomy_version_id: int | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@router.post(
+    "/taxonomies/import",
+    response={201: TaxonomyImportOut, 202: TaxonomyImportJobOut, 403: ErrorOut, 422: ErrorOut},
+)
+def taxonomies_import(
+    request: HttpRequest,
+    file: File[UploadedFile],
+    name: Form[str],
+    format: Form[str | None] = None,
+    root: Form[str | None] = None,
+) -> Status:
+    """Import a taxonomy file (staff). Up to ``REFRAIN_TAXONOMY_INLINE_MAX_NODES`` nodes it is
+    stored at once (201); larger files are queued for a worker (202: poll the job); more than
+    ``REFRAIN_MAX_TAXONOMY_NODES`` is refused (422, with the reason)."""
+    perm.require_staff(_user(request))
+    from annotation.services.taxonomies import taxonomy_import_job_progress, taxonomy_import_submit
+
+    try:
+        outcome = taxonomy_import_submit(
+            name=name,
+            data=file.read(),
+            filename=file.name or "",
+            format=format or None,
+            root=root or None,
+            user=_user(request),
+        )
+    except ValueError as exc:  # TaxonomyFormatError too: the line or node at fault
+        return Status(422, {"detail": str(exc), "code": "invalid"})
+    if isinstance(outcome, TaxonomyImportJob):
+        return Status(202, taxonomy_import_job_progress(job=outcome))
+    return Status(
+        201,
+        {
+            "created": outcome.created,
+            "summary": outcome.summary(),
+            "version": _version_out(outcome.version),
+        },
+    )
+
+
+@router.get("/taxonomies/imports/{job_id}", response={200: TaxonomyImportJobOut, 404: ErrorOut})
+def taxonomy_import_job_detail(request: HttpRequest, job_id: int) -> dict[str, Any]:
+    """A queued taxonomy import: status and nodes written of the total (staff or its creator)."""
+    from annotation.services.taxonomies import taxonomy_import_job_progress
+
+    user = _user(request)
+    job = TaxonomyImportJob.objects.filter(pk=job_id).first()
+    if job is None or not (perm.can_create_projects(user) or job.created_by_id == user.pk):
+        raise perm.NotFound(f"taxonomy import {job_id} not found")
+    return taxonomy_import_job_progress(job=job)

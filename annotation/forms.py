@@ -100,3 +100,28 @@ class ReviewForm(forms.Form):
     def label_list(self) -> list[str]:
         raw = self.cleaned_data.get("labels") or ""
         return [lab for lab in raw.split("\n") if lab.strip()]
+
+
+class TokenCreateForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="What the token is for, e.g. 'import script'.")
+    expires_in_days = forms.IntegerField(
+        min_value=1,
+        max_value=36500,
+        label="Expires in (days)",
+        help_text="Leave empty for the default lifetime.",
+        required=False,
+    )
+    manage_tokens = forms.BooleanField(
+        required=False, label="May also create and revoke tokens (the 'tokens' scope)"
+    )
+
+    def __init__(self, *args: Any, default_days: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if default_days:
+            self.fields["expires_in_days"].widget.attrs["placeholder"] = str(default_days)
+
+    def clean_name(self) -> str:
+        name: str = self.cleaned_data["name"]
+        if "\x00" in name:
+            raise forms.ValidationError("The name must not contain NUL characters.")
+        return name

@@ -476,8 +476,60 @@ class ReviewDecision(models.Model):
         return f"{self.decision} on {self.clip_id} by {self.reviewer_id}"
 
 
+class TaxonomyImportJob(models.Model):
+    """A large taxonomy import run on a worker, with its progress (nodes written of the total).
+
+    The uploaded file waits in ``data`` until the worker takes it and is dropped when the job ends
+    either way, so a rejected import leaves nothing behind but this record and its reason.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    name = models.CharField(max_length=200)
+    filename = models.CharField(max_length=255, blank=True)
+    format = models.CharField(max_length=40, blank=True)
+    root = models.CharField(max_length=1024, blank=True)
+    data = models.BinaryField(editable=False)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    n_nodes_total = models.PositiveIntegerField(default=0)
+    n_nodes_written = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    summary = models.TextField(blank=True)
+    version = models.ForeignKey(
+        TaxonomyVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"taxonomy import {self.pk} of {self.name!r} ({self.status})"
+
+
+def _default_token_scopes() -> list[str]:
+    return ["api"]
+
+
 class ApiToken(models.Model):
-    """A personal API token. Only its SHA-256 is stored; the token is shown once at creation."""
+    """A personal API token. Only its SHA-256 is stored; the token is shown once at creation.
+
+    ``password_fingerprint`` ties the token to the password its owner had when it was made: any
+    password change (admin, ``changepassword``, ``set_password`` anywhere) makes it stop working.
+    """
+
+    class Scope(models.TextChoices):
+        API = "api", "Use the API"
+        TOKENS = "tokens", "Manage API tokens"
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
@@ -485,8 +537,16 @@ class ApiToken(models.Model):
     name = models.CharField(max_length=100, blank=True)
     digest = models.CharField(max_length=64, unique=True)
     prefix = models.CharField(max_length=12, help_text="First characters, to tell tokens apart.")
+    scopes = models.JSONField(default=_default_token_scopes)
+    password_fingerprint = models.CharField(max_length=64, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_reason = models.CharField(max_length=40, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"

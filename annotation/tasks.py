@@ -10,6 +10,10 @@ from celery import shared_task
 from annotation.models import Project
 from annotation.services.clips import clips_import_folder, clips_import_manifest
 from annotation.services.tasks import assignments_expire
+from annotation.services.taxonomies import (
+    taxonomy_import_job_run,
+    taxonomy_import_jobs_fail_stale,
+)
 
 
 @shared_task(name="annotation.tasks.import_clips")
@@ -40,3 +44,16 @@ def import_clips(
 def expire_leases() -> int:
     """Return lapsed task leases to the queue (scheduled every minute by beat)."""
     return assignments_expire()
+
+
+@shared_task(name="annotation.tasks.import_taxonomy")
+def import_taxonomy(job_id: int) -> dict[str, Any]:
+    """Write a large taxonomy (a queued TaxonomyImportJob) on a CPU worker."""
+    job = taxonomy_import_job_run(job_id=job_id)
+    return {"job": job.pk, "status": job.status, "version": job.version_id, "error": job.error}
+
+
+@shared_task(name="annotation.tasks.fail_stale_taxonomy_imports")
+def fail_stale_taxonomy_imports() -> int:
+    """Taxonomy import jobs whose worker died are marked failed (scheduled by beat)."""
+    return taxonomy_import_jobs_fail_stale()

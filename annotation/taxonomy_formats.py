@@ -50,6 +50,7 @@ import io
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +77,9 @@ __all__ = [
 ]
 
 MAX_NODES = 100_000
+# The node limit of the parse under way (parse_taxonomy's ``max_nodes``); parsers read it while they
+# collect, so an oversized file stops at the first node too many rather than after the whole file.
+_NODE_LIMIT: ContextVar[int] = ContextVar("taxonomy_node_limit", default=MAX_NODES)
 MAX_NAME_LENGTH = 255
 MAX_KEY_LENGTH = 1024  # path keys: up to MAX_DEPTH escaped names
 MAX_DEPTH = 32  # roots are depth 0
@@ -384,8 +388,9 @@ class _Collector:
         if first is not None:
             at = f" (first at line {first.line})" if first.line is not None else ""
             raise TaxonomyFormatError(f"duplicate {duplicate}{at}", line=line, node=key)
-        if len(self.raws) >= MAX_NODES:
-            raise TaxonomyFormatError(f"more than {MAX_NODES} nodes", line=line, node=key)
+        limit = _NODE_LIMIT.get()
+        if len(self.raws) >= limit:
+            raise TaxonomyFormatError(f"more than {limit} nodes", line=line, node=key)
         raw = _Raw(key, name, parents, line, extra if extra is not None else {}, keyed, explicit)
         self.raws.append(raw)
         self.by_key[key] = raw
@@ -1184,6 +1189,7 @@ def parse_taxonomy(
     filename: str = "",
     format: str | None = None,
     root: str | None = None,
+    max_nodes: int | None = None,
 ) -> ParsedTaxonomy:
     """Parse a taxonomy file and validate it.
 
@@ -1198,6 +1204,9 @@ def parse_taxonomy(
     root
         Key (or escaped path) of a node: keep only it and its descendants, it becoming the one root.
         Parents outside the subtree are dropped (in AudioSet, ``/m/04rlf`` "Music").
+    max_nodes
+        Most nodes the file may hold (default :data:`MAX_NODES`); counted before ``root`` is
+        applied, so the cost of parsing stays bounded.
 
     Raises
     ------
@@ -1214,7 +1223,11 @@ def parse_taxonomy(
         raise TaxonomyFormatError(
             f"unknown format {format!r}; expected one of {', '.join(FORMATS)}"
         )
-    taxonomy = _PARSERS[format](text, doc)
+    limit = _NODE_LIMIT.set(MAX_NODES if max_nodes is None else max_nodes)
+    try:
+        taxonomy = _PARSERS[format](text, doc)
+    finally:
+        _NODE_LIMIT.reset(limit)
     if root is not None:
         taxonomy = _subtree(taxonomy, root)
     return taxonomy

@@ -5,7 +5,13 @@ from annotation import views
 urlpatterns = [
     path("", views.home, name="home"),
     path("projects/new/", views.project_create, name="project-create"),
+    path("account/tokens/", views.account_tokens, name="account-tokens"),
     path("taxonomies/import/", views.taxonomy_import_page, name="taxonomy-import"),
+    path(
+        "taxonomies/imports/<int:job_id>/",
+        views.taxonomy_import_job_page,
+        name="taxonomy-import-job",
+    ),
     path("p/<slug:slug>/annotate/", views.annotate, name="annotate"),
     path("p/<slug:slug>/review/", views.review_list, name="review-list"),
     path("p/<slug:slug>/review/next/", views.review_next, name="review-next"),

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from functools import wraps
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Q
@@ -25,6 +26,7 @@ from django.http import (
 )
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
 from annotation import permissions as perm
@@ -36,6 +38,7 @@ from annotation.forms import (
     ReviewForm,
     RoleForm,
     TaxonomyImportForm,
+    TokenCreateForm,
 )
 from annotation.models import (
     Annotation,
@@ -46,11 +49,14 @@ from annotation.models import (
     Project,
     ReviewDecision,
     Task,
+    TaxonomyImportJob,
 )
 from annotation.services import members as members_service
 from annotation.services import projects as projects_service
 from annotation.services import review as review_service
 from annotation.services import tasks as queue
+from annotation.services import tokens as tokens_service
+from annotation.services.throttle import Throttled
 from annotation.services.visuals import clip_visuals
 
 Role = Membership.Role
@@ -139,11 +145,11 @@ def taxonomy_import_page(request: HttpRequest) -> HttpResponse:
     form = TaxonomyImportForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         # Imported here: the parser module is optional at start-up.
-        from annotation.services.taxonomies import taxonomy_import
+        from annotation.services.taxonomies import taxonomy_import_submit
 
         upload = form.cleaned_data["file"]
         try:
-            result = taxonomy_import(
+            result = taxonomy_import_submit(
                 name=form.cleaned_data["name"],
                 data=upload.read(),
                 filename=upload.name,
@@ -152,9 +158,77 @@ def taxonomy_import_page(request: HttpRequest) -> HttpResponse:
         except ValueError as exc:  # TaxonomyFormatError is a ValueError with the line at fault
             form.add_error("file", str(exc))
         else:
+            if isinstance(result, TaxonomyImportJob):  # large: a worker writes it
+                return redirect("taxonomy-import-job", job_id=result.pk)
             messages.success(request, result.summary())
             return redirect("project-create")
     return render(request, "annotation/taxonomy_import.html", {"form": form})
+
+
+@login_required
+def taxonomy_import_job_page(request: HttpRequest, job_id: int) -> HttpResponse:
+    """A large taxonomy import's progress; reloads itself until the worker is done."""
+    from annotation.services.taxonomies import taxonomy_import_job_progress
+
+    job = get_object_or_404(TaxonomyImportJob, pk=job_id)
+    if not (perm.can_create_projects(request.user) or job.created_by_id == request.user.pk):
+        raise Http404("no such import")
+    return render(
+        request,
+        "annotation/taxonomy_import_job.html",
+        {"job": taxonomy_import_job_progress(job=job)},
+    )
+
+
+# --- account: API tokens --------------------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def account_tokens(request: HttpRequest) -> HttpResponse:
+    """List, create (the token shown this once) and revoke your personal API tokens."""
+    default_days = settings.REFRAIN_TOKEN_DEFAULT_DAYS
+    form = TokenCreateForm(default_days=default_days)
+    new_token = None
+    status = 200
+    if request.method == "POST" and "revoke" in request.POST:
+        try:
+            token_id = int(request.POST["revoke"])
+        except ValueError:
+            raise Http404("no such token") from None
+        row = get_object_or_404(tokens_service.api_tokens_of(user=request.user), pk=token_id)
+        if tokens_service.api_token_revoke(token_row=row, reason="revoked by owner"):
+            messages.success(request, f"Token {row.prefix}… revoked.")
+        return redirect("account-tokens")
+    if request.method == "POST":
+        form = TokenCreateForm(request.POST, default_days=default_days)
+        if form.is_valid():
+            scopes = ["api", "tokens"] if form.cleaned_data["manage_tokens"] else ["api"]
+            try:
+                _, new_token = tokens_service.api_token_create(
+                    user=request.user,
+                    name=form.cleaned_data["name"],
+                    scopes=scopes,
+                    expires_in_days=form.cleaned_data["expires_in_days"],
+                )
+            except tokens_service.TokenError as exc:
+                form.add_error(None, str(exc))
+            except Throttled as exc:
+                form.add_error(None, exc.message)
+                status = 429
+            else:
+                form = TokenCreateForm(default_days=default_days)
+    return render(
+        request,
+        "annotation/account_tokens.html",
+        {
+            "form": form,
+            "new_token": new_token,
+            "tokens": tokens_service.api_tokens_of(user=request.user),
+            "now": timezone.now(),
+        },
+        status=status,
+    )
 
 
 # --- project admin --------------------------------------------------------------------------------

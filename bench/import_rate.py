@@ -31,6 +31,8 @@ def child(limit: int) -> None:
     """Runs inside a fresh process whose DATABASE_URL is already set."""
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "refrain.settings")
+    # A benchmark, not a deployment: PostgreSQL with DEBUG off needs no SECRET_KEY here.
+    os.environ.setdefault("REFRAIN_ENV", "development")
     import django
 
     django.setup()

@@ -67,6 +67,8 @@ def _manifest(tmp: Path, limit: int) -> tuple[Path, dict[str, dict[str, str]]]:
 def child(backends: list[str], limit: int, seed: int) -> None:
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "refrain.settings")
+    # A benchmark, not a deployment: PostgreSQL with DEBUG off needs no SECRET_KEY here.
+    os.environ.setdefault("REFRAIN_ENV", "development")
     import django
 
     django.setup()

@@ -71,6 +71,8 @@ SERVER_ENV = {
     "LOG_LEVEL": "WARNING",
     "DEBUG": "False",
     "CONN_MAX_AGE": "600",
+    # A benchmark on loopback, not a deployment: no SECRET_KEY needed, no HTTPS redirect.
+    "REFRAIN_ENV": "development",
 }
 # Think time in seconds, uniform between the two bounds, per pace.
 PACES = {"human": (10.0, 30.0), "dense": (1.0, 3.0), "zero": (0.0, 0.0)}

@@ -7,30 +7,21 @@ and a machine-readable ``code``; bad input never reaches a 500.
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
-from ninja.security import HttpBearer, django_auth
+from ninja.security import django_auth
 
 from active_learning.api import router as models_router
 from annotation.api import router as annotation_router
+from annotation.auth import ApiTokenAuth
 from annotation.permissions import NotFound, PermissionDenied
 from annotation.services.annotations import LabelError
 from annotation.services.members import MemberError
 from annotation.services.projects import ProjectError
 from annotation.services.tasks import QueueError
-from annotation.services.tokens import api_token_user
+from annotation.services.throttle import Throttled
+from annotation.services.tokens import TokenError
 from quality.api import router as quality_router
-
-
-class TokenAuth(HttpBearer):
-    def authenticate(self, request: HttpRequest, token: str) -> Any:
-        user = api_token_user(token)
-        if user is not None:
-            request.user = user
-        return user
-
 
 api = NinjaAPI(
     title="Refrain API",
@@ -40,7 +31,7 @@ api = NinjaAPI(
         "label issues and relabel cycles."
     ),
     urls_namespace="api",
-    auth=[TokenAuth(), django_auth],
+    auth=[ApiTokenAuth(scope="api"), django_auth],
 )
 api.add_router("/", annotation_router)
 api.add_router("/", models_router)
@@ -69,5 +60,13 @@ def _denied(request: HttpRequest, exc: PermissionDenied) -> HttpResponse:
 @api.exception_handler(LabelError)
 @api.exception_handler(ProjectError)
 @api.exception_handler(MemberError)
+@api.exception_handler(TokenError)
 def _invalid(request: HttpRequest, exc: Exception) -> HttpResponse:
     return _error(request, 422, str(exc), "invalid")
+
+
+@api.exception_handler(Throttled)
+def _throttled(request: HttpRequest, exc: Throttled) -> HttpResponse:
+    response = _error(request, 429, exc.message, "throttled")
+    response["Retry-After"] = str(exc.retry_after)
+    return response

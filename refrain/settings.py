@@ -10,9 +10,13 @@ Two configurations share one code path:
 
 from __future__ import annotations
 
+import os
+import secrets
+import sys
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -26,8 +30,88 @@ if (BASE_DIR / ".env").exists():
     environ.Env.read_env(BASE_DIR / ".env")
 
 DEBUG = env("DEBUG")
-# The embedded default is for a laptop; production must set its own key.
-SECRET_KEY = env.str("SECRET_KEY", default="refrain-embedded-insecure-key-change-me")
+
+# --- Secret key and deployment mode (issue 12) ----------------------------------------------------
+# REFRAIN_ENV: "production", "development" or "test"; unset, it is inferred. Production is an explicit
+# REFRAIN_ENV=production, or a server database (non-SQLite DATABASE_URL) with DEBUG off. There
+# SECRET_KEY must be set: Refrain refuses to start rather than sign sessions and links with a key
+# everyone knows. Elsewhere (DEBUG, the SQLite embedded mode, a test run) a random key is generated
+# once and kept in VAR_DIR/secret_key (mode 0600), so `make demo` works with nothing set.
+_INSECURE_KEYS = {"refrain-embedded-insecure-key-change-me"}
+REFRAIN_ENV = env.str("REFRAIN_ENV", default="").strip().lower()
+if not REFRAIN_ENV and "pytest" in sys.modules:
+    # A test run against PostgreSQL is not a deployment; children (workers, manage.py) inherit it.
+    REFRAIN_ENV = os.environ["REFRAIN_ENV"] = "test"
+if REFRAIN_ENV not in {"", "production", "development", "test"}:
+    raise ImproperlyConfigured(
+        f"REFRAIN_ENV={REFRAIN_ENV!r}: use production, development or test (or leave it unset)"
+    )
+_SQLITE = env.str("DATABASE_URL", default="sqlite://").startswith("sqlite")
+IS_PRODUCTION = REFRAIN_ENV == "production" or (not REFRAIN_ENV and not _SQLITE and not DEBUG)
+
+
+def _embedded_secret_key(var_dir: Path) -> str:
+    """The key kept in ``var_dir/secret_key``, created (0600, atomically) on first use."""
+    path = var_dir / "secret_key"
+    if not path.exists():
+        var_dir.mkdir(parents=True, exist_ok=True)
+        tmp = var_dir / f".secret_key.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(50))
+        try:
+            os.link(tmp, path)  # atomic; another process may have won the race, keep its key
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    key = path.read_text().strip()
+    if len(key) < 50:
+        raise ImproperlyConfigured(f"{path} holds no usable key; delete it to generate a new one")
+    return key
+
+
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if IS_PRODUCTION:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. Production (a server DATABASE_URL with DEBUG off, or "
+            "REFRAIN_ENV=production) needs its own key: set SECRET_KEY to a long random string, "
+            "e.g. the output of `python -c 'import secrets; print(secrets.token_urlsafe(50))'`. "
+            "See docs/deployment.md."
+        )
+    SECRET_KEY = _embedded_secret_key(VAR_DIR)
+if SECRET_KEY in _INSECURE_KEYS and not DEBUG:
+    raise ImproperlyConfigured(
+        "SECRET_KEY is the built-in insecure key, which anyone can read in Refrain's source; set "
+        "SECRET_KEY to a long random string (see docs/deployment.md)."
+    )
+# Old keys still accepted when checking signatures, so a key can be rotated without logging
+# everybody out (comma-separated).
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
+
+# HTTPS and proxies: production defaults are strict (manage.py check --deploy is clean); each can be
+# turned off from the environment, e.g. for a plain-HTTP staging host.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=IS_PRODUCTION)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if IS_PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=IS_PRODUCTION)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=IS_PRODUCTION)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=IS_PRODUCTION)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=IS_PRODUCTION)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Behind a TLS-terminating proxy: SECURE_PROXY_SSL_HEADER=HTTP_X_FORWARDED_PROTO,https (only if the
+# proxy always sets or strips that header), and USE_X_FORWARDED_HOST if it rewrites Host.
+_proxy_ssl_header = env.list("SECURE_PROXY_SSL_HEADER", default=[])
+if _proxy_ssl_header:
+    if len(_proxy_ssl_header) != 2:
+        raise ImproperlyConfigured(
+            "SECURE_PROXY_SSL_HEADER is 'HEADER,value', e.g. HTTP_X_FORWARDED_PROTO,https"
+        )
+    SECURE_PROXY_SSL_HEADER = (_proxy_ssl_header[0], _proxy_ssl_header[1])
+USE_X_FORWARDED_HOST = env.bool("USE_X_FORWARDED_HOST", default=False)
+
 ALLOWED_HOSTS = env("ALLOWED_HOSTS")
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -150,6 +234,10 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Static entries; django-celery-beat copies them into its tables, where admins can edit or add more.
 CELERY_BEAT_SCHEDULE = {
     "expire-task-leases": {"task": "annotation.tasks.expire_leases", "schedule": 60.0},
+    "fail-stale-taxonomy-imports": {
+        "task": "annotation.tasks.fail_stale_taxonomy_imports",
+        "schedule": 300.0,
+    },
 }
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES = (Queue("default"), Queue("cpu"), Queue("gpu"))
@@ -158,6 +246,8 @@ CELERY_TASK_ROUTES = {
     "active_learning.tasks.extract_*": {"queue": "cpu"},
     "active_learning.tasks.train_*": {"queue": "gpu"},
     "quality.tasks.detect_*": {"queue": "cpu"},
+    # Taxonomies above REFRAIN_TAXONOMY_INLINE_MAX_NODES are written on a worker (issue 12).
+    "annotation.tasks.import_taxonomy": {"queue": "cpu"},
 }
 # Training labels: "consensus" (a clip's consensus where several people labelled it, else its latest
 # annotation) or "latest-annotation" (the newest annotation of every clip, consensus or not).
@@ -165,6 +255,65 @@ REFRAIN_LABELS_PROVIDER = env.str("REFRAIN_LABELS_PROVIDER", default="consensus"
 # The relabel cycle runs as a chain of one task per step, each sent to its queue (others: default):
 # the retrain (features if missing, K-fold training) to a GPU worker, detection to a CPU worker.
 REFRAIN_CYCLE_STEP_QUEUES = {"retrain": "gpu", "detect": "cpu"}
+
+# --- API tokens (issue 12) ------------------------------------------------------------------------
+# Lifetime of a new personal API token when its creator does not choose one (0: no expiry), and the
+# longest lifetime anyone may choose (0: no limit).
+REFRAIN_TOKEN_DEFAULT_DAYS = env.int("REFRAIN_TOKEN_DEFAULT_DAYS", default=90)
+REFRAIN_TOKEN_MAX_DAYS = env.int("REFRAIN_TOKEN_MAX_DAYS", default=365)
+
+# --- Throttling and the shared cache (issue 12) ---------------------------------------------------
+# Throttle counters must be shared by every web process: CACHE_URL (or REDIS_CACHE_URL) =
+# redis://host:6379/1 uses Django's Redis cache (production); unset, a file cache under VAR_DIR/cache
+# serves all processes of one host (embedded default); a test run uses local memory.
+_cache_url = env.str("CACHE_URL", default="") or env.str("REDIS_CACHE_URL", default="")
+if _cache_url.startswith(("redis://", "rediss://", "unix://")):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": _cache_url,
+            "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="refrain"),
+        }
+    }
+elif _cache_url:
+    CACHES = {"default": env.cache_url_config(_cache_url)}
+elif REFRAIN_ENV == "test":
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        }
+    }
+AUTHENTICATION_BACKENDS = ["annotation.auth.ThrottledModelBackend"]
+# Clients reach Refrain through this many reverse proxies that append to X-Forwarded-For; 0 (the
+# default) uses REMOTE_ADDR. Set it to exactly the number of proxies you run, or clients can forge
+# their address.
+REFRAIN_TRUSTED_PROXIES = env.int("REFRAIN_TRUSTED_PROXIES", default=0)
+# Failed sign-ins per username and per client address within the window; reaching either locks that
+# username or address for one window, right password included. 0 turns a limit off.
+REFRAIN_LOGIN_MAX_FAILURES_PER_USERNAME = env.int(
+    "REFRAIN_LOGIN_MAX_FAILURES_PER_USERNAME", default=10
+)
+REFRAIN_LOGIN_MAX_FAILURES_PER_ADDRESS = env.int(
+    "REFRAIN_LOGIN_MAX_FAILURES_PER_ADDRESS", default=30
+)
+REFRAIN_LOGIN_WINDOW_SECONDS = env.int("REFRAIN_LOGIN_WINDOW_SECONDS", default=15 * 60)
+# Failed bearer-token authentications per client address (then 429 until the window ends).
+REFRAIN_TOKEN_AUTH_MAX_FAILURES = env.int("REFRAIN_TOKEN_AUTH_MAX_FAILURES", default=30)
+REFRAIN_TOKEN_AUTH_WINDOW_SECONDS = env.int("REFRAIN_TOKEN_AUTH_WINDOW_SECONDS", default=15 * 60)
+# Tokens one user may create per window.
+REFRAIN_TOKEN_CREATE_MAX = env.int("REFRAIN_TOKEN_CREATE_MAX", default=20)
+REFRAIN_TOKEN_CREATE_WINDOW_SECONDS = env.int(
+    "REFRAIN_TOKEN_CREATE_WINDOW_SECONDS", default=60 * 60
+)
+
+# --- Taxonomy size (issue 12) ---------------------------------------------------------------------
+# A taxonomy file with more nodes is refused with the reason. Above the inline limit the import runs
+# on a worker (cpu queue) as a TaxonomyImportJob with progress, not inside the web request.
+REFRAIN_MAX_TAXONOMY_NODES = env.int("REFRAIN_MAX_TAXONOMY_NODES", default=50_000)
+REFRAIN_TAXONOMY_INLINE_MAX_NODES = env.int("REFRAIN_TAXONOMY_INLINE_MAX_NODES", default=5_000)
 
 LOGGING = {
     "version": 1,

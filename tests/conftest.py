@@ -78,6 +78,19 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 # --- annotator workflow (queue, API, pages) -------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _fresh_throttle_cache() -> Iterator[None]:
+    """Each test starts with empty throttle counters (sign-in, bearer-token failures), so failures
+    that one test provokes on purpose cannot lock 127.0.0.1 out of the next. Only the test run's
+    local-memory cache is cleared, never a shared Redis."""
+    from django.core.cache import caches
+    from django.core.cache.backends.locmem import LocMemCache
+
+    if isinstance(caches["default"], LocMemCache):
+        caches["default"].clear()
+    yield
+
+
 @pytest.fixture
 def fast_passwords(settings: object) -> None:
     # Test accounts need no key stretching; PBKDF2 costs ~1 s per user on a loaded 2-core box.

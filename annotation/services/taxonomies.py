@@ -3,24 +3,39 @@
 Parsing is pure (``annotation.taxonomy_formats``); this module stores the result. Importing a tree
 whose content is unchanged creates nothing; a changed tree becomes version n+1 with the list of nodes
 added, renamed, moved and removed. Existing annotations keep pointing at the version they were made on.
+
+Size: more than ``REFRAIN_MAX_TAXONOMY_NODES`` nodes is refused with the reason. Above
+``REFRAIN_TAXONOMY_INLINE_MAX_NODES``, :func:`taxonomy_import_submit` hands the write to a worker
+(``cpu`` queue) as a :class:`TaxonomyImportJob` whose progress the API and the page show.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
 from django.db import transaction
+from django.utils import timezone
 
-from annotation.models import Taxonomy, TaxonomyNode, TaxonomyVersion
+from annotation.models import Taxonomy, TaxonomyImportJob, TaxonomyNode, TaxonomyVersion
 from annotation.taxonomy_formats import (
     ParsedNode,
     ParsedTaxonomy,
     TaxonomyDiff,
+    TaxonomyFormatError,
     diff_taxonomies,
     parse_taxonomy,
 )
+
+log = logging.getLogger(__name__)
+IMPORT_BATCH = 2000
 
 
 @dataclass(frozen=True)
@@ -83,6 +98,34 @@ def _diff_as_json(diff: TaxonomyDiff) -> dict[str, list]:
     }
 
 
+def _parse(
+    data: str | bytes, *, filename: str, format: str | None, root: str | None
+) -> ParsedTaxonomy:
+    max_nodes = settings.REFRAIN_MAX_TAXONOMY_NODES
+    try:
+        return parse_taxonomy(
+            data, filename=filename, format=format, root=root, max_nodes=max_nodes
+        )
+    except TaxonomyFormatError as exc:
+        if exc.message == f"more than {max_nodes} nodes":
+            raise TaxonomyFormatError(
+                f"{exc.message}: larger than this installation accepts "
+                f"(REFRAIN_MAX_TAXONOMY_NODES = {max_nodes})",
+                line=exc.line,
+                node=exc.node,
+            ) from exc
+        raise
+
+
+def _checked_name(name: str) -> str:
+    name = name.strip()
+    if not name:
+        raise ValueError("a taxonomy name is required")
+    if len(name) > 200 or "\x00" in name:
+        raise ValueError("a taxonomy name is at most 200 characters, without NUL characters")
+    return name
+
+
 def taxonomy_import(
     *,
     name: str,
@@ -91,18 +134,24 @@ def taxonomy_import(
     format: str | None = None,
     root: str | None = None,
     user: AbstractBaseUser | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    parsed: ParsedTaxonomy | None = None,
 ) -> TaxonomyImportResult:
     """Parse ``data`` and store it as the next version of taxonomy ``name``.
+
+    ``progress(written, total)`` is called after each batch of nodes is written (inside the
+    transaction: report it somewhere other readers see, such as the cache). ``parsed`` skips the
+    parse when the caller has just parsed ``data`` with the same options.
 
     Raises
     ------
     annotation.taxonomy_formats.TaxonomyFormatError
-        With the line or node at fault; nothing is written.
+        With the line or node at fault, or more than ``REFRAIN_MAX_TAXONOMY_NODES`` nodes; nothing
+        is written.
     """
-    name = name.strip()
-    if not name:
-        raise ValueError("a taxonomy name is required")
-    parsed = parse_taxonomy(data, filename=filename, format=format, root=root)
+    name = _checked_name(name)
+    if parsed is None:
+        parsed = _parse(data, filename=filename, format=format, root=root)
     raw = data.encode() if isinstance(data, str) else data
     digest = hashlib.sha256(raw + f"\0{parsed.format}\0{root or ''}".encode()).hexdigest()
 
@@ -130,9 +179,17 @@ def taxonomy_import(
             changes=_diff_as_json(diff) if diff else {},
             created_by=user,
         )
-        rows = TaxonomyNode.objects.bulk_create(
-            [
-                TaxonomyNode(
+        # Parsed nodes come parents first, so each batch can name its parents' ids as it is
+        # inserted (no second pass of updates); a parent not yet written, which a parser that
+        # breaks that order would cause, is linked afterwards.
+        by_key: dict[str, TaxonomyNode] = {}
+        late: list[TaxonomyNode] = []
+        total = len(parsed.nodes)
+        for start in range(0, total, IMPORT_BATCH):
+            batch = []
+            for i, n in enumerate(parsed.nodes[start : start + IMPORT_BATCH], start=start):
+                parent = by_key.get(n.parent_keys[0]) if n.parent_keys else None
+                row = TaxonomyNode(
                     version=version,
                     key=n.key,
                     name=n.name,
@@ -141,18 +198,19 @@ def taxonomy_import(
                     index=i,
                     is_leaf=n.key not in has_child,
                     extra=n.extra or {},
+                    parent=parent,
                 )
-                for i, n in enumerate(parsed.nodes)
-            ],
-            batch_size=2000,
-        )
-        by_key = {r.key: r for r in rows}
-        for row, n in zip(rows, parsed.nodes, strict=True):
-            if n.parent_keys:
-                row.parent = by_key[n.parent_keys[0]]
-        TaxonomyNode.objects.bulk_update(
-            [r for r in rows if r.parent is not None], ["parent"], batch_size=2000
-        )
+                if n.parent_keys and parent is None:
+                    late.append(row)
+                batch.append(row)
+            for row in TaxonomyNode.objects.bulk_create(batch):
+                by_key[row.key] = row
+            if progress is not None:
+                progress(min(start + IMPORT_BATCH, total), total)
+        rows_parents = {n.key: n.parent_keys for n in parsed.nodes}
+        for row in late:
+            row.parent = by_key[rows_parents[row.key][0]]
+        TaxonomyNode.objects.bulk_update(late, ["parent"], batch_size=IMPORT_BATCH)
         through = TaxonomyNode.extra_parents.through
         through.objects.bulk_create(
             [
@@ -163,3 +221,140 @@ def taxonomy_import(
             batch_size=2000,
         )
     return TaxonomyImportResult(taxonomy, version, created=True, diff=diff)
+
+
+# --- large imports on a worker --------------------------------------------------------------------
+
+
+def _progress_key(job_id: int) -> str:
+    return f"refrain:taxonomy-import:{job_id}:written"
+
+
+def taxonomy_import_submit(
+    *,
+    name: str,
+    data: bytes,
+    filename: str = "",
+    format: str | None = None,
+    root: str | None = None,
+    user: AbstractBaseUser | None = None,
+) -> TaxonomyImportResult | TaxonomyImportJob:
+    """Import now when small; queue a :class:`TaxonomyImportJob` when above the inline limit.
+
+    The file is parsed here either way, so a malformed or oversized file is refused at once, with
+    the reason, and nothing is stored.
+    """
+    name = _checked_name(name)
+    filename = filename.replace("\x00", "")
+    parsed = _parse(data, filename=filename, format=format, root=root)
+    if len(parsed.nodes) <= settings.REFRAIN_TAXONOMY_INLINE_MAX_NODES:
+        return taxonomy_import(
+            name=name,
+            data=data,
+            filename=filename,
+            format=format,
+            root=root,
+            user=user,
+            parsed=parsed,
+        )
+    from annotation.tasks import import_taxonomy  # tasks call services, not the reverse at import
+
+    job = TaxonomyImportJob.objects.create(
+        name=name.strip()[:200],
+        filename=filename[:255],
+        format=format or "",
+        root=root or "",
+        data=data,
+        n_nodes_total=len(parsed.nodes),
+        created_by=user if user is not None and user.is_authenticated else None,
+    )
+    import_taxonomy.delay_on_commit(job.pk)
+    return job
+
+
+def taxonomy_import_job_run(*, job_id: int) -> TaxonomyImportJob:
+    """Run a queued job once: claim it, import, record the outcome, drop the uploaded file."""
+    claimed = TaxonomyImportJob.objects.filter(
+        pk=job_id, status=TaxonomyImportJob.Status.QUEUED
+    ).update(status=TaxonomyImportJob.Status.RUNNING, started_at=timezone.now())
+    job = TaxonomyImportJob.objects.select_related("created_by").get(pk=job_id)
+    if not claimed:  # another delivery of the same message took it
+        return job
+    key = _progress_key(job.pk)
+
+    def progress(written: int, total: int) -> None:
+        # The nodes are written in one transaction, invisible to readers until it commits; the
+        # count goes to the shared cache instead.
+        cache.set(key, written, timeout=24 * 3600)
+
+    fields: dict[str, Any]
+    try:
+        result = taxonomy_import(
+            name=job.name,
+            data=bytes(job.data),
+            filename=job.filename,
+            format=job.format or None,
+            root=job.root or None,
+            user=job.created_by,
+            progress=progress,
+        )
+    except (TaxonomyFormatError, ValueError) as exc:
+        fields = {"status": TaxonomyImportJob.Status.FAILED, "error": str(exc)}
+    except Exception as exc:
+        log.exception("taxonomy import job %s failed", job.pk)
+        fields = {
+            "status": TaxonomyImportJob.Status.FAILED,
+            "error": f"internal error: {type(exc).__name__}",
+        }
+    else:
+        fields = {
+            "status": TaxonomyImportJob.Status.DONE,
+            "version": result.version,
+            "summary": result.summary(),
+            "n_nodes_written": job.n_nodes_total if result.created else 0,
+        }
+    TaxonomyImportJob.objects.filter(pk=job.pk).update(
+        **fields, data=b"", finished_at=timezone.now()
+    )
+    cache.delete(key)
+    job.refresh_from_db()
+    return job
+
+
+def taxonomy_import_jobs_fail_stale(*, now: datetime | None = None) -> int:
+    """Mark failed the jobs still running after Celery's hard time limit: their worker was killed
+    (by the limit or otherwise) and nothing else would ever finish them. Returns how many."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
+    stale = TaxonomyImportJob.objects.filter(
+        status=TaxonomyImportJob.Status.RUNNING, started_at__lt=cutoff
+    )
+    return stale.update(
+        status=TaxonomyImportJob.Status.FAILED,
+        error="the worker stopped before finishing (no node was kept); import the file again",
+        data=b"",
+        finished_at=now,
+    )
+
+
+def taxonomy_import_job_progress(*, job: TaxonomyImportJob) -> dict[str, Any]:
+    """What the API and the page show of a job: status, nodes written of the total, the outcome."""
+    written = job.n_nodes_written
+    if job.status == TaxonomyImportJob.Status.RUNNING:
+        written = int(cache.get(_progress_key(job.pk)) or 0)
+    total = job.n_nodes_total
+    return {
+        "id": job.pk,
+        "name": job.name,
+        "filename": job.filename,
+        "status": job.status,
+        "n_nodes_total": total,
+        "n_nodes_written": written,
+        "percent": round(100 * written / total, 1) if total else 0.0,
+        "error": job.error,
+        "summary": job.summary,
+        "taxonomy_version_id": job.version_id,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+    }
