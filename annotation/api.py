@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from ninja import Field, File, Form, P, PathEx, Query, QueryEx, Router, Schema, Status
+from ninja import Field, File, FormEx, P, PathEx, Query, QueryEx, Router, Schema, Status
 from ninja.files import UploadedFile
 
 from annotation import permissions as perm
@@ -494,7 +494,7 @@ def clips_upload(
     request: HttpRequest,
     project_id: PathId,
     file: File[UploadedFile],
-    priority: Form[Priority] = 0.0,
+    priority: FormEx[float, P(ge=-MAX_PRIORITY, le=MAX_PRIORITY, allow_inf_nan=False)] = 0.0,
 ) -> Status:
     """Upload one audio file; it becomes a clip with a label task in the queue."""
     from annotation.services.clips import clip_upload
@@ -557,13 +557,13 @@ def tasks_next(
     return Status(200, task_out(assignment))
 
 
-@router.post("/tasks/{task_id}/lease", response=LeaseOut)
+@router.post("/tasks/{task_id}/lease", response={200: LeaseOut, 409: ErrorOut})
 def tasks_renew(request: HttpRequest, task_id: PathId) -> dict[str, Any]:
     a = queue.assignment_renew(task_id=task_id, user=_user(request))
     return {"task_id": a.task_id, "lease_expires_at": a.lease_expires_at}
 
 
-@router.post("/tasks/{task_id}/skip", response={204: None})
+@router.post("/tasks/{task_id}/skip", response={204: None, 409: ErrorOut})
 def tasks_skip(request: HttpRequest, task_id: PathId) -> Status:
     queue.assignment_skip(task_id=task_id, user=_user(request))
     return Status(204, None)
