@@ -132,16 +132,21 @@ def api_input_problem(request: HttpRequest) -> JsonResponse | None:
             if "\x00" in text:
                 return _invalid(loc, nul, "string_nul")
     content_type = request.content_type or ""
-    if content_type == "application/json" and request.body:
+    # The API reads any other body as JSON whatever its declared type, so check it the same way.
+    form = content_type.startswith(("multipart/", "application/x-www-form-urlencoded"))
+    if not form and request.body:
         try:
             body = json.loads(request.body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None  # the API answers malformed JSON itself (400)
         if not isinstance(body, dict):
             return _invalid(("body",), "the body must be a JSON object", "model_type")
-        for loc, text in _strings(body, ("body",)):
-            if "\x00" in text:
-                return _invalid(loc, nul, "string_nul")
+        try:
+            for loc, text in _strings(body, ("body",)):
+                if "\x00" in text:
+                    return _invalid(loc, nul, "string_nul")
+        except RecursionError:
+            return _invalid(("body",), "the body is nested too deeply", "too_deep")
     return None
 
 

@@ -276,3 +276,29 @@ def test_out_of_range_numbers_are_422(team, method: str, url: str, body: Any) ->
         response = getattr(admin, method)(full, body, content_type="application/json")
     _is_error(response, 422, "validation_error")
     assert not ModelVersion.objects.exists()
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/octet-stream"])
+def test_body_checks_hold_whatever_the_declared_content_type(team, content_type: str) -> None:
+    """The API parses any non-form body as JSON, so the object and NUL checks cannot be dodged."""
+    project = team["project"]
+    admin = _client(team["admin"])
+    patched = admin.patch(f"{API}/projects/{project.pk}", "[]", content_type=content_type)
+    _is_error(patched, 422, "validation_error")
+    trained = admin.post(f"{API}/projects/{project.pk}/models", "[]", content_type=content_type)
+    _is_error(trained, 422, "validation_error")
+    assert not ModelVersion.objects.exists()
+    invited = admin.post(
+        f"{API}/projects/{project.pk}/members", '{"user": "a\\u0000"}', content_type=content_type
+    )
+    _is_error(invited, 422, "validation_error")
+
+
+def test_deeply_nested_json_is_a_4xx(team) -> None:
+    pid = team["project"].pk
+    admin = _client(team["admin"])
+    for depth in (900, 100_000):
+        body = '{"overlap":' + "[" * depth + "]" * depth + "}"
+        response = admin.patch(f"{API}/projects/{pid}", body, content_type="application/json")
+        assert 400 <= response.status_code < 500, (depth, response.status_code)
+        _is_error(response, response.status_code)
