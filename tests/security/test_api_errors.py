@@ -302,3 +302,35 @@ def test_deeply_nested_json_is_a_4xx(team) -> None:
         response = admin.patch(f"{API}/projects/{pid}", body, content_type="application/json")
         assert 400 <= response.status_code < 500, (depth, response.status_code)
         _is_error(response, response.status_code)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        BrokerError("Error 111 connecting to 127.0.0.1:6379. Connection refused."),
+        OperationalError("could not connect to server"),
+    ],
+    ids=["broker", "database"],
+)
+def test_outage_while_the_operation_runs_is_a_503_for_api_and_page(
+    team, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    """The cycle's enqueue fails inside the operation (the API's handler) and inside a page view
+    (the middleware): both answer 503 with Retry-After, the API in JSON."""
+    import quality.api
+    import quality.views
+
+    def down(**kwargs: Any) -> Any:
+        raise error
+
+    monkeypatch.setattr(quality.api, "cycle_enqueue", down)
+    monkeypatch.setattr(quality.views, "cycle_enqueue", down)
+    admin = _client(team["admin"])
+    project = team["project"]
+    response = admin.post(f"{API}/projects/{project.pk}/cycles")
+    code = "broker_unavailable" if isinstance(error, BrokerError) else "database_unavailable"
+    _is_error(response, 503, code)
+    assert int(response["Retry-After"]) > 0
+    page = admin.post(f"/p/{project.slug}/quality/cycle/")
+    assert page.status_code == 503 and page["Content-Type"].startswith("text/html")
+    assert int(page["Retry-After"]) > 0
