@@ -36,7 +36,13 @@ pytestmark = pytest.mark.django_db
 
 # Examples per operation and mode; REFRAIN_FUZZ_EXAMPLES="60,40" digs deeper (minutes, not for CI).
 _POSITIVE, _NEGATIVE = (int(n) for n in os.environ.get("REFRAIN_FUZZ_EXAMPLES", "12,8").split(","))
-EXAMPLES = {GenerationMode.POSITIVE: _POSITIVE, GenerationMode.NEGATIVE: _NEGATIVE}
+# (caller, mode) -> examples per operation. The admin reaches every operation's code; an annotator
+# (who holds a task) takes the refusals and the blind answers, with valid input only.
+EXAMPLES = {
+    ("admin", GenerationMode.POSITIVE): _POSITIVE,
+    ("admin", GenerationMode.NEGATIVE): _NEGATIVE,
+    ("annotator", GenerationMode.POSITIVE): max(1, _POSITIVE // 2),
+}
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -54,7 +60,6 @@ def wsgi_app(settings: Any, tmp_path: Path) -> Iterator[WSGIHandler]:
     """Django's WSGI handler on the test database: like the test client, requests must not close
     the connection that holds the test's transaction."""
     settings.ALLOWED_HOSTS = ["*"]
-    settings.MEDIA_ROOT = tmp_path / "media"
     signals.request_started.disconnect(close_old_connections)
     signals.request_finished.disconnect(close_old_connections)
     try:
@@ -65,13 +70,13 @@ def wsgi_app(settings: Any, tmp_path: Path) -> Iterator[WSGIHandler]:
 
 
 @pytest.fixture
-def world(team, tmp_path: Path) -> dict[str, Any]:
-    """A bearer token of the project's admin (staff too, so project creation runs) and real ids
-    for every path parameter, so schema-valid cases reach the operations' own code."""
-    from annotation.models import Task
+def world(team, tmp_path: Path, settings: Any) -> dict[str, Any]:
+    """Bearer tokens of the project's admin (staff too, so project creation runs) and of an
+    annotator who holds the first clip's task, and real ids for every path parameter, so
+    schema-valid cases reach the operations' own code."""
     from annotation.selectors import taxonomy_index_cached
     from annotation.services.annotations import annotation_create
-    from annotation.services.tasks import tasks_create_for_clips
+    from annotation.services.tasks import task_next_for_annotator, tasks_create_for_clips
     from annotation.services.tokens import api_token_create
     from quality.models import QualityCycle
     from tests.factories import ClipFactory, write_tone
@@ -79,12 +84,15 @@ def world(team, tmp_path: Path) -> dict[str, Any]:
     admin, project = team["admin"], team["project"]
     admin.is_staff = True
     admin.save()
-    _, token = api_token_create(user=admin, name="schemathesis")
+    settings.MEDIA_ROOT = tmp_path / "media"
+    media = Path(settings.MEDIA_ROOT) / "clips"
     clips = [
-        ClipFactory(project=project, source_path=str(write_tone(tmp_path / f"c{i}.wav")))
+        ClipFactory(project=project, source_path=str(write_tone(media / f"c{i}.wav")))
         for i in range(3)
     ]
     tasks_create_for_clips(project=project, clip_ids=[c.pk for c in clips])
+    held = task_next_for_annotator(project_id=project.pk, user=team["ann"], exclude_task_ids=[])
+    assert held is not None and held.task.clip_id == clips[0].pk
     index = taxonomy_index_cached(project.taxonomy_version)
     annotation, *_ = annotation_create(
         clip=clips[0],
@@ -98,17 +106,22 @@ def world(team, tmp_path: Path) -> dict[str, Any]:
         "project_id": project.pk,
         "version_id": project.taxonomy_version_id,
         "clip_id": clips[0].pk,
-        "task_id": Task.objects.filter(project=project).order_by("pk").first().pk,
+        "task_id": held.task_id,
         "annotation_id": annotation.pk,
         "cycle_id": cycle.pk,
     }
-    return {"headers": {"Authorization": f"Bearer {token}"}, "ids": ids}
+    tokens = {
+        "admin": api_token_create(user=admin, name="schemathesis")[1],
+        "annotator": api_token_create(user=team["ann"], name="schemathesis")[1],
+    }
+    headers = {who: {"Authorization": f"Bearer {token}"} for who, token in tokens.items()}
+    return {"headers": headers, "ids": ids}
 
 
-@pytest.mark.parametrize("mode", list(EXAMPLES), ids=str)
+@pytest.mark.parametrize(("caller", "mode"), list(EXAMPLES), ids=lambda v: str(v))
 @pytest.mark.parametrize("label", OPERATIONS)
 def test_api_conforms_to_its_schema(
-    wsgi_app: WSGIHandler, world: dict[str, Any], label: str, mode: GenerationMode
+    wsgi_app: WSGIHandler, world: dict[str, Any], label: str, caller: str, mode: GenerationMode
 ) -> None:
     operation = SCHEMA.find_operation_by_label(label)
     assert operation is not None
@@ -119,7 +132,7 @@ def test_api_conforms_to_its_schema(
     strategy = operation.as_strategy(generation_mode=mode, path_parameters=fixed)
 
     @settings(
-        max_examples=EXAMPLES[mode],
+        max_examples=EXAMPLES[caller, mode],
         deadline=None,
         derandomize=True,
         database=None,
@@ -128,7 +141,8 @@ def test_api_conforms_to_its_schema(
     )
     @given(case=strategy)
     def fuzz(case: Any) -> None:
-        response = case.call_and_validate(app=wsgi_app, headers=world["headers"], checks=CHECKS)
+        headers = world["headers"][caller]
+        response = case.call_and_validate(app=wsgi_app, headers=headers, checks=CHECKS)
         statuses.add(response.status_code)
 
     statuses: set[int] = set()
