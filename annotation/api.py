@@ -434,7 +434,7 @@ def members_invite(request: HttpRequest, project_id: PathId, payload: MemberIn) 
 # --- taxonomies -----------------------------------------------------------------------------------
 
 
-def _visible_version(request: HttpRequest, version_id: PathId) -> TaxonomyVersion:
+def _visible_version(request: HttpRequest, version_id: int) -> TaxonomyVersion:
     user = _user(request)
     version = TaxonomyVersion.objects.select_related("taxonomy").filter(pk=version_id).first()
     visible = version is not None and (
