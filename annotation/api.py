@@ -77,15 +77,15 @@ class ProjectIn(Schema):
     name: str = Field(..., min_length=1, max_length=200)
     taxonomy_version_id: Id
     description: str = ""
-    overlap: int = 1
+    overlap: int = Field(1, ge=1, le=projects_service.MAX_OVERLAP)
     blind: bool = True
-    lease_seconds: int = 15 * 60
+    lease_seconds: int = Field(15 * 60, ge=60, le=24 * 3600)
 
 
 class ProjectPatch(Schema):
-    overlap: int | None = None
+    overlap: int | None = Field(None, ge=1, le=projects_service.MAX_OVERLAP)
     blind: bool | None = None
-    lease_seconds: int | None = None
+    lease_seconds: int | None = Field(None, ge=60, le=24 * 3600)
     taxonomy_version_id: Id | None = None
 
 

@@ -334,3 +334,12 @@ def test_outage_while_the_operation_runs_is_a_503_for_api_and_page(
     page = admin.post(f"/p/{project.slug}/quality/cycle/")
     assert page.status_code == 503 and page["Content-Type"].startswith("text/html")
     assert int(page["Retry-After"]) > 0
+
+
+def test_project_policy_bounds_are_in_the_schema() -> None:
+    schema = api.get_openapi_schema()["components"]["schemas"]
+    for name in ("ProjectIn", "ProjectPatch"):
+        props = schema[name]["properties"]
+        flat = {k: v.get("anyOf", [v])[0] for k, v in props.items()}
+        assert (flat["overlap"]["minimum"], flat["overlap"]["maximum"]) == (1, 20), name
+        assert (flat["lease_seconds"]["minimum"], flat["lease_seconds"]["maximum"]) == (60, 86400)
