@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from django.http import HttpRequest
-from ninja import Field, Query, Router, Schema, Status
+from ninja import Field, P, PathEx, QueryEx, Router, Schema, Status
 
 from active_learning.models import ModelVersion
 from active_learning.selectors import model_versions_for_page
@@ -48,7 +48,7 @@ class TrainIn(Schema):
         None, description="default: the project's model kind"
     )
     n_folds: int = Field(5, ge=2, le=20)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**31 - 1)
 
 
 def _user(request: HttpRequest) -> Any:
@@ -81,20 +81,25 @@ def _out(mv: ModelVersion) -> dict[str, Any]:
     "/projects/{project_id}/models", response=list[ModelVersionOut], summary="List model versions"
 )
 def list_models(
-    request: HttpRequest, project_id: int, limit: Query[int] = 50
+    request: HttpRequest,
+    project_id: PathEx[int, P(ge=1, le=2**63 - 1)],
+    limit: QueryEx[int, P(ge=1, le=MAX_PAGE)] = 50,
 ) -> list[dict[str, Any]]:
     """The project's model versions, newest first."""
     project = perm.require_role(
         project_id=project_id, user=_user(request), role=Role.REVIEWER
     ).project
-    limit = max(1, min(int(limit), MAX_PAGE))
     return [_out(mv) for mv in model_versions_for_page(project=project)[:limit]]
 
 
 @router.post(
     "/projects/{project_id}/models", response={202: ModelVersionOut}, summary="Train a model"
 )
-def train_model(request: HttpRequest, project_id: int, payload: TrainIn | None = None) -> Any:
+def train_model(
+    request: HttpRequest,
+    project_id: PathEx[int, P(ge=1, le=2**63 - 1)],
+    payload: TrainIn | None = None,
+) -> Any:
     """Queue a new version: K-fold out-of-sample training on a worker. 202: poll the list."""
     project = perm.require_role(project_id=project_id, user=_user(request), role=Role.ADMIN).project
     body = payload or TrainIn()  # an empty body: every default

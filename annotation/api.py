@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from ninja import Field, File, Form, Query, Router, Schema, Status
+from ninja import Field, File, FormEx, P, PathEx, Query, QueryEx, Router, Schema, Status
 from ninja.files import UploadedFile
 from ninja.security import django_auth
 
@@ -44,6 +44,16 @@ logger = logging.getLogger(__name__)
 router = Router(tags=["annotation"])
 Role = Membership.Role
 
+# Bounds on every number the API reads, so out-of-range input is a 422 from the schema rather than
+# a database error (ids are PostgreSQL bigints; offsets and priorities are bounded well inside).
+MAX_ID = 2**63 - 1
+MAX_OFFSET = 10**9
+MAX_PRIORITY = 1e9
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+PathId = PathEx[int, P(ge=1, le=MAX_ID)]
+Offset = QueryEx[int, P(ge=0, le=MAX_OFFSET)]
+Priority = Annotated[float, Field(ge=-MAX_PRIORITY, le=MAX_PRIORITY, allow_inf_nan=False)]
+
 
 def _user(request: HttpRequest) -> Any:
     return request.auth  # type: ignore[attr-defined]
@@ -71,18 +81,18 @@ class ProjectOut(Schema):
 
 class ProjectIn(Schema):
     name: str = Field(..., min_length=1, max_length=200)
-    taxonomy_version_id: int
+    taxonomy_version_id: Id
     description: str = ""
-    overlap: int = 1
+    overlap: int = Field(1, ge=1, le=projects_service.MAX_OVERLAP)
     blind: bool = True
-    lease_seconds: int = 15 * 60
+    lease_seconds: int = Field(15 * 60, ge=60, le=24 * 3600)
 
 
 class ProjectPatch(Schema):
-    overlap: int | None = None
+    overlap: int | None = Field(None, ge=1, le=projects_service.MAX_OVERLAP)
     blind: bool | None = None
-    lease_seconds: int | None = None
-    taxonomy_version_id: int | None = None
+    lease_seconds: int | None = Field(None, ge=60, le=24 * 3600)
+    taxonomy_version_id: Id | None = None
 
 
 class MemberOut(Schema):
@@ -153,7 +163,7 @@ class AnnotationIn(Schema):
     note: str = ""
     idempotency_key: str | None = Field(None, max_length=100)
     time_spent_ms: int | None = Field(None, ge=0, le=24 * 3600 * 1000)
-    taxonomy_version: int | None = Field(
+    taxonomy_version: Id | None = Field(
         None, description="The version the labels were picked on; refused if no longer current."
     )
 
@@ -191,9 +201,9 @@ class TaskRowOut(Schema):
 
 
 class TasksIn(Schema):
-    clip_ids: list[int] = Field(..., max_length=100_000)
+    clip_ids: list[Id] = Field(..., max_length=100_000)
     kind: str = Task.Kind.LABEL
-    priority: float = 0.0
+    priority: Priority = 0.0
     reason: str = Field("api", max_length=120)
     overlap: int | None = Field(None, ge=1, le=projects_service.MAX_OVERLAP)
 
@@ -204,7 +214,7 @@ class CreatedOut(Schema):
 
 class ReviewIn(Schema):
     decision: str
-    annotation_id: int | None = None
+    annotation_id: Id | None = None
     labels: list[str] = Field(default_factory=list)
     note: str = ""
 
@@ -398,13 +408,15 @@ def projects_create(request: HttpRequest, payload: ProjectIn) -> Status:
 
 
 @router.get("/projects/{project_id}", response=ProjectOut)
-def projects_detail(request: HttpRequest, project_id: int) -> dict[str, Any]:
+def projects_detail(request: HttpRequest, project_id: PathId) -> dict[str, Any]:
     m = perm.require_role(project_id=project_id, user=_user(request), role=Role.ANNOTATOR)
     return _project_out(m.project, m.role)
 
 
 @router.patch("/projects/{project_id}", response=ProjectOut)
-def projects_update(request: HttpRequest, project_id: int, payload: ProjectPatch) -> dict[str, Any]:
+def projects_update(
+    request: HttpRequest, project_id: PathId, payload: ProjectPatch
+) -> dict[str, Any]:
     m = perm.require_role(project_id=project_id, user=_user(request), role=Role.ADMIN)
     version = (
         get_object_or_404(TaxonomyVersion, pk=payload.taxonomy_version_id)
@@ -422,14 +434,14 @@ def projects_update(request: HttpRequest, project_id: int, payload: ProjectPatch
 
 
 @router.get("/projects/{project_id}/members", response=list[MemberOut])
-def members_list(request: HttpRequest, project_id: int) -> list[dict[str, Any]]:
+def members_list(request: HttpRequest, project_id: PathId) -> list[dict[str, Any]]:
     m = perm.require_role(project_id=project_id, user=_user(request), role=Role.ADMIN)
     rows = m.project.memberships.select_related("user").order_by("user__username")
     return [{"user_id": r.user_id, "username": r.user.get_username(), "role": r.role} for r in rows]
 
 
 @router.post("/projects/{project_id}/members", response={201: MemberOut})
-def members_invite(request: HttpRequest, project_id: int, payload: MemberIn) -> Status:
+def members_invite(request: HttpRequest, project_id: PathId, payload: MemberIn) -> Status:
     m = perm.require_role(project_id=project_id, user=_user(request), role=Role.ADMIN)
     row = members_service.member_invite(
         project=m.project, username_or_email=payload.user, role=payload.role
@@ -467,12 +479,12 @@ def taxonomies_list(request: HttpRequest) -> list[dict[str, Any]]:
 
 
 @router.get("/taxonomies/versions/{version_id}", response=TaxonomyVersionOut)
-def taxonomy_version_detail(request: HttpRequest, version_id: int) -> dict[str, Any]:
+def taxonomy_version_detail(request: HttpRequest, version_id: PathId) -> dict[str, Any]:
     return _version_out(_visible_version(request, version_id))
 
 
 @router.get("/taxonomies/versions/{version_id}/nodes", response=list[NodeOut])
-def taxonomy_nodes(request: HttpRequest, version_id: int) -> list[dict[str, Any]]:
+def taxonomy_nodes(request: HttpRequest, version_id: PathId) -> list[dict[str, Any]]:
     """Every node of a version, in index order: what the label picker loads."""
     version = _visible_version(request, version_id)
     return list(
@@ -487,10 +499,12 @@ def taxonomy_nodes(request: HttpRequest, version_id: int) -> list[dict[str, Any]
 
 @router.get("/projects/{project_id}/clips", response=list[ClipOut])
 def clips_list(
-    request: HttpRequest, project_id: int, offset: int = 0, limit: int = 100
+    request: HttpRequest,
+    project_id: PathId,
+    offset: Offset = 0,
+    limit: QueryEx[int, P(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
     m = perm.require_role(project_id=project_id, user=_user(request), role=Role.REVIEWER)
-    limit = max(1, min(limit, 1000))
     clips = Clip.objects.filter(project=m.project).order_by("pk")[offset : offset + limit]
     return [clip_out(c, blind=False) for c in clips]
 
@@ -498,9 +512,9 @@ def clips_list(
 @router.post("/projects/{project_id}/clips", response={201: ClipOut, 422: ErrorOut})
 def clips_upload(
     request: HttpRequest,
-    project_id: int,
+    project_id: PathId,
     file: File[UploadedFile],
-    priority: Form[float] = 0.0,
+    priority: FormEx[float, P(ge=-MAX_PRIORITY, le=MAX_PRIORITY, allow_inf_nan=False)] = 0.0,
 ) -> Status:
     """Upload one audio file; it becomes a clip with a label task in the queue."""
     from annotation.services.clips import clip_upload
@@ -517,13 +531,13 @@ def clips_upload(
 
 
 @router.get("/clips/{clip_id}", response=ClipOut)
-def clips_detail(request: HttpRequest, clip_id: int) -> dict[str, Any]:
+def clips_detail(request: HttpRequest, clip_id: PathId) -> dict[str, Any]:
     clip, m = perm.clip_for_user(clip_id=clip_id, user=_user(request))
     return clip_out(clip, blind=m.project.blind and not perm.role_at_least(m, Role.REVIEWER))
 
 
 @router.get("/clips/{clip_id}/visual", response=VisualOut)
-def clips_visual(request: HttpRequest, clip_id: int) -> dict[str, Any]:
+def clips_visual(request: HttpRequest, clip_id: PathId) -> dict[str, Any]:
     """Waveform peaks (max |amplitude| per bin, 0..1) and the spectrogram image's URL."""
     clip, _ = perm.clip_for_user(clip_id=clip_id, user=_user(request))
     try:
@@ -545,8 +559,10 @@ def clips_visual(request: HttpRequest, clip_id: int) -> dict[str, Any]:
 )
 def tasks_next(
     request: HttpRequest,
-    project_id: int,
-    exclude: list[int] = Query([], description="Task ids not to return (the one on screen)."),
+    project_id: PathId,
+    exclude: list[Id] = Query(
+        [], description="Task ids not to return (the one on screen).", max_length=1000
+    ),
 ) -> Status:
     """The task to work on next (one already held comes back first), or 204 when none is left.
 
@@ -563,14 +579,14 @@ def tasks_next(
     return Status(200, task_out(assignment))
 
 
-@router.post("/tasks/{task_id}/lease", response=LeaseOut)
-def tasks_renew(request: HttpRequest, task_id: int) -> dict[str, Any]:
+@router.post("/tasks/{task_id}/lease", response={200: LeaseOut, 409: ErrorOut})
+def tasks_renew(request: HttpRequest, task_id: PathId) -> dict[str, Any]:
     a = queue.assignment_renew(task_id=task_id, user=_user(request))
     return {"task_id": a.task_id, "lease_expires_at": a.lease_expires_at}
 
 
-@router.post("/tasks/{task_id}/skip", response={204: None})
-def tasks_skip(request: HttpRequest, task_id: int) -> Status:
+@router.post("/tasks/{task_id}/skip", response={204: None, 409: ErrorOut})
+def tasks_skip(request: HttpRequest, task_id: PathId) -> Status:
     queue.assignment_skip(task_id=task_id, user=_user(request))
     return Status(204, None)
 
@@ -580,7 +596,7 @@ def tasks_skip(request: HttpRequest, task_id: int) -> Status:
     response={200: AnnotationOut, 201: AnnotationOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut},
     summary="Submit labels for a held task",
 )
-def tasks_submit(request: HttpRequest, task_id: int, payload: AnnotationIn) -> Status:
+def tasks_submit(request: HttpRequest, task_id: PathId, payload: AnnotationIn) -> Status:
     """201 with the new annotation; 200 with the stored one when ``idempotency_key`` repeats."""
     result = queue.annotation_submit(
         task_id=task_id,
@@ -601,13 +617,12 @@ def tasks_submit(request: HttpRequest, task_id: int, payload: AnnotationIn) -> S
 @router.get("/projects/{project_id}/tasks", response=list[TaskRowOut])
 def tasks_list(
     request: HttpRequest,
-    project_id: int,
-    status: str = Task.Status.OPEN,
-    offset: int = 0,
-    limit: int = 100,
+    project_id: PathId,
+    status: Task.Status = Task.Status.OPEN,
+    offset: Offset = 0,
+    limit: QueryEx[int, P(ge=1, le=1000)] = 100,
 ) -> list[Any]:
     m = perm.require_role(project_id=project_id, user=_user(request), role=Role.REVIEWER)
-    limit = max(1, min(limit, 1000))
     return list(
         Task.objects.filter(project=m.project, status=status)
         .order_by("-priority", "pk")
@@ -618,7 +633,7 @@ def tasks_list(
 
 
 @router.post("/projects/{project_id}/tasks", response={201: CreatedOut, 422: ErrorOut})
-def tasks_create(request: HttpRequest, project_id: int, payload: TasksIn) -> Status:
+def tasks_create(request: HttpRequest, project_id: PathId, payload: TasksIn) -> Status:
     m = perm.require_role(project_id=project_id, user=_user(request), role=Role.ADMIN)
     if payload.kind not in Task.Kind.values:
         return Status(
@@ -650,7 +665,10 @@ def tasks_create(request: HttpRequest, project_id: int, payload: TasksIn) -> Sta
 
 @router.get("/projects/{project_id}/annotations", response=list[AnnotationOut])
 def annotations_list(
-    request: HttpRequest, project_id: int, offset: int = 0, limit: int = 100
+    request: HttpRequest,
+    project_id: PathId,
+    offset: Offset = 0,
+    limit: QueryEx[int, P(ge=1, le=500)] = 100,
 ) -> list[dict[str, Any]]:
     """Reviewers and admins see every annotation of the project; annotators only their own."""
     user = _user(request)
@@ -658,12 +676,11 @@ def annotations_list(
     qs = Annotation.objects.filter(clip__project=m.project).order_by("-created_at", "-pk")
     if not perm.role_at_least(m, Role.REVIEWER):
         qs = qs.filter(user=user)
-    limit = max(1, min(limit, 500))
     return [annotation_out(a) for a in qs[offset : offset + limit]]
 
 
 @router.get("/annotations/{annotation_id}", response=AnnotationOut)
-def annotations_detail(request: HttpRequest, annotation_id: int) -> dict[str, Any]:
+def annotations_detail(request: HttpRequest, annotation_id: PathId) -> dict[str, Any]:
     user = _user(request)
     ann = Annotation.objects.select_related("clip").filter(pk=annotation_id).first()
     if ann is not None:
@@ -674,7 +691,7 @@ def annotations_detail(request: HttpRequest, annotation_id: int) -> dict[str, An
 
 
 @router.get("/clips/{clip_id}/annotations", response=list[AnnotationOut])
-def clip_annotations_list(request: HttpRequest, clip_id: int) -> list[dict[str, Any]]:
+def clip_annotations_list(request: HttpRequest, clip_id: PathId) -> list[dict[str, Any]]:
     clip, m = perm.clip_for_user(clip_id=clip_id, user=_user(request))
     if not perm.role_at_least(m, Role.REVIEWER):
         raise perm.PermissionDenied("only reviewers see all annotations of a clip")
@@ -682,7 +699,7 @@ def clip_annotations_list(request: HttpRequest, clip_id: int) -> list[dict[str, 
 
 
 @router.get("/clips/{clip_id}/reviews", response=list[ReviewOut])
-def reviews_list(request: HttpRequest, clip_id: int) -> list[dict[str, Any]]:
+def reviews_list(request: HttpRequest, clip_id: PathId) -> list[dict[str, Any]]:
     clip, m = perm.clip_for_user(clip_id=clip_id, user=_user(request))
     if not perm.role_at_least(m, Role.REVIEWER):
         raise perm.PermissionDenied("only reviewers see review decisions")
@@ -691,7 +708,7 @@ def reviews_list(request: HttpRequest, clip_id: int) -> list[dict[str, Any]]:
 
 
 @router.post("/clips/{clip_id}/reviews", response={201: ReviewOut, 422: ErrorOut})
-def reviews_create(request: HttpRequest, clip_id: int, payload: ReviewIn) -> Status:
+def reviews_create(request: HttpRequest, clip_id: PathId, payload: ReviewIn) -> Status:
     clip, m = perm.clip_for_user(clip_id=clip_id, user=_user(request))
     if not perm.role_at_least(m, Role.REVIEWER):
         raise perm.PermissionDenied("only reviewers record review decisions")

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from django.http import HttpRequest
-from ninja import Field, Query, Router, Schema, Status
+from ninja import Field, P, PathEx, Query, QueryEx, Router, Schema, Status
 
 from annotation import permissions as perm
 from annotation.models import Membership, TaxonomyNode
@@ -22,6 +22,7 @@ from quality.services.cycle import cycle_enqueue
 router = Router(tags=["quality"])
 Role = Membership.Role
 MAX_PAGE = 500
+PathId = PathEx[int, P(ge=1, le=2**63 - 1)]
 
 
 class ErrorOut(Schema):
@@ -50,9 +51,9 @@ class IssueFilters(Schema):
     type: LabelIssue.Type | None = None
     status: LabelIssue.Status | None = None
     node: str | None = Field(None, description="path or key of the suspect node")
-    depth: int | None = Field(None, ge=0)
+    depth: int | None = Field(None, ge=0, le=1000)
     limit: int = Field(100, ge=1, le=MAX_PAGE)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=10**9)
 
 
 class ExportParams(Schema):
@@ -107,7 +108,7 @@ def _cycle_out(cycle: QualityCycle) -> dict[str, Any]:
     response={200: list[IssueOut], 422: ErrorOut},
     summary="List label issues",
 )
-def list_issues(request: HttpRequest, project_id: int, filters: Query[IssueFilters]) -> Any:
+def list_issues(request: HttpRequest, project_id: PathId, filters: Query[IssueFilters]) -> Any:
     """The project's label issues, newest run first then by rank (1 = most suspect)."""
     project = perm.require_role(
         project_id=project_id, user=_user(request), role=Role.REVIEWER
@@ -177,7 +178,7 @@ def list_issues(request: HttpRequest, project_id: int, filters: Query[IssueFilte
         }
     },
 )
-def export_labels(request: HttpRequest, project_id: int, params: Query[ExportParams]) -> Any:
+def export_labels(request: HttpRequest, project_id: PathId, params: Query[ExportParams]) -> Any:
     """The project's labels as CSV or JSON Lines (reviewers and admins). The CSV is a manifest:
     ``import_clips --manifest`` reads its ``path`` and ``labels`` columns."""
     project = perm.require_role(
@@ -188,13 +189,12 @@ def export_labels(request: HttpRequest, project_id: int, params: Query[ExportPar
 
 @router.get("/projects/{project_id}/cycles", response=list[CycleOut], summary="List relabel cycles")
 def list_cycles(
-    request: HttpRequest, project_id: int, limit: Query[int] = 20
+    request: HttpRequest, project_id: PathId, limit: QueryEx[int, P(ge=1, le=MAX_PAGE)] = 20
 ) -> list[dict[str, Any]]:
     """The project's relabel cycles, newest first."""
     project = perm.require_role(
         project_id=project_id, user=_user(request), role=Role.REVIEWER
     ).project
-    limit = max(1, min(int(limit), MAX_PAGE))
     return [_cycle_out(c) for c in sel.recent_cycles(project=project, limit=limit)]
 
 
@@ -203,7 +203,7 @@ def list_cycles(
     response={202: CycleStartOut},
     summary="Start a relabel cycle",
 )
-def start_cycle(request: HttpRequest, project_id: int) -> Any:
+def start_cycle(request: HttpRequest, project_id: PathId) -> Any:
     """Retrain -> detect -> route -> acquire on the workers. 202: poll ``GET /cycles/{id}``.
 
     An unfinished cycle is resumed rather than duplicated (``created`` is then false).
@@ -214,7 +214,7 @@ def start_cycle(request: HttpRequest, project_id: int) -> Any:
 
 
 @router.get("/cycles/{cycle_id}", response=CycleOut, summary="Get a relabel cycle")
-def get_cycle(request: HttpRequest, cycle_id: int) -> dict[str, Any]:
+def get_cycle(request: HttpRequest, cycle_id: PathId) -> dict[str, Any]:
     cycle = QualityCycle.objects.filter(pk=cycle_id).first()
     try:
         if cycle is None:

