@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from ninja import Field, File, FormEx, P, PathEx, Query, QueryEx, Router, Schema, Status
+from ninja import Field, File, Form, FormEx, P, PathEx, Query, QueryEx, Router, Schema, Status
 from ninja.files import UploadedFile
 from ninja.security import django_auth
 

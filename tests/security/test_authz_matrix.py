@@ -9,6 +9,8 @@ Callers: anonymous, an annotator of *another* project ("other"), a staff user wh
   404 (the project's existence is not revealed); members below R → 403; R and above → allowed.
 - ``version``: a taxonomy version is visible to members of a project that uses it and to staff.
 - ``user``: any signed-in caller; ``staff``: staff only (403 for the others); ``public``: anyone.
+- ``owner``: a row that belongs to one caller (``role`` names which: a token of the admin, a
+  taxonomy import the staff user started): the owner may, every other signed-in caller gets 404.
 - ``secret``: authenticated by a signed link or a webhook secret, not by the caller: without it
   every caller, admin included, gets the same refusal.
 
@@ -38,7 +40,7 @@ RANK = {"annotator": 1, "reviewer": 2, "admin": 3}
 
 @dataclass(frozen=True)
 class Rule:
-    scope: str  # project | version | user | staff | public | secret
+    scope: str  # project | version | user | staff | owner | public | secret
     role: str | None = None  # minimum project role, for scope "project"
     refusal: int | None = None  # for scope "secret": what every caller gets without the secret
 
@@ -79,6 +81,10 @@ API_TABLE: dict[str, Rule] = {
     "GET /api/v1/clips/{clip_id}/reviews": project("reviewer"),
     "POST /api/v1/clips/{clip_id}/reviews": project("reviewer"),
     "POST /api/v1/auth/tokens": Rule("user"),
+    "GET /api/v1/auth/tokens": Rule("user"),
+    "DELETE /api/v1/auth/tokens/{token_id}": Rule("owner", "admin"),
+    "POST /api/v1/taxonomies/import": Rule("staff"),
+    "GET /api/v1/taxonomies/imports/{job_id}": Rule("owner", "staff"),
     "GET /api/v1/projects/{project_id}/models": project("reviewer"),
     "POST /api/v1/projects/{project_id}/models": project("admin"),
     "GET /api/v1/projects/{project_id}/issues": project("reviewer"),
@@ -96,6 +102,8 @@ PAGE_TABLE: dict[str, Rule] = {
     "GET ": Rule("user"),
     "GET projects/new/": Rule("staff"),
     "GET taxonomies/import/": Rule("staff"),
+    "GET taxonomies/imports/<int:job_id>/": Rule("owner", "staff"),
+    "GET account/tokens/": Rule("user"),
     "GET p/<slug:slug>/annotate/": project("annotator"),
     "GET p/<slug:slug>/review/": project("reviewer"),
     "POST p/<slug:slug>/review/next/": project("reviewer"),
@@ -175,6 +183,8 @@ def expected(rule: Rule, caller: str, *, is_api: bool) -> str:
         return "ok"
     if rule.scope == "staff":
         return "ok" if caller == "staff" else "403"
+    if rule.scope == "owner":
+        return "ok" if caller == rule.role else "404"
     if rule.scope == "version":
         return "404" if caller == "other" else "ok"
     assert rule.scope == "project" and rule.role in RANK
@@ -194,10 +204,11 @@ def outcome(response: Any, *, is_api: bool) -> str:
 
 @pytest.fixture
 def world(team, tmp_path: Path, settings: Any) -> dict[str, Any]:
-    from annotation.models import Assignment, Membership
+    from annotation.models import Assignment, Membership, TaxonomyImportJob
     from annotation.selectors import taxonomy_index_cached
     from annotation.services.annotations import annotation_create
     from annotation.services.tasks import task_next_for_annotator, tasks_create_for_clips
+    from annotation.services.tokens import api_token_create
     from quality.models import QualityCycle
     from tests.factories import (
         ClipFactory,
@@ -223,11 +234,14 @@ def world(team, tmp_path: Path, settings: Any) -> dict[str, Any]:
         user=team["ann"],
     )
     cycle = QualityCycle.objects.create(project=proj, trigger="manual")
+    staffer = UserFactory(username="staffer", is_staff=True)
+    token_row, _secret = api_token_create(user=team["admin"], name="matrix")
+    job = TaxonomyImportJob.objects.create(name="Matrix genres", data=b"", created_by=staffer)
     other_project = ProjectFactory()
     MembershipFactory(project=other_project, user=team["outsider"], role=Membership.Role.ANNOTATOR)
     users = {
         "other": team["outsider"],
-        "staff": UserFactory(username="staffer", is_staff=True),
+        "staff": staffer,
         "annotator": team["ann"],
         "reviewer": team["reviewer"],
         "admin": team["admin"],
@@ -239,6 +253,8 @@ def world(team, tmp_path: Path, settings: Any) -> dict[str, Any]:
         "task_id": held.task_id,
         "annotation_id": annotation.pk,
         "cycle_id": cycle.pk,
+        "token_id": token_row.pk,
+        "job_id": job.pk,
         "slug": proj.slug,
         "link_id": 1,
         "token": "forged-token",
@@ -273,6 +289,11 @@ def _request(client: Client, key: str, ids: dict[str, Any], tmp: Path) -> Any:
             wav = write_tone(tmp / "upload.wav", freq=523.0)
             with wav.open("rb") as fh:
                 return client.post(url, {"file": fh})
+        if key == "POST /api/v1/taxonomies/import":
+            paths = tmp / "genres.txt"
+            paths.write_text("Rock/Punk\nRock/Metal\nJazz\n")
+            with paths.open("rb") as fh:
+                return client.post(url, {"file": fh, "name": "Matrix genres"})
         if key in BODIES:
             body = _fill(BODIES[key], ids)
             return getattr(client, method.lower())(url, body, content_type="application/json")

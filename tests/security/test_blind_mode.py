@@ -16,7 +16,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from annotation.models import Annotation, Task
+from annotation.models import Annotation, Task, TaxonomyImportJob
 from annotation.selectors import taxonomy_index_cached
 from annotation.services.annotations import annotation_create, labels_resolve
 from quality.models import QualityCycle
@@ -79,7 +79,8 @@ def hinted(team: dict[str, Any]) -> dict[str, Any]:
     cycle = QualityCycle.objects.create(
         project=project, status="done", results={"route": {"routed": 1}}
     )
-    return {"project": project, "clip": clip, "task": task, "cycle": cycle}
+    job = TaxonomyImportJob.objects.create(name="Punk genres", data=b"", created_by=team["admin"])
+    return {"project": project, "clip": clip, "task": task, "cycle": cycle, "job": job}
 
 
 def _assert_clean(where: str, response: Any) -> None:
@@ -115,6 +116,7 @@ def test_the_annotator_receives_no_hint(team: dict[str, Any], hinted: dict[str, 
         "task_id": task.pk,
         "version_id": project.taxonomy_version_id,
         "cycle_id": hinted["cycle"].pk,
+        "job_id": hinted["job"].pk,
         "annotation_id": Annotation.objects.filter(clip=clip).order_by("id").first().pk,
     }
     reached = []
