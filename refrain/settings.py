@@ -166,6 +166,37 @@ REFRAIN_LABELS_PROVIDER = env.str("REFRAIN_LABELS_PROVIDER", default="consensus"
 # the retrain (features if missing, K-fold training) to a GPU worker, detection to a CPU worker.
 REFRAIN_CYCLE_STEP_QUEUES = {"retrain": "gpu", "detect": "cpu"}
 
+# --- Clip sources and audio limits (issue 12) -----------------------------------------------------
+# Clips are read only from these folders (comma-separated in the env) and MEDIA_ROOT, which is always
+# allowed (uploads and the tag-free served copies live there). Every imported path, folder and
+# manifest is resolved (symlinks followed) and must lie inside one of them; anything else is rejected
+# at import with the reason and never stored as a clip. Nothing is served or decoded from outside
+# them either; ``manage.py check_clip_sources`` reports older rows that point elsewhere. The default
+# covers ``var/imports`` (put folders to import there) and ``var/demo`` (``make demo`` writes there).
+REFRAIN_IMPORT_ROOTS = env.list(
+    "REFRAIN_IMPORT_ROOTS", default=[str(VAR_DIR / "imports"), str(VAR_DIR / "demo")]
+)
+# Label Studio audio links are signed with a timestamp and expire after this many seconds (7 days);
+# a forged or expired link gets 404. Re-push tasks to Label Studio to refresh older links.
+REFRAIN_SIGNED_LINK_MAX_AGE = env.int("REFRAIN_SIGNED_LINK_MAX_AGE", default=7 * 24 * 3600)
+# Audio longer than this many seconds is rejected at import, with the reason (15 minutes).
+REFRAIN_MAX_CLIP_SECONDS = env.float("REFRAIN_MAX_CLIP_SECONDS", default=15 * 60.0)
+# Audio shorter than this is rejected at import (a WAV whose header claims 0xFFFFFFFF data bytes
+# over a few bytes of audio reads as a 0.023 s clip).
+REFRAIN_MIN_CLIP_SECONDS = env.float("REFRAIN_MIN_CLIP_SECONDS", default=0.25)
+# Largest upload (API ``POST /projects/{id}/clips`` and the clips page), in bytes (200 MB); larger
+# files are refused before anything is stored.
+REFRAIN_MAX_UPLOAD_BYTES = env.int("REFRAIN_MAX_UPLOAD_BYTES", default=200 * 1024 * 1024)
+# Feature extraction reads the frame count from the header first and fails a clip that holds more
+# frames than this (15 minutes at 48 kHz), so one file never allocates more than
+# 4 bytes x this (mono float32, ~173 MB) however long its header says it is.
+REFRAIN_MAX_DECODED_FRAMES = env.int("REFRAIN_MAX_DECODED_FRAMES", default=15 * 60 * 48_000)
+# An import stops after this many failed files and says so in its summary.
+REFRAIN_IMPORT_MAX_FAILURES = env.int("REFRAIN_IMPORT_MAX_FAILURES", default=1000)
+# Failed files are stored as failed clips (with the reason) up to this many per import; beyond, they
+# are only listed in the import's problems, so a garbage manifest cannot write 100k rows.
+REFRAIN_IMPORT_MAX_FAILED_CLIPS = env.int("REFRAIN_IMPORT_MAX_FAILED_CLIPS", default=100)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -3,6 +3,10 @@
 Every file ends as exactly one of: imported (a ready clip), duplicate (its content is already in the
 project, nothing written), or failed (a clip row with status ``failed`` and the reason, so the user
 sees it and nothing is silently dropped). Labels from the source become ``import:<file>`` annotations.
+
+Sources are confined to the import roots (:mod:`annotation.services.clip_files`): a folder, manifest
+or file whose resolved path lies elsewhere is rejected, and a rejected path is listed in the job's
+problems but never stored as a clip row.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from django.utils import timezone
 from annotation.audio import SUPPORTED_EXTENSIONS, AudioProbeError, probe_audio, sha256_of
 from annotation.models import Annotation, AnnotationLabel, Clip, ImportJob, Project
 from annotation.selectors import taxonomy_index_cached
+from annotation.services.clip_files import ClipSourceError, source_confine
 
 logger = logging.getLogger(__name__)
 
@@ -52,27 +57,41 @@ class _Probed:
     size: int
     probe: Any  # AudioProbe | None
     error: str
+    # False for paths that must leave no row (outside the import roots).
+    storable: bool = True
+    real_path: Path | None = None
 
 
 def _probe(item: ImportItem) -> _Probed:
     sha: str | None = None
     size = 0
-    if not item.path.exists():
-        return _Probed(item, None, 0, None, "file not found")
     try:
-        with item.path.open("rb") as fh:
+        # Checked before anything else, so whether an outside file exists is not revealed either.
+        path = source_confine(item.path)
+    except ClipSourceError as exc:
+        return _Probed(item, None, 0, None, exc.reason, storable=False)
+    if not path.exists():
+        return _Probed(item, None, 0, None, "file not found", real_path=path)
+    try:
+        with path.open("rb") as fh:
             sha, size = sha256_of(fh)
     except OSError as exc:
-        return _Probed(item, None, 0, None, f"cannot read file: {exc.strerror or exc}")
+        return _Probed(
+            item, None, 0, None, f"cannot read file: {exc.strerror or exc}", real_path=path
+        )
     try:
-        return _Probed(item, sha, size, probe_audio(item.path), "")
+        return _Probed(item, sha, size, probe_audio(path), "", real_path=path)
     except AudioProbeError as exc:
-        return _Probed(item, sha, size, None, exc.reason)
+        return _Probed(item, sha, size, None, exc.reason, real_path=path)
 
 
 def folder_items(folder: Path, *, labels_from_folders: bool = False) -> Iterator[ImportItem]:
     """Every non-hidden file under ``folder``, sorted; with ``labels_from_folders`` the path of the
     containing folder relative to ``folder`` (``Rock/Punk``) is the label."""
+    try:
+        source_confine(folder)
+    except ClipSourceError as exc:
+        raise ImportSourceError(f"{folder}: {exc.reason}") from exc
     if not folder.is_dir():
         raise ImportSourceError(f"{folder} is not a folder")
     for root, dirs, files in os.walk(folder):
@@ -90,6 +109,11 @@ def manifest_items(manifest: Path) -> Iterator[ImportItem]:
     """Rows of a CSV manifest with a ``path`` column (relative to the manifest or absolute) and an
     optional ``labels`` column of ``|``-separated taxonomy paths or keys; other columns become
     metadata (``clip_id`` or ``id`` also becomes the external id)."""
+    try:
+        # A manifest outside the roots is not even read: its error messages would quote it.
+        source_confine(manifest)
+    except ClipSourceError as exc:
+        raise ImportSourceError(f"manifest {manifest}: {exc.reason}") from exc
     if not manifest.is_file():
         raise ImportSourceError(f"manifest {manifest} not found")
     with manifest.open(newline="", encoding="utf-8-sig") as fh:
@@ -159,6 +183,10 @@ def clips_import(
             clips: list[Clip] = []
             wanted_labels: list[tuple[int, list[int]]] = []
             for p in probed:
+                if not p.storable:
+                    job.n_failed += 1
+                    note(p.item, p.error)
+                    continue
                 if p.sha256 is not None and p.sha256 in seen:
                     job.n_duplicate += 1
                     continue
@@ -167,7 +195,7 @@ def clips_import(
                 clip = Clip(
                     project=project,
                     external_id=p.item.external_id[:255],
-                    source_path=str(p.item.path.resolve()),
+                    source_path=str(p.real_path or p.item.path),
                     original_name=p.item.path.name[:255],
                     sha256=p.sha256,
                     size_bytes=p.size,

@@ -1,0 +1,111 @@
+"""Clip sources are confined to the import roots; nothing outside them is stored, served or decoded."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+from annotation.models import Clip
+from annotation.services.clips import (
+    ImportSourceError,
+    clips_import_folder,
+    clips_import_manifest,
+)
+from tests.factories import ClipFactory, ProjectFactory, write_tone
+
+pytestmark = pytest.mark.django_db
+
+OUTSIDE = "outside the import roots"
+
+
+@pytest.fixture
+def root(settings: object, tmp_path: Path) -> Path:
+    """One import root (tmp_path/root) and a media folder; tmp_path/outside is outside both."""
+    settings.REFRAIN_IMPORT_ROOTS = [str(tmp_path / "root")]  # type: ignore[attr-defined]
+    settings.MEDIA_ROOT = tmp_path / "media"  # type: ignore[attr-defined]
+    (tmp_path / "root").mkdir()
+    (tmp_path / "outside").mkdir()
+    return tmp_path / "root"
+
+
+def test_manifest_rows_outside_the_roots_are_rejected_and_not_stored(root: Path) -> None:
+    outside_wav = write_tone(root.parent / "outside" / "secret.wav", freq=500)
+    write_tone(root / "audio" / "good.wav", freq=300)
+    (root / "audio" / "link.wav").symlink_to(outside_wav)
+    (root / "audio" / "dirlink").symlink_to(root.parent / "outside", target_is_directory=True)
+    (root / "m.csv").write_text(
+        "path,labels\n"
+        "audio/good.wav,Rock/Punk\n"
+        "../../../../../../../../etc/passwd,Rock\n"
+        "/etc/shadow,Rock\n"
+        f"{outside_wav},Rock\n"
+        "audio/link.wav,Rock\n"
+        "audio/dirlink/secret.wav,Rock\n"
+        "audio/../../outside/secret.wav,Rock\n"
+    )
+    project = ProjectFactory()
+    job = clips_import_manifest(project=project, manifest=root / "m.csv")
+    assert (job.n_imported, job.n_failed) == (1, 6)
+    reasons = [p["reason"] for p in job.problems]
+    assert len(reasons) == 6 and all(OUTSIDE in r for r in reasons)
+    clips = list(Clip.objects.filter(project=project))
+    assert len(clips) == 1 and clips[0].source_path == str((root / "audio/good.wav").resolve())
+    # Nothing in the summary says whether the outside file exists.
+    assert "not found" not in str(job.problems)
+
+
+def test_folder_import_skips_symlinks_that_leave_the_root(root: Path) -> None:
+    outside_wav = write_tone(root.parent / "outside" / "secret.wav", freq=500)
+    write_tone(root / "in" / "a.wav", freq=300)
+    (root / "in" / "b.wav").symlink_to(outside_wav)
+    (root / "in" / "c.wav").symlink_to(root / "in" / "a.wav")  # inside: a duplicate, fine
+    project = ProjectFactory()
+    job = clips_import_folder(project=project, folder=root / "in")
+    assert (job.n_imported, job.n_duplicate, job.n_failed) == (1, 1, 1)
+    assert OUTSIDE in job.problems[0]["reason"] and job.problems[0]["item"] == "b.wav"
+    assert Clip.objects.filter(project=project).count() == 1
+
+
+def test_folder_or_manifest_outside_the_roots_is_refused_unread(root: Path) -> None:
+    write_tone(root.parent / "outside" / "x.wav")
+    (root.parent / "outside" / "m.csv").write_text("secret first line,labels\n")
+    project = ProjectFactory()
+    with pytest.raises(ImportSourceError, match=OUTSIDE):
+        clips_import_folder(project=project, folder=root.parent / "outside")
+    with pytest.raises(ImportSourceError, match=OUTSIDE) as exc:
+        clips_import_manifest(project=project, manifest=root.parent / "outside" / "m.csv")
+    assert "secret" not in str(exc.value).split(":", 1)[1].replace("m.csv", "")
+    with pytest.raises(ImportSourceError, match=OUTSIDE):
+        clips_import_folder(project=project, folder=root / ".." / "outside")
+    assert not Clip.objects.filter(project=project).exists()
+
+
+def test_import_command_refuses_an_outside_folder(root: Path) -> None:
+    from django.core.management.base import CommandError
+
+    project = ProjectFactory()
+    with pytest.raises(CommandError, match=OUTSIDE):
+        call_command("import_clips", "--project", project.slug, "--folder", "/etc")
+
+
+def test_check_clip_sources_reports_and_fixes_rows_outside(root: Path) -> None:
+    good = ClipFactory(source_path=str(write_tone(root / "ok.wav")))
+    bad = ClipFactory(project=good.project, source_path="/etc/passwd")
+    sneaky = ClipFactory(project=good.project, source_path=str(root / ".." / "outside" / "x.wav"))
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(SystemExit) as exit_:
+        call_command("check_clip_sources", stdout=out, stderr=err)
+    assert exit_.value.code == 1
+    assert f"clip {bad.pk} " in out.getvalue() and f"clip {sneaky.pk} " in out.getvalue()
+    assert f"clip {good.pk} " not in out.getvalue()
+    call_command("check_clip_sources", "--fix", stdout=io.StringIO())
+    bad.refresh_from_db()
+    good.refresh_from_db()
+    assert bad.status == Clip.Status.FAILED and "outside the import roots" in bad.error
+    assert good.status == Clip.Status.READY
+    out = io.StringIO()
+    call_command("check_clip_sources", "--project", "nope", stdout=out)
+    assert "inside the import roots" in out.getvalue()
