@@ -79,3 +79,28 @@ def clip_source_file(clip: Clip) -> Path:
         if real is not None and real.is_file():
             return real
     raise ClipFileUnavailable(f"clip {clip.pk}: the audio file is missing")
+
+
+def clip_served_file(*, clip: Clip, original: bool = False) -> Path:
+    """The file to send for ``clip``: never for a failed clip, never a missing file, never a path
+    outside the roots. ``original`` (admins only: the caller decides) is the imported file as is.
+
+    Raises
+    ------
+    ClipFileUnavailable
+    """
+    if clip.status == Clip.Status.FAILED:
+        raise ClipFileUnavailable(f"clip {clip.pk} failed at import: it has no audio")
+    real = path_resolve_in_roots(clip.source_path) if clip.source_path else None
+    if real is None or not real.is_file():
+        raise ClipFileUnavailable(f"clip {clip.pk}: the audio file is missing")
+    return real
+
+
+def clip_download_name(*, clip: Clip, path: Path) -> str:
+    """A neutral file name (``clip-144.ogg``): never the original name, which may name the genre."""
+    ext = path.suffix.lower() if path.suffix.lower() in _NEUTRAL_EXTENSIONS else ""
+    return f"clip-{clip.pk}{ext}"
+
+
+_NEUTRAL_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".mp3", ".opus"})

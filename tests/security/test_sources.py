@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.test import Client
 
-from annotation.models import Clip
+from active_learning.core.features import AudioDecodeError
+from active_learning.services.features import _clip_audio
+from annotation.integrations.labelstudio.services import AUDIO_SIGNING_SALT, clip_audio_url
+from annotation.models import Clip, LabelStudioLink, Project
 from annotation.services.clips import (
     ImportSourceError,
     clips_import_folder,
@@ -109,3 +114,89 @@ def test_check_clip_sources_reports_and_fixes_rows_outside(root: Path) -> None:
     out = io.StringIO()
     call_command("check_clip_sources", "--project", "nope", stdout=out)
     assert "inside the import roots" in out.getvalue()
+
+
+# --- serving --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def reviewer_client(client: Client, team: dict[str, Any]) -> Client:
+    client.force_login(team["reviewer"])
+    return client
+
+
+def _ls_link(project: Project) -> LabelStudioLink:
+    return LabelStudioLink.objects.create(
+        project=project,
+        base_url="http://ls.example:8080",
+        ls_project_id=5,
+        api_key="token",
+        webhook_secret="s3cret",
+        refrain_url="",
+    )
+
+
+def test_nothing_is_served_from_outside_the_roots_or_for_failed_clips(
+    root: Path, reviewer_client: Client, team: dict[str, Any]
+) -> None:
+    project = team["project"]
+    outside_wav = write_tone(root.parent / "outside" / "secret.wav", freq=500)
+    (root / "link.wav").symlink_to(outside_wav)
+    good = ClipFactory(project=project, source_path=str(write_tone(root / "ok.wav")))
+    rows = [
+        # Rows written before the roots existed, as the probe left them.
+        ClipFactory(project=project, source_path="/etc/passwd"),
+        ClipFactory(project=project, source_path=str(outside_wav)),
+        ClipFactory(project=project, source_path=str(root / ".." / "outside" / "secret.wav")),
+        ClipFactory(project=project, source_path=str(root / "link.wav")),
+        ClipFactory(project=project, source_path="/etc/passwd", status=Clip.Status.FAILED),
+        # A failed clip serves nothing even when its file is inside the roots.
+        ClipFactory(
+            project=project,
+            source_path=str(write_tone(root / "f.wav", freq=700)),
+            status=Clip.Status.FAILED,
+        ),
+    ]
+    link = _ls_link(project)
+    assert reviewer_client.get(f"/clips/{good.pk}/audio").status_code == 200
+    assert reviewer_client.get(f"/api/v1/clips/{good.pk}/visual").status_code == 200
+    assert reviewer_client.get(clip_audio_url(link=link, clip=good)).status_code == 200
+    for clip in rows:
+        assert reviewer_client.get(f"/clips/{clip.pk}/audio").status_code == 404, clip.source_path
+        assert reviewer_client.get(f"/clips/{clip.pk}/spectrogram.png").status_code == 404
+        assert reviewer_client.get(f"/api/v1/clips/{clip.pk}/visual").status_code == 404
+        assert reviewer_client.get(clip_audio_url(link=link, clip=clip)).status_code == 404
+        with pytest.raises(AudioDecodeError):
+            _clip_audio(clip)
+    admin = Client()
+    admin.force_login(team["admin"])
+    for clip in rows:
+        assert admin.get(f"/clips/{clip.pk}/audio?original=1").status_code == 404
+
+
+def test_signed_audio_links_expire_and_cannot_be_forged(
+    root: Path, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from django.core import signing
+
+    settings.REFRAIN_SIGNED_LINK_MAX_AGE = 3600
+    clip = ClipFactory(source_path=str(write_tone(root / "ok.wav")))
+    link = _ls_link(clip.project)
+    url = clip_audio_url(link=link, clip=clip)
+    anonymous = Client()
+    assert anonymous.get(url).status_code == 200
+    token = url.rstrip("/").rsplit("/", 1)[1]
+    # The old never-expiring Signer token for the same ids is refused, as is a re-signed value.
+    old = signing.Signer(salt=AUDIO_SIGNING_SALT).sign(f"{link.id}.{clip.id}")
+    assert anonymous.get(url.replace(token, old)).status_code == 404
+    forged = signing.TimestampSigner(key="refrain-embedded-insecure-key-change-me-not").sign(
+        f"{link.id}.{clip.id}"
+    )
+    assert anonymous.get(url.replace(token, forged)).status_code == 404
+    now = time.time()
+    monkeypatch.setattr(signing.time, "time", lambda: now + 3500)
+    assert anonymous.get(url).status_code == 200
+    monkeypatch.setattr(signing.time, "time", lambda: now + 3700)
+    assert anonymous.get(url).status_code == 404
