@@ -114,7 +114,7 @@ def decode_audio(
                 )
             if frames <= 0 or sr <= 0 or channels <= 0:
                 raise AudioDecodeError(f"{p}: decoded to zero samples")
-            audio = np.empty(frames, dtype=np.float32)
+            audio: F32 = np.empty(frames, dtype=np.float32)
             n = 0
             for chunk in f.blocks(blocksize=block, dtype="float32", always_2d=True):
                 take = min(len(chunk), frames - n)
