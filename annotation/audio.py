@@ -131,3 +131,171 @@ def probe_audio(path: str | Path) -> AudioProbe:
         channels=int(channels),
         frames=int(frames),
     )
+
+
+# --- tag-free copies (blind mode) -------------------------------------------------------------------
+# Annotators must not hear or read what the container says about a file (ID3 ``TCON=Punk``, a FLAC
+# ``GENRE`` comment, a WAV ``LIST/INFO`` chunk, embedded cover art). WAV, FLAC and MP3 are copied with
+# only their audio structures kept (bytewise: the audio is bit-identical); anything else (Ogg
+# Vorbis/Opus, RF64, ...) is re-encoded block by block with soundfile, which writes no tags.
+
+_COPY_BLOCK = 1 << 20
+_WAV_KEEP = frozenset({b"fmt ", b"fact", b"data"})
+_FLAC_KEEP = frozenset({0, 3})  # STREAMINFO, SEEKTABLE
+SERVED_EXTENSIONS = {"wav": ".wav", "flac": ".flac", "mp3": ".mp3", "ogg": ".ogg"}
+
+
+def _copy_range(src: BinaryIO, dst: BinaryIO, length: int | None) -> int:
+    """Copy ``length`` bytes (all that is left when None) from ``src`` to ``dst``; return the count."""
+    copied = 0
+    while length is None or copied < length:
+        want = _COPY_BLOCK if length is None else min(_COPY_BLOCK, length - copied)
+        block = src.read(want)
+        if not block:
+            break
+        dst.write(block)
+        copied += len(block)
+    return copied
+
+
+def _syncsafe(b: bytes) -> int:
+    return (b[0] << 21) | (b[1] << 14) | (b[2] << 7) | b[3]
+
+
+def _skip_id3v2(fh: BinaryIO) -> None:
+    """Leave ``fh`` after any ID3v2 tags at its current position."""
+    while True:
+        pos = fh.tell()
+        head = fh.read(10)
+        if len(head) < 10 or head[:3] != b"ID3":
+            fh.seek(pos)
+            return
+        size = _syncsafe(head[6:10]) + (10 if head[5] & 0x10 else 0)  # footer flag
+        fh.seek(pos + 10 + size)
+
+
+def _strip_wav(src: BinaryIO, dst: BinaryIO) -> None:
+    head = src.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        raise AudioProbeError("not a RIFF/WAVE file")
+    total = src.seek(0, 2)
+    src.seek(12)
+    dst.write(b"RIFF\0\0\0\0WAVE")
+    while True:
+        chunk = src.read(8)
+        if len(chunk) < 8:
+            break
+        cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+        start = src.tell()
+        if cid == b"data":
+            # Streamed WAVs leave 0 or 0xFFFFFFFF here: the data runs to the end of the file.
+            size = min(size, total - start) if size not in (0, 0xFFFFFFFF) else total - start
+        if cid in _WAV_KEEP:
+            dst.write(cid + struct.pack("<I", size))
+            copied = _copy_range(src, dst, size)
+            if copied & 1:
+                dst.write(b"\0")
+        if cid == b"data":
+            break  # anything after the samples is metadata (id3, LIST) by construction
+        src.seek(start + size + (size & 1))
+    riff_size = dst.tell() - 8
+    dst.seek(4)
+    dst.write(struct.pack("<I", riff_size))
+
+
+def _strip_flac(src: BinaryIO, dst: BinaryIO) -> None:
+    _skip_id3v2(src)
+    if src.read(4) != b"fLaC":
+        raise AudioProbeError("not a FLAC stream")
+    kept: list[tuple[int, bytes]] = []
+    while True:
+        head = src.read(4)
+        if len(head) < 4:
+            raise AudioProbeError("truncated FLAC metadata")
+        last, btype, size = head[0] & 0x80, head[0] & 0x7F, int.from_bytes(head[1:4], "big")
+        if btype in _FLAC_KEEP:
+            kept.append((btype, src.read(size)))
+        else:
+            src.seek(size, 1)
+        if last:
+            break
+    if not kept or kept[0][0] != 0:
+        raise AudioProbeError("FLAC stream without STREAMINFO")
+    dst.write(b"fLaC")
+    for i, (btype, body) in enumerate(kept):
+        flag = 0x80 if i == len(kept) - 1 else 0
+        dst.write(bytes([flag | btype]) + len(body).to_bytes(3, "big") + body)
+    _copy_range(src, dst, None)
+
+
+def _strip_mp3(src: BinaryIO, dst: BinaryIO) -> None:
+    _skip_id3v2(src)
+    start = src.tell()
+    end = src.seek(0, 2)
+    changed = True
+    while changed and end > start:  # trailing tags in any order: ID3v1, APEv2, Lyrics3, ID3v2.4
+        changed = False
+        if end - start >= 128:
+            src.seek(end - 128)
+            if src.read(3) == b"TAG":
+                end -= 128
+                changed = True
+                continue
+        if end - start >= 32:
+            src.seek(end - 32)
+            footer = src.read(32)
+            if footer[:8] == b"APETAGEX":
+                size = struct.unpack("<I", footer[12:16])[0]
+                has_header = struct.unpack("<I", footer[20:24])[0] & 0x80000000
+                end -= size + (32 if has_header else 0)
+                changed = True
+                continue
+        if end - start >= 15:
+            src.seek(end - 15)
+            tail = src.read(15)
+            if tail[6:] == b"LYRICS200" and tail[:6].isdigit():
+                end -= int(tail[:6]) + 15
+                changed = True
+                continue
+        if end - start >= 10:
+            src.seek(end - 10)
+            foot = src.read(10)
+            if foot[:3] == b"3DI":
+                end -= _syncsafe(foot[6:10]) + 20
+                changed = True
+    if end <= start:
+        raise AudioProbeError("no MPEG audio between the tags")
+    src.seek(start)
+    _copy_range(src, dst, end - start)
+
+
+def _reencode(src: Path, dst: Path) -> None:
+    with sf.SoundFile(str(src)) as f:
+        fmt, subtype = f.format, f.subtype
+        with sf.SoundFile(
+            str(dst), "w", samplerate=f.samplerate, channels=f.channels, format=fmt, subtype=subtype
+        ) as out:
+            for block in f.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
+                out.write(block)
+
+
+def audio_strip_tags(src: str | Path, dst: str | Path, *, fmt: str) -> None:
+    """Write ``src`` to ``dst`` without container metadata (``fmt`` as :func:`probe_audio` names it).
+
+    Raises
+    ------
+    AudioProbeError
+        When the file's structure cannot be parsed (the caller fails the clip with the reason).
+    """
+    src, dst = Path(src), Path(dst)
+    stripper = {"wav": _strip_wav, "flac": _strip_flac, "mp3": _strip_mp3}.get(fmt)
+    try:
+        if stripper is None:
+            _reencode(src, dst)
+            return
+        with src.open("rb") as fin, dst.open("wb") as fout:
+            stripper(fin, fout)
+    except AudioProbeError:
+        raise
+    except (OSError, struct.error, sf.LibsndfileError, RuntimeError, ValueError) as exc:
+        raise AudioProbeError(f"cannot write a tag-free copy: {exc}") from exc

@@ -202,6 +202,9 @@ class Clip(models.Model):
     # storage does; uploads are first copied under MEDIA_ROOT/uploads.
     source_path = models.CharField(max_length=1000, blank=True)
     original_name = models.CharField(max_length=255, blank=True)
+    # The tag-free copy under MEDIA_ROOT/served/ that everyone but admins asking for the original is
+    # served (blind mode: no ID3/Vorbis/INFO tags, no original name). Empty until made; made lazily.
+    served_path = models.CharField(max_length=1000, blank=True)
     # Null when the file could not even be read (missing, permission denied).
     sha256 = models.CharField(max_length=64, null=True, blank=True)
     size_bytes = models.BigIntegerField(default=0)

@@ -10,10 +10,18 @@ paths outside the roots.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 from django.conf import settings
 
+from annotation.audio import (
+    SERVED_EXTENSIONS,
+    AudioProbeError,
+    audio_strip_tags,
+    probe_audio,
+    sha256_of,
+)
 from annotation.models import Clip
 
 
@@ -81,9 +89,59 @@ def clip_source_file(clip: Clip) -> Path:
     raise ClipFileUnavailable(f"clip {clip.pk}: the audio file is missing")
 
 
-def clip_served_file(*, clip: Clip, original: bool = False) -> Path:
-    """The file to send for ``clip``: never for a failed clip, never a missing file, never a path
-    outside the roots. ``original`` (admins only: the caller decides) is the imported file as is.
+def served_copy_make(*, source: Path, sha256: str, fmt: str) -> Path:
+    """The tag-free copy of ``source`` under ``MEDIA_ROOT/served/``, named by content hash (shared
+    by clips with the same bytes), made if missing and checked to decode to the same length.
+
+    Raises
+    ------
+    AudioProbeError
+        When the copy cannot be made or does not decode like the original.
+    """
+    ext = SERVED_EXTENSIONS.get(fmt, source.suffix.lower() or ".audio")
+    folder = Path(settings.MEDIA_ROOT) / "served" / sha256[:2]
+    dst = folder / f"{sha256}{ext}"
+    if dst.is_file():
+        return dst
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{sha256}.{os.getpid()}.{threading.get_ident()}{ext}"
+    try:
+        audio_strip_tags(source, tmp, fmt=fmt)
+        original, copy = probe_audio(source), probe_audio(tmp)
+        if (copy.frames, copy.channels, copy.sample_rate) != (
+            original.frames,
+            original.channels,
+            original.sample_rate,
+        ):
+            raise AudioProbeError(
+                f"the tag-free copy decodes to {copy.frames} frames, the original to "
+                f"{original.frames}"
+            )
+        tmp.replace(dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dst
+
+
+def clip_served_copy(clip: Clip) -> Path:
+    """``clip``'s served copy, made now (and recorded) for clips imported before copies existed."""
+    source = clip_source_original(clip)
+    if clip.served_path:
+        real = path_resolve_in_roots(clip.served_path)
+        if real is not None and real.is_file():
+            return real
+    try:
+        sha = clip.sha256 or sha256_of_path(source)
+        dst = served_copy_make(source=source, sha256=sha, fmt=clip.format or _fmt_of(source))
+    except AudioProbeError as exc:
+        raise ClipFileUnavailable(f"clip {clip.pk}: {exc.reason}") from exc
+    Clip.objects.filter(pk=clip.pk).update(served_path=str(dst))
+    clip.served_path = str(dst)
+    return dst
+
+
+def clip_source_original(clip: Clip) -> Path:
+    """The imported file itself: not for a failed clip, not missing, not outside the roots.
 
     Raises
     ------
@@ -95,6 +153,38 @@ def clip_served_file(*, clip: Clip, original: bool = False) -> Path:
     if real is None or not real.is_file():
         raise ClipFileUnavailable(f"clip {clip.pk}: the audio file is missing")
     return real
+
+
+def clip_served_file(*, clip: Clip, original: bool = False) -> Path:
+    """The file to send for ``clip``: its tag-free copy, or with ``original`` (admins only: the
+    caller decides) the imported file as is. Never for a failed clip, never a missing file, never a
+    path outside the roots.
+
+    Raises
+    ------
+    ClipFileUnavailable
+    """
+    if original:
+        return clip_source_original(clip)
+    if clip.status == Clip.Status.FAILED:
+        raise ClipFileUnavailable(f"clip {clip.pk} failed at import: it has no audio")
+    if clip.served_path:
+        real = path_resolve_in_roots(clip.served_path)
+        if real is not None and real.is_file():
+            return real
+    return clip_served_copy(clip)
+
+
+def _fmt_of(path: Path) -> str:
+    try:
+        return probe_audio(path).format
+    except AudioProbeError as exc:
+        raise ClipFileUnavailable(f"{path.name}: {exc.reason}") from exc
+
+
+def sha256_of_path(path: Path) -> str:
+    with path.open("rb") as fh:
+        return sha256_of(fh)[0]
 
 
 def clip_download_name(*, clip: Clip, path: Path) -> str:

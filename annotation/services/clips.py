@@ -28,7 +28,7 @@ from django.utils import timezone
 from annotation.audio import SUPPORTED_EXTENSIONS, AudioProbeError, probe_audio, sha256_of
 from annotation.models import Annotation, AnnotationLabel, Clip, ImportJob, Project
 from annotation.selectors import taxonomy_index_cached
-from annotation.services.clip_files import ClipSourceError, source_confine
+from annotation.services.clip_files import ClipSourceError, served_copy_make, source_confine
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class _Probed:
     # False for paths that must leave no row (outside the import roots).
     storable: bool = True
     real_path: Path | None = None
+    served_path: Path | None = None
 
 
 def _probe(item: ImportItem) -> _Probed:
@@ -80,9 +81,12 @@ def _probe(item: ImportItem) -> _Probed:
             item, None, 0, None, f"cannot read file: {exc.strerror or exc}", real_path=path
         )
     try:
-        return _Probed(item, sha, size, probe_audio(path), "", real_path=path)
+        probe = probe_audio(path)
+        # Blind mode: what annotators hear is a copy without the container's tags.
+        served = served_copy_make(source=path, sha256=sha, fmt=probe.format)
     except AudioProbeError as exc:
         return _Probed(item, sha, size, None, exc.reason, real_path=path)
+    return _Probed(item, sha, size, probe, "", real_path=path, served_path=served)
 
 
 def folder_items(folder: Path, *, labels_from_folders: bool = False) -> Iterator[ImportItem]:
@@ -196,6 +200,7 @@ def clips_import(
                     project=project,
                     external_id=p.item.external_id[:255],
                     source_path=str(p.real_path or p.item.path),
+                    served_path=str(p.served_path or ""),
                     original_name=p.item.path.name[:255],
                     sha256=p.sha256,
                     size_bytes=p.size,

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+import struct
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import soundfile as sf
 from django.core.management import call_command
 from django.test import Client
 
@@ -14,6 +17,7 @@ from active_learning.core.features import AudioDecodeError
 from active_learning.services.features import _clip_audio
 from annotation.integrations.labelstudio.services import AUDIO_SIGNING_SALT, clip_audio_url
 from annotation.models import Clip, LabelStudioLink, Project
+from annotation.services import tasks as queue
 from annotation.services.clips import (
     ImportSourceError,
     clips_import_folder,
@@ -200,3 +204,94 @@ def test_signed_audio_links_expire_and_cannot_be_forged(
     assert anonymous.get(url).status_code == 200
     monkeypatch.setattr(signing.time, "time", lambda: now + 3700)
     assert anonymous.get(url).status_code == 404
+
+
+# --- blind mode: the audio response ---------------------------------------------------------------
+
+SECRETS = (b"PunkTitleSecret", b"PunkGenreSecret", b"CommentSecret", b"Rock_Punk")
+
+
+def _id3v2(*frames: tuple[bytes, bytes]) -> bytes:
+    body = b"".join(
+        fid + struct.pack(">I", len(text) + 1) + b"\0\0" + b"\0" + text for fid, text in frames
+    )
+    n = len(body)
+    size = bytes([(n >> 21) & 0x7F, (n >> 14) & 0x7F, (n >> 7) & 0x7F, n & 0x7F])
+    return b"ID3\x03\x00\x00" + size + body
+
+
+def _id3v1(title: bytes) -> bytes:
+    return b"TAG" + title.ljust(30, b"\0") + b"\0" * 94 + b"\x0d"
+
+
+def _tagged(root: Path, ext: str) -> Path:
+    """A tone named like its genre whose container tags say the genre too."""
+    path = root / f"Rock_Punk_0001.{ext}"
+    y = (0.3 * np.sin(np.arange(22050) * 0.05)).astype(np.float32)
+    kw: dict[str, Any] = {"format": "MP3", "subtype": "MPEG_LAYER_III"} if ext == "mp3" else {}
+    with sf.SoundFile(str(path), "w", samplerate=22050, channels=1, **kw) as f:
+        f.title, f.genre, f.comment = "PunkTitleSecret", "PunkGenreSecret", "CommentSecret"
+        f.write(y)
+    if ext == "wav":  # an id3 chunk after the samples, as some taggers write
+        blob = _id3v2((b"TCON", b"PunkGenreSecret"))
+        data = path.read_bytes() + b"id3 " + struct.pack("<I", len(blob)) + blob
+        path.write_bytes(data[:4] + struct.pack("<I", len(data) - 8) + data[8:])
+    if ext == "mp3":  # hand-written ID3v2 in front and an ID3v1 at the end
+        frames = (b"TCON", b"PunkGenreSecret"), (b"TIT2", b"PunkTitleSecret")
+        path.write_bytes(_id3v2(*frames) + path.read_bytes() + _id3v1(b"PunkTitleSecret"))
+    return path
+
+
+@pytest.mark.parametrize("ext", ["wav", "flac", "ogg", "mp3"])
+def test_blind_audio_carries_no_tags_and_no_original_name(
+    root: Path, ext: str, team: dict[str, Any], tmp_path: Path
+) -> None:
+    project = team["project"]
+    assert project.blind
+    source = _tagged(root, ext)
+    original_bytes = source.read_bytes()
+    assert any(s in original_bytes for s in SECRETS[:3])  # the test file does carry tags
+    job = clips_import_folder(project=project, folder=root)
+    assert job.n_imported == 1, job.problems
+    clip = Clip.objects.get(project=project)
+    queue.tasks_create_for_clips(project=project, clip_ids=[clip.pk])
+    ann = Client()
+    ann.force_login(team["ann"])
+    assert ann.post(f"/api/v1/projects/{project.pk}/tasks/next").status_code == 200
+    for who in ("ann", "reviewer"):
+        c = Client()
+        c.force_login(team[who])
+        for query in ("", "?original=1"):  # only admins get the original
+            response = c.get(f"/clips/{clip.pk}/audio{query}")
+            assert response.status_code == 200, (who, query)
+            body = b"".join(response.streaming_content)
+            headers = str(dict(response.headers)).encode()
+            for secret in SECRETS:
+                assert secret not in body and secret not in headers, (who, secret)
+            assert response["Content-Disposition"] == f'inline; filename="clip-{clip.pk}.{ext}"'
+            served = tmp_path / f"served.{ext}"
+            served.write_bytes(body)
+            assert sf.info(str(served)).frames == sf.info(str(source)).frames == 22050
+    page = ann.get(f"/api/v1/clips/{clip.pk}").content
+    assert b"Rock_Punk" not in page
+    admin = Client()
+    admin.force_login(team["admin"])
+    response = admin.get(f"/clips/{clip.pk}/audio?original=1")
+    assert b"".join(response.streaming_content) == original_bytes
+    assert "Rock_Punk" not in response["Content-Disposition"]
+
+
+def test_strip_command_makes_served_copies_for_older_clips(
+    root: Path, team: dict[str, Any]
+) -> None:
+    source = _tagged(root, "flac")
+    clip = ClipFactory(
+        project=team["project"], source_path=str(source), format="flac", served_path=""
+    )
+    out = io.StringIO()
+    call_command("check_clip_sources", "--strip", stdout=out)
+    assert "1 tag-free served copies made" in out.getvalue()
+    clip.refresh_from_db()
+    served = Path(clip.served_path)
+    assert served.is_file() and served.is_relative_to(root.parent / "media")
+    assert not any(s in served.read_bytes() for s in SECRETS)
