@@ -20,12 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.utils import timezone
 
-from annotation.audio import SUPPORTED_EXTENSIONS, AudioProbeError, probe_audio, sha256_of
+from annotation.audio import (
+    SUPPORTED_EXTENSIONS,
+    AudioProbe,
+    AudioProbeError,
+    probe_audio,
+    sha256_of,
+)
 from annotation.models import Annotation, AnnotationLabel, Clip, ImportJob, Project
 from annotation.selectors import taxonomy_index_cached
 from annotation.services.clip_files import ClipSourceError, served_copy_make, source_confine
@@ -82,11 +89,28 @@ def _probe(item: ImportItem) -> _Probed:
         )
     try:
         probe = probe_audio(path)
+        _check_duration(probe)
         # Blind mode: what annotators hear is a copy without the container's tags.
         served = served_copy_make(source=path, sha256=sha, fmt=probe.format)
     except AudioProbeError as exc:
         return _Probed(item, sha, size, None, exc.reason, real_path=path)
     return _Probed(item, sha, size, probe, "", real_path=path, served_path=served)
+
+
+def _check_duration(probe: AudioProbe) -> None:
+    longest = float(settings.REFRAIN_MAX_CLIP_SECONDS)
+    shortest = float(settings.REFRAIN_MIN_CLIP_SECONDS)
+    if probe.duration_s > longest:
+        raise AudioProbeError(
+            f"too long: {probe.duration_s:.0f} s ({probe.frames} frames at {probe.sample_rate} Hz), "
+            f"the limit is {longest:g} s (REFRAIN_MAX_CLIP_SECONDS)"
+        )
+    if probe.duration_s < shortest:
+        raise AudioProbeError(
+            f"too short: {probe.duration_s:.3f} s of decodable audio, the minimum is {shortest:g} s "
+            "(REFRAIN_MIN_CLIP_SECONDS); a header claiming more data than the file holds reads "
+            "this way"
+        )
 
 
 def folder_items(folder: Path, *, labels_from_folders: bool = False) -> Iterator[ImportItem]:
@@ -165,8 +189,19 @@ def clips_import(
     source_name: str,
     user: AbstractBaseUser | None = None,
     job: ImportJob | None = None,
+    max_failed_clips: int | None = None,
 ) -> ImportJob:
-    """Import ``items`` into ``project``; returns the finished :class:`ImportJob` summary."""
+    """Import ``items`` into ``project``; returns the finished :class:`ImportJob` summary.
+
+    Bounded: the import stops after ``REFRAIN_IMPORT_MAX_FAILURES`` failed files, and at most
+    ``max_failed_clips`` (default ``REFRAIN_IMPORT_MAX_FAILED_CLIPS``) of them are stored as failed
+    clips; the others are only listed in the job's problems.
+    """
+    max_failures = max(1, int(settings.REFRAIN_IMPORT_MAX_FAILURES))
+    if max_failed_clips is None:
+        max_failed_clips = int(settings.REFRAIN_IMPORT_MAX_FAILED_CLIPS)
+    n_failed_stored = n_failed_unstored = 0
+    stopped = False
     if job is None:
         job = ImportJob.objects.create(project=project, source=source_name, created_by=user)
     index = taxonomy_index_cached(project.taxonomy_version)
@@ -187,8 +222,15 @@ def clips_import(
             clips: list[Clip] = []
             wanted_labels: list[tuple[int, list[int]]] = []
             for p in probed:
-                if not p.storable:
+                if job.n_failed >= max_failures:
+                    stopped = True
+                    break
+                storable = p.storable and (
+                    p.probe is not None or n_failed_stored < max_failed_clips
+                )
+                if not storable:
                     job.n_failed += 1
+                    n_failed_unstored += p.storable
                     note(p.item, p.error)
                     continue
                 if p.sha256 is not None and p.sha256 in seen:
@@ -211,6 +253,7 @@ def clips_import(
                     clip.status = Clip.Status.FAILED
                     clip.error = p.error
                     job.n_failed += 1
+                    n_failed_stored += 1
                     note(p.item, p.error)
                 else:
                     clip.status = Clip.Status.READY
@@ -260,8 +303,28 @@ def clips_import(
                 job.save(
                     update_fields=["n_imported", "n_duplicate", "n_failed", "n_labels", "problems"]
                 )
+            if stopped or job.n_failed >= max_failures:
+                stopped = True
+                break
+    if n_failed_unstored and max_failed_clips > 0:  # uploads store none and need no note
+        problems.append(
+            {
+                "item": "(import)",
+                "reason": f"{n_failed_unstored} failed file(s) beyond the first {max_failed_clips} "
+                "are listed here only, not stored as clips (REFRAIN_IMPORT_MAX_FAILED_CLIPS)",
+            }
+        )
+    if stopped:
+        problems.append(
+            {
+                "item": "(import)",
+                "reason": f"stopped after {job.n_failed} failed files (REFRAIN_IMPORT_MAX_FAILURES="
+                f"{max_failures}); the rest of {source_name} was not imported",
+            }
+        )
+    job.problems = problems
     job.finished_at = timezone.now()
-    job.save(update_fields=["finished_at"])
+    job.save(update_fields=["finished_at", "problems"])
     logger.info(
         "import %s into %s: %d imported, %d duplicate, %d failed",
         source_name,
@@ -298,26 +361,43 @@ def clip_upload(
     labels: tuple[str, ...] = (),
     user: AbstractBaseUser | None = None,
 ) -> tuple[ImportJob, Clip | None]:
-    """Store one uploaded file under MEDIA_ROOT and import it like any other file."""
+    """Store one uploaded file under MEDIA_ROOT and import it like any other file.
+
+    A rejected upload (too large, wrong type, undecodable, out of limits, already in the project)
+    leaves no file and no clip row: only the import job saying why.
+    """
     from django.core.files.storage import default_storage
 
     name = Path(upload.name or "upload").name
+    limit = int(settings.REFRAIN_MAX_UPLOAD_BYTES)
+    reason = ""
     if Path(name).suffix.lower() not in SUPPORTED_EXTENSIONS:
+        reason = f"unsupported file type {Path(name).suffix or '(none)'}"
+    elif upload.size is not None and upload.size > limit:
+        reason = (
+            f"{upload.size} bytes: larger than the {limit} byte limit (REFRAIN_MAX_UPLOAD_BYTES)"
+        )
+    if reason:
         job = ImportJob.objects.create(project=project, source=f"upload:{name}", created_by=user)
         job.n_failed = 1
-        job.problems = [{"item": name, "reason": f"unsupported file type {Path(name).suffix}"}]
+        job.problems = [{"item": name, "reason": reason}]
         job.finished_at = timezone.now()
         job.save()
         return job, None
     stored = default_storage.save(f"uploads/{project.slug}/{name}", upload)
-    path = Path(default_storage.path(stored))
-    job = clips_import(
-        project=project,
-        items=[ImportItem(path=path, labels=labels, external_id=name)],
-        source_name=f"upload:{name}",
-        user=user,
-    )
-    clip = Clip.objects.filter(project=project, source_path=str(path.resolve())).first()
-    if clip is None:  # duplicate: the stored copy is not needed
+    path = Path(default_storage.path(stored)).resolve()
+    try:
+        job = clips_import(
+            project=project,
+            items=[ImportItem(path=path, labels=labels, external_id=name)],
+            source_name=f"upload:{name}",
+            user=user,
+            max_failed_clips=0,
+        )
+        clip = Clip.objects.filter(project=project, source_path=str(path)).first()
+    except BaseException:
+        default_storage.delete(stored)
+        raise
+    if clip is None:  # rejected or a duplicate: the stored copy is not needed
         default_storage.delete(stored)
     return job, clip
