@@ -190,9 +190,9 @@ REFRAIN_MAX_UPLOAD_BYTES = env.int("REFRAIN_MAX_UPLOAD_BYTES", default=200 * 102
 # Feature extraction reads the frame count from the header first and fails a clip that holds more
 # frames than this (10 minutes at 48 kHz), so decoding one file never allocates more than
 # 4 bytes x this (mono float32, 115 MB) however long its header says it is. The logmel-stats
-# embedding then costs about 1 MB per second of audio on top of ~450 MB: a feature worker process
-# peaks near 1.1 GB on the longest clip the defaults accept (tests/security/test_hostile_audio.py
-# asserts < 1.5 GB); lower both limits together to fit smaller workers.
+# embedding then grows by about 1.5 MB per second of audio: a feature worker process peaks near
+# 1.2 GB on the longest clip the defaults accept (10 min, 48 kHz stereo; test_hostile_audio.py asserts
+# < 1.5 GB, and about 0.5 GB for a one-minute clip); lower both limits together for smaller workers.
 REFRAIN_MAX_DECODED_FRAMES = env.int("REFRAIN_MAX_DECODED_FRAMES", default=10 * 60 * 48_000)
 # An import stops after this many failed files and says so in its summary.
 REFRAIN_IMPORT_MAX_FAILURES = env.int("REFRAIN_IMPORT_MAX_FAILURES", default=1000)
