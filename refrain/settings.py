@@ -187,6 +187,11 @@ REFRAIN_MIN_CLIP_SECONDS = env.float("REFRAIN_MIN_CLIP_SECONDS", default=0.25)
 # Largest upload (API ``POST /projects/{id}/clips`` and the clips page), in bytes (200 MB); larger
 # files are refused before anything is stored.
 REFRAIN_MAX_UPLOAD_BYTES = env.int("REFRAIN_MAX_UPLOAD_BYTES", default=200 * 1024 * 1024)
+# ... and never spooled to disk beyond that size (annotation/uploads.py).
+FILE_UPLOAD_HANDLERS = [
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "annotation.uploads.BoundedTemporaryFileUploadHandler",
+]
 # Feature extraction reads the frame count from the header first and fails a clip that holds more
 # frames than this (10 minutes at 48 kHz), so decoding one file never allocates more than
 # 4 bytes x this (mono float32, 115 MB) however long its header says it is. The logmel-stats

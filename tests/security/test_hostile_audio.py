@@ -249,3 +249,29 @@ def test_feature_extraction_memory_is_bounded_for_the_worst_accepted_file(
     assert out["worst"]["seconds"] == pytest.approx(limit_s) and out["worst"]["dim"] > 0
     assert out["maxrss_mb"] < MEMORY_BOUND_MB, out
     assert int(django_settings.REFRAIN_MAX_DECODED_FRAMES) >= limit_s * 48000
+
+
+def test_a_too_large_upload_is_not_spooled_to_disk_past_the_limit(
+    root: Path, settings: Any, team: dict[str, Any]
+) -> None:
+    from annotation.uploads import BoundedTemporaryFileUploadHandler
+
+    settings.REFRAIN_MAX_UPLOAD_BYTES = 50_000
+    handler = BoundedTemporaryFileUploadHandler()
+    handler.new_file("file", "huge.wav", "audio/wav", None)
+    for i in range(100):  # 6.4 MB arrives
+        handler.receive_data_chunk(b"\0" * 65536, i * 65536)
+    uploaded = handler.file_complete(100 * 65536)
+    assert uploaded is not None and uploaded.size == 100 * 65536
+    assert os.path.getsize(uploaded.temporary_file_path()) <= 50_000
+    # Through the API, with every byte past the in-memory size going through the handler.
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 1000
+    admin = Client()
+    admin.force_login(team["admin"])
+    big = write_tone(root / "big.wav", seconds=2.0).read_bytes()
+    r = admin.post(
+        f"/api/v1/projects/{team['project'].pk}/clips",
+        {"file": SimpleUploadedFile("big.wav", big)},
+    )
+    assert r.status_code == 422 and f"{len(big)} bytes" in r.json()["detail"]
+    assert not Clip.objects.filter(project=team["project"]).exists() and _uploads(root) == []
