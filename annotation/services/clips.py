@@ -217,7 +217,8 @@ def clips_import(
             problems.append({"item": f"{where}{item.external_id or item.path}", "reason": reason})
 
     with ThreadPoolExecutor(max_workers=PROBE_THREADS) as pool:
-        for chunk in _chunks(items, CHUNK_SIZE):
+        chunks = _chunks(items, CHUNK_SIZE)
+        for chunk in chunks:
             probed = list(pool.map(_probe, chunk))
             clips: list[Clip] = []
             wanted_labels: list[tuple[int, list[int]]] = []
@@ -303,8 +304,11 @@ def clips_import(
                 job.save(
                     update_fields=["n_imported", "n_duplicate", "n_failed", "n_labels", "problems"]
                 )
-            if stopped or job.n_failed >= max_failures:
-                stopped = True
+            if stopped:
+                break
+            if job.n_failed >= max_failures:
+                # Stopped only if something is left to read.
+                stopped = next(chunks, None) is not None
                 break
     if n_failed_unstored and max_failed_clips > 0:  # uploads store none and need no note
         problems.append(

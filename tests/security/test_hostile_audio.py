@@ -148,6 +148,21 @@ def test_a_garbage_manifest_stops_and_stores_a_bounded_number_of_failed_clips(
     assert len(job.problems) == 302
 
 
+def test_reaching_the_failure_limit_on_the_last_file_is_not_a_stop(
+    root: Path, settings: Any
+) -> None:
+    settings.REFRAIN_IMPORT_MAX_FAILURES = 3
+    for i in range(3):
+        (root / f"bad{i}.wav").write_bytes(b"RIFF" + bytes([i]) * 40)
+    write_tone(root / "a_good.wav")  # sorted first
+    job = clips_import_folder(project=ProjectFactory(), folder=root)
+    assert (job.n_imported, job.n_failed) == (1, 3)
+    assert not any("stopped" in p["reason"] for p in job.problems)
+    (root / "bad3.wav").write_bytes(b"RIFF" + b"\3" * 40)
+    job = clips_import_folder(project=ProjectFactory(), folder=root)
+    assert job.n_failed == 3 and any("stopped after 3" in p["reason"] for p in job.problems)
+
+
 # --- uploads --------------------------------------------------------------------------------------
 
 
