@@ -136,8 +136,9 @@ def probe_audio(path: str | Path) -> AudioProbe:
 # --- tag-free copies (blind mode) -------------------------------------------------------------------
 # Annotators must not hear or read what the container says about a file (ID3 ``TCON=Punk``, a FLAC
 # ``GENRE`` comment, a WAV ``LIST/INFO`` chunk, embedded cover art). WAV, FLAC and MP3 are copied with
-# only their audio structures kept (bytewise: the audio is bit-identical); anything else (Ogg
-# Vorbis/Opus, RF64, ...) is re-encoded block by block with soundfile, which writes no tags.
+# only their audio structures kept, Ogg Vorbis/Opus with an empty comment header: bytewise, so the
+# audio is bit-identical. What cannot be parsed that way (chained Ogg, RF64, ...) is re-encoded
+# block by block with soundfile, which writes no tags.
 
 _COPY_BLOCK = 1 << 20
 _WAV_KEEP = frozenset({b"fmt ", b"fact", b"data"})
@@ -269,6 +270,143 @@ def _strip_mp3(src: BinaryIO, dst: BinaryIO) -> None:
     _copy_range(src, dst, end - start)
 
 
+def _ogg_crc(data: bytes) -> int:
+    crc = 0
+    table = _OGG_CRC_TABLE
+    for byte in data:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ table[((crc >> 24) & 0xFF) ^ byte]
+    return crc
+
+
+def _ogg_crc_table() -> list[int]:
+    table = []
+    for i in range(256):
+        r = i << 24
+        for _ in range(8):
+            r = ((r << 1) ^ 0x04C11DB7) if r & 0x80000000 else (r << 1)
+        table.append(r & 0xFFFFFFFF)
+    return table
+
+
+_OGG_CRC_TABLE = _ogg_crc_table()
+
+
+def _ogg_page(fh: BinaryIO) -> tuple[bytes, bytes, list[int]] | None:
+    """The next page as (27-byte header, body, lacing values), or None at the end."""
+    head = fh.read(27)
+    if not head:
+        return None
+    if len(head) < 27 or head[:4] != b"OggS":
+        raise AudioProbeError("not an Ogg stream")
+    lacing = list(fh.read(head[26]))
+    body = fh.read(sum(lacing))
+    if len(lacing) != head[26] or len(body) != sum(lacing):
+        raise AudioProbeError("truncated Ogg page")
+    return head, body, lacing
+
+
+def _ogg_write_page(
+    dst: BinaryIO, *, head: bytes, flags: int, seq: int, lacing: list[int], body: bytes
+) -> None:
+    header = bytearray(head[:27])
+    header[5] = flags
+    header[18:22] = struct.pack("<I", seq)
+    header[22:26] = b"\0\0\0\0"
+    header[26] = len(lacing)
+    page = bytes(header) + bytes(lacing) + body
+    dst.write(page[:22] + struct.pack("<I", _ogg_crc(page)) + page[26:])
+
+
+def _strip_ogg(src: BinaryIO, dst: BinaryIO) -> None:
+    ogg_rewrite_comments(src, dst, comments=())
+
+
+def ogg_rewrite_comments(src: BinaryIO, dst: BinaryIO, *, comments: tuple[bytes, ...]) -> None:
+    """Copy a single-stream Ogg Vorbis/Opus file with its comment header replaced by ``comments``
+    (``b"KEY=value"``; none for the served copy). The audio pages are copied as they are, or
+    renumbered with a new CRC when the comment header takes a different number of pages."""
+    first = _ogg_page(src)
+    if first is None:
+        raise AudioProbeError("empty Ogg stream")
+    head0, body0, lacing0 = first
+    serial = head0[14:18]
+    if body0.startswith(b"\x01vorbis"):
+        n_headers, comment = 3, b"\x03vorbis"
+    elif body0.startswith(b"OpusHead"):
+        n_headers, comment = 2, b"OpusTags"
+    else:
+        raise AudioProbeError("not a Vorbis or Opus stream")
+    # Header packets 2..n: they end on a page boundary (Vorbis I and RFC 7845 require it).
+    packets: list[bytes] = []
+    current = b""
+    old_pages = 1
+    template = head0
+    while len(packets) < n_headers - 1:
+        page = _ogg_page(src)
+        if page is None or page[0][14:18] != serial:
+            raise AudioProbeError("Ogg headers incomplete or multiplexed")
+        template, body, lacing = page
+        old_pages += 1
+        pos = 0
+        for lace in lacing:
+            current += body[pos : pos + lace]
+            pos += lace
+            if lace < 255:
+                packets.append(current)
+                current = b""
+        if len(packets) >= n_headers - 1 and current:
+            raise AudioProbeError("Ogg audio shares a page with the headers")
+    vendor = b"refrain"
+    tags = comment + struct.pack("<I", len(vendor)) + vendor + struct.pack("<I", len(comments))
+    tags += b"".join(struct.pack("<I", len(c)) + c for c in comments)
+    if n_headers == 3:
+        tags += b"\x01"  # Vorbis framing bit
+    packets[0] = tags
+    dst.write(head0 + bytes(lacing0) + body0)  # the identification page, as it was
+    seq = 1
+    # Repaginate: at most 255 lacing values per page, continued packets flagged 0x01.
+    pending: list[tuple[int, bytes]] = []  # (lace, bytes)
+    for packet in packets:
+        laces = _lacing(packet)
+        pos = 0
+        for lace in laces:
+            pending.append((lace, packet[pos : pos + lace]))
+            pos += lace
+    continued = 0
+    header_template = bytearray(template)
+    header_template[6:14] = b"\0" * 8  # granule 0 for header pages
+    while pending:
+        chunk, pending = pending[:255], pending[255:]
+        _ogg_write_page(
+            dst,
+            head=bytes(header_template),
+            flags=continued,
+            seq=seq,
+            lacing=[lace for lace, _ in chunk],
+            body=b"".join(part for _, part in chunk),
+        )
+        seq += 1
+        continued = 0x01 if chunk[-1][0] == 255 else 0
+    shift = seq - old_pages
+    while (page := _ogg_page(src)) is not None:
+        head, body, lacing = page
+        if head[14:18] != serial:
+            raise AudioProbeError("multiplexed or chained Ogg stream")
+        if shift == 0:
+            dst.write(head + bytes(lacing) + body)
+            continue
+        old_seq = struct.unpack("<I", head[18:22])[0]
+        _ogg_write_page(
+            dst, head=head, flags=head[5], seq=old_seq + shift, lacing=lacing, body=body
+        )
+
+
+def _lacing(packet: bytes) -> list[int]:
+    laces = [255] * (len(packet) // 255)
+    laces.append(len(packet) % 255)
+    return laces
+
+
 def _reencode(src: Path, dst: Path) -> None:
     with sf.SoundFile(str(src)) as f:
         fmt, subtype = f.format, f.subtype
@@ -288,13 +426,20 @@ def audio_strip_tags(src: str | Path, dst: str | Path, *, fmt: str) -> None:
         When the file's structure cannot be parsed (the caller fails the clip with the reason).
     """
     src, dst = Path(src), Path(dst)
-    stripper = {"wav": _strip_wav, "flac": _strip_flac, "mp3": _strip_mp3}.get(fmt)
+    stripper = {"wav": _strip_wav, "flac": _strip_flac, "mp3": _strip_mp3, "ogg": _strip_ogg}.get(
+        fmt
+    )
     try:
         if stripper is None:
             _reencode(src, dst)
             return
-        with src.open("rb") as fin, dst.open("wb") as fout:
-            stripper(fin, fout)
+        try:
+            with src.open("rb") as fin, dst.open("wb") as fout:
+                stripper(fin, fout)
+        except AudioProbeError:
+            if fmt != "ogg":
+                raise
+            _reencode(src, dst)  # chained, multiplexed or odd Ogg: decode and encode again
     except AudioProbeError:
         raise
     except (OSError, struct.error, sf.LibsndfileError, RuntimeError, ValueError) as exc:

@@ -295,3 +295,29 @@ def test_strip_command_makes_served_copies_for_older_clips(
     served = Path(clip.served_path)
     assert served.is_file() and served.is_relative_to(root.parent / "media")
     assert not any(s in served.read_bytes() for s in SECRETS)
+
+
+@pytest.mark.parametrize("subtype", ["VORBIS", "OPUS"])
+def test_ogg_comment_headers_of_any_size_are_emptied_bit_exactly(
+    tmp_path: Path, subtype: str
+) -> None:
+    """A 300 KB comment (cover art) spreads the header over several pages; the served copy's audio
+    pages are renumbered with fresh CRCs (libogg drops a page whose CRC is wrong) and decode the same.
+    """
+    from annotation.audio import audio_strip_tags, ogg_rewrite_comments
+
+    plain = tmp_path / "plain.ogg"
+    y = np.random.default_rng(1).normal(0, 0.1, (48000 * 3, 2)).astype(np.float32)
+    sf.write(str(plain), y, 48000, format="OGG", subtype=subtype)
+    tagged, served = tmp_path / "Rock_Punk.ogg", tmp_path / "served.ogg"
+    big = (b"GENRE=PunkGenreSecret", b"METADATA_BLOCK_PICTURE=" + b"A" * 300_000)
+    with plain.open("rb") as src, tagged.open("wb") as dst:
+        ogg_rewrite_comments(src, dst, comments=big)
+    assert b"PunkGenreSecret" in tagged.read_bytes()
+    audio_strip_tags(tagged, served, fmt="ogg")
+    body = served.read_bytes()
+    assert b"PunkGenreSecret" not in body and len(body) < len(tagged.read_bytes()) - 300_000
+    original, _ = sf.read(str(plain))
+    for path in (tagged, served):
+        decoded, _ = sf.read(str(path))
+        assert np.array_equal(decoded, original), path.name
