@@ -236,7 +236,7 @@ def project_members(request: HttpRequest, membership: Membership) -> HttpRespons
 @project_role(Role.ADMIN)
 @require_http_methods(["GET", "POST"])
 def project_clips(request: HttpRequest, membership: Membership) -> HttpResponse:
-    from annotation.services.clips import clip_upload
+    from annotation.services.clips import clip_ids_of_upload, clip_upload
 
     project = membership.project
     form = ClipUploadForm(request.POST or None, request.FILES or None)
@@ -247,7 +247,7 @@ def project_clips(request: HttpRequest, membership: Membership) -> HttpResponse:
             if clip is not None and clip.status == Clip.Status.READY:
                 queue.tasks_create_for_clips(
                     project=project,
-                    clip_ids=[clip.pk],
+                    clip_ids=clip_ids_of_upload(clip),
                     priority=form.cleaned_data.get("priority") or 0.0,
                 )
                 added += 1

@@ -181,6 +181,9 @@ REFRAIN_IMPORT_ROOTS = env.list(
 REFRAIN_SIGNED_LINK_MAX_AGE = env.int("REFRAIN_SIGNED_LINK_MAX_AGE", default=7 * 24 * 3600)
 # Audio longer than this many seconds is rejected at import, with the reason (10 minutes).
 REFRAIN_MAX_CLIP_SECONDS = env.float("REFRAIN_MAX_CLIP_SECONDS", default=10 * 60.0)
+# A project with ``long_audio = segment`` cuts longer files into ``segment_seconds`` clips instead,
+# up to this many segments per file (a longer file is rejected with the reason).
+REFRAIN_MAX_SEGMENTS_PER_FILE = env.int("REFRAIN_MAX_SEGMENTS_PER_FILE", default=480)
 # Audio shorter than this is rejected at import (a WAV whose header claims 0xFFFFFFFF data bytes
 # over a few bytes of audio reads as a 0.023 s clip).
 REFRAIN_MIN_CLIP_SECONDS = env.float("REFRAIN_MIN_CLIP_SECONDS", default=0.25)

@@ -67,7 +67,12 @@ class AudioDecodeError(ValueError):
 
 
 def decode_audio(
-    path: str | os.PathLike[str], *, max_frames: int | None = None, block: int = 1 << 16
+    path: str | os.PathLike[str],
+    *,
+    max_frames: int | None = None,
+    start_s: float | None = None,
+    end_s: float | None = None,
+    block: int = 1 << 16,
 ) -> tuple[F32, int]:
     """Decode an audio file to mono float32 with soundfile (wav, flac, ogg, mp3).
 
@@ -80,7 +85,10 @@ def decode_audio(
     path : path-like
         The audio file.
     max_frames : int, optional
-        Most frames (samples per channel) to decode; a file whose header declares more is refused.
+        Most frames (samples per channel) to decode; a file (or window) whose header declares more is
+        refused.
+    start_s, end_s : float, optional
+        Decode only this window of the file (a segment clip), in seconds.
     block : int
         Frames decoded per step.
 
@@ -107,6 +115,10 @@ def decode_audio(
     try:
         with sf.SoundFile(str(p)) as f:
             frames, sr, channels = int(f.frames), int(f.samplerate), int(f.channels)
+            first = min(max(round((start_s or 0.0) * sr), 0), frames)
+            if end_s is not None:
+                frames = min(frames, max(round(end_s * sr), first))
+            frames -= first
             if max_frames is not None and frames > max_frames:
                 raise AudioDecodeError(
                     f"{p}: {frames} frames ({frames / max(sr, 1):.0f} s at {sr} Hz) exceed the "
@@ -116,6 +128,7 @@ def decode_audio(
                 raise AudioDecodeError(f"{p}: decoded to zero samples")
             audio: F32 = np.empty(frames, dtype=np.float32)
             n = 0
+            f.seek(first)
             for chunk in f.blocks(blocksize=block, dtype="float32", always_2d=True):
                 take = min(len(chunk), frames - n)
                 if take <= 0:

@@ -334,13 +334,15 @@ def _clip_audio(clip: Clip) -> tuple[np.ndarray, int]:
         path = clip_source_file(clip)
     except ClipFileUnavailable as exc:
         raise AudioDecodeError(str(exc)) from exc
-    audio, sr = decode_audio(path, max_frames=settings.REFRAIN_MAX_DECODED_FRAMES)
-    if clip.segment_start_s is not None or clip.segment_end_s is not None:
-        start = round((clip.segment_start_s or 0.0) * sr)
-        end = round(clip.segment_end_s * sr) if clip.segment_end_s is not None else None
-        audio = audio[start:end]
-        if audio.size == 0:
-            raise AudioDecodeError(f"{clip.file_path}: segment holds no samples")
+    segment = clip.segment_start_s is not None or clip.segment_end_s is not None
+    audio, sr = decode_audio(
+        path,
+        max_frames=settings.REFRAIN_MAX_DECODED_FRAMES,
+        start_s=clip.segment_start_s,
+        end_s=clip.segment_end_s,
+    )
+    if segment and audio.size == 0:
+        raise AudioDecodeError(f"{clip.file_path}: segment holds no samples")
     return audio, sr
 
 

@@ -12,7 +12,10 @@ problems but never stored as a clip row.
 from __future__ import annotations
 
 import csv
+import functools
+import hashlib
 import logging
+import math
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -68,9 +71,11 @@ class _Probed:
     storable: bool = True
     real_path: Path | None = None
     served_path: Path | None = None
+    # (start_s, end_s) windows when a long file is cut into segments; None for a whole-file clip.
+    segments: list[tuple[float, float]] | None = None
 
 
-def _probe(item: ImportItem) -> _Probed:
+def _probe(item: ImportItem, *, segment_s: float | None = None) -> _Probed:
     sha: str | None = None
     size = 0
     try:
@@ -89,12 +94,46 @@ def _probe(item: ImportItem) -> _Probed:
         )
     try:
         probe = probe_audio(path)
-        _check_duration(probe)
+        segments = _plan_segments(probe, segment_s=segment_s)
         # Blind mode: what annotators hear is a copy without the container's tags.
         served = served_copy_make(source=path, sha256=sha, fmt=probe.format)
     except AudioProbeError as exc:
         return _Probed(item, sha, size, None, exc.reason, real_path=path)
-    return _Probed(item, sha, size, probe, "", real_path=path, served_path=served)
+    return _Probed(
+        item, sha, size, probe, "", real_path=path, served_path=served, segments=segments
+    )
+
+
+def _segment_sha(file_sha: str, start: float, end: float) -> str:
+    return hashlib.sha256(f"{file_sha}:{start:.3f}-{end:.3f}".encode()).hexdigest()
+
+
+def _plan_segments(
+    probe: AudioProbe, *, segment_s: float | None
+) -> list[tuple[float, float]] | None:
+    """Windows to cut a long file into (a project with ``long_audio=segment``), else None; raises
+    :class:`AudioProbeError` for a file outside the duration limits."""
+    longest = float(settings.REFRAIN_MAX_CLIP_SECONDS)
+    if segment_s is None or probe.duration_s <= longest:
+        _check_duration(probe)
+        return None
+    step = min(float(segment_s), longest)
+    n = math.ceil(probe.duration_s / step)
+    most = int(settings.REFRAIN_MAX_SEGMENTS_PER_FILE)
+    if n > most:
+        raise AudioProbeError(
+            f"too long: {probe.duration_s:.0f} s would make {n} segments of {step:g} s, the limit "
+            f"is {most} (REFRAIN_MAX_SEGMENTS_PER_FILE)"
+        )
+    bounds = [(i * step, min((i + 1) * step, probe.duration_s)) for i in range(n)]
+    shortest = float(settings.REFRAIN_MIN_CLIP_SECONDS)
+    if bounds[-1][1] - bounds[-1][0] < shortest:
+        # A tail too short to label joins the segment before it (or is dropped past the limit).
+        tail_end = bounds.pop()[1]
+        start, _ = bounds[-1]
+        if tail_end - start <= longest:
+            bounds[-1] = (start, tail_end)
+    return bounds
 
 
 def _check_duration(probe: AudioProbe) -> None:
@@ -216,10 +255,14 @@ def clips_import(
             where = f"line {item.line}: " if item.line else ""
             problems.append({"item": f"{where}{item.external_id or item.path}", "reason": reason})
 
+    segment_s = (
+        float(project.segment_seconds) if project.long_audio == Project.LongAudio.SEGMENT else None
+    )
+    probe_one = functools.partial(_probe, segment_s=segment_s)
     with ThreadPoolExecutor(max_workers=PROBE_THREADS) as pool:
         chunks = _chunks(items, CHUNK_SIZE)
         for chunk in chunks:
-            probed = list(pool.map(_probe, chunk))
+            probed = list(pool.map(probe_one, chunk))
             clips: list[Clip] = []
             wanted_labels: list[tuple[int, list[int]]] = []
             for p in probed:
@@ -234,51 +277,67 @@ def clips_import(
                     n_failed_unstored += p.storable
                     note(p.item, p.error)
                     continue
-                if p.sha256 is not None and p.sha256 in seen:
+                windows: list[tuple[float | None, float | None, str | None]] = (
+                    [(None, None, p.sha256)]
+                    if not p.segments or p.sha256 is None
+                    else [(a, b, _segment_sha(p.sha256, a, b)) for a, b in p.segments]
+                )
+                fresh = [w for w in windows if w[2] is None or w[2] not in seen]
+                if not fresh:
                     job.n_duplicate += 1
                     continue
-                if p.sha256 is not None:
-                    seen.add(p.sha256)
-                clip = Clip(
-                    project=project,
-                    external_id=p.item.external_id[:255],
-                    source_path=str(p.real_path or p.item.path),
-                    served_path=str(p.served_path or ""),
-                    original_name=p.item.path.name[:255],
-                    sha256=p.sha256,
-                    size_bytes=p.size,
-                    metadata=p.item.metadata,
-                    import_source=source_name[:255],
-                )
-                if p.probe is None:
-                    clip.status = Clip.Status.FAILED
-                    clip.error = p.error
-                    job.n_failed += 1
-                    n_failed_stored += 1
-                    note(p.item, p.error)
-                else:
-                    clip.status = Clip.Status.READY
-                    clip.format = p.probe.format
-                    clip.duration_s = p.probe.duration_s
-                    clip.sample_rate = p.probe.sample_rate
-                    clip.channels = p.probe.channels
-                    job.n_imported += 1
-                    if p.item.labels:
-                        node_ids, unknown = [], []
-                        for lab in p.item.labels:
-                            node = index.lookup(lab)
-                            (unknown if node is None else node_ids).append(
-                                lab if node is None else node.id
-                            )
-                        if unknown:
-                            note(
-                                p.item,
-                                "labels not in taxonomy "
-                                f"{index.version}: {', '.join(map(str, unknown))}",
-                            )
+                node_ids: list[int] = []
+                if p.probe is not None and p.item.labels:
+                    unknown: list[str] = []
+                    for lab in p.item.labels:
+                        node = index.lookup(lab)
+                        if node is None:
+                            unknown.append(lab)
+                        else:
+                            node_ids.append(node.id)
+                    if unknown:
+                        note(
+                            p.item,
+                            f"labels not in taxonomy {index.version}: {', '.join(unknown)}",
+                        )
+                for start, end, sha in fresh:
+                    if sha is not None:
+                        seen.add(sha)
+                    clip = Clip(
+                        project=project,
+                        external_id=(
+                            p.item.external_id
+                            if start is None
+                            else f"{p.item.external_id}@{start:g}-{end:g}"
+                        )[:255],
+                        source_path=str(p.real_path or p.item.path),
+                        served_path=str(p.served_path or ""),
+                        original_name=p.item.path.name[:255],
+                        sha256=sha,
+                        size_bytes=p.size,
+                        metadata=p.item.metadata,
+                        import_source=source_name[:255],
+                        segment_start_s=start,
+                        segment_end_s=end,
+                    )
+                    if p.probe is None:
+                        clip.status = Clip.Status.FAILED
+                        clip.error = p.error
+                        job.n_failed += 1
+                        n_failed_stored += 1
+                        note(p.item, p.error)
+                    else:
+                        clip.status = Clip.Status.READY
+                        clip.format = p.probe.format
+                        clip.duration_s = (
+                            p.probe.duration_s if start is None or end is None else end - start
+                        )
+                        clip.sample_rate = p.probe.sample_rate
+                        clip.channels = p.probe.channels
+                        job.n_imported += 1
                         if node_ids:
                             wanted_labels.append((len(clips), node_ids))
-                clips.append(clip)
+                    clips.append(clip)
             with transaction.atomic():
                 Clip.objects.bulk_create(clips)
                 annotations = [
@@ -405,3 +464,14 @@ def clip_upload(
     if clip is None:  # rejected or a duplicate: the stored copy is not needed
         default_storage.delete(stored)
     return job, clip
+
+
+def clip_ids_of_upload(clip: Clip) -> list[int]:
+    """The ready clips an upload made: one, or every segment of a long file cut into segments."""
+    return list(
+        Clip.objects.filter(
+            project_id=clip.project_id, source_path=clip.source_path, status=Clip.Status.READY
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )

@@ -290,3 +290,35 @@ def test_a_too_large_upload_is_not_spooled_to_disk_past_the_limit(
     )
     assert r.status_code == 422 and f"{len(big)} bytes" in r.json()["detail"]
     assert not Clip.objects.filter(project=team["project"]).exists() and _uploads(root) == []
+
+
+def test_a_segmenting_project_cuts_long_audio_and_still_bounds_it(
+    root: Path, settings: Any
+) -> None:
+    from active_learning.services.features import _clip_audio
+
+    settings.REFRAIN_MAX_CLIP_SECONDS = 10
+    project = ProjectFactory(long_audio="segment", segment_seconds=10.0)
+    write_tone(root / "Rock" / "Punk" / "long.flac", seconds=25.5, sr=8000)
+    write_tone(root / "Rock" / "Punk" / "almost.wav", seconds=20.1, sr=8000, freq=300)
+    _silent_flac(root / "Rock" / "ten_hours.flac", seconds=10 * 3600, sr=100)
+    job = clips_import_folder(project=project, folder=root, labels_from_folders=True)
+    assert (job.n_imported, job.n_failed) == (5, 1), job.problems
+    assert "REFRAIN_MAX_SEGMENTS_PER_FILE" in job.problems[0]["reason"]
+    long = list(Clip.objects.filter(project=project, original_name="long.flac").order_by("pk"))
+    assert [(c.segment_start_s, c.segment_end_s) for c in long] == [
+        (0.0, 10.0),
+        (10.0, 20.0),
+        (20.0, 25.5),
+    ]
+    assert [c.duration_s for c in long] == pytest.approx([10.0, 10.0, 5.5])
+    assert len({c.sha256 for c in long}) == 3 and len({c.served_path for c in long}) == 1
+    # The 0.1 s tail of the other file is too short to be a clip and too long to join the last one.
+    almost = Clip.objects.filter(project=project, original_name="almost.wav").order_by("pk")
+    assert [(c.segment_start_s, c.segment_end_s) for c in almost] == [(0.0, 10.0), (10.0, 20.0)]
+    assert all(c.annotations.count() == 1 for c in [*long, *almost])
+    audio, sr = _clip_audio(long[2])
+    assert sr == 8000 and len(audio) == round(5.5 * 8000)
+    again = clips_import_folder(project=project, folder=root, labels_from_folders=True)
+    assert (again.n_imported, again.n_duplicate) == (0, 3)
+    assert Clip.objects.filter(project=project).count() == 5 + 1
