@@ -322,3 +322,22 @@ def test_a_segmenting_project_cuts_long_audio_and_still_bounds_it(
     again = clips_import_folder(project=project, folder=root, labels_from_folders=True)
     assert (again.n_imported, again.n_duplicate) == (0, 3)
     assert Clip.objects.filter(project=project).count() == 5 + 1
+
+
+def test_the_review_page_plays_only_the_segment(root: Path, team: dict[str, Any]) -> None:
+    from tests.factories import ClipFactory
+
+    clip = ClipFactory(
+        project=team["project"],
+        source_path=str(write_tone(root / "long.wav", seconds=3.0)),
+        segment_start_s=1.0,
+        segment_end_s=2.5,
+        duration_s=1.5,
+    )
+    reviewer = Client()
+    reviewer.force_login(team["reviewer"])
+    page = reviewer.get(f"/p/{team['project'].slug}/review/{clip.pk}/").content.decode()
+    data = json.loads(
+        page.split('id="clip-data" type="application/json">')[1].split("</script>")[0]
+    )
+    assert (data["segment_start_s"], data["segment_end_s"]) == (1.0, 2.5)
