@@ -17,6 +17,7 @@ from django.conf import settings
 
 from annotation.audio import (
     SERVED_EXTENSIONS,
+    AudioProbe,
     AudioProbeError,
     audio_strip_tags,
     probe_audio,
@@ -89,7 +90,9 @@ def clip_source_file(clip: Clip) -> Path:
     raise ClipFileUnavailable(f"clip {clip.pk}: the audio file is missing")
 
 
-def served_copy_make(*, source: Path, sha256: str, fmt: str) -> Path:
+def served_copy_make(
+    *, source: Path, sha256: str, fmt: str, original: AudioProbe | None = None
+) -> Path:
     """The tag-free copy of ``source`` under ``MEDIA_ROOT/served/``, named by content hash (shared
     by clips with the same bytes), made if missing and checked to decode to the same length.
 
@@ -107,7 +110,8 @@ def served_copy_make(*, source: Path, sha256: str, fmt: str) -> Path:
     tmp = folder / f".{sha256}.{os.getpid()}.{threading.get_ident()}{ext}"
     try:
         audio_strip_tags(source, tmp, fmt=fmt)
-        original, copy = probe_audio(source), probe_audio(tmp)
+        original = original or probe_audio(source)
+        copy = probe_audio(tmp)
         if (copy.frames, copy.channels, copy.sample_rate) != (
             original.frames,
             original.channels,

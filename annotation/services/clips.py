@@ -96,7 +96,7 @@ def _probe(item: ImportItem, *, segment_s: float | None = None) -> _Probed:
         probe = probe_audio(path)
         segments = _plan_segments(probe, segment_s=segment_s)
         # Blind mode: what annotators hear is a copy without the container's tags.
-        served = served_copy_make(source=path, sha256=sha, fmt=probe.format)
+        served = served_copy_make(source=path, sha256=sha, fmt=probe.format, original=probe)
     except AudioProbeError as exc:
         return _Probed(item, sha, size, None, exc.reason, real_path=path)
     return _Probed(
