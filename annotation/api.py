@@ -517,7 +517,7 @@ def clips_upload(
     priority: FormEx[float, P(ge=-MAX_PRIORITY, le=MAX_PRIORITY, allow_inf_nan=False)] = 0.0,
 ) -> Status:
     """Upload one audio file; it becomes a clip with a label task in the queue."""
-    from annotation.services.clips import clip_upload
+    from annotation.services.clips import clip_ids_of_upload, clip_upload
 
     m = perm.require_role(project_id=project_id, user=_user(request), role=Role.ADMIN)
     job, clip = clip_upload(project=m.project, upload=file, user=_user(request))
@@ -526,7 +526,9 @@ def clips_upload(
             "; ".join(p["reason"] for p in job.problems) or "the file is already in the project"
         )
         return Status(422, {"detail": f"{file.name}: {reason}", "code": "clip_rejected"})
-    queue.tasks_create_for_clips(project=m.project, clip_ids=[clip.pk], priority=priority)
+    queue.tasks_create_for_clips(
+        project=m.project, clip_ids=clip_ids_of_upload(clip), priority=priority
+    )
     return Status(201, clip_out(clip, blind=False))
 
 

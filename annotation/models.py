@@ -124,6 +124,20 @@ class Project(models.Model):
     )
     # Audio.
     target_sample_rate = models.PositiveIntegerField(default=22050)
+
+    class LongAudio(models.TextChoices):
+        REJECT = "reject", "Reject files longer than REFRAIN_MAX_CLIP_SECONDS"
+        SEGMENT = "segment", "Cut them into segments of segment_seconds"
+
+    long_audio = models.CharField(
+        max_length=10,
+        choices=LongAudio.choices,
+        default=LongAudio.REJECT,
+        help_text="What an import does with audio longer than REFRAIN_MAX_CLIP_SECONDS.",
+    )
+    segment_seconds = models.FloatField(
+        default=30.0, help_text="Segment length when long audio is cut into segments."
+    )
     # Quality and acquisition policies.
     relabel_budget = models.PositiveIntegerField(
         default=50, help_text="Most suspect clips routed for a second opinion per quality run."
@@ -160,6 +174,9 @@ class Project(models.Model):
             models.CheckConstraint(
                 condition=Q(acquisition_relabel_share__gte=0) & Q(acquisition_relabel_share__lte=1),
                 name="project_relabel_share_unit",
+            ),
+            models.CheckConstraint(
+                condition=Q(segment_seconds__gt=0), name="project_segment_seconds_positive"
             ),
         ]
 
@@ -202,7 +219,12 @@ class Clip(models.Model):
     # storage does; uploads are first copied under MEDIA_ROOT/uploads.
     source_path = models.CharField(max_length=1000, blank=True)
     original_name = models.CharField(max_length=255, blank=True)
-    # Null when the file could not even be read (missing, permission denied).
+    # The tag-free copy under MEDIA_ROOT/served/ that everyone but admins asking for the original is
+    # served (blind mode: no ID3/Vorbis/INFO tags, no original name). Empty until made; made lazily.
+    served_path = models.CharField(max_length=1000, blank=True)
+    # Null when the file could not even be read (missing, permission denied). A segment of a long
+    # file holds sha256("<file sha256>:<start>-<end>"), so each segment is unique and re-imports of
+    # the file find every segment as a duplicate.
     sha256 = models.CharField(max_length=64, null=True, blank=True)
     size_bytes = models.BigIntegerField(default=0)
     format = models.CharField(max_length=20, blank=True)

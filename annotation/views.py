@@ -51,6 +51,7 @@ from annotation.models import (
     Task,
     TaxonomyImportJob,
 )
+from annotation.services import clip_files
 from annotation.services import members as members_service
 from annotation.services import projects as projects_service
 from annotation.services import review as review_service
@@ -309,7 +310,7 @@ def project_members(request: HttpRequest, membership: Membership) -> HttpRespons
 @project_role(Role.ADMIN)
 @require_http_methods(["GET", "POST"])
 def project_clips(request: HttpRequest, membership: Membership) -> HttpResponse:
-    from annotation.services.clips import clip_upload
+    from annotation.services.clips import clip_ids_of_upload, clip_upload
 
     project = membership.project
     form = ClipUploadForm(request.POST or None, request.FILES or None)
@@ -320,7 +321,7 @@ def project_clips(request: HttpRequest, membership: Membership) -> HttpResponse:
             if clip is not None and clip.status == Clip.Status.READY:
                 queue.tasks_create_for_clips(
                     project=project,
-                    clip_ids=[clip.pk],
+                    clip_ids=clip_ids_of_upload(clip),
                     priority=form.cleaned_data.get("priority") or 0.0,
                 )
                 added += 1
@@ -531,6 +532,13 @@ def _clip_or_404(request: HttpRequest, clip_id: int) -> Clip:
     return clip
 
 
+def _clip_and_membership_or_404(request: HttpRequest, clip_id: int) -> tuple[Clip, Membership]:
+    try:
+        return perm.clip_for_user(clip_id=clip_id, user=request.user)
+    except perm.NotFound as exc:
+        raise Http404(exc.message) from exc
+
+
 def _file_slice(path: str, start: int, length: int) -> Iterator[bytes]:
     with open(path, "rb") as fh:
         fh.seek(start)
@@ -545,11 +553,19 @@ def _file_slice(path: str, start: int, length: int) -> Iterator[bytes]:
 
 @login_required
 def clip_audio(request: HttpRequest, clip_id: int) -> HttpResponse:
-    """The clip's file, with single-range requests (``Range: bytes=a-b``) so players can seek."""
-    clip = _clip_or_404(request, clip_id)
-    path = clip.source_path
-    if not path or not os.path.isfile(path):
-        raise Http404("the audio file is missing")
+    """The clip's file, with single-range requests (``Range: bytes=a-b``) so players can seek.
+
+    Everyone gets the tag-free served copy under a neutral name; a project admin may ask for the
+    imported original with ``?original=1``. Failed clips, missing files and anything outside the
+    import roots are 404.
+    """
+    clip, membership = _clip_and_membership_or_404(request, clip_id)
+    original = request.GET.get("original") == "1" and perm.role_at_least(membership, Role.ADMIN)
+    try:
+        served = clip_files.clip_served_file(clip=clip, original=original)
+    except clip_files.ClipFileUnavailable as exc:
+        raise Http404("the audio file is missing") from exc
+    path = str(served)
     size = os.path.getsize(path)
     ext = os.path.splitext(path)[1].lower()
     content_type = (
@@ -581,6 +597,10 @@ def clip_audio(request: HttpRequest, clip_id: int) -> HttpResponse:
         response = FileResponse(open(path, "rb"), content_type=content_type)  # noqa: SIM115
     response["Accept-Ranges"] = "bytes"
     response["Cache-Control"] = "private, max-age=3600"
+    response["Content-Disposition"] = (
+        f'inline; filename="{clip_files.clip_download_name(clip=clip, path=served)}"'
+    )
+    response["X-Content-Type-Options"] = "nosniff"
     return response
 
 

@@ -75,6 +75,9 @@ def run_child(database_url: str, limit: int, var_dir: str) -> dict:
         **os.environ,
         "DATABASE_URL": database_url,
         "REFRAIN_VAR_DIR": var_dir,
+        # Clips are read only inside the import roots: the corpus, and the temp folder the child
+        # writes its manifest into.
+        "REFRAIN_IMPORT_ROOTS": f"{DATA},{tempfile.gettempdir()}",
         "LOG_LEVEL": "WARNING",
     }
     out = subprocess.run(

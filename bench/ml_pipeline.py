@@ -200,6 +200,9 @@ def main() -> None:
                 "CELERY_BROKER_URL": args.broker,
                 "CELERY_RESULT_BACKEND": "django-db",
                 "REFRAIN_VAR_DIR": tmp,
+                # Clips are read only inside the import roots: the corpus, and the temp folder the child
+                # writes its manifest into.
+                "REFRAIN_IMPORT_ROOTS": f"{DATA},{tempfile.gettempdir()}",
                 "LOG_LEVEL": "WARNING",
             }
             cmd = [sys.executable, __file__, "--child", "--backends", args.backends]

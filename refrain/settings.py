@@ -317,6 +317,48 @@ REFRAIN_TOKEN_CREATE_WINDOW_SECONDS = env.int(
 REFRAIN_MAX_TAXONOMY_NODES = env.int("REFRAIN_MAX_TAXONOMY_NODES", default=50_000)
 REFRAIN_TAXONOMY_INLINE_MAX_NODES = env.int("REFRAIN_TAXONOMY_INLINE_MAX_NODES", default=5_000)
 
+# --- Clip sources and audio limits (issue 12) -----------------------------------------------------
+# Clips are read only from these folders (comma-separated in the env) and MEDIA_ROOT, which is always
+# allowed (uploads and the tag-free served copies live there). Every imported path, folder and
+# manifest is resolved (symlinks followed) and must lie inside one of them; anything else is rejected
+# at import with the reason and never stored as a clip. Nothing is served or decoded from outside
+# them either; ``manage.py check_clip_sources`` reports older rows that point elsewhere. The default
+# covers ``var/imports`` (put folders to import there) and ``var/demo`` (``make demo`` writes there).
+REFRAIN_IMPORT_ROOTS = env.list(
+    "REFRAIN_IMPORT_ROOTS", default=[str(VAR_DIR / "imports"), str(VAR_DIR / "demo")]
+)
+# Label Studio audio links are signed with a timestamp and expire after this many seconds (7 days);
+# a forged or expired link gets 404. Re-push tasks to Label Studio to refresh older links.
+REFRAIN_SIGNED_LINK_MAX_AGE = env.int("REFRAIN_SIGNED_LINK_MAX_AGE", default=7 * 24 * 3600)
+# Audio longer than this many seconds is rejected at import, with the reason (10 minutes).
+REFRAIN_MAX_CLIP_SECONDS = env.float("REFRAIN_MAX_CLIP_SECONDS", default=10 * 60.0)
+# A project with ``long_audio = segment`` cuts longer files into ``segment_seconds`` clips instead,
+# up to this many segments per file (a longer file is rejected with the reason).
+REFRAIN_MAX_SEGMENTS_PER_FILE = env.int("REFRAIN_MAX_SEGMENTS_PER_FILE", default=480)
+# Audio shorter than this is rejected at import (a WAV whose header claims 0xFFFFFFFF data bytes
+# over a few bytes of audio reads as a 0.023 s clip).
+REFRAIN_MIN_CLIP_SECONDS = env.float("REFRAIN_MIN_CLIP_SECONDS", default=0.25)
+# Largest upload (API ``POST /projects/{id}/clips`` and the clips page), in bytes (200 MB); larger
+# files are refused before anything is stored.
+REFRAIN_MAX_UPLOAD_BYTES = env.int("REFRAIN_MAX_UPLOAD_BYTES", default=200 * 1024 * 1024)
+# ... and never spooled to disk beyond that size (annotation/uploads.py).
+FILE_UPLOAD_HANDLERS = [
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "annotation.uploads.BoundedTemporaryFileUploadHandler",
+]
+# Feature extraction reads the frame count from the header first and fails a clip that holds more
+# frames than this (10 minutes at 48 kHz), so decoding one file never allocates more than
+# 4 bytes x this (mono float32, 115 MB) however long its header says it is. The logmel-stats
+# embedding then grows by about 1.5 MB per second of audio: a feature worker process peaks near
+# 1.2 GB on the longest clip the defaults accept (10 min, 48 kHz stereo; test_hostile_audio.py asserts
+# < 1.5 GB, and about 0.5 GB for a one-minute clip); lower both limits together for smaller workers.
+REFRAIN_MAX_DECODED_FRAMES = env.int("REFRAIN_MAX_DECODED_FRAMES", default=10 * 60 * 48_000)
+# An import stops after this many failed files and says so in its summary.
+REFRAIN_IMPORT_MAX_FAILURES = env.int("REFRAIN_IMPORT_MAX_FAILURES", default=1000)
+# Failed files are stored as failed clips (with the reason) up to this many per import; beyond, they
+# are only listed in the import's problems, so a garbage manifest cannot write 100k rows.
+REFRAIN_IMPORT_MAX_FAILED_CLIPS = env.int("REFRAIN_IMPORT_MAX_FAILED_CLIPS", default=100)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

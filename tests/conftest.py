@@ -47,6 +47,7 @@ def celery_worker_process(transactional_db: None, tmp_path: Path) -> Iterator[Pa
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "CELERY_RESULT_BACKEND": "django-db",
         "REFRAIN_VAR_DIR": str(tmp_path / "var"),
+        "REFRAIN_IMPORT_ROOTS": ",".join(map(str, settings.REFRAIN_IMPORT_ROOTS)),
         "LOG_LEVEL": "WARNING",
     }
     with local_worker(env=env, logfile=log, concurrency=1, name="test") as proc:
@@ -67,6 +68,14 @@ def _queue_exists(conn: object, queue: str) -> bool:
         return True
     except Exception:
         return False
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    # Tests write their audio under tmp_path: the session's base temp folder is an import root, as
+    # var/imports is in a deployment. Security tests narrow the roots with the ``settings`` fixture.
+    base = config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+    settings.REFRAIN_IMPORT_ROOTS = [*settings.REFRAIN_IMPORT_ROOTS, str(base)]
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -66,13 +66,31 @@ class AudioDecodeError(ValueError):
     """
 
 
-def decode_audio(path: str | os.PathLike[str]) -> tuple[F32, int]:
+def decode_audio(
+    path: str | os.PathLike[str],
+    *,
+    max_frames: int | None = None,
+    start_s: float | None = None,
+    end_s: float | None = None,
+    block: int = 1 << 16,
+) -> tuple[F32, int]:
     """Decode an audio file to mono float32 with soundfile (wav, flac, ogg, mp3).
+
+    Channels are averaged block by block, so memory holds the mono signal and one block, never the
+    whole multi-channel stream; with ``max_frames`` the frame count is read from the header first and
+    a longer file is refused before anything is allocated.
 
     Parameters
     ----------
     path : path-like
         The audio file.
+    max_frames : int, optional
+        Most frames (samples per channel) to decode; a file (or window) whose header declares more is
+        refused.
+    start_s, end_s : float, optional
+        Decode only this window of the file (a segment clip), in seconds.
+    block : int
+        Frames decoded per step.
 
     Returns
     -------
@@ -84,7 +102,8 @@ def decode_audio(path: str | os.PathLike[str]) -> tuple[F32, int]:
     Raises
     ------
     AudioDecodeError
-        If the file is missing, cannot be decoded, holds no samples, or holds non-finite samples.
+        If the file is missing, cannot be decoded, holds no samples, holds non-finite samples, or
+        declares more than ``max_frames`` frames.
     """
     import soundfile as sf
 
@@ -94,16 +113,42 @@ def decode_audio(path: str | os.PathLike[str]) -> tuple[F32, int]:
     if p.stat().st_size == 0:
         raise AudioDecodeError(f"{p}: empty file (0 bytes)")
     try:
-        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(p)) as f:
+            frames, sr, channels = int(f.frames), int(f.samplerate), int(f.channels)
+            first = min(max(round((start_s or 0.0) * sr), 0), frames)
+            if end_s is not None:
+                frames = min(frames, max(round(end_s * sr), first))
+            frames -= first
+            if max_frames is not None and frames > max_frames:
+                raise AudioDecodeError(
+                    f"{p}: {frames} frames ({frames / max(sr, 1):.0f} s at {sr} Hz) exceed the "
+                    f"limit of {max_frames} decoded frames (REFRAIN_MAX_DECODED_FRAMES)"
+                )
+            if frames <= 0 or sr <= 0 or channels <= 0:
+                raise AudioDecodeError(f"{p}: decoded to zero samples")
+            audio: F32 = np.empty(frames, dtype=np.float32)
+            n = 0
+            f.seek(first)
+            for chunk in f.blocks(blocksize=block, dtype="float32", always_2d=True):
+                take = min(len(chunk), frames - n)
+                if take <= 0:
+                    break
+                part = chunk[:take]
+                audio[n : n + take] = (
+                    part.mean(axis=1, dtype=np.float32) if channels > 1 else part[:, 0]
+                )
+                n += take
+    except AudioDecodeError:
+        raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         # LibsndfileError covers "Format not recognised" and truncated/corrupt streams.
         raise AudioDecodeError(f"{p}: cannot decode ({exc})") from exc
-    if data.shape[0] == 0:
+    if n == 0:
         raise AudioDecodeError(f"{p}: decoded to zero samples")
-    audio = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    audio = audio[:n]
     if not np.all(np.isfinite(audio)):
         raise AudioDecodeError(f"{p}: decoded samples are not finite")
-    return np.ascontiguousarray(audio, dtype=np.float32), int(sr)
+    return audio, sr
 
 
 def resample(audio: npt.ArrayLike, sr: int, target: int) -> F32:

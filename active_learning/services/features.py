@@ -40,6 +40,7 @@ from active_learning.core.features import (
 )
 from active_learning.models import FeatureSet, JobStatus
 from annotation.models import Clip, Project
+from annotation.services.clip_files import ClipFileUnavailable, clip_source_file
 
 logger = logging.getLogger(__name__)
 
@@ -327,13 +328,21 @@ def _donor(feature_set: FeatureSet) -> _Donor | None:
 
 
 def _clip_audio(clip: Clip) -> tuple[np.ndarray, int]:
-    audio, sr = decode_audio(clip.file_path)
-    if clip.segment_start_s is not None or clip.segment_end_s is not None:
-        start = round((clip.segment_start_s or 0.0) * sr)
-        end = round(clip.segment_end_s * sr) if clip.segment_end_s is not None else None
-        audio = audio[start:end]
-        if audio.size == 0:
-            raise AudioDecodeError(f"{clip.file_path}: segment holds no samples")
+    # Only files inside the import roots, never a failed clip; the header's frame count is checked
+    # against REFRAIN_MAX_DECODED_FRAMES before a sample is decoded.
+    try:
+        path = clip_source_file(clip)
+    except ClipFileUnavailable as exc:
+        raise AudioDecodeError(str(exc)) from exc
+    segment = clip.segment_start_s is not None or clip.segment_end_s is not None
+    audio, sr = decode_audio(
+        path,
+        max_frames=settings.REFRAIN_MAX_DECODED_FRAMES,
+        start_s=clip.segment_start_s,
+        end_s=clip.segment_end_s,
+    )
+    if segment and audio.size == 0:
+        raise AudioDecodeError(f"{clip.file_path}: segment holds no samples")
     return audio, sr
 
 

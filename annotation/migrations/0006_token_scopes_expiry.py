@@ -23,7 +23,7 @@ def fingerprint_existing_tokens(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("annotation", "0004_project_model_kind"),
+        ("annotation", "0005_clip_sources_and_limits"),
     ]
 
     operations = [

@@ -3,12 +3,19 @@
 Every file ends as exactly one of: imported (a ready clip), duplicate (its content is already in the
 project, nothing written), or failed (a clip row with status ``failed`` and the reason, so the user
 sees it and nothing is silently dropped). Labels from the source become ``import:<file>`` annotations.
+
+Sources are confined to the import roots (:mod:`annotation.services.clip_files`): a folder, manifest
+or file whose resolved path lies elsewhere is rejected, and a rejected path is listed in the job's
+problems but never stored as a clip row.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
+import hashlib
 import logging
+import math
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,14 +23,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.utils import timezone
 
-from annotation.audio import SUPPORTED_EXTENSIONS, AudioProbeError, probe_audio, sha256_of
+from annotation.audio import (
+    SUPPORTED_EXTENSIONS,
+    AudioProbe,
+    AudioProbeError,
+    probe_audio,
+    sha256_of,
+)
 from annotation.models import Annotation, AnnotationLabel, Clip, ImportJob, Project
 from annotation.selectors import taxonomy_index_cached
+from annotation.services.clip_files import ClipSourceError, served_copy_make, source_confine
 
 logger = logging.getLogger(__name__)
 
@@ -52,27 +67,98 @@ class _Probed:
     size: int
     probe: Any  # AudioProbe | None
     error: str
+    # False for paths that must leave no row (outside the import roots).
+    storable: bool = True
+    real_path: Path | None = None
+    served_path: Path | None = None
+    # (start_s, end_s) windows when a long file is cut into segments; None for a whole-file clip.
+    segments: list[tuple[float, float]] | None = None
 
 
-def _probe(item: ImportItem) -> _Probed:
+def _probe(item: ImportItem, *, segment_s: float | None = None) -> _Probed:
     sha: str | None = None
     size = 0
-    if not item.path.exists():
-        return _Probed(item, None, 0, None, "file not found")
     try:
-        with item.path.open("rb") as fh:
+        # Checked before anything else, so whether an outside file exists is not revealed either.
+        path = source_confine(item.path)
+    except ClipSourceError as exc:
+        return _Probed(item, None, 0, None, exc.reason, storable=False)
+    if not path.exists():
+        return _Probed(item, None, 0, None, "file not found", real_path=path)
+    try:
+        with path.open("rb") as fh:
             sha, size = sha256_of(fh)
     except OSError as exc:
-        return _Probed(item, None, 0, None, f"cannot read file: {exc.strerror or exc}")
+        return _Probed(
+            item, None, 0, None, f"cannot read file: {exc.strerror or exc}", real_path=path
+        )
     try:
-        return _Probed(item, sha, size, probe_audio(item.path), "")
+        probe = probe_audio(path)
+        segments = _plan_segments(probe, segment_s=segment_s)
+        # Blind mode: what annotators hear is a copy without the container's tags.
+        served = served_copy_make(source=path, sha256=sha, fmt=probe.format, original=probe)
     except AudioProbeError as exc:
-        return _Probed(item, sha, size, None, exc.reason)
+        return _Probed(item, sha, size, None, exc.reason, real_path=path)
+    return _Probed(
+        item, sha, size, probe, "", real_path=path, served_path=served, segments=segments
+    )
+
+
+def _segment_sha(file_sha: str, start: float, end: float) -> str:
+    return hashlib.sha256(f"{file_sha}:{start:.3f}-{end:.3f}".encode()).hexdigest()
+
+
+def _plan_segments(
+    probe: AudioProbe, *, segment_s: float | None
+) -> list[tuple[float, float]] | None:
+    """Windows to cut a long file into (a project with ``long_audio=segment``), else None; raises
+    :class:`AudioProbeError` for a file outside the duration limits."""
+    longest = float(settings.REFRAIN_MAX_CLIP_SECONDS)
+    if segment_s is None or probe.duration_s <= longest:
+        _check_duration(probe)
+        return None
+    step = min(float(segment_s), longest)
+    n = math.ceil(probe.duration_s / step)
+    most = int(settings.REFRAIN_MAX_SEGMENTS_PER_FILE)
+    if n > most:
+        raise AudioProbeError(
+            f"too long: {probe.duration_s:.0f} s would make {n} segments of {step:g} s, the limit "
+            f"is {most} (REFRAIN_MAX_SEGMENTS_PER_FILE)"
+        )
+    bounds = [(i * step, min((i + 1) * step, probe.duration_s)) for i in range(n)]
+    shortest = float(settings.REFRAIN_MIN_CLIP_SECONDS)
+    if bounds[-1][1] - bounds[-1][0] < shortest:
+        # A tail too short to label joins the segment before it (or is dropped past the limit).
+        tail_end = bounds.pop()[1]
+        start, _ = bounds[-1]
+        if tail_end - start <= longest:
+            bounds[-1] = (start, tail_end)
+    return bounds
+
+
+def _check_duration(probe: AudioProbe) -> None:
+    longest = float(settings.REFRAIN_MAX_CLIP_SECONDS)
+    shortest = float(settings.REFRAIN_MIN_CLIP_SECONDS)
+    if probe.duration_s > longest:
+        raise AudioProbeError(
+            f"too long: {probe.duration_s:.0f} s ({probe.frames} frames at {probe.sample_rate} Hz), "
+            f"the limit is {longest:g} s (REFRAIN_MAX_CLIP_SECONDS)"
+        )
+    if probe.duration_s < shortest:
+        raise AudioProbeError(
+            f"too short: {probe.duration_s:.3f} s of decodable audio, the minimum is {shortest:g} s "
+            "(REFRAIN_MIN_CLIP_SECONDS); a header claiming more data than the file holds reads "
+            "this way"
+        )
 
 
 def folder_items(folder: Path, *, labels_from_folders: bool = False) -> Iterator[ImportItem]:
     """Every non-hidden file under ``folder``, sorted; with ``labels_from_folders`` the path of the
     containing folder relative to ``folder`` (``Rock/Punk``) is the label."""
+    try:
+        source_confine(folder)
+    except ClipSourceError as exc:
+        raise ImportSourceError(f"{folder}: {exc.reason}") from exc
     if not folder.is_dir():
         raise ImportSourceError(f"{folder} is not a folder")
     for root, dirs, files in os.walk(folder):
@@ -86,10 +172,24 @@ def folder_items(folder: Path, *, labels_from_folders: bool = False) -> Iterator
             yield ImportItem(path=path, labels=labels, external_id=str(path.relative_to(folder)))
 
 
+# Refrain's CSV export prefixes cells that start like a spreadsheet formula with a quote (OWASP's
+# CSV-injection advice, quality/export.py); a manifest cell written that way reads back without it.
+_FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _unquote_cell(text: str) -> str:
+    return text[1:] if text.startswith("'") and text[1:].startswith(_FORMULA_TRIGGERS) else text
+
+
 def manifest_items(manifest: Path) -> Iterator[ImportItem]:
     """Rows of a CSV manifest with a ``path`` column (relative to the manifest or absolute) and an
     optional ``labels`` column of ``|``-separated taxonomy paths or keys; other columns become
     metadata (``clip_id`` or ``id`` also becomes the external id)."""
+    try:
+        # A manifest outside the roots is not even read: its error messages would quote it.
+        source_confine(manifest)
+    except ClipSourceError as exc:
+        raise ImportSourceError(f"manifest {manifest}: {exc.reason}") from exc
     if not manifest.is_file():
         raise ImportSourceError(f"manifest {manifest} not found")
     with manifest.open(newline="", encoding="utf-8-sig") as fh:
@@ -101,10 +201,11 @@ def manifest_items(manifest: Path) -> Iterator[ImportItem]:
             )
         for row in reader:
             line = reader.line_num
-            raw_path = (row.pop("path") or "").strip()
-            raw_labels = (row.pop("labels", "") or "").strip()
             if None in row:  # more cells than header columns
                 row.pop(None)  # type: ignore[call-overload]
+            row = {k: _unquote_cell(v) if isinstance(v, str) else v for k, v in row.items()}
+            raw_path = (row.pop("path") or "").strip()
+            raw_labels = (row.pop("labels", "") or "").strip()
             labels = tuple(lab.strip() for lab in raw_labels.split("|") if lab.strip())
             path = Path(raw_path)
             if not path.is_absolute():
@@ -137,8 +238,19 @@ def clips_import(
     source_name: str,
     user: AbstractBaseUser | None = None,
     job: ImportJob | None = None,
+    max_failed_clips: int | None = None,
 ) -> ImportJob:
-    """Import ``items`` into ``project``; returns the finished :class:`ImportJob` summary."""
+    """Import ``items`` into ``project``; returns the finished :class:`ImportJob` summary.
+
+    Bounded: the import stops after ``REFRAIN_IMPORT_MAX_FAILURES`` failed files, and at most
+    ``max_failed_clips`` (default ``REFRAIN_IMPORT_MAX_FAILED_CLIPS``) of them are stored as failed
+    clips; the others are only listed in the job's problems.
+    """
+    max_failures = max(1, int(settings.REFRAIN_IMPORT_MAX_FAILURES))
+    if max_failed_clips is None:
+        max_failed_clips = int(settings.REFRAIN_IMPORT_MAX_FAILED_CLIPS)
+    n_failed_stored = n_failed_unstored = 0
+    stopped = False
     if job is None:
         job = ImportJob.objects.create(project=project, source=source_name, created_by=user)
     index = taxonomy_index_cached(project.taxonomy_version)
@@ -153,55 +265,89 @@ def clips_import(
             where = f"line {item.line}: " if item.line else ""
             problems.append({"item": f"{where}{item.external_id or item.path}", "reason": reason})
 
+    segment_s = (
+        float(project.segment_seconds) if project.long_audio == Project.LongAudio.SEGMENT else None
+    )
+    probe_one = functools.partial(_probe, segment_s=segment_s)
     with ThreadPoolExecutor(max_workers=PROBE_THREADS) as pool:
-        for chunk in _chunks(items, CHUNK_SIZE):
-            probed = list(pool.map(_probe, chunk))
+        chunks = _chunks(items, CHUNK_SIZE)
+        for chunk in chunks:
+            probed = list(pool.map(probe_one, chunk))
             clips: list[Clip] = []
             wanted_labels: list[tuple[int, list[int]]] = []
             for p in probed:
-                if p.sha256 is not None and p.sha256 in seen:
+                if job.n_failed >= max_failures:
+                    stopped = True
+                    break
+                storable = p.storable and (
+                    p.probe is not None or n_failed_stored < max_failed_clips
+                )
+                if not storable:
+                    job.n_failed += 1
+                    n_failed_unstored += p.storable
+                    note(p.item, p.error)
+                    continue
+                windows: list[tuple[float | None, float | None, str | None]] = (
+                    [(None, None, p.sha256)]
+                    if not p.segments or p.sha256 is None
+                    else [(a, b, _segment_sha(p.sha256, a, b)) for a, b in p.segments]
+                )
+                fresh = [w for w in windows if w[2] is None or w[2] not in seen]
+                if not fresh:
                     job.n_duplicate += 1
                     continue
-                if p.sha256 is not None:
-                    seen.add(p.sha256)
-                clip = Clip(
-                    project=project,
-                    external_id=p.item.external_id[:255],
-                    source_path=str(p.item.path.resolve()),
-                    original_name=p.item.path.name[:255],
-                    sha256=p.sha256,
-                    size_bytes=p.size,
-                    metadata=p.item.metadata,
-                    import_source=source_name[:255],
-                )
-                if p.probe is None:
-                    clip.status = Clip.Status.FAILED
-                    clip.error = p.error
-                    job.n_failed += 1
-                    note(p.item, p.error)
-                else:
-                    clip.status = Clip.Status.READY
-                    clip.format = p.probe.format
-                    clip.duration_s = p.probe.duration_s
-                    clip.sample_rate = p.probe.sample_rate
-                    clip.channels = p.probe.channels
-                    job.n_imported += 1
-                    if p.item.labels:
-                        node_ids, unknown = [], []
-                        for lab in p.item.labels:
-                            node = index.lookup(lab)
-                            (unknown if node is None else node_ids).append(
-                                lab if node is None else node.id
-                            )
-                        if unknown:
-                            note(
-                                p.item,
-                                "labels not in taxonomy "
-                                f"{index.version}: {', '.join(map(str, unknown))}",
-                            )
+                node_ids: list[int] = []
+                if p.probe is not None and p.item.labels:
+                    unknown: list[str] = []
+                    for lab in p.item.labels:
+                        node = index.lookup(lab)
+                        if node is None:
+                            unknown.append(lab)
+                        else:
+                            node_ids.append(node.id)
+                    if unknown:
+                        note(
+                            p.item,
+                            f"labels not in taxonomy {index.version}: {', '.join(unknown)}",
+                        )
+                for start, end, sha in fresh:
+                    if sha is not None:
+                        seen.add(sha)
+                    clip = Clip(
+                        project=project,
+                        external_id=(
+                            p.item.external_id
+                            if start is None
+                            else f"{p.item.external_id}@{start:g}-{end:g}"
+                        )[:255],
+                        source_path=str(p.real_path or p.item.path),
+                        served_path=str(p.served_path or ""),
+                        original_name=p.item.path.name[:255],
+                        sha256=sha,
+                        size_bytes=p.size,
+                        metadata=p.item.metadata,
+                        import_source=source_name[:255],
+                        segment_start_s=start,
+                        segment_end_s=end,
+                    )
+                    if p.probe is None:
+                        clip.status = Clip.Status.FAILED
+                        clip.error = p.error
+                        job.n_failed += 1
+                        n_failed_stored += 1
+                        note(p.item, p.error)
+                    else:
+                        clip.status = Clip.Status.READY
+                        clip.format = p.probe.format
+                        clip.duration_s = (
+                            p.probe.duration_s if start is None or end is None else end - start
+                        )
+                        clip.sample_rate = p.probe.sample_rate
+                        clip.channels = p.probe.channels
+                        job.n_imported += 1
                         if node_ids:
                             wanted_labels.append((len(clips), node_ids))
-                clips.append(clip)
+                    clips.append(clip)
             with transaction.atomic():
                 Clip.objects.bulk_create(clips)
                 annotations = [
@@ -227,8 +373,31 @@ def clips_import(
                 job.save(
                     update_fields=["n_imported", "n_duplicate", "n_failed", "n_labels", "problems"]
                 )
+            if stopped:
+                break
+            if job.n_failed >= max_failures:
+                # Stopped only if something is left to read.
+                stopped = next(chunks, None) is not None
+                break
+    if n_failed_unstored and max_failed_clips > 0:  # uploads store none and need no note
+        problems.append(
+            {
+                "item": "(import)",
+                "reason": f"{n_failed_unstored} failed file(s) beyond the first {max_failed_clips} "
+                "are listed here only, not stored as clips (REFRAIN_IMPORT_MAX_FAILED_CLIPS)",
+            }
+        )
+    if stopped:
+        problems.append(
+            {
+                "item": "(import)",
+                "reason": f"stopped after {job.n_failed} failed files (REFRAIN_IMPORT_MAX_FAILURES="
+                f"{max_failures}); the rest of {source_name} was not imported",
+            }
+        )
+    job.problems = problems
     job.finished_at = timezone.now()
-    job.save(update_fields=["finished_at"])
+    job.save(update_fields=["finished_at", "problems"])
     logger.info(
         "import %s into %s: %d imported, %d duplicate, %d failed",
         source_name,
@@ -265,26 +434,54 @@ def clip_upload(
     labels: tuple[str, ...] = (),
     user: AbstractBaseUser | None = None,
 ) -> tuple[ImportJob, Clip | None]:
-    """Store one uploaded file under MEDIA_ROOT and import it like any other file."""
+    """Store one uploaded file under MEDIA_ROOT and import it like any other file.
+
+    A rejected upload (too large, wrong type, undecodable, out of limits, already in the project)
+    leaves no file and no clip row: only the import job saying why.
+    """
     from django.core.files.storage import default_storage
 
     name = Path(upload.name or "upload").name
+    limit = int(settings.REFRAIN_MAX_UPLOAD_BYTES)
+    reason = ""
     if Path(name).suffix.lower() not in SUPPORTED_EXTENSIONS:
+        reason = f"unsupported file type {Path(name).suffix or '(none)'}"
+    elif upload.size is not None and upload.size > limit:
+        reason = (
+            f"{upload.size} bytes: larger than the {limit} byte limit (REFRAIN_MAX_UPLOAD_BYTES)"
+        )
+    if reason:
         job = ImportJob.objects.create(project=project, source=f"upload:{name}", created_by=user)
         job.n_failed = 1
-        job.problems = [{"item": name, "reason": f"unsupported file type {Path(name).suffix}"}]
+        job.problems = [{"item": name, "reason": reason}]
         job.finished_at = timezone.now()
         job.save()
         return job, None
     stored = default_storage.save(f"uploads/{project.slug}/{name}", upload)
-    path = Path(default_storage.path(stored))
-    job = clips_import(
-        project=project,
-        items=[ImportItem(path=path, labels=labels, external_id=name)],
-        source_name=f"upload:{name}",
-        user=user,
-    )
-    clip = Clip.objects.filter(project=project, source_path=str(path.resolve())).first()
-    if clip is None:  # duplicate: the stored copy is not needed
+    path = Path(default_storage.path(stored)).resolve()
+    try:
+        job = clips_import(
+            project=project,
+            items=[ImportItem(path=path, labels=labels, external_id=name)],
+            source_name=f"upload:{name}",
+            user=user,
+            max_failed_clips=0,
+        )
+        clip = Clip.objects.filter(project=project, source_path=str(path)).first()
+    except BaseException:
+        default_storage.delete(stored)
+        raise
+    if clip is None:  # rejected or a duplicate: the stored copy is not needed
         default_storage.delete(stored)
     return job, clip
+
+
+def clip_ids_of_upload(clip: Clip) -> list[int]:
+    """The ready clips an upload made: one, or every segment of a long file cut into segments."""
+    return list(
+        Clip.objects.filter(
+            project_id=clip.project_id, source_path=clip.source_path, status=Clip.Status.READY
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )

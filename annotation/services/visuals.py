@@ -21,6 +21,7 @@ import soundfile as sf
 from django.conf import settings
 
 from annotation.models import Clip
+from annotation.services.clip_files import ClipFileUnavailable, clip_source_file
 
 N_PEAKS = 1200
 SPEC_WIDTH = 1000
@@ -76,7 +77,8 @@ def png_bytes(rgb: np.ndarray) -> bytes:
 
 
 def _read_mono(clip: Clip) -> tuple[np.ndarray, int]:
-    with sf.SoundFile(clip.source_path) as f:
+    # Raises ClipFileUnavailable (an OSError) for failed clips and paths outside the roots.
+    with sf.SoundFile(str(clip_source_file(clip))) as f:
         sr = f.samplerate
         start = int((clip.segment_start_s or 0.0) * sr)
         end = int(clip.segment_end_s * sr) if clip.segment_end_s else f.frames
@@ -134,6 +136,8 @@ def _cache_key(clip: Clip) -> str:
 
 def clip_visuals(clip: Clip) -> tuple[dict[str, Any], Path]:
     """``({"duration_s", "peaks"}, spectrogram_png_path)``, computed on first use and cached."""
+    if clip.status == Clip.Status.FAILED:  # cached before it was failed: still nothing to show
+        raise ClipFileUnavailable(f"clip {clip.pk} failed at import: it has no audio")
     key = _cache_key(clip)
     json_path = _cache_dir() / f"{key}.json"
     png_path = _cache_dir() / f"{key}.png"

@@ -82,7 +82,9 @@ def test_extraction_resumes_and_skips_chunks_already_written(
 
     decoded: list[str] = []
     real = svc.decode_audio
-    monkeypatch.setattr(svc, "decode_audio", lambda p: decoded.append(str(p)) or real(p))
+    monkeypatch.setattr(
+        svc, "decode_audio", lambda p, **kw: decoded.append(str(p)) or real(p, **kw)
+    )
     again = feature_set_extract_chunk(feature_set=fs, chunk_index=0, clip_ids=plan[0])
     assert again.skipped and decoded == []
 

@@ -96,7 +96,13 @@ def test_csv_export_is_a_manifest_that_reimports_to_the_same_labels(
     tmp_path: Path, fast_passwords: None
 ) -> None:
     source = ProjectFactory()
-    given = {"a": "Rock/Punk", "b": "Jazz/Bebop|Electronic/House", "c": "", "d": "Rock/Metal"}
+    given = {
+        "a": "Rock/Punk",
+        "b": "Jazz/Bebop|Electronic/House",
+        "c": "",
+        "d": "Rock/Metal",
+        "=sum": "Rock/Punk",  # exported as '=sum (CSV injection), read back as =sum
+    }
     lines = ["path,labels,clip_id,bpm"]
     for i, (cid, labels) in enumerate(given.items()):
         write_tone(tmp_path / "audio" / f"{cid}.wav", freq=200 + 20 * i)
@@ -126,7 +132,8 @@ def test_csv_export_is_a_manifest_that_reimports_to_the_same_labels(
 
     target = ProjectFactory(taxonomy_version=source.taxonomy_version)
     job = clips_import_manifest(project=target, manifest=out)
-    assert (job.n_imported, job.n_failed) == (4, 1)
+    assert (job.n_imported, job.n_failed) == (5, 1)
+    assert by_id["'=sum"]["labels"] == "Rock/Punk"
 
     def labels_of(project) -> dict[str, set[str]]:
         cur = latest_labels(project=project)

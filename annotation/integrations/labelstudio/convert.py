@@ -92,21 +92,25 @@ def label_config_from_taxonomy(
     return ET.tostring(view, encoding="unicode")
 
 
-def task_from_clip(clip: Any, *, audio_url: str) -> dict[str, Any]:
-    """One Label Studio task for a clip; ``refrain_clip_id`` brings results back to the clip."""
+def task_from_clip(clip: Any, *, audio_url: str, blind: bool = True) -> dict[str, Any]:
+    """One Label Studio task for a clip; ``refrain_clip_id`` brings results back to the clip.
+
+    In a blind project the task is named ``clip <id>``: Label Studio shows task data to its
+    annotators, and file names often name the genre."""
+    name = f"clip {clip.id}" if blind else clip.original_name or clip.external_id
     return {
         "data": {
             OBJECT_NAME: audio_url,
             "refrain_clip_id": clip.id,
-            "refrain_name": clip.original_name or clip.external_id or f"clip {clip.id}",
+            "refrain_name": name or f"clip {clip.id}",
         }
     }
 
 
 def tasks_from_clips(
-    clips: Iterable[Any], *, audio_url: Callable[[Any], str]
+    clips: Iterable[Any], *, audio_url: Callable[[Any], str], blind: bool = True
 ) -> list[dict[str, Any]]:
-    return [task_from_clip(c, audio_url=audio_url(c)) for c in clips]
+    return [task_from_clip(c, audio_url=audio_url(c), blind=blind) for c in clips]
 
 
 def _children_by_index(nodes: Sequence[NodeLike]) -> tuple[list[int], dict[int, list[int]]]:

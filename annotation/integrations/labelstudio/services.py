@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import numpy as np
 import numpy.typing as npt
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core import signing
 from django.db import transaction
@@ -89,15 +90,18 @@ def _client_for(link: LabelStudioLink) -> LabelStudio:
 def clip_audio_url(*, link: LabelStudioLink, clip: Clip) -> str:
     """A signed URL of the clip's audio: LS annotators hold no Refrain session, so the signature
     (bound to this link and clip) is the permission. Relative when the link has no ``refrain_url``."""
-    token = signing.Signer(salt=AUDIO_SIGNING_SALT).sign(f"{link.id}.{clip.id}")
+    token = signing.TimestampSigner(salt=AUDIO_SIGNING_SALT).sign(f"{link.id}.{clip.id}")
     path = reverse("labelstudio-audio", kwargs={"token": token})
     return f"{link.refrain_url.rstrip('/')}{path}"
 
 
 def clip_audio_token_check(token: str) -> tuple[int, int] | None:
-    """``(link_id, clip_id)`` for a valid audio token, else None."""
+    """``(link_id, clip_id)`` for a valid, unexpired audio token, else None (forged, tampered or
+    older than ``REFRAIN_SIGNED_LINK_MAX_AGE`` seconds)."""
     try:
-        value = signing.Signer(salt=AUDIO_SIGNING_SALT).unsign(token)
+        value = signing.TimestampSigner(salt=AUDIO_SIGNING_SALT).unsign(
+            token, max_age=settings.REFRAIN_SIGNED_LINK_MAX_AGE
+        )
         link_id, clip_id = value.split(".")
         return int(link_id), int(clip_id)
     except (signing.BadSignature, ValueError):
@@ -208,7 +212,10 @@ def ls_push_tasks(*, link: LabelStudioLink, clips: Iterable[Clip]) -> PushSummar
         for start in range(0, len(todo), PUSH_CHUNK):
             chunk = todo[start : start + PUSH_CHUNK]
             payload = [
-                task_from_clip(c, audio_url=clip_audio_url(link=link, clip=c)) for c in chunk
+                task_from_clip(
+                    c, audio_url=clip_audio_url(link=link, clip=c), blind=link.project.blind
+                )
+                for c in chunk
             ]
             response = _ls_call(
                 "task import",

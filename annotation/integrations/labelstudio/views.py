@@ -5,7 +5,6 @@ from __future__ import annotations
 import hmac
 import json
 import mimetypes
-import os
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,6 +22,11 @@ from annotation.integrations.labelstudio.services import (
 )
 from annotation.integrations.labelstudio.tasks import ls_ingest_annotation
 from annotation.models import Clip, LabelStudioLink
+from annotation.services.clip_files import (
+    ClipFileUnavailable,
+    clip_download_name,
+    clip_served_file,
+)
 
 
 def _bad(message: str, status: int = 400) -> JsonResponse:
@@ -97,13 +101,19 @@ def clip_audio(request: HttpRequest, token: str) -> HttpResponse:
         raise Http404("unknown audio link")
     link_id, clip_id = ids
     link = LabelStudioLink.objects.filter(id=link_id).only("project_id", "base_url").first()
-    clip = Clip.objects.filter(id=clip_id).only("project_id", "source_path").first()
+    clip = Clip.objects.filter(id=clip_id).first()
     if link is None or clip is None or clip.project_id != link.project_id:
         raise Http404("unknown audio link")
-    if not clip.source_path or not os.path.isfile(clip.source_path):
-        raise Http404("the audio file is missing")
-    content_type = mimetypes.guess_type(clip.source_path)[0] or "application/octet-stream"
-    response = FileResponse(open(clip.source_path, "rb"), content_type=content_type)  # noqa: SIM115
+    try:
+        served = clip_served_file(clip=clip)
+    except ClipFileUnavailable as exc:
+        raise Http404("the audio file is missing") from exc
+    content_type = mimetypes.guess_type(served.name)[0] or "application/octet-stream"
+    response = FileResponse(served.open("rb"), content_type=content_type)
+    response["Content-Disposition"] = (
+        f'inline; filename="{clip_download_name(clip=clip, path=served)}"'
+    )
+    response["X-Content-Type-Options"] = "nosniff"
     # LS's waveform player fetches the file with XHR from its own origin.
     origin = urlsplit(link.base_url)
     response["Access-Control-Allow-Origin"] = f"{origin.scheme}://{origin.netloc}"

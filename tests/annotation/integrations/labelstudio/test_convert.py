@@ -101,11 +101,16 @@ def test_tasks_carry_audio_url_and_clip_id() -> None:
         original_name: str = ""
         external_id: str = ""
 
-    tasks = tasks_from_clips([C(7, "a.wav"), C(8)], audio_url=lambda c: f"https://r/{c.id}")
+    clips = [C(7, "Rock_Punk_7.wav"), C(8)]
+    tasks = tasks_from_clips(clips, audio_url=lambda c: f"https://r/{c.id}", blind=False)
     assert tasks[0] == {
-        "data": {"audio": "https://r/7", "refrain_clip_id": 7, "refrain_name": "a.wav"}
+        "data": {"audio": "https://r/7", "refrain_clip_id": 7, "refrain_name": "Rock_Punk_7.wav"}
     }
     assert tasks[1]["data"]["refrain_name"] == "clip 8"
+    # Blind projects: Label Studio's annotators see task data, so no file name goes there.
+    blind = tasks_from_clips(clips, audio_url=lambda c: f"https://r/{c.id}")
+    assert [t["data"]["refrain_name"] for t in blind] == ["clip 7", "clip 8"]
+    assert "Rock_Punk" not in str(blind)
 
 
 def test_prediction_follows_the_argmax_path() -> None:
