@@ -103,3 +103,13 @@ def consensus_project(project_id: int) -> dict[str, Any]:
     from quality.services.consensus import consensus_recompute_project
 
     return consensus_recompute_project(project=Project.objects.get(pk=project_id))
+
+
+# Acked early and not retried: a lost sweep is simply the next minute's. Safe on two beats at once
+# (every resume is a conditional UPDATE).
+@shared_task(name="quality.tasks.sweep_orphans")
+def sweep_orphans() -> dict[str, Any]:
+    """Resume (or fail) the jobs whose worker is gone; see ``quality.services.sweep``."""
+    from quality.services.sweep import orphans_sweep, sweep_summary
+
+    return sweep_summary(orphans_sweep())

@@ -40,6 +40,7 @@ from active_learning.core.features import (
 )
 from active_learning.models import FeatureSet, JobStatus
 from annotation.models import Clip, Project
+from refrain.jobs import fault_point, heartbeat, holder_fields, sweep_note
 
 logger = logging.getLogger(__name__)
 
@@ -256,10 +257,30 @@ def feature_set_for_extraction(
 def feature_set_mark_running(*, feature_set: FeatureSet) -> bool:
     """Claim queued -> running; False when another delivery or a previous run already did."""
     claimed = FeatureSet.objects.filter(id=feature_set.id, status=JobStatus.QUEUED).update(
-        status=JobStatus.RUNNING
+        status=JobStatus.RUNNING, attempts=F("attempts") + 1, **holder_fields()
     )
     feature_set.refresh_from_db()
     return bool(claimed)
+
+
+def feature_set_requeue(*, feature_set: FeatureSet, action: str, reason: str) -> bool:
+    """running (its worker gone) -> queued again, with a note; False if the row moved meanwhile.
+
+    Conditional on the row as the caller saw it, so of two sweeps only one requeues it; the
+    caller sends the extraction again, which extracts only the chunks whose files are missing.
+    """
+    fs = feature_set
+    return bool(
+        FeatureSet.objects.filter(
+            id=fs.id, status=fs.status, worker=fs.worker, heartbeat_at=fs.heartbeat_at
+        ).update(
+            status=JobStatus.QUEUED,
+            worker="",
+            worker_pid=None,
+            heartbeat_at=timezone.now(),
+            sweep_notes=[*fs.sweep_notes, sweep_note(action, reason)],
+        )
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -349,6 +370,16 @@ def feature_set_extract_chunk(
     store, name = _store_of(feature_set)
     if chunk_index in store.done_chunks(name):
         return ChunkResult(chunk_index, 0, 0, skipped=True)
+    # This worker now holds the set (the latest chunk's worker is the one shown and checked).
+    FeatureSet.objects.filter(id=feature_set.id, status=JobStatus.RUNNING).update(**holder_fields())
+    with heartbeat(FeatureSet, feature_set.id):
+        fault_point(f"features.chunk:{chunk_index}")
+        return _extract_chunk(feature_set, store, name, chunk_index, clip_ids)
+
+
+def _extract_chunk(
+    feature_set: FeatureSet, store: FeatureStore, name: str, chunk_index: int, clip_ids: list[int]
+) -> ChunkResult:
     donor = _donor(feature_set)
     backend: EmbeddingBackend | None = None
     clips = {c.id: c for c in Clip.objects.filter(id__in=clip_ids)}
