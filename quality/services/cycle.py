@@ -10,9 +10,11 @@ Two ways to run it, sharing the step functions and the checkpoints:
 * in one process (:func:`cycle_run`: ``manage.py run_cycle``, the tests).
 
 Each step commits its writes and then its checkpoint (``QualityCycle.steps_done``); every step is
-idempotent on its own (a model keyed by the cycle and attempt, a run that is the cycle's one-to-one
-row, tasks keyed ``issue:<id>`` and ``al:...``), so a worker killed anywhere leaves a cycle that the
-next trigger resumes, creating no duplicate task or issue.
+idempotent on its own (one model version per cycle, trained again if its worker died; a run that is
+the cycle's one-to-one row; tasks keyed ``issue:<id>`` and ``al:...``), so a worker killed anywhere
+leaves a cycle that the next trigger (or the orphan sweep, ``quality.services.sweep``) resumes,
+creating no duplicate model, task or issue. While a worker is inside a step the cycle records it and
+its heartbeat (``refrain.jobs``); the checkpoint releases it.
 
 Who may run a step: a PostgreSQL session-level advisory lock per project is held by the worker
 inside one of its cycle's steps (or running a whole cycle in process). The server releases it when
