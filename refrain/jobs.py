@@ -116,13 +116,18 @@ def fault_point(name: str) -> None:
 
     Writes ``<REFRAIN_FAULT_DIR>/<name>.reached`` (holding this pid) and waits until
     ``<name>.go`` exists or ten minutes pass, so a fault test can SIGKILL the worker exactly here.
+    Once only: when ``<name>.reached`` exists already (the work was redelivered after the kill),
+    it passes.
     """
     points = settings.REFRAIN_FAULT_PAUSE_AT
     if not points or name not in points:
         return
     folder = Path(settings.REFRAIN_FAULT_DIR or ".")
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.reached").write_text(f"{os.getpid()}\n")
+    reached = folder / f"{name}.reached"
+    if reached.exists():
+        return
+    reached.write_text(f"{os.getpid()}\n")
     logger.warning("fault point %s reached (pid %s): waiting", name, os.getpid())
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and not (folder / f"{name}.go").exists():

@@ -1,6 +1,7 @@
-"""Worker loss: a real worker on the real broker is SIGKILLed (its whole process group) in the middle
-of feature extraction, training, detection and routing; the orphan sweep notices, a new worker
-finishes the work, and every piece of it exists exactly once.
+"""Worker loss: a real worker on the real broker is SIGKILLed in the middle of feature extraction,
+training and detection (its whole process group: the orphan sweep notices and a new worker finishes
+the work) and of routing (its pool child only: the step's message is requeued at once and the same
+worker finishes it by itself); every piece of the work exists exactly once.
 
 A worker is caught mid-step deterministically: it is started with ``REFRAIN_FAULT_PAUSE_AT`` naming
 a fault point (``refrain.jobs.fault_point``), which writes ``<point>.reached`` and waits there; the
@@ -212,6 +213,10 @@ def test_training_killed_mid_fit_is_trained_once_by_the_next_worker(
     feature_set_extract_sync(project=project)
     with start_worker(pause_at="training.fit") as proc:
         mv = model_train_start(project=project, n_folds=3)
+        _until("the worker to reach training.fit", (faults / "training.fit.reached").exists, proc)
+        # Alive, the worker answers that its pid runs the training: the sweep leaves it alone
+        # however old the heartbeat is allowed to be.
+        assert orphans_sweep(stale_seconds=0) == []
         pid = _kill_at(faults, "training.fit", proc)
     mv.refresh_from_db()
     assert mv.status == JobStatus.RUNNING and mv.worker_pid == pid and mv.attempts == 1
@@ -255,18 +260,23 @@ def test_cycle_killed_in_detection_then_in_routing_completes_exactly_once(
     # The run belongs to the cycle: the sweep resumes the cycle, whose detect step redoes it.
     _swept("cycle", cycle.pk)
 
-    # 2. Killed inside routing, its tasks written but not committed.
+    # 2. Only the pool child dies, inside routing, its tasks written but not committed: the worker
+    # requeues the step's message at once (reject_on_worker_lost), a new child takes it, and the
+    # step counts the lost attempt. No sweep, no restart: it completes by itself.
     with start_worker(pause_at="cycle.route") as proc:
-        pid = _kill_at(faults, "cycle.route", proc)
-    cycle.refresh_from_db()
-    run.refresh_from_db()
-    assert (cycle.steps_done, cycle.worker_pid, cycle.attempts) == (["retrain", "detect"], pid, 2)
-    assert run.status == RunStatus.DONE and run.n_issues >= 1 and run.attempts == 2
-    assert not Task.objects.filter(project=project, reason__startswith="label_issue:").exists()
-    _swept("cycle", cycle.pk)
-
-    # 3. A worker with no fault finishes it.
-    with start_worker() as proc:
+        reached = faults / "cycle.route.reached"
+        _until("the worker to reach cycle.route", reached.exists, proc)
+        child = int(reached.read_text())
+        cycle.refresh_from_db()
+        run.refresh_from_db()
+        assert (cycle.steps_done, cycle.worker_pid, cycle.attempts) == (
+            ["retrain", "detect"],
+            child,
+            2,
+        )
+        assert run.status == RunStatus.DONE and run.n_issues >= 1 and run.attempts == 2
+        assert not Task.objects.filter(project=project, reason__startswith="label_issue:").exists()
+        os.kill(child, signal.SIGKILL)
         _until(
             "the cycle to finish",
             lambda: QualityCycle.objects.get(pk=cycle.pk).status != RunStatus.RUNNING,
@@ -276,6 +286,7 @@ def test_cycle_killed_in_detection_then_in_routing_completes_exactly_once(
     assert cycle.status == RunStatus.DONE, cycle.error
     assert cycle.steps_done == ["retrain", "detect", "route", "acquire"]
     assert cycle.attempts == 3 and [n["action"] for n in cycle.sweep_notes] == ["resumed"] * 2
+    assert f"pid {child}) lost inside a step" in cycle.sweep_notes[1]["reason"]
     # Exactly once: one cycle, one model, one run, one set of issues, one task per routed issue.
     assert QualityCycle.objects.filter(project=project).count() == 1
     assert ModelVersion.objects.filter(project=project).count() == 1
