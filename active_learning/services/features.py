@@ -370,11 +370,60 @@ def feature_set_extract_chunk(
     store, name = _store_of(feature_set)
     if chunk_index in store.done_chunks(name):
         return ChunkResult(chunk_index, 0, 0, skipped=True)
+    attempt = _chunk_attempt(store, name, chunk_index)
+    if attempt > settings.REFRAIN_JOB_MAX_ATTEMPTS:
+        return _chunk_give_up(feature_set, store, name, chunk_index, clip_ids, lost=attempt - 1)
     # This worker now holds the set (the latest chunk's worker is the one shown and checked).
     FeatureSet.objects.filter(id=feature_set.id, status=JobStatus.RUNNING).update(**holder_fields())
     with heartbeat(FeatureSet, feature_set.id):
         fault_point(f"features.chunk:{chunk_index}")
         return _extract_chunk(feature_set, store, name, chunk_index, clip_ids)
+
+
+def _chunk_attempt(store: FeatureStore, name: str, chunk_index: int) -> int:
+    """Count one more start of a chunk (a file beside the chunk files); the starts so far.
+
+    A chunk is started again only when no earlier start finished it: its worker died.
+    """
+    folder = store.chunk_dir(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{chunk_index:06d}.attempts"
+    try:
+        n = int(path.read_text()) + 1
+    except (FileNotFoundError, ValueError):
+        n = 1
+    path.write_text(str(n))
+    return n
+
+
+def _chunk_give_up(
+    feature_set: FeatureSet,
+    store: FeatureStore,
+    name: str,
+    chunk_index: int,
+    clip_ids: list[int],
+    *,
+    lost: int,
+) -> ChunkResult:
+    """Its worker died on every start (a clip that exhausts memory, a crashing decoder): list the
+    chunk's clips as failed and write it empty, so a redelivered message cannot loop forever and
+    the rest of the set completes."""
+    reason = f"the worker embedding this clip's chunk was lost {lost} times; not embedded"
+    failures = {str(cid): reason for cid in clip_ids}
+    store.write_chunk(
+        name,
+        chunk_index,
+        np.zeros((0, feature_set.dim or 0), dtype=np.float32),
+        [],
+        backend=feature_set.backend,
+        version=feature_set.backend_version,
+        failures=failures,
+    )
+    _record_chunk_progress(feature_set, n_done=0, failures=failures)
+    logger.error(
+        "feature set %s: chunk %s given up after %s lost workers", feature_set.id, chunk_index, lost
+    )
+    return ChunkResult(chunk_index, 0, len(failures), skipped=False)
 
 
 def _extract_chunk(
