@@ -14,6 +14,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from annotation.models import Clip, Project, TaxonomyNode, TaxonomyVersion
+from refrain.jobs import HeldJob
 
 
 class JobStatus(models.TextChoices):
@@ -23,7 +24,7 @@ class JobStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
-class FeatureSet(models.Model):
+class FeatureSet(HeldJob):
     """One embedding backend's features for a project's clips, extracted in resumable chunks."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="feature_sets")
@@ -42,6 +43,9 @@ class FeatureSet(models.Model):
     chunk_size = models.PositiveIntegerField(default=64)
     n_chunks = models.PositiveIntegerField(default=0)
     store_path = models.CharField(max_length=1000, blank=True)
+    attempts = models.PositiveSmallIntegerField(
+        default=0, help_text="How many times a worker started or resumed this extraction."
+    )
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -60,7 +64,7 @@ class FeatureSet(models.Model):
         return max(0, self.n_clips - self.n_done - self.n_failed)
 
 
-class ModelVersion(models.Model):
+class ModelVersion(HeldJob):
     """A trained model with its cross-validated predictions, metrics and training snapshot."""
 
     class Trigger(models.TextChoices):
@@ -93,6 +97,9 @@ class ModelVersion(models.Model):
     artifact_path = models.CharField(max_length=1000, blank=True)
     # The Celery task that asked for this version: a redelivered message finds its row again.
     task_id = models.CharField(max_length=255, null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(
+        default=0, help_text="How many times a worker started or resumed this training."
+    )
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)

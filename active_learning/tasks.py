@@ -51,7 +51,14 @@ def _import_audio_libraries(**_: Any) -> None:
         logger.exception("audio libraries unavailable on this worker")
 
 
-@shared_task(name="active_learning.tasks.extract_features_for_project", bind=True)
+# acks_late + reject_on_worker_lost: it finds the unfinished set (or plans one) and chords the chunks
+# whose files are missing; run twice, it sends chunks that the first run's messages then skip.
+@shared_task(
+    name="active_learning.tasks.extract_features_for_project",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+)
 def extract_features_for_project(
     self: Task, project_id: int, backend: str | None = None, feature_set_id: int | None = None
 ) -> dict[str, Any]:
@@ -75,6 +82,8 @@ def extract_features_for_project(
     return self.replace(chord(header, finalize))  # type: ignore[no-any-return]
 
 
+# acks_late + reject_on_worker_lost: a chunk whose file exists is skipped, and the file is written
+# atomically, so a killed chunk is redone from scratch once, by whoever gets the requeued message.
 @shared_task(
     name="active_learning.tasks.extract_features_chunk",
     acks_late=True,
@@ -89,13 +98,24 @@ def extract_features_chunk(feature_set_id: int, chunk_index: int, clip_ids: list
     ).as_json()
 
 
-@shared_task(name="active_learning.tasks.extract_features_finalize", acks_late=True)
+# acks_late + reject_on_worker_lost: consolidation is atomic and recounts from the chunk files; a
+# set already done is returned unchanged.
+@shared_task(
+    name="active_learning.tasks.extract_features_finalize",
+    acks_late=True,
+    reject_on_worker_lost=True,
+)
 def extract_features_finalize(feature_set_id: int) -> dict[str, Any]:
     fs = feature_set_finalize(feature_set=FeatureSet.objects.get(id=feature_set_id))
     return feature_set_summary(feature_set=fs)
 
 
-@shared_task(name="active_learning.tasks.train_project_model", bind=True)
+# acks_late: the version is claimed queued -> running by a conditional UPDATE (and a message without
+# a version id finds its row by task id), so a redelivery trains nothing twice. No
+# reject_on_worker_lost: a requeued message would find the row running and skip it; the orphan sweep
+# resumes it with a bounded number of attempts, so a training that kills its worker (out of memory)
+# fails after REFRAIN_JOB_MAX_ATTEMPTS instead of looping.
+@shared_task(name="active_learning.tasks.train_project_model", bind=True, acks_late=True)
 def train_project_model(
     self: Task,
     project_id: int,
@@ -124,6 +144,8 @@ def train_project_model(
     return model_version_summary(model_version=model_version_run(model_version=mv))
 
 
+# Acked early: not idempotent on its own (it requests a version when due); a lost one is asked
+# again by the next annotation or schedule.
 @shared_task(name="active_learning.tasks.retrain_if_due")
 def retrain_if_due(project_id: int) -> dict[str, Any]:
     mv = retrain_if_due_service(project=Project.objects.get(id=project_id))

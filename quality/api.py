@@ -81,6 +81,36 @@ class CycleStartOut(CycleOut):
     created: bool = Field(description="false when an unfinished cycle was resumed instead")
 
 
+class JobOut(Schema):
+    kind: str = Field(description="import, features, training, cycle or run")
+    id: int
+    name: str
+    status: str
+    progress: str
+    worker: str = Field(
+        description="Celery node name (or process:<host>) running or last running it"
+    )
+    worker_pid: int | None
+    heartbeat_at: datetime | None
+    heartbeat_age_s: float | None
+    stale: bool = Field(description="running with a heartbeat older than REFRAIN_JOB_STALE_SECONDS")
+    attempts: int
+    notes: list[dict[str, Any]] = Field(description="what the orphan sweep did to it, oldest first")
+    error: str
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobsOut(Schema):
+    stale_seconds: int
+    imports: list[JobOut]
+    feature_sets: list[JobOut]
+    trainings: list[JobOut]
+    cycles: list[JobOut]
+    runs: list[JobOut]
+
+
 def _user(request: HttpRequest) -> Any:
     return request.auth  # type: ignore[attr-defined]
 
@@ -223,3 +253,22 @@ def get_cycle(request: HttpRequest, cycle_id: PathId) -> dict[str, Any]:
     except perm.NotFound:
         raise perm.NotFound(f"cycle {cycle_id} not found among your projects") from None
     return _cycle_out(cycle)
+
+
+@router.get("/projects/{project_id}/jobs", response=JobsOut, summary="List background jobs")
+def list_jobs(request: HttpRequest, project_id: int, limit: Query[int] = 20) -> dict[str, Any]:
+    """The project's recent imports, feature sets, trainings, relabel cycles and detection runs
+    (newest first, ``limit`` of each): status, progress, worker, heartbeat, attempts, what the
+    orphan sweep did, errors. Reviewers and admins."""
+    from dataclasses import asdict
+
+    from django.conf import settings
+
+    project = perm.require_role(
+        project_id=project_id, user=_user(request), role=Role.REVIEWER
+    ).project
+    overview = sel.jobs_overview(project=project, limit=max(1, min(int(limit), MAX_PAGE)))
+    return {
+        "stale_seconds": settings.REFRAIN_JOB_STALE_SECONDS,
+        **{key: [asdict(j) for j in rows] for key, rows in overview.items()},
+    }

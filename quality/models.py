@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from active_learning.models import ModelVersion
 from annotation.models import Annotation, Clip, Project, Task, TaxonomyNode
+from refrain.jobs import HeldJob
 
 
 class RunStatus(models.TextChoices):
@@ -27,11 +28,13 @@ class RunStatus(models.TextChoices):
 ACTIVE_STATUSES: tuple[str, ...] = (RunStatus.QUEUED, RunStatus.RUNNING)
 
 
-class QualityCycle(models.Model):
+class QualityCycle(HeldJob):
     """One turn of the relabel loop: retrain -> detect -> route -> acquire, checkpointed per step.
 
     ``steps_done`` lists the steps whose results are committed; a worker that resumes a cycle
     (after a crash) skips them. ``results`` holds each step's summary, the audit of what it did.
+    ``worker`` is set while a worker is inside a step and cleared at each checkpoint: a running
+    cycle with no worker is between steps (its next step's message is queued).
     """
 
     class Trigger(models.TextChoices):
@@ -76,7 +79,7 @@ class QualityCycle(models.Model):
         return f"cycle {self.pk} of {self.project} ({self.status})"
 
 
-class QualityRun(models.Model):
+class QualityRun(HeldJob):
     """One detection pass over a project's labels: the structural check, then the model's."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="quality_runs")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -509,4 +510,161 @@ def clip_quality_view(*, clip: Clip) -> dict[str, Any]:
         "has_probs": probs is not None,
         "tree": tree,
         "history": events,
+    }
+
+
+# --- jobs (the jobs page and API) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """One background job as the jobs page and API show it, whatever its kind."""
+
+    kind: str  # import | features | training | cycle | run
+    id: int
+    name: str
+    status: str
+    progress: str
+    worker: str
+    worker_pid: int | None
+    heartbeat_at: datetime | None
+    heartbeat_age_s: float | None
+    stale: bool  # running, and its heartbeat older than REFRAIN_JOB_STALE_SECONDS
+    attempts: int
+    notes: list[dict[str, Any]]
+    error: str
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+JOB_KINDS: tuple[tuple[str, str], ...] = (
+    ("imports", "Imports"),
+    ("feature_sets", "Feature sets"),
+    ("trainings", "Trainings"),
+    ("cycles", "Relabel cycles"),
+    ("runs", "Detection runs"),
+)
+
+
+def _held(
+    kind: str, row: Any, *, name: str, progress: str, now: datetime, stale_s: float
+) -> JobRow:
+    hb = row.heartbeat_at
+    age = (now - hb).total_seconds() if hb else None
+    return JobRow(
+        kind=kind,
+        id=row.pk,
+        name=name,
+        status=row.status,
+        progress=progress,
+        worker=row.worker,
+        worker_pid=row.worker_pid,
+        heartbeat_at=hb,
+        heartbeat_age_s=round(age, 1) if age is not None else None,
+        stale=row.status == "running" and bool(row.worker) and age is not None and age > stale_s,
+        attempts=row.attempts,
+        notes=list(row.sweep_notes),
+        error=row.error,
+        created_at=row.created_at,
+        started_at=getattr(row, "started_at", None),
+        finished_at=row.finished_at,
+    )
+
+
+def jobs_overview(*, project: Project, limit: int = 20) -> dict[str, list[JobRow]]:
+    """The project's recent jobs of every kind, newest first: five queries, large JSON left out."""
+    from django.conf import settings
+    from django.utils import timezone
+
+    from active_learning.models import FeatureSet
+    from annotation.models import ImportJob
+
+    now = timezone.now()
+    stale_s = float(settings.REFRAIN_JOB_STALE_SECONDS)
+    held = ("status", "worker", "worker_pid", "heartbeat_at", "sweep_notes", "error")
+    held += ("attempts", "created_at", "finished_at")
+    imports = ImportJob.objects.filter(project=project).only(
+        "source", "started_at", "finished_at", "n_imported", "n_duplicate", "n_failed", "n_labels"
+    )
+    feature_sets = FeatureSet.objects.filter(project=project).only(
+        *held, "backend", "n_clips", "n_done", "n_failed"
+    )
+    trainings = ModelVersion.objects.filter(project=project).only(
+        *held, "number", "kind", "trigger", "n_folds", "started_at"
+    )
+    cycles = QualityCycle.objects.filter(project=project).only(
+        *held, "trigger", "steps_done", "started_at"
+    )
+    runs = QualityRun.objects.filter(project=project).only(
+        *held, "cycle_id", "n_issues", "n_routed", "started_at"
+    )
+    n_steps = len(QualityCycle.STEPS)
+    return {
+        "imports": [
+            JobRow(
+                kind="import",
+                id=j.pk,
+                name=j.source,
+                status="done" if j.finished_at else "running",
+                progress=f"{j.n_imported} imported, {j.n_duplicate} duplicate, {j.n_failed} failed",
+                worker="",
+                worker_pid=None,
+                heartbeat_at=None,
+                heartbeat_age_s=None,
+                stale=False,
+                attempts=1,
+                notes=[],
+                error="",
+                created_at=j.started_at,
+                started_at=j.started_at,
+                finished_at=j.finished_at,
+            )
+            for j in imports.order_by("-started_at")[:limit]
+        ],
+        "feature_sets": [
+            _held(
+                "features",
+                fs,
+                name=fs.backend,
+                progress=f"{fs.n_done + fs.n_failed}/{fs.n_clips} clips ({fs.n_failed} failed)",
+                now=now,
+                stale_s=stale_s,
+            )
+            for fs in feature_sets.order_by("-created_at")[:limit]
+        ],
+        "trainings": [
+            _held(
+                "training",
+                mv,
+                name=f"v{mv.number} {mv.kind} ({mv.trigger}, {mv.n_folds}-fold)",
+                progress=mv.status,
+                now=now,
+                stale_s=stale_s,
+            )
+            for mv in trainings.order_by("-created_at")[:limit]
+        ],
+        "cycles": [
+            _held(
+                "cycle",
+                c,
+                name=f"cycle {c.pk} ({c.trigger})",
+                progress=f"{len(c.steps_done)}/{n_steps} steps"
+                + (f": {', '.join(c.steps_done)}" if c.steps_done else ""),
+                now=now,
+                stale_s=stale_s,
+            )
+            for c in cycles.order_by("-created_at")[:limit]
+        ],
+        "runs": [
+            _held(
+                "run",
+                r,
+                name=f"run {r.pk}" + (f" (cycle {r.cycle_id})" if r.cycle_id else ""),
+                progress=f"{r.n_issues} issues, {r.n_routed} routed",
+                now=now,
+                stale_s=stale_s,
+            )
+            for r in runs.order_by("-created_at")[:limit]
+        ],
     }

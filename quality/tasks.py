@@ -14,7 +14,11 @@ from quality.models import QualityRun
 CYCLE_STEP_RETRY_S = 5
 
 
-@shared_task(name="quality.tasks.run_quality_cycle", bind=True, acks_late=True)
+# acks_late + reject_on_worker_lost: the trigger only claims the cycle under its lock and chains the
+# steps left; a redelivery re-claims it and the steps already checkpointed are skipped.
+@shared_task(
+    name="quality.tasks.run_quality_cycle", bind=True, acks_late=True, reject_on_worker_lost=True
+)
 def run_quality_cycle(
     self: Task, project_id: int, trigger: str = "manual", cycle_id: int | None = None
 ) -> dict[str, Any]:
@@ -45,7 +49,17 @@ def run_quality_cycle(
     )
 
 
-@shared_task(name="quality.tasks.run_cycle_step", bind=True, acks_late=True, max_retries=None)
+# acks_late + reject_on_worker_lost: a step is checkpointed and idempotent (a model keyed by the
+# cycle, the cycle's one run, tasks keyed issue:<id>), and runs under the project's lock, so a
+# message requeued after its pool child died re-runs the step once; the step counts the loss as an
+# attempt (quality.services.cycle), so a step that kills its worker every time fails the cycle.
+@shared_task(
+    name="quality.tasks.run_cycle_step",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,
+)
 def run_cycle_step(self: Task, cycle_id: int, step: str, finish: bool = False) -> dict[str, Any]:
     """One step of a relabel cycle; retried while another worker is inside a step of it."""
     from quality.services.cycle import CycleBusy, cycle_step_execute, cycle_summary
@@ -57,6 +71,9 @@ def run_cycle_step(self: Task, cycle_id: int, step: str, finish: bool = False) -
     return cycle_summary(cycle)
 
 
+# acks_late: the run is claimed queued -> running by a conditional UPDATE, so a redelivery does
+# nothing. No reject_on_worker_lost: a requeued message would find the run running and stop; the
+# orphan sweep resumes it instead, counting attempts.
 @shared_task(name="quality.tasks.detect_label_issues", acks_late=True)
 def detect_label_issues(run_id: int) -> dict[str, Any]:
     """Execute a queued quality run (claimed by a conditional UPDATE: redeliveries do nothing)."""
@@ -86,3 +103,13 @@ def consensus_project(project_id: int) -> dict[str, Any]:
     from quality.services.consensus import consensus_recompute_project
 
     return consensus_recompute_project(project=Project.objects.get(pk=project_id))
+
+
+# Acked early and not retried: a lost sweep is simply the next minute's. Safe on two beats at once
+# (every resume is a conditional UPDATE).
+@shared_task(name="quality.tasks.sweep_orphans")
+def sweep_orphans() -> dict[str, Any]:
+    """Resume (or fail) the jobs whose worker is gone; see ``quality.services.sweep``."""
+    from quality.services.sweep import orphans_sweep, sweep_summary
+
+    return sweep_summary(orphans_sweep())

@@ -9,4 +9,5 @@ urlpatterns = [
     path("p/<slug:slug>/quality/export/", views.labels_export, name="quality-export"),
     path("p/<slug:slug>/settings/loop/", views.loop_settings, name="quality-loop-settings"),
     path("p/<slug:slug>/quality/clips/<int:clip_id>/", views.clip_issues, name="quality-clip"),
+    path("p/<slug:slug>/jobs/", views.jobs, name="quality-jobs"),
 ]

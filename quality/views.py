@@ -3,6 +3,7 @@ admins of the project only (annotators are blind to other people's labels and th
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
@@ -122,6 +123,24 @@ def dashboard(request: HttpRequest, membership: Membership) -> HttpResponse:
             "cycles": sel.recent_cycles(project=project, limit=10),
             "can_start_cycle": role_at_least(membership, Role.ADMIN),
             "counts": sel.issue_counts(project=project)["by_status"],
+        },
+    )
+
+
+@project_role(Role.REVIEWER)
+def jobs(request: HttpRequest, membership: Membership) -> HttpResponse:
+    """Recent background jobs of every kind: status, progress, worker, heartbeat, resumes, errors."""
+    project = membership.project
+    overview = sel.jobs_overview(project=project)
+    return render(
+        request,
+        "quality/jobs.html",
+        {
+            "project": project,
+            "membership": membership,
+            "tab": "jobs",
+            "sections": [(label, overview[key]) for key, label in sel.JOB_KINDS],
+            "stale_seconds": settings.REFRAIN_JOB_STALE_SECONDS,
         },
     )
 

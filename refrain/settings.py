@@ -229,6 +229,32 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=60 * 60)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=55 * 60)
+# --- Worker loss (issue 12) ---------------------------------------------------------------------
+# Redis (and SQS) hand an unacknowledged message to another worker only after its visibility
+# timeout. acks_late tasks stay unacknowledged while they run, so the timeout must exceed the
+# longest task (the hard time limit) or a long training would be delivered twice while it still
+# runs. A worker that dies is noticed sooner by the orphan sweep below, not by this timeout.
+CELERY_BROKER_VISIBILITY_TIMEOUT = env.int(
+    "CELERY_BROKER_VISIBILITY_TIMEOUT", default=CELERY_TASK_TIME_LIMIT + 30 * 60
+)
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://", "sqs://", "redis+socket://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT}
+# A running job row (cycle, detection run, feature set, training) records its worker and a
+# heartbeat refreshed every REFRAIN_JOB_HEARTBEAT_SECONDS by a thread of the process doing the work.
+# The sweep (quality.tasks.sweep_orphans, every minute on beat; `manage.py sweep_orphans` once)
+# resumes a row whose heartbeat is older than REFRAIN_JOB_STALE_SECONDS and whose worker is gone
+# (asked with Celery's remote control), or one left queued / between steps for
+# REFRAIN_JOB_QUEUED_STALE_SECONDS with nobody taking it (its message was lost). A job lost
+# REFRAIN_JOB_MAX_ATTEMPTS times is failed with the reason instead of being resumed again.
+REFRAIN_JOB_HEARTBEAT_SECONDS = env.float("REFRAIN_JOB_HEARTBEAT_SECONDS", default=30.0)
+REFRAIN_JOB_STALE_SECONDS = env.int("REFRAIN_JOB_STALE_SECONDS", default=120)
+REFRAIN_JOB_QUEUED_STALE_SECONDS = env.int("REFRAIN_JOB_QUEUED_STALE_SECONDS", default=30 * 60)
+REFRAIN_JOB_MAX_ATTEMPTS = env.int("REFRAIN_JOB_MAX_ATTEMPTS", default=3)
+# Fault tests only: a worker started with REFRAIN_FAULT_PAUSE_AT="training.fit,..." stops at those
+# points (refrain.jobs.fault_point), touching a file in REFRAIN_FAULT_DIR, so a test can SIGKILL it
+# mid-step without guessing with sleeps. Empty (the default) makes every point a no-op.
+REFRAIN_FAULT_PAUSE_AT = env.list("REFRAIN_FAULT_PAUSE_AT", default=[])
+REFRAIN_FAULT_DIR = env.str("REFRAIN_FAULT_DIR", default="")
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_EAGER_PROPAGATES = True
@@ -240,6 +266,8 @@ CELERY_BEAT_SCHEDULE = {
         "task": "annotation.tasks.fail_stale_taxonomy_imports",
         "schedule": 300.0,
     },
+    # Resume jobs whose worker died (see "Worker loss" above).
+    "sweep-orphaned-jobs": {"task": "quality.tasks.sweep_orphans", "schedule": 60.0},
 }
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES = (Queue("default"), Queue("cpu"), Queue("gpu"))

@@ -41,6 +41,7 @@ from active_learning.core.features import (
 from active_learning.models import FeatureSet, JobStatus
 from annotation.models import Clip, Project
 from annotation.services.clip_files import ClipFileUnavailable, clip_source_file
+from refrain.jobs import fault_point, heartbeat, holder_fields, sweep_note
 
 logger = logging.getLogger(__name__)
 
@@ -257,10 +258,30 @@ def feature_set_for_extraction(
 def feature_set_mark_running(*, feature_set: FeatureSet) -> bool:
     """Claim queued -> running; False when another delivery or a previous run already did."""
     claimed = FeatureSet.objects.filter(id=feature_set.id, status=JobStatus.QUEUED).update(
-        status=JobStatus.RUNNING
+        status=JobStatus.RUNNING, attempts=F("attempts") + 1, **holder_fields()
     )
     feature_set.refresh_from_db()
     return bool(claimed)
+
+
+def feature_set_requeue(*, feature_set: FeatureSet, action: str, reason: str) -> bool:
+    """running (its worker gone) -> queued again, with a note; False if the row moved meanwhile.
+
+    Conditional on the row as the caller saw it, so of two sweeps only one requeues it; the
+    caller sends the extraction again, which extracts only the chunks whose files are missing.
+    """
+    fs = feature_set
+    return bool(
+        FeatureSet.objects.filter(
+            id=fs.id, status=fs.status, worker=fs.worker, heartbeat_at=fs.heartbeat_at
+        ).update(
+            status=JobStatus.QUEUED,
+            worker="",
+            worker_pid=None,
+            heartbeat_at=timezone.now(),
+            sweep_notes=[*fs.sweep_notes, sweep_note(action, reason)],
+        )
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -358,6 +379,65 @@ def feature_set_extract_chunk(
     store, name = _store_of(feature_set)
     if chunk_index in store.done_chunks(name):
         return ChunkResult(chunk_index, 0, 0, skipped=True)
+    attempt = _chunk_attempt(store, name, chunk_index)
+    if attempt > settings.REFRAIN_JOB_MAX_ATTEMPTS:
+        return _chunk_give_up(feature_set, store, name, chunk_index, clip_ids, lost=attempt - 1)
+    # This worker now holds the set (the latest chunk's worker is the one shown and checked).
+    FeatureSet.objects.filter(id=feature_set.id, status=JobStatus.RUNNING).update(**holder_fields())
+    with heartbeat(FeatureSet, feature_set.id):
+        fault_point(f"features.chunk:{chunk_index}")
+        return _extract_chunk(feature_set, store, name, chunk_index, clip_ids)
+
+
+def _chunk_attempt(store: FeatureStore, name: str, chunk_index: int) -> int:
+    """Count one more start of a chunk (a file beside the chunk files); the starts so far.
+
+    A chunk is started again only when no earlier start finished it: its worker died.
+    """
+    folder = store.chunk_dir(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{chunk_index:06d}.attempts"
+    try:
+        n = int(path.read_text()) + 1
+    except (FileNotFoundError, ValueError):
+        n = 1
+    path.write_text(str(n))
+    return n
+
+
+def _chunk_give_up(
+    feature_set: FeatureSet,
+    store: FeatureStore,
+    name: str,
+    chunk_index: int,
+    clip_ids: list[int],
+    *,
+    lost: int,
+) -> ChunkResult:
+    """Its worker died on every start (a clip that exhausts memory, a crashing decoder): list the
+    chunk's clips as failed and write it empty, so a redelivered message cannot loop forever and
+    the rest of the set completes."""
+    reason = f"the worker embedding this clip's chunk was lost {lost} times; not embedded"
+    failures = {str(cid): reason for cid in clip_ids}
+    store.write_chunk(
+        name,
+        chunk_index,
+        np.zeros((0, feature_set.dim or 0), dtype=np.float32),
+        [],
+        backend=feature_set.backend,
+        version=feature_set.backend_version,
+        failures=failures,
+    )
+    _record_chunk_progress(feature_set, n_done=0, failures=failures)
+    logger.error(
+        "feature set %s: chunk %s given up after %s lost workers", feature_set.id, chunk_index, lost
+    )
+    return ChunkResult(chunk_index, 0, len(failures), skipped=False)
+
+
+def _extract_chunk(
+    feature_set: FeatureSet, store: FeatureStore, name: str, chunk_index: int, clip_ids: list[int]
+) -> ChunkResult:
     donor = _donor(feature_set)
     backend: EmbeddingBackend | None = None
     clips = {c.id: c for c in Clip.objects.filter(id__in=clip_ids)}

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import F, Max
 from django.utils import timezone
 
 from active_learning.core.hierarchy import Hierarchy
@@ -48,6 +48,7 @@ from active_learning.selectors import (
 )
 from annotation.models import Project
 from annotation.selectors import TaxonomyIndex, taxonomy_index_cached
+from refrain.jobs import fault_point, heartbeat, holder_fields, sweep_note
 
 logger = logging.getLogger(__name__)
 
@@ -116,11 +117,36 @@ def model_version_claim(*, model_version: ModelVersion) -> bool:
     """queued -> running with a conditional UPDATE; False (row refreshed) when already taken."""
     from active_learning.core.models import auto_device
 
+    now = timezone.now()
     claimed = ModelVersion.objects.filter(id=model_version.id, status=JobStatus.QUEUED).update(
-        status=JobStatus.RUNNING, started_at=timezone.now(), device=auto_device().type
+        status=JobStatus.RUNNING,
+        started_at=now,
+        device=auto_device().type,
+        attempts=F("attempts") + 1,
+        **holder_fields(now=now),
     )
     model_version.refresh_from_db()
     return bool(claimed)
+
+
+def model_version_requeue(*, model_version: ModelVersion, action: str, reason: str) -> bool:
+    """running (its worker gone) -> queued again, with a note; False if the row moved meanwhile.
+
+    Conditional on the row as the caller saw it (status, worker, heartbeat), so of two sweeps
+    only one requeues it. The caller sends the training message again (or trains it itself).
+    """
+    mv = model_version
+    return bool(
+        ModelVersion.objects.filter(
+            id=mv.id, status=mv.status, worker=mv.worker, heartbeat_at=mv.heartbeat_at
+        ).update(
+            status=JobStatus.QUEUED,
+            worker="",
+            worker_pid=None,
+            heartbeat_at=timezone.now(),
+            sweep_notes=[*mv.sweep_notes, sweep_note(action, reason)],
+        )
+    )
 
 
 def model_version_summary(*, model_version: ModelVersion) -> dict[str, Any]:
@@ -151,7 +177,10 @@ def model_version_run(
     """Train a claimed (running) version; data problems fail it with a reason."""
     mv = model_version
     try:
-        _train(mv, labels_provider_fn)
+        # A daemon thread refreshes the heartbeat through the folds and epochs.
+        with heartbeat(ModelVersion, mv.pk):
+            fault_point("training.fit")
+            _train(mv, labels_provider_fn)
     except TrainingDataError as exc:
         _fail(mv, str(exc))
     except Exception as exc:

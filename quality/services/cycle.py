@@ -10,9 +10,11 @@ Two ways to run it, sharing the step functions and the checkpoints:
 * in one process (:func:`cycle_run`: ``manage.py run_cycle``, the tests).
 
 Each step commits its writes and then its checkpoint (``QualityCycle.steps_done``); every step is
-idempotent on its own (a model keyed by the cycle and attempt, a run that is the cycle's one-to-one
-row, tasks keyed ``issue:<id>`` and ``al:...``), so a worker killed anywhere leaves a cycle that the
-next trigger resumes, creating no duplicate task or issue.
+idempotent on its own (one model version per cycle, trained again if its worker died; a run that is
+the cycle's one-to-one row; tasks keyed ``issue:<id>`` and ``al:...``), so a worker killed anywhere
+leaves a cycle that the next trigger (or the orphan sweep, ``quality.services.sweep``) resumes,
+creating no duplicate model, task or issue. While a worker is inside a step the cycle records it and
+its heartbeat (``refrain.jobs``); the checkpoint releases it.
 
 Who may run a step: a PostgreSQL session-level advisory lock per project is held by the worker
 inside one of its cycle's steps (or running a whole cycle in process). The server releases it when
@@ -30,6 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -37,6 +40,7 @@ from django.utils import timezone
 from active_learning.models import JobStatus, ModelVersion
 from annotation.models import Annotation, Project
 from quality.models import ACTIVE_STATUSES, QualityCycle, QualityRun, RunStatus
+from refrain.jobs import fault_point, heartbeat, holder_fields, sweep_note
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +145,7 @@ def _step_retrain(cycle: QualityCycle) -> dict[str, Any]:
     from active_learning.services.training import (
         model_version_claim,
         model_version_request,
+        model_version_requeue,
         model_version_run,
         model_version_summary,
     )
@@ -160,19 +165,26 @@ def _step_retrain(cycle: QualityCycle) -> dict[str, Any]:
             "clips": fs.n_clips,
             "failed": fs.n_failed,
         }
-    # A version keyed by the cycle and attempt: a resumed cycle finds the version its dead worker
-    # left running, marks it failed (it will never finish) and trains a fresh one.
-    key = f"quality-cycle:{cycle.pk}:{cycle.attempts}"
-    ModelVersion.objects.filter(
-        task_id__startswith=f"quality-cycle:{cycle.pk}:", status=JobStatus.RUNNING
-    ).exclude(task_id=key).update(
-        status=JobStatus.FAILED,
-        error="worker lost during training; the relabel cycle resumed and retrained",
-        finished_at=timezone.now(),
-    )
-    mv = model_version_request(
-        project=project, trigger=ModelVersion.Trigger.CYCLE, kind=kind, task_id=key
-    )
+    # One version per cycle, keyed by the cycle (and the attempt that asked for it). A resumed
+    # cycle finds the version of an earlier attempt: done (the worker died before the checkpoint),
+    # it is used as it is; running, its worker died inside this step (we hold the project's cycle
+    # lock), so the same version is trained again; only a failed one is replaced by a new one.
+    prefix = f"quality-cycle:{cycle.pk}:"
+    mv = ModelVersion.objects.filter(task_id__startswith=prefix).order_by("-id").first()
+    if mv is not None and mv.status == JobStatus.RUNNING:
+        model_version_requeue(
+            model_version=mv,
+            action="resumed",
+            reason=f"worker {mv.worker} (pid {mv.worker_pid}) lost; the relabel cycle resumed it",
+        )
+        mv.refresh_from_db()
+    if mv is None or mv.status == JobStatus.FAILED:
+        mv = model_version_request(
+            project=project,
+            trigger=ModelVersion.Trigger.CYCLE,
+            kind=kind,
+            task_id=f"{prefix}{cycle.attempts}",
+        )
     if model_version_claim(model_version=mv):
         mv = model_version_run(model_version=mv)
     out["model"] = model_version_summary(model_version=mv)
@@ -188,6 +200,7 @@ def _step_detect(cycle: QualityCycle) -> dict[str, Any]:
     from quality.services.detection import (
         quality_run_create,
         quality_run_execute,
+        quality_run_requeue,
         quality_run_summary,
     )
 
@@ -196,8 +209,10 @@ def _step_detect(cycle: QualityCycle) -> dict[str, Any]:
     run = quality_run_create(project=project, model_version=mv, cycle=cycle)
     if run.status == RunStatus.RUNNING:
         # Its worker died (we hold the project's cycle lock): detection wrote nothing, redo it.
-        QualityRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
-            status=RunStatus.QUEUED
+        quality_run_requeue(
+            run=run,
+            action="resumed",
+            reason=f"worker {run.worker} (pid {run.worker_pid}) lost; the relabel cycle resumed it",
         )
     run = quality_run_execute(run=run)
     consensus = consensus_recompute_project(project=project, model_version=mv)
@@ -235,11 +250,50 @@ ATOMIC_STEPS = {"route", "acquire"}
 
 
 def _checkpoint(cycle: QualityCycle, step: str, result: dict[str, Any]) -> None:
+    """Commit a step's result and release the cycle (no worker: between steps)."""
     cycle.results = {**cycle.results, step: result}
     cycle.steps_done = [*cycle.steps_done, step]
+    cycle.worker, cycle.worker_pid, cycle.heartbeat_at = "", None, timezone.now()
     QualityCycle.objects.filter(pk=cycle.pk).update(
-        results=cycle.results, steps_done=cycle.steps_done
+        results=cycle.results,
+        steps_done=cycle.steps_done,
+        worker="",
+        worker_pid=None,
+        heartbeat_at=cycle.heartbeat_at,
     )
+
+
+def _take_over(cycle: QualityCycle, step: str) -> QualityCycle:
+    """Record this worker as the one inside ``step``. The caller holds the project's cycle lock.
+
+    A worker still recorded means the previous one died inside a step without releasing the cycle
+    (a requeued message after its pool child was killed): that counts as an attempt, and past
+    ``REFRAIN_JOB_MAX_ATTEMPTS`` the cycle fails with the reason instead of trying once more.
+    """
+    now = timezone.now()
+    updates: dict[str, Any] = holder_fields(now=now)
+    if cycle.worker:
+        lost = f"worker {cycle.worker} (pid {cycle.worker_pid}) lost inside a step"
+        if cycle.attempts >= settings.REFRAIN_JOB_MAX_ATTEMPTS:
+            reason = f"{lost} {cycle.attempts} time(s); giving up at {step}"
+            QualityCycle.objects.filter(pk=cycle.pk).update(
+                status=RunStatus.FAILED,
+                error=reason,
+                finished_at=now,
+                worker="",
+                worker_pid=None,
+                sweep_notes=[*cycle.sweep_notes, sweep_note("failed", reason, now=now)],
+            )
+            cycle.refresh_from_db()
+            return cycle
+        updates["attempts"] = F("attempts") + 1
+        updates["sweep_notes"] = [
+            *cycle.sweep_notes,
+            sweep_note("resumed", f"{lost}; {step} redelivered and resumed", now=now),
+        ]
+    QualityCycle.objects.filter(pk=cycle.pk).update(**updates)
+    cycle.refresh_from_db()
+    return cycle
 
 
 def _cycle_claim(*, project: Project, trigger: str, cycle_id: int | None) -> QualityCycle:
@@ -254,11 +308,17 @@ def _cycle_claim(*, project: Project, trigger: str, cycle_id: int | None) -> Qua
             return cycle  # a redelivered message for a finished cycle
     if cycle is None:
         cycle = cycle_request(project=project, trigger=trigger)
+    now = timezone.now()
+    # Under the lock, so whoever was inside a step of it is dead: nobody holds it until a step
+    # starts (heartbeat_at: since when it waits for that step).
     QualityCycle.objects.filter(pk=cycle.pk).update(
         status=RunStatus.RUNNING,
         attempts=F("attempts") + 1,
-        started_at=cycle.started_at or timezone.now(),
+        started_at=cycle.started_at or now,
         error="",
+        worker="",
+        worker_pid=None,
+        heartbeat_at=now,
     )
     cycle.refresh_from_db()
     return cycle
@@ -283,18 +343,28 @@ def cycle_step_run(*, cycle: QualityCycle, step: str, finish: bool = False) -> Q
         return cycle
     try:
         if step not in cycle.steps_done:
+            cycle = _take_over(cycle, step)
+            if cycle.status not in ACTIVE_STATUSES:
+                return cycle
             logger.info("cycle %s: %s", cycle.pk, step)
-            if step in ATOMIC_STEPS:
-                with transaction.atomic():
-                    _checkpoint(cycle, step, STEPS[step](cycle))
-            else:
-                _checkpoint(cycle, step, STEPS[step](cycle))
+            with heartbeat(QualityCycle, cycle.pk):
+                if step in ATOMIC_STEPS:
+                    with transaction.atomic():
+                        result = STEPS[step](cycle)
+                        fault_point(f"cycle.{step}")
+                        _checkpoint(cycle, step, result)
+                else:
+                    result = STEPS[step](cycle)
+                    fault_point(f"cycle.{step}")
+                    _checkpoint(cycle, step, result)
     except Exception as exc:
         logger.exception("cycle %s failed in %s", cycle.pk, step)
         QualityCycle.objects.filter(pk=cycle.pk).update(
             status=RunStatus.FAILED,
             error=f"{step}: {exc!r}"[:4000],
             finished_at=timezone.now(),
+            worker="",
+            worker_pid=None,
         )
         raise
     if finish:

@@ -24,6 +24,7 @@ from annotation.selectors import taxonomy_index_cached
 from quality.core import check_label_structure, find_label_issues
 from quality.models import LabelIssue, QualityCycle, QualityRun, RunStatus
 from quality.selectors import dense_labels, latest_done_model, latest_labels, model_probs
+from refrain.jobs import fault_point, heartbeat, holder_fields, sweep_note
 
 TYPE_COUNT_FIELD = {
     LabelIssue.Type.STRUCTURAL: "n_structural",
@@ -131,15 +132,20 @@ def quality_run_execute(*, run: QualityRun) -> QualityRun:
     """Claim a queued run and detect; returns the run as stored (untouched if not claimed)."""
     now = timezone.now()
     claimed = QualityRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
-        status=RunStatus.RUNNING, started_at=now, attempts=F("attempts") + 1
+        status=RunStatus.RUNNING,
+        started_at=now,
+        attempts=F("attempts") + 1,
+        **holder_fields(now=now),
     )
     run.refresh_from_db()
     if not claimed:
         return run
     project = run.project
     try:
-        found = _find(project=project, model_version=run.model_version, budget=run.budget)
-        _store(run=run, found=found)
+        with heartbeat(QualityRun, run.pk):
+            fault_point("detect.find")
+            found = _find(project=project, model_version=run.model_version, budget=run.budget)
+            _store(run=run, found=found)
     except Exception as exc:
         QualityRun.objects.filter(pk=run.pk).update(
             status=RunStatus.FAILED, error=repr(exc)[:2000], finished_at=timezone.now()
@@ -147,6 +153,24 @@ def quality_run_execute(*, run: QualityRun) -> QualityRun:
         raise
     run.refresh_from_db()
     return run
+
+
+def quality_run_requeue(*, run: QualityRun, action: str, reason: str) -> bool:
+    """running (its worker gone: detection wrote nothing) -> queued again, with a note.
+
+    Conditional on the row as the caller saw it, so of two callers only one requeues it.
+    """
+    return bool(
+        QualityRun.objects.filter(
+            pk=run.pk, status=run.status, worker=run.worker, heartbeat_at=run.heartbeat_at
+        ).update(
+            status=RunStatus.QUEUED,
+            worker="",
+            worker_pid=None,
+            heartbeat_at=timezone.now(),
+            sweep_notes=[*run.sweep_notes, sweep_note(action, reason)],
+        )
+    )
 
 
 def _store(*, run: QualityRun, found: _Found) -> None:

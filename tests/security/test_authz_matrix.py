@@ -92,6 +92,7 @@ API_TABLE: dict[str, Rule] = {
     "GET /api/v1/projects/{project_id}/cycles": project("reviewer"),
     "POST /api/v1/projects/{project_id}/cycles": project("admin"),
     "GET /api/v1/cycles/{cycle_id}": project("reviewer"),
+    "GET /api/v1/projects/{project_id}/jobs": project("reviewer"),
 }
 
 # --- the table: pages ("METHOD route pattern", Django's admin excluded) -------------------------
@@ -117,6 +118,7 @@ PAGE_TABLE: dict[str, Rule] = {
     "GET p/<slug:slug>/models/": project("reviewer"),
     "GET static-vendor/plotly.min.js": Rule("public"),
     "GET p/<slug:slug>/quality/": project("reviewer"),
+    "GET p/<slug:slug>/jobs/": project("reviewer"),
     "GET p/<slug:slug>/quality/issues/": project("reviewer"),
     "POST p/<slug:slug>/quality/cycle/": project("admin"),
     "GET p/<slug:slug>/quality/export/": project("reviewer"),

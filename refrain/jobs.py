@@ -1,0 +1,134 @@
+"""Who holds a running job row, and proof that it is alive: worker identity, heartbeats, and the
+fault points the worker-loss tests stop at.
+
+A job row (relabel cycle, detection run, feature set, model version) records the worker running it
+(``worker``: the Celery node name, or ``process:<host>`` outside Celery, and ``worker_pid``) and a
+``heartbeat_at`` that a daemon thread of that process refreshes every
+``REFRAIN_JOB_HEARTBEAT_SECONDS`` while the work runs. The thread dies with its process, so a
+SIGKILLed worker leaves a heartbeat that only ages: the orphan sweep (``quality.services.sweep``)
+notices it and resumes the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, connections, models
+from django.utils import timezone
+
+logger = logging.getLogger(__name__)
+
+#: Prefix of ``worker`` for work done outside Celery (``manage.py run_cycle``, a shell).
+PROCESS_PREFIX = "process:"
+
+
+class HeldJob(models.Model):
+    """Fields of a job row that a worker holds while it runs (abstract)."""
+
+    worker = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="Celery node name (or process:<host>) of the worker that runs or last ran it.",
+    )
+    worker_pid = models.PositiveIntegerField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="Refreshed by the worker while it runs the job."
+    )
+    # [{"at": iso time, "action": "resumed" | "resent" | "failed", "reason": "..."}], oldest first.
+    sweep_notes = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+def worker_identity() -> tuple[str, int]:
+    """(node name, pid) of the process running this code: the Celery worker's node name inside a
+    task, ``process:<host>`` elsewhere."""
+    from celery import current_task
+
+    request = getattr(current_task, "request", None) if current_task else None
+    hostname = getattr(request, "hostname", None)
+    if hostname and not getattr(request, "is_eager", False):
+        return str(hostname), os.getpid()
+    return f"{PROCESS_PREFIX}{socket.gethostname()}", os.getpid()
+
+
+def holder_fields(*, now: datetime | None = None) -> dict[str, Any]:
+    """The UPDATE that records this process as a row's holder, with a fresh heartbeat."""
+    name, pid = worker_identity()
+    return {"worker": name, "worker_pid": pid, "heartbeat_at": now or timezone.now()}
+
+
+def sweep_note(action: str, reason: str, *, now: datetime | None = None) -> dict[str, str]:
+    return {"at": (now or timezone.now()).isoformat(), "action": action, "reason": reason}
+
+
+@contextmanager
+def heartbeat(
+    model: type[models.Model], pk: int, *, interval: float | None = None
+) -> Iterator[None]:
+    """Refresh ``heartbeat_at`` of the row every ``interval`` seconds while the block runs.
+
+    Only while this process still holds the row (same worker and pid): a worker that lost the row
+    to a resume never keeps it looking alive. The thread uses its own database connection and
+    closes it when the block ends.
+    """
+    interval = settings.REFRAIN_JOB_HEARTBEAT_SECONDS if interval is None else interval
+    if interval <= 0:
+        yield
+        return
+    name, pid = worker_identity()
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(interval):
+                try:
+                    model._default_manager.filter(pk=pk, worker=name, worker_pid=pid).update(
+                        heartbeat_at=timezone.now()
+                    )
+                except DatabaseError:  # a database blip: the next beat tries again
+                    logger.warning("heartbeat of %s %s failed", model.__name__, pk, exc_info=True)
+        finally:
+            connections.close_all()  # this thread's connections only
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{model.__name__}-{pk}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=interval + 10)
+
+
+def fault_point(name: str) -> None:
+    """Test hook: stop here when ``name`` is in ``REFRAIN_FAULT_PAUSE_AT`` (empty in production).
+
+    Writes ``<REFRAIN_FAULT_DIR>/<name>.reached`` (holding this pid) and waits until
+    ``<name>.go`` exists or ten minutes pass, so a fault test can SIGKILL the worker exactly here.
+    Once only: when ``<name>.reached`` exists already (the work was redelivered after the kill),
+    it passes.
+    """
+    points = settings.REFRAIN_FAULT_PAUSE_AT
+    if not points or name not in points:
+        return
+    folder = Path(settings.REFRAIN_FAULT_DIR or ".")
+    folder.mkdir(parents=True, exist_ok=True)
+    reached = folder / f"{name}.reached"
+    if reached.exists():
+        return
+    reached.write_text(f"{os.getpid()}\n")
+    logger.warning("fault point %s reached (pid %s): waiting", name, os.getpid())
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and not (folder / f"{name}.go").exists():
+        time.sleep(0.05)
