@@ -72,6 +72,8 @@ def start_worker(
         "REFRAIN_VAR_DIR": str(tmp_path / "var"),
         "REFRAIN_FAULT_DIR": str(faults),
         "REFRAIN_JOB_HEARTBEAT_SECONDS": "1",
+        # The test's audio lies under pytest's temp folder, an import root only in this process.
+        "REFRAIN_IMPORT_ROOTS": ",".join(map(str, settings.REFRAIN_IMPORT_ROOTS)),
         "LOG_LEVEL": "WARNING",
     }
     log = tmp_path / "worker.log"
