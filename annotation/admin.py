@@ -140,9 +140,18 @@ class AnnotationAdmin(admin.ModelAdmin):
 
 @admin.register(ImportJob)
 class ImportJobAdmin(admin.ModelAdmin):
-    list_display = ("source", "project", "n_imported", "n_duplicate", "n_failed", "started_at")
+    list_display = (
+        "source",
+        "project",
+        "status",
+        "n_imported",
+        "n_duplicate",
+        "n_failed",
+        "attempts",
+        "started_at",
+    )
     list_filter = ("project",)
-    readonly_fields = ("problems",)
+    readonly_fields = ("problems", "sweep_notes")
 
 
 @admin.register(ApiToken)

@@ -12,6 +12,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from refrain.jobs import HeldJob
+
 
 class Taxonomy(models.Model):
     """A named genre tree. Its content lives in immutable, numbered versions."""
@@ -424,11 +426,29 @@ class AnnotationLabel(models.Model):
         return f"{self.annotation_id}: {self.node_id}"
 
 
-class ImportJob(models.Model):
-    """A record of one clip import: what was asked, and the summary of what happened."""
+class ImportJob(HeldJob):
+    """A record of one clip import: what was asked, and the summary of what happened.
+
+    Held like the other jobs (``refrain.jobs``): the worker running it records itself and beats a
+    heartbeat, so the orphan sweep resumes an import whose worker died. ``options`` is what the
+    import task needs to read the source again (``folder`` + ``labels_from_folders``, or
+    ``manifest``; empty for uploads, which are not resumable); ``items_done`` counts the source's
+    items already accounted for, committed with each chunk's clips, so a resume skips exactly those.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="imports")
     source = models.CharField(max_length=1000)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    options = models.JSONField(default=dict, blank=True)
+    items_done = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
     started_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
     n_imported = models.PositiveIntegerField(default=0)

@@ -8,7 +8,12 @@ from typing import Any
 from celery import shared_task
 
 from annotation.models import Project
-from annotation.services.clips import clips_import_folder, clips_import_manifest
+from annotation.services.clips import (
+    CHUNK_SIZE,
+    clips_import_folder,
+    clips_import_manifest,
+    import_job_claim,
+)
 from annotation.services.tasks import assignments_expire
 from annotation.services.taxonomies import (
     taxonomy_import_job_run,
@@ -23,14 +28,29 @@ def import_clips(
     folder: str | None = None,
     manifest: str | None = None,
     labels_from_folders: bool = False,
+    job_id: int | None = None,
+    chunk_size: int = CHUNK_SIZE,
 ) -> dict[str, Any]:
+    """Import a folder or a manifest. With ``job_id`` (the orphan sweep resending a queued job) it
+    claims and resumes that job, or does nothing when another worker has it or it ended."""
     project = Project.objects.select_related("taxonomy_version").get(id=project_id)
+    job = None
+    if job_id is not None:
+        job = import_job_claim(job_id=job_id)
+        if job is None:
+            return {"import_job": job_id, "skipped": "not queued (claimed elsewhere or ended)"}
     if folder:
         job = clips_import_folder(
-            project=project, folder=Path(folder), labels_from_folders=labels_from_folders
+            project=project,
+            folder=Path(folder),
+            labels_from_folders=labels_from_folders,
+            job=job,
+            chunk_size=chunk_size,
         )
     else:
-        job = clips_import_manifest(project=project, manifest=Path(str(manifest)))
+        job = clips_import_manifest(
+            project=project, manifest=Path(str(manifest)), job=job, chunk_size=chunk_size
+        )
     return {
         "import_job": job.id,
         "imported": job.n_imported,

@@ -566,7 +566,7 @@ def _held(
         attempts=row.attempts,
         notes=list(row.sweep_notes),
         error=row.error,
-        created_at=row.created_at,
+        created_at=getattr(row, "created_at", None) or getattr(row, "started_at", None),
         started_at=getattr(row, "started_at", None),
         finished_at=row.finished_at,
     )
@@ -585,7 +585,14 @@ def jobs_overview(*, project: Project, limit: int = 20) -> dict[str, list[JobRow
     held = ("status", "worker", "worker_pid", "heartbeat_at", "sweep_notes", "error")
     held += ("attempts", "created_at", "finished_at")
     imports = ImportJob.objects.filter(project=project).only(
-        "source", "started_at", "finished_at", "n_imported", "n_duplicate", "n_failed", "n_labels"
+        *(f for f in held if f != "created_at"),
+        "source",
+        "started_at",
+        "items_done",
+        "n_imported",
+        "n_duplicate",
+        "n_failed",
+        "n_labels",
     )
     feature_sets = FeatureSet.objects.filter(project=project).only(
         *held, "backend", "n_clips", "n_done", "n_failed"
@@ -602,23 +609,13 @@ def jobs_overview(*, project: Project, limit: int = 20) -> dict[str, list[JobRow
     n_steps = len(QualityCycle.STEPS)
     return {
         "imports": [
-            JobRow(
-                kind="import",
-                id=j.pk,
+            _held(
+                "import",
+                j,
                 name=j.source,
-                status="done" if j.finished_at else "running",
                 progress=f"{j.n_imported} imported, {j.n_duplicate} duplicate, {j.n_failed} failed",
-                worker="",
-                worker_pid=None,
-                heartbeat_at=None,
-                heartbeat_age_s=None,
-                stale=False,
-                attempts=1,
-                notes=[],
-                error="",
-                created_at=j.started_at,
-                started_at=j.started_at,
-                finished_at=j.finished_at,
+                now=now,
+                stale_s=stale_s,
             )
             for j in imports.order_by("-started_at")[:limit]
         ],

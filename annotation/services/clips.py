@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
+import itertools
 import logging
 import math
 import os
@@ -27,6 +28,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from annotation.audio import (
@@ -39,6 +41,7 @@ from annotation.audio import (
 from annotation.models import Annotation, AnnotationLabel, Clip, ImportJob, Project
 from annotation.selectors import taxonomy_index_cached
 from annotation.services.clip_files import ClipSourceError, served_copy_make, source_confine
+from refrain.jobs import fault_point, heartbeat, holder_fields, sweep_note
 
 logger = logging.getLogger(__name__)
 
@@ -239,20 +242,76 @@ def clips_import(
     user: AbstractBaseUser | None = None,
     job: ImportJob | None = None,
     max_failed_clips: int | None = None,
+    options: dict[str, Any] | None = None,
+    chunk_size: int = CHUNK_SIZE,
 ) -> ImportJob:
     """Import ``items`` into ``project``; returns the finished :class:`ImportJob` summary.
 
     Bounded: the import stops after ``REFRAIN_IMPORT_MAX_FAILURES`` failed files, and at most
     ``max_failed_clips`` (default ``REFRAIN_IMPORT_MAX_FAILED_CLIPS``) of them are stored as failed
     clips; the others are only listed in the job's problems.
+
+    Without ``job`` a new job is created, held by this process (``options``: how to read the source
+    again, for a resume). With ``job`` (claimed by :func:`import_job_claim`), the import resumes it:
+    the first ``job.items_done`` items were accounted for by an earlier attempt (their clips and the
+    counters committed together, chunk by chunk) and are skipped, so every item counts once.
+    An error fails the job with the reason (and is raised); a killed worker leaves it running for
+    the sweep.
     """
+    if job is None:
+        job = ImportJob.objects.create(
+            project=project,
+            source=source_name,
+            created_by=user,
+            status=ImportJob.Status.RUNNING,
+            options=options or {},
+            attempts=1,
+            **holder_fields(),
+        )
+    try:
+        with heartbeat(ImportJob, job.pk):
+            _import_items(
+                project=project,
+                items=items,
+                source_name=source_name,
+                job=job,
+                max_failed_clips=max_failed_clips,
+                chunk_size=chunk_size,
+            )
+    except Exception as exc:
+        ImportJob.objects.filter(pk=job.pk).update(
+            status=ImportJob.Status.FAILED,
+            error=f"{type(exc).__name__}: {exc}"[:4000],
+            finished_at=timezone.now(),
+        )
+        raise
+    return job
+
+
+def _import_items(
+    *,
+    project: Project,
+    items: Iterable[ImportItem],
+    source_name: str,
+    job: ImportJob,
+    max_failed_clips: int | None,
+    chunk_size: int,
+) -> None:
     max_failures = max(1, int(settings.REFRAIN_IMPORT_MAX_FAILURES))
     if max_failed_clips is None:
         max_failed_clips = int(settings.REFRAIN_IMPORT_MAX_FAILED_CLIPS)
     n_failed_stored = n_failed_unstored = 0
     stopped = False
-    if job is None:
-        job = ImportJob.objects.create(project=project, source=source_name, created_by=user)
+    if job.items_done:
+        # A resume: the items an earlier attempt accounted for are skipped, not seen as duplicates
+        # of their own clips.
+        items = itertools.islice(items, job.items_done, None)
+        n_failed_stored = Clip.objects.filter(
+            project=project,
+            import_source=source_name[:255],
+            status=Clip.Status.FAILED,
+            created_at__gte=job.started_at,
+        ).count()
     index = taxonomy_index_cached(project.taxonomy_version)
     seen: set[str] = set(
         Clip.objects.filter(project=project, sha256__isnull=False).values_list("sha256", flat=True)
@@ -270,15 +329,20 @@ def clips_import(
     )
     probe_one = functools.partial(_probe, segment_s=segment_s)
     with ThreadPoolExecutor(max_workers=PROBE_THREADS) as pool:
-        chunks = _chunks(items, CHUNK_SIZE)
-        for chunk in chunks:
+        chunks = _chunks(items, max(1, chunk_size))
+        for n_chunk, chunk in enumerate(chunks):
+            if n_chunk:
+                # Tests stop a worker here: the chunks before committed, the rest not begun.
+                fault_point("import.chunk")
             probed = list(pool.map(probe_one, chunk))
+            n_items = 0
             clips: list[Clip] = []
             wanted_labels: list[tuple[int, list[int]]] = []
             for p in probed:
                 if job.n_failed >= max_failures:
                     stopped = True
                     break
+                n_items += 1
                 storable = p.storable and (
                     p.probe is not None or n_failed_stored < max_failed_clips
                 )
@@ -370,8 +434,16 @@ def clips_import(
                 AnnotationLabel.objects.bulk_create(rows, batch_size=2000)
                 job.n_labels += len(annotations)
                 job.problems = problems
+                job.items_done += n_items
                 job.save(
-                    update_fields=["n_imported", "n_duplicate", "n_failed", "n_labels", "problems"]
+                    update_fields=[
+                        "n_imported",
+                        "n_duplicate",
+                        "n_failed",
+                        "n_labels",
+                        "problems",
+                        "items_done",
+                    ]
                 )
             if stopped:
                 break
@@ -397,7 +469,8 @@ def clips_import(
         )
     job.problems = problems
     job.finished_at = timezone.now()
-    job.save(update_fields=["finished_at", "problems"])
+    job.status = ImportJob.Status.DONE
+    job.save(update_fields=["finished_at", "problems", "status"])
     logger.info(
         "import %s into %s: %d imported, %d duplicate, %d failed",
         source_name,
@@ -406,7 +479,6 @@ def clips_import(
         job.n_duplicate,
         job.n_failed,
     )
-    return job
 
 
 def clips_import_folder(
@@ -415,16 +487,88 @@ def clips_import_folder(
     folder: Path,
     labels_from_folders: bool = False,
     user: AbstractBaseUser | None = None,
+    job: ImportJob | None = None,
+    chunk_size: int = CHUNK_SIZE,
 ) -> ImportJob:
     items = folder_items(folder, labels_from_folders=labels_from_folders)
-    return clips_import(project=project, items=items, source_name=str(folder), user=user)
+    options: dict[str, Any] = {"folder": str(folder), "labels_from_folders": labels_from_folders}
+    if chunk_size != CHUNK_SIZE:
+        options["chunk_size"] = chunk_size
+    return clips_import(
+        project=project,
+        items=items,
+        source_name=str(folder),
+        user=user,
+        job=job,
+        options=options,
+        chunk_size=chunk_size,
+    )
 
 
 def clips_import_manifest(
-    *, project: Project, manifest: Path, user: AbstractBaseUser | None = None
+    *,
+    project: Project,
+    manifest: Path,
+    user: AbstractBaseUser | None = None,
+    job: ImportJob | None = None,
+    chunk_size: int = CHUNK_SIZE,
 ) -> ImportJob:
     items = manifest_items(manifest)
-    return clips_import(project=project, items=items, source_name=manifest.name, user=user)
+    options: dict[str, Any] = {"manifest": str(manifest)}
+    if chunk_size != CHUNK_SIZE:
+        options["chunk_size"] = chunk_size
+    return clips_import(
+        project=project,
+        items=items,
+        source_name=manifest.name,
+        user=user,
+        job=job,
+        options=options,
+        chunk_size=chunk_size,
+    )
+
+
+def import_job_claim(*, job_id: int) -> ImportJob | None:
+    """queued -> running, held by this process (one more attempt); None when the job is not
+    queued (another worker claimed it, or it ended): a duplicate message does nothing."""
+    claimed = ImportJob.objects.filter(pk=job_id, status=ImportJob.Status.QUEUED).update(
+        status=ImportJob.Status.RUNNING, attempts=F("attempts") + 1, **holder_fields()
+    )
+    return ImportJob.objects.get(pk=job_id) if claimed else None
+
+
+def import_job_resumable(*, job: ImportJob) -> bool:
+    """Its source can be read again by the import task (a folder or a manifest; not an upload)."""
+    return bool(job.options.get("folder") or job.options.get("manifest"))
+
+
+def import_job_requeue(*, job: ImportJob, action: str, reason: str) -> bool:
+    """running (its worker gone) -> queued again, with a note; False if the row moved meanwhile
+    (conditional on the row as the caller saw it). The caller sends the import task again."""
+    return bool(
+        ImportJob.objects.filter(
+            pk=job.pk, status=job.status, worker=job.worker, heartbeat_at=job.heartbeat_at
+        ).update(
+            status=ImportJob.Status.QUEUED,
+            worker="",
+            worker_pid=None,
+            heartbeat_at=timezone.now(),
+            sweep_notes=[*job.sweep_notes, sweep_note(action, reason)],
+        )
+    )
+
+
+def import_task_kwargs(*, job: ImportJob) -> dict[str, Any]:
+    """The keyword arguments of ``annotation.tasks.import_clips`` that resume ``job``."""
+    o = job.options
+    kwargs: dict[str, Any] = {"job_id": job.pk}
+    if o.get("folder"):
+        kwargs |= {"folder": o["folder"], "labels_from_folders": bool(o.get("labels_from_folders"))}
+    else:
+        kwargs["manifest"] = o["manifest"]
+    if o.get("chunk_size"):
+        kwargs["chunk_size"] = int(o["chunk_size"])
+    return kwargs
 
 
 def clip_upload(
@@ -455,6 +599,7 @@ def clip_upload(
         job.n_failed = 1
         job.problems = [{"item": name, "reason": reason}]
         job.finished_at = timezone.now()
+        job.status = ImportJob.Status.DONE
         job.save()
         return job, None
     stored = default_storage.save(f"uploads/{project.slug}/{name}", upload)

@@ -1,8 +1,9 @@
 """The orphan sweep: find job rows whose worker is gone and resume them, or fail them with a reason.
 
 Run every minute by beat (``quality.tasks.sweep_orphans``) and once by ``manage.py sweep_orphans``.
-Four kinds of rows: relabel cycles, standalone detection runs, feature sets and trainings (a cycle's
-own detection run and model version are resumed by the cycle's own step, under its lock).
+Five kinds of rows: relabel cycles, standalone detection runs, feature sets, trainings (a cycle's
+own detection run and model version are resumed by the cycle's own step, under its lock) and clip
+imports.
 
 * **held**: ``running`` with a worker recorded, and a heartbeat older than
   ``REFRAIN_JOB_STALE_SECONDS``. Before resuming, the sweep asks the worker (Celery remote control,
@@ -18,7 +19,8 @@ Resuming re-queues the row (a conditional UPDATE on the row as the sweep saw it:
 running at once only one wins, and a row that moved meanwhile is left alone), notes why in
 ``sweep_notes`` and sends its message again: a cycle resumes from its next step (checkpoints), a
 feature set extracts its missing chunks, a training trains the same version, a run detects again
-(its issues commit atomically with its "done"). A job that already had ``REFRAIN_JOB_MAX_ATTEMPTS``
+(its issues commit atomically with its "done"), an import skips the items its committed chunks
+accounted for and imports the rest (an upload cannot be read again: it is failed). A job that already had ``REFRAIN_JOB_MAX_ATTEMPTS``
 attempts (or re-sends) is failed with the reason instead.
 """
 
@@ -38,6 +40,12 @@ from django.utils import timezone
 from active_learning.models import FeatureSet, JobStatus, ModelVersion
 from active_learning.services.features import feature_set_requeue
 from active_learning.services.training import model_version_requeue
+from annotation.models import ImportJob
+from annotation.services.clips import (
+    import_job_requeue,
+    import_job_resumable,
+    import_task_kwargs,
+)
 from quality.models import ACTIVE_STATUSES, QualityCycle, QualityRun, RunStatus
 from quality.services.detection import quality_run_requeue
 from refrain.jobs import PROCESS_PREFIX, sweep_note
@@ -50,7 +58,7 @@ INSPECT_TIMEOUT_S = 1.0
 
 @dataclass(frozen=True)
 class SweepAction:
-    kind: str  # cycle | run | features | training
+    kind: str  # cycle | run | features | training | import
     id: int
     action: str  # resumed | resent | failed
     reason: str
@@ -110,9 +118,11 @@ def _age(now: datetime, then: datetime | None) -> str:
     return "never" if then is None else f"{(now - then).total_seconds():.0f} s ago"
 
 
-def _stale_held(qs: QuerySet[Any], cutoff: datetime, running: str) -> QuerySet[Any]:
+def _stale_held(
+    qs: QuerySet[Any], cutoff: datetime, running: str, created: str = "created_at"
+) -> QuerySet[Any]:
     return qs.filter(status=running).filter(
-        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff)
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, **{f"{created}__lt": cutoff})
     )
 
 
@@ -163,6 +173,7 @@ def orphans_sweep(
     done += _sweep_runs(now, held_cutoff, wait_cutoff, limit, probe)
     done += _sweep_feature_sets(now, held_cutoff, wait_cutoff, limit, probe)
     done += _sweep_trainings(now, held_cutoff, wait_cutoff, limit, probe)
+    done += _sweep_imports(now, held_cutoff, wait_cutoff, limit, probe)
     for a in done:
         logger.warning("sweep: %s %s %s: %s", a.action, a.kind, a.id, a.reason)
     return done
@@ -177,16 +188,17 @@ def _orphans(
     probe: WorkerProbe,
     now: datetime,
     waiting: Q,
+    created: str = "created_at",
 ) -> list[tuple[Any, str, str]]:
     """(row, action "resumed" | "resent", reason) for the held rows whose worker is gone and the
     waiting rows nobody took."""
     out = []
-    for row in _stale_held(qs.exclude(worker=""), held_cutoff, running):
+    for row in _stale_held(qs.exclude(worker=""), held_cutoff, running, created):
         alive, why = probe.holds(worker=row.worker, pid=row.worker_pid)
         if not alive:
             out.append((row, "resumed", f"heartbeat {_age(now, row.heartbeat_at)}; {why}"))
     for row in qs.filter(waiting):
-        since = row.heartbeat_at or getattr(row, "started_at", None) or row.created_at
+        since = row.heartbeat_at or getattr(row, "started_at", None) or getattr(row, created)
         if since < wait_cutoff:
             out.append(
                 (row, "resent", f"waiting since {_age(now, since)} with no worker taking it")
@@ -366,6 +378,40 @@ def _sweep_trainings(
                 kind=mv.kind,
             )
             out.append(SweepAction("training", mv.pk, action, reason))
+    return out
+
+
+def _sweep_imports(
+    now: datetime, held_cutoff: datetime, wait_cutoff: datetime, limit: int, probe: WorkerProbe
+) -> list[SweepAction]:
+    """A clip import resumes where its last committed chunk left off (``items_done``); an upload,
+    whose source cannot be read again by a worker, is failed with the reason."""
+    from annotation.tasks import import_clips
+
+    out = []
+    St = ImportJob.Status
+    for job, action, reason in _orphans(
+        ImportJob.objects.filter(status__in=[St.QUEUED, St.RUNNING]),
+        running=St.RUNNING,
+        held_cutoff=held_cutoff,
+        wait_cutoff=wait_cutoff,
+        probe=probe,
+        now=now,
+        waiting=_waiting(St.QUEUED, St.RUNNING),
+        created="started_at",
+    ):
+        if not import_job_resumable(job=job):
+            reason = f"{reason}; cannot be resumed (no folder or manifest recorded: import again)"
+        elif _tries(job) >= limit:
+            reason = f"{reason}; gave up after {_tries(job)} attempt(s)"
+        elif import_job_requeue(job=job, action=action, reason=reason):
+            import_clips.delay_on_commit(job.project_id, **import_task_kwargs(job=job))
+            out.append(SweepAction("import", job.pk, action, reason))
+            continue
+        else:
+            continue
+        if _fail(ImportJob, job, reason, now, St.FAILED):
+            out.append(SweepAction("import", job.pk, "failed", reason))
     return out
 
 
