@@ -18,7 +18,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from active_learning.models import FeatureSet, JobStatus, ModelVersion
-from annotation.models import Project
+from annotation.models import ImportJob, Project
 from quality.models import QualityCycle, QualityRun, RunStatus
 from quality.services.cycle import cycle_step_run
 from quality.services.sweep import orphans_sweep
@@ -298,3 +298,92 @@ def test_the_heartbeat_thread_refreshes_the_row_while_the_block_runs() -> None:
     with heartbeat(ModelVersion, mv.pk, interval=0.01):
         time.sleep(0.2)
     assert ModelVersion.objects.get(pk=mv.pk).heartbeat_at == before
+
+
+def _import(project: Project, **kw: Any) -> ImportJob:
+    fields: dict[str, Any] = {
+        "project": project,
+        "source": "/imports/batch",
+        "status": ImportJob.Status.RUNNING,
+        "options": {"folder": "/imports/batch", "labels_from_folders": True},
+        "items_done": 256,
+        "attempts": 1,
+        "worker": LOCAL,
+        "worker_pid": _dead_pid(),
+        "heartbeat_at": _ago(600),
+        "started_at": _ago(900),
+        **kw,
+    }
+    return ImportJob.objects.create(**fields)
+
+
+def test_an_import_whose_worker_died_is_requeued_and_resent_with_its_job_id(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    project = ProjectFactory()
+    job = _import(project)
+    fresh = _import(project, heartbeat_at=timezone.now())
+    alive = _import(project, worker_pid=os.getpid())
+    done = _import(project, status=ImportJob.Status.DONE, finished_at=_ago(700))
+    with django_capture_on_commit_callbacks() as callbacks:
+        actions = orphans_sweep()
+    assert [(a.kind, a.id, a.action) for a in actions] == [("import", job.pk, "resumed")]
+    job.refresh_from_db()
+    assert (job.status, job.worker, job.worker_pid, job.items_done) == ("queued", "", None, 256)
+    assert job.sweep_notes[0]["reason"].startswith("heartbeat 600 s ago; process ")
+    assert _sent(callbacks) == [
+        (
+            "annotation.tasks.import_clips",
+            (project.pk,),
+            {"job_id": job.pk, "folder": "/imports/batch", "labels_from_folders": True},
+        )
+    ]
+    for other in (fresh, alive, done):
+        status = other.status
+        other.refresh_from_db()
+        assert other.status == status and other.sweep_notes == []
+
+
+def test_an_import_lost_too_often_or_not_resumable_is_failed_with_the_reason(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    project = ProjectFactory()
+    worn = _import(project, attempts=3)
+    upload = _import(project, source="upload:x.wav", options={})
+    # From before heartbeats: running, nobody recorded, no options, untouched for an hour.
+    legacy = _import(project, options={}, worker="", worker_pid=None, heartbeat_at=None)
+    ImportJob.objects.filter(pk=legacy.pk).update(started_at=_ago(3600))
+    with django_capture_on_commit_callbacks() as callbacks:
+        actions = orphans_sweep(max_attempts=3)
+    assert callbacks == []
+    assert sorted((a.id, a.action) for a in actions) == [
+        (worn.pk, "failed"),
+        (upload.pk, "failed"),
+        (legacy.pk, "failed"),
+    ]
+    worn.refresh_from_db()
+    assert worn.status == "failed" and "gave up after 3 attempt(s)" in worn.error
+    for job in (upload, legacy):
+        job.refresh_from_db()
+        assert job.status == "failed" and job.finished_at is not None
+        assert "cannot be resumed" in job.error and job.sweep_notes[-1]["action"] == "failed"
+    assert "waiting since 3600 s ago" in legacy.error
+
+
+def test_the_jobs_page_data_shows_an_imports_holder_heartbeat_attempts_and_notes() -> None:
+    from quality.selectors import jobs_overview
+
+    project = ProjectFactory()
+    job = _import(project)
+    orphans_sweep()
+    (row,) = jobs_overview(project=project)["imports"]
+    job.refresh_from_db()
+    assert (row.kind, row.id, row.status, row.attempts) == ("import", job.pk, "queued", 1)
+    assert [n["action"] for n in row.notes] == ["resumed"]
+    assert row.heartbeat_at == job.heartbeat_at and row.heartbeat_age_s is not None
+    ImportJob.objects.filter(pk=job.pk).update(
+        status="running", worker="cpu-1@box", worker_pid=7, heartbeat_at=_ago(600), attempts=2
+    )
+    (row,) = jobs_overview(project=project)["imports"]
+    assert (row.worker, row.worker_pid, row.attempts, row.stale) == ("cpu-1@box", 7, 2, True)
+    assert row.heartbeat_age_s is not None and row.heartbeat_age_s >= 600
