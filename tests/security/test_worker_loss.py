@@ -28,7 +28,7 @@ from django_celery_results.models import TaskResult
 from active_learning.models import FeatureSet, JobStatus, ModelVersion, Prediction
 from active_learning.services.features import feature_set_create, feature_set_extract_sync
 from active_learning.services.training import model_train_start
-from annotation.models import Annotation, Clip, Project, Task
+from annotation.models import Annotation, Clip, ImportJob, Project, Task
 from annotation.selectors import taxonomy_index_cached
 from annotation.services.annotations import annotation_create
 from quality.models import LabelIssue, QualityCycle, QualityRun, RunStatus
@@ -308,3 +308,40 @@ def test_cycle_killed_in_detection_then_in_routing_completes_exactly_once(
     keys = list(Task.objects.filter(project=project).values_list("dedupe_key", flat=True))
     assert len(keys) == len(set(keys))
     assert Annotation.objects.filter(clip__project=project).count() == n_annotations
+
+
+def test_import_killed_between_chunks_resumes_the_same_job_and_imports_each_file_once(
+    start_worker: Start, faults: Path, tmp_path: Path
+) -> None:
+    project = ProjectFactory()
+    folder = tmp_path / "incoming"
+    for i in range(5):
+        write_tone(folder / f"{i}.wav", freq=200.0 * (i + 1), seconds=0.3)
+    # A real duplicate, read after the kill, of a file imported before it.
+    (folder / "5.wav").write_bytes((folder / "0.wav").read_bytes())
+    with start_worker(pause_at="import.chunk") as proc:
+        app.send_task(
+            "annotation.tasks.import_clips",
+            args=[project.pk],
+            kwargs={"folder": str(folder), "chunk_size": 2},
+        )
+        pid = _kill_at(faults, "import.chunk", proc)
+    job = ImportJob.objects.get(project=project)
+    assert job.status == "running" and job.worker.startswith(_node()) and job.worker_pid == pid
+    assert (job.items_done, job.n_imported, job.attempts) == (2, 2, 1)  # chunk 0 committed
+
+    _swept("import", job.pk)
+    with start_worker() as proc:
+        _until(
+            "the import to finish",
+            lambda: ImportJob.objects.get(pk=job.pk).status in ("done", "failed"),
+            proc,
+        )
+    job.refresh_from_db()
+    assert job.status == "done", job.error
+    assert (job.n_imported, job.n_duplicate, job.n_failed, job.items_done) == (5, 1, 0, 6)
+    assert job.attempts == 2 and [n["action"] for n in job.sweep_notes] == ["resumed"]
+    assert ImportJob.objects.filter(project=project).count() == 1
+    # One clip per distinct file, none twice.
+    names = sorted(Clip.objects.filter(project=project).values_list("original_name", flat=True))
+    assert names == ["0.wav", "1.wav", "2.wav", "3.wav", "4.wav"]
