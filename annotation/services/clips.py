@@ -41,7 +41,7 @@ from annotation.audio import (
 from annotation.models import Annotation, AnnotationLabel, Clip, ImportJob, Project
 from annotation.selectors import taxonomy_index_cached
 from annotation.services.clip_files import ClipSourceError, served_copy_make, source_confine
-from refrain.jobs import fault_point, heartbeat, holder_fields, sweep_note
+from refrain.jobs import fault_point, heartbeat, holder_fields, sweep_note, worker_identity
 
 logger = logging.getLogger(__name__)
 
@@ -279,7 +279,9 @@ def clips_import(
                 chunk_size=chunk_size,
             )
     except Exception as exc:
-        ImportJob.objects.filter(pk=job.pk).update(
+        # Only while this process still holds it: a resume elsewhere is not failed by a straggler.
+        name, pid = worker_identity()
+        ImportJob.objects.filter(pk=job.pk, worker=name, worker_pid=pid).update(
             status=ImportJob.Status.FAILED,
             error=f"{type(exc).__name__}: {exc}"[:4000],
             finished_at=timezone.now(),
