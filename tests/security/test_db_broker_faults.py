@@ -490,6 +490,11 @@ def broker_outage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
                 and "Cannot connect" not in ln
             }
         )[:15]
+        facts["worker_cycle_lines"] = [
+            ln.split("] ", 1)[-1][:200]
+            for ln in log.splitlines()
+            if "refused callback publish" in ln or "cycle " in ln or "Connected to" in ln
+        ][:20]
         phase("checked")
         print(json.dumps({k: v for k, v in facts.items() if k != "b_failures"}, indent=1)[:8000])
     except Exception:
@@ -527,12 +532,16 @@ def test_broker_outage_in_flight_cycle_is_not_duplicated(broker_outage: dict) ->
 @needs_postgres
 @needs_redis
 @pytest.mark.xfail(
-    strict=True,
+    # Not strict: today the outcome depends on a race inside Celery. When the step ends during the
+    # outage, the worker retries sending the next step three times; either a retry blocks in the
+    # reconnection until Redis is back (the cycle then completes) or the third one fails ("Giving
+    # up refused callback publish") and nothing sends that step again. Make it a plain test once
+    # the stale-job sweep exists.
+    strict=False,
     raises=AssertionError,  # a scenario that could not run is an error, not this finding
-    reason="the worker sends a cycle's next step when a step ends; with the broker down that "
-    "publish fails after 3 tries and nothing sends it again: the cycle stays 'running' with "
-    "steps_done=['retrain'] until Redis's visibility timeout (1 h) redelivers the unacked step "
-    "(issue 12 'Worker loss': the periodic sweep that resumes stale cycles)",
+    reason="when the next step's message is refused (broker down), nothing sends it again: the "
+    "cycle stays 'running' with steps_done=['retrain'] until Redis's visibility timeout (1 h) "
+    "redelivers the unacked step (issue 12 'Worker loss': the sweep that resumes stale cycles)",
 )
 def test_broker_outage_in_flight_cycle_completes_by_itself(broker_outage: dict) -> None:
     f = broker_outage
