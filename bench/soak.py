@@ -236,6 +236,7 @@ def main() -> None:
     ap.add_argument(
         "--drain", type=float, default=600, help="max seconds to empty the queues, end the cycle"
     )
+    ap.add_argument("--note", default="", help="a remark stored with the results")
     ap.add_argument("--keep", action="store_true", help=f"keep the {SOAK_DB} database")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "soak.json"))
     args = ap.parse_args()
@@ -343,6 +344,7 @@ def main() -> None:
                 if not st.startswith("2"):
                     errors[st] = errors.get(st, 0) + n
         out = {
+            "note": args.note,
             "config": {
                 "minutes": args.minutes,
                 "annotators": args.annotators,

@@ -134,6 +134,13 @@ class PrivatePostgres:
             timeout=90,
         )
 
+    def stop_fast(self) -> None:
+        """``pg_ctl stop -m fast``: sessions cut, new connections refused until :meth:`start_again`."""
+        self._ctl("stop", "-m", "fast")
+
+    def start_again(self) -> None:
+        self._ctl("start")
+
     def restart(self) -> None:
         """``pg_ctl restart -m fast``: every session is cut, then the server comes back."""
         self._ctl("restart", "-m", "fast")

@@ -224,9 +224,9 @@ def test_postgres_restart_during_submits_loses_and_doubles_nothing(
         time.sleep(5)
         # 2. A longer outage: connections refused for 3 s.
         t0 = time.monotonic()
-        pg._ctl("stop", "-m", "fast")
+        pg.stop_fast()
         time.sleep(3)
-        pg._ctl("start")
+        pg.start_again()
         windows.append((t0, time.monotonic() + GRACE_S))
         t_back = time.monotonic()
         time.sleep(6)
