@@ -309,7 +309,10 @@ def main() -> None:
         busy1, total1 = _cpu_busy()
         la_end = os.getloadavg()
 
-        # Let the worker catch up: the consensus updates still queued, the running cycle.
+        # Let the worker catch up: the consensus updates still queued, the running cycle. The web
+        # server is stopped first: its CPU goes to the worker (this box has two cores).
+        stop_process(server)
+        server = None
         t_drain = time.monotonic()
         while (queued() or active_cycles()) and time.monotonic() - t_drain < args.drain:
             time.sleep(2)
