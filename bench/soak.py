@@ -247,6 +247,7 @@ def main() -> None:
         database_url=f"{PG}/{SOAK_DB}",
         broker_url=BROKER,
         var_dir=tmp / "var",
+        import_roots=[tmp / "audio"],
         extra={"CONN_MAX_AGE": "600"},
     )
     _admin(f"DROP DATABASE IF EXISTS {SOAK_DB} WITH (FORCE)")

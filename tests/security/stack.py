@@ -223,10 +223,25 @@ class PrivateRedis:
 
 
 def server_env(
-    *, database_url: str, broker_url: str, var_dir: Path, extra: Mapping[str, str] | None = None
+    *,
+    database_url: str,
+    broker_url: str,
+    var_dir: Path,
+    import_roots: list[Path] | None = None,
+    extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
+    """The environment of the servers, workers and Django helpers of one stack.
+
+    Not a deployment (``REFRAIN_ENV`` ``test`` under pytest, else ``development``: plain HTTP on
+    loopback) but run as one otherwise (``DEBUG`` off, its own ``SECRET_KEY``). Clip audio is read
+    only inside ``REFRAIN_IMPORT_ROOTS``, so the folders where the builders write tones go there."""
+    import secrets
+
     env = {
         **os.environ,
+        "REFRAIN_ENV": os.environ.get("REFRAIN_ENV") or "development",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "REFRAIN_IMPORT_ROOTS": ",".join(str(p) for p in import_roots or [var_dir / "imports"]),
         "DATABASE_URL": database_url,
         "CELERY_BROKER_URL": broker_url,
         "CELERY_RESULT_BACKEND": "django-db",
