@@ -388,7 +388,7 @@ def main() -> None:
             "verify_consensus": checks[1],
             # ... and in the database after the drain.
             "cycle_facts": {k: v for k, v in checks[2].items() if k != "model_versions"}
-            | {"model_versions": [s for s, _ in checks[2]["model_versions"]]},
+            | {"model_versions": [m[0] for m in checks[2]["model_versions"]]},
         }
         va, vc = checks[0], checks[1]
         out["verdict"] = {

@@ -694,9 +694,12 @@ def cycle_facts(*, project_id: int) -> dict[str, Any]:
     )
     return {
         "cycles": cycles,
-        "model_versions": list(
-            ModelVersion.objects.filter(project_id=project_id).values_list("status", "task_id")
-        ),
+        "model_versions": [
+            [status, task_id, error[:300]]
+            for status, task_id, error in ModelVersion.objects.filter(
+                project_id=project_id
+            ).values_list("status", "task_id", "error")
+        ],
         "feature_sets": list(
             FeatureSet.objects.filter(project_id=project_id).values_list("status", flat=True)
         ),
