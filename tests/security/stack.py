@@ -360,14 +360,20 @@ def django_run(
 ) -> Any:
     """Call ``tests.security.stack.<function>(**kwargs)`` in a fresh Django process on ``env``'s
     database (migrating it first when ``migrate=True``); its JSON result back."""
-    proc = subprocess.run(
-        [PY, "-m", "tests.security.stack", function, json.dumps(kwargs)],
-        cwd=ROOT,
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    # The arguments go through a file: thousands of acknowledged submits exceed the argv limit.
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(kwargs, f)
+    try:
+        proc = subprocess.run(
+            [PY, "-m", "tests.security.stack", function, f.name],
+            cwd=ROOT,
+            env=dict(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    finally:
+        os.unlink(f.name)
     if proc.returncode != 0:
         raise RuntimeError(f"{function} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -720,7 +726,7 @@ def _main() -> None:
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "refrain.settings")
     django.setup()
-    function, kwargs = sys.argv[1], json.loads(sys.argv[2])
+    function, kwargs = sys.argv[1], json.loads(Path(sys.argv[2]).read_text())
     result = globals()[function](**kwargs)
     print(json.dumps(result))
 
