@@ -250,6 +250,14 @@ REFRAIN_JOB_HEARTBEAT_SECONDS = env.float("REFRAIN_JOB_HEARTBEAT_SECONDS", defau
 REFRAIN_JOB_STALE_SECONDS = env.int("REFRAIN_JOB_STALE_SECONDS", default=120)
 REFRAIN_JOB_QUEUED_STALE_SECONDS = env.int("REFRAIN_JOB_QUEUED_STALE_SECONDS", default=30 * 60)
 REFRAIN_JOB_MAX_ATTEMPTS = env.int("REFRAIN_JOB_MAX_ATTEMPTS", default=3)
+# A new annotation's consensus update is a message; when the broker is down at commit it is only
+# logged. The sweep recomputes, inline, the consensus of clips whose newest opinion (of the last
+# LOOKBACK hours) is older than STALE seconds and newer than their consensus, BATCH clips a sweep.
+REFRAIN_CONSENSUS_STALE_SECONDS = env.int("REFRAIN_CONSENSUS_STALE_SECONDS", default=10 * 60)
+REFRAIN_CONSENSUS_SWEEP_LOOKBACK_HOURS = env.int(
+    "REFRAIN_CONSENSUS_SWEEP_LOOKBACK_HOURS", default=48
+)
+REFRAIN_CONSENSUS_SWEEP_BATCH = env.int("REFRAIN_CONSENSUS_SWEEP_BATCH", default=200)
 # Fault tests only: a worker started with REFRAIN_FAULT_PAUSE_AT="training.fit,..." stops at those
 # points (refrain.jobs.fault_point), touching a file in REFRAIN_FAULT_DIR, so a test can SIGKILL it
 # mid-step without guessing with sleeps. Empty (the default) makes every point a no-op.

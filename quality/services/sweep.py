@@ -34,19 +34,19 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Model, Q, QuerySet
+from django.db.models import Exists, Model, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from active_learning.models import FeatureSet, JobStatus, ModelVersion
 from active_learning.services.features import feature_set_requeue
 from active_learning.services.training import model_version_requeue
-from annotation.models import ImportJob
+from annotation.models import Annotation, AnnotationLabel, ImportJob
 from annotation.services.clips import (
     import_job_requeue,
     import_job_resumable,
     import_task_kwargs,
 )
-from quality.models import ACTIVE_STATUSES, QualityCycle, QualityRun, RunStatus
+from quality.models import ACTIVE_STATUSES, ClipConsensus, QualityCycle, QualityRun, RunStatus
 from quality.services.detection import quality_run_requeue
 from refrain.jobs import PROCESS_PREFIX, sweep_note
 
@@ -58,9 +58,9 @@ INSPECT_TIMEOUT_S = 1.0
 
 @dataclass(frozen=True)
 class SweepAction:
-    kind: str  # cycle | run | features | training | import
+    kind: str  # cycle | run | features | training | import | consensus
     id: int
-    action: str  # resumed | resent | failed
+    action: str  # resumed | resent | failed | recomputed
     reason: str
 
 
@@ -174,6 +174,7 @@ def orphans_sweep(
     done += _sweep_feature_sets(now, held_cutoff, wait_cutoff, limit, probe)
     done += _sweep_trainings(now, held_cutoff, wait_cutoff, limit, probe)
     done += _sweep_imports(now, held_cutoff, wait_cutoff, limit, probe)
+    done += _sweep_consensus(now)
     for a in done:
         logger.warning("sweep: %s %s %s: %s", a.action, a.kind, a.id, a.reason)
     return done
@@ -412,6 +413,50 @@ def _sweep_imports(
             continue
         if _fail(ImportJob, job, reason, now, St.FAILED):
             out.append(SweepAction("import", job.pk, "failed", reason))
+    return out
+
+
+def _sweep_consensus(now: datetime) -> list[SweepAction]:
+    """Clips whose consensus is older than their newest opinion: the update that a new annotation
+    enqueues (``on_annotation_created``) is only logged when the broker is down at commit, so
+    nothing else would ever send it. Recomputed here, inline (no message to pile up behind a
+    backlog), at most ``REFRAIN_CONSENSUS_SWEEP_BATCH`` clips a sweep, and only once an opinion is
+    older than ``REFRAIN_CONSENSUS_STALE_SECONDS``, so the normal queue has had its chance.
+    ``annotation_consensus_update`` is safe to run twice (it also settles the issue the opinion
+    answers and the "after N annotations" cycle trigger)."""
+    from quality.services.consensus import annotation_consensus_update
+
+    cutoff = now - timedelta(seconds=settings.REFRAIN_CONSENSUS_STALE_SECONDS)
+    since = now - timedelta(hours=settings.REFRAIN_CONSENSUS_SWEEP_LOOKBACK_HOURS)
+    fresh = ClipConsensus.objects.filter(
+        clip_id=OuterRef("clip_id"), computed_at__gte=OuterRef("created_at")
+    )
+    behind = (
+        Annotation.objects.filter(created_at__lt=cutoff, created_at__gte=since)
+        .exclude(kind=Annotation.Kind.IMPORT)
+        .filter(Exists(AnnotationLabel.objects.filter(annotation_id=OuterRef("pk"))))
+        .exclude(Exists(fresh))
+    )
+    clip_ids = list(
+        behind.values_list("clip_id", flat=True)
+        .distinct()
+        .order_by("clip_id")[: settings.REFRAIN_CONSENSUS_SWEEP_BATCH]
+    )
+    out = []
+    for clip_id in clip_ids:
+        newest = (
+            behind.filter(clip_id=clip_id).select_related("clip__project").order_by("-id").first()
+        )
+        if newest is None:  # recomputed meanwhile (another sweep, a late message)
+            continue
+        try:
+            annotation_consensus_update(annotation=newest)
+        except Exception as exc:  # one clip must not stop the others; the next sweep retries
+            logger.exception("sweep: consensus of clip %s failed", clip_id)
+            out.append(SweepAction("consensus", clip_id, "failed", str(exc)[:500]))
+            continue
+        reason = f"annotation {newest.pk} of {_age(now, newest.created_at)} had no consensus update"
+        out.append(SweepAction("consensus", clip_id, "recomputed", reason))
     return out
 
 

@@ -387,3 +387,50 @@ def test_the_jobs_page_data_shows_an_imports_holder_heartbeat_attempts_and_notes
     (row,) = jobs_overview(project=project)["imports"]
     assert (row.worker, row.worker_pid, row.attempts, row.stale) == ("cpu-1@box", 7, 2, True)
     assert row.heartbeat_age_s is not None and row.heartbeat_age_s >= 600
+
+
+def test_clips_whose_consensus_update_was_never_sent_are_caught_up(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    """The broker was down when these opinions committed: their consensus message was only logged.
+    The sweep recomputes exactly the clips left behind, once, and leaves fresh or young ones alone."""
+    from annotation.models import Annotation
+    from annotation.selectors import taxonomy_index_cached
+    from annotation.services.annotations import annotation_create, labels_resolve
+    from quality.models import ClipConsensus
+    from tests.factories import ClipFactory, UserFactory
+
+    project = ProjectFactory()
+    index = taxonomy_index_cached(project.taxonomy_version)
+    punk = labels_resolve(index=index, labels=["Rock/Punk"])
+    metal = labels_resolve(index=index, labels=["Rock/Metal"])
+    a, b = UserFactory(), UserFactory()
+    behind, young, imported, fresh = (ClipFactory(project=project) for _ in range(4))
+
+    def opinion(clip: Any, user: Any, nodes: list[int], age_s: float, **kw: Any) -> Annotation:
+        ann, _ = annotation_create(
+            clip=clip,
+            index=index,
+            explicit_node_ids=nodes,
+            source=f"user:{user.username}" if user else "import:x.csv",
+            user=user,
+            **kw,
+        )
+        Annotation.objects.filter(pk=ann.pk).update(created_at=_ago(age_s))
+        return ann
+
+    opinion(behind, a, punk, 1200)
+    opinion(behind, b, metal, 1100)
+    opinion(young, a, punk, 30)  # the queue still has its chance
+    opinion(imported, None, punk, 1200, kind=Annotation.Kind.IMPORT)  # no message was due
+    opinion(fresh, a, punk, 1200)
+    ClipConsensus.objects.create(clip=fresh, project=project, node_ids=punk)
+
+    actions = [x for x in orphans_sweep(ask_workers=False) if x.kind == "consensus"]
+
+    assert [(x.id, x.action) for x in actions] == [(behind.pk, "recomputed")]
+    row = ClipConsensus.objects.get(clip=behind)
+    assert row.n_annotations == 2 and row.computed_at > _ago(60)
+    assert not ClipConsensus.objects.filter(clip__in=[young, imported]).exists()
+    # Caught up: the next sweep has nothing to do.
+    assert not [x for x in orphans_sweep(ask_workers=False) if x.kind == "consensus"]
