@@ -525,11 +525,7 @@ class TaxonomyImportJob(models.Model):
     either way, so a rejected import leaves nothing behind but this record and its reason.
     """
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
+    Status = ImportJob.Status  # the same four states as a clip import
 
     name = models.CharField(max_length=200)
     filename = models.CharField(max_length=255, blank=True)

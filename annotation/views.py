@@ -5,7 +5,6 @@ Views parse, check the role (``annotation.permissions``), call a service or sele
 
 from __future__ import annotations
 
-import mimetypes
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -514,14 +513,6 @@ def review_clip(request: HttpRequest, membership: Membership, clip_id: int) -> H
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _CHUNK = 64 * 1024
-_AUDIO_TYPES = {
-    ".wav": "audio/wav",
-    ".wave": "audio/wav",
-    ".flac": "audio/flac",
-    ".ogg": "audio/ogg",
-    ".oga": "audio/ogg",
-    ".mp3": "audio/mpeg",
-}
 
 
 def _clip_or_404(request: HttpRequest, clip_id: int) -> Clip:
@@ -567,10 +558,8 @@ def clip_audio(request: HttpRequest, clip_id: int) -> HttpResponse:
         raise Http404("the audio file is missing") from exc
     path = str(served)
     size = os.path.getsize(path)
-    ext = os.path.splitext(path)[1].lower()
-    content_type = (
-        _AUDIO_TYPES.get(ext) or mimetypes.guess_type(path)[0] or "application/octet-stream"
-    )
+    headers = clip_files.served_audio_headers(clip=clip, path=served)
+    content_type = headers.pop("Content-Type")
     header = request.headers.get("Range", "").strip()
     match = _RANGE.match(header) if header else None
     if header and match is None:
@@ -597,10 +586,8 @@ def clip_audio(request: HttpRequest, clip_id: int) -> HttpResponse:
         response = FileResponse(open(path, "rb"), content_type=content_type)  # noqa: SIM115
     response["Accept-Ranges"] = "bytes"
     response["Cache-Control"] = "private, max-age=3600"
-    response["Content-Disposition"] = (
-        f'inline; filename="{clip_files.clip_download_name(clip=clip, path=served)}"'
-    )
-    response["X-Content-Type-Options"] = "nosniff"
+    for name, value in headers.items():
+        response[name] = value
     return response
 
 

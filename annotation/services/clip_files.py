@@ -81,8 +81,7 @@ def clip_source_file(clip: Clip) -> Path:
     ------
     ClipFileUnavailable
     """
-    if clip.status == Clip.Status.FAILED:
-        raise ClipFileUnavailable(f"clip {clip.pk} failed at import: it has no audio")
+    _require_ready(clip)
     for candidate in (clip.source_path, getattr(clip, "served_path", "")):
         real = path_resolve_in_roots(candidate) if candidate else None
         if real is not None and real.is_file():
@@ -127,13 +126,29 @@ def served_copy_make(
     return dst
 
 
+def _require_ready(clip: Clip) -> None:
+    if clip.status == Clip.Status.FAILED:
+        raise ClipFileUnavailable(f"clip {clip.pk} failed at import: it has no audio")
+
+
+def clip_served_copy_on_disk(clip: Clip) -> Path | None:
+    """``clip``'s recorded served copy, if it exists inside the roots; else None."""
+    real = path_resolve_in_roots(clip.served_path) if clip.served_path else None
+    return real if real is not None and real.is_file() else None
+
+
 def clip_served_copy(clip: Clip) -> Path:
-    """``clip``'s served copy, made now (and recorded) for clips imported before copies existed."""
+    """``clip``'s served copy, made now (and recorded) for clips imported before copies existed.
+
+    Raises
+    ------
+    ClipFileUnavailable
+    """
+    _require_ready(clip)
+    existing = clip_served_copy_on_disk(clip)
+    if existing is not None:
+        return existing
     source = clip_source_original(clip)
-    if clip.served_path:
-        real = path_resolve_in_roots(clip.served_path)
-        if real is not None and real.is_file():
-            return real
     try:
         sha = clip.sha256 or sha256_of_path(source)
         dst = served_copy_make(source=source, sha256=sha, fmt=clip.format or _fmt_of(source))
@@ -151,8 +166,7 @@ def clip_source_original(clip: Clip) -> Path:
     ------
     ClipFileUnavailable
     """
-    if clip.status == Clip.Status.FAILED:
-        raise ClipFileUnavailable(f"clip {clip.pk} failed at import: it has no audio")
+    _require_ready(clip)
     real = path_resolve_in_roots(clip.source_path) if clip.source_path else None
     if real is None or not real.is_file():
         raise ClipFileUnavailable(f"clip {clip.pk}: the audio file is missing")
@@ -168,15 +182,7 @@ def clip_served_file(*, clip: Clip, original: bool = False) -> Path:
     ------
     ClipFileUnavailable
     """
-    if original:
-        return clip_source_original(clip)
-    if clip.status == Clip.Status.FAILED:
-        raise ClipFileUnavailable(f"clip {clip.pk} failed at import: it has no audio")
-    if clip.served_path:
-        real = path_resolve_in_roots(clip.served_path)
-        if real is not None and real.is_file():
-            return real
-    return clip_served_copy(clip)
+    return clip_source_original(clip) if original else clip_served_copy(clip)
 
 
 def _fmt_of(path: Path) -> str:
@@ -198,3 +204,22 @@ def clip_download_name(*, clip: Clip, path: Path) -> str:
 
 
 _NEUTRAL_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".mp3", ".opus"})
+_AUDIO_TYPES = {
+    ".wav": "audio/wav",
+    ".wave": "audio/wav",
+    ".flac": "audio/flac",
+    ".ogg": "audio/ogg",
+    ".oga": "audio/ogg",
+    ".opus": "audio/ogg",
+    ".mp3": "audio/mpeg",
+}
+
+
+def served_audio_headers(*, clip: Clip, path: Path) -> dict[str, str]:
+    """Headers of every audio response (the app's player and Label Studio's): the type from the
+    served file, a neutral name, no content sniffing."""
+    return {
+        "Content-Type": _AUDIO_TYPES.get(path.suffix.lower(), "application/octet-stream"),
+        "Content-Disposition": f'inline; filename="{clip_download_name(clip=clip, path=path)}"',
+        "X-Content-Type-Options": "nosniff",
+    }

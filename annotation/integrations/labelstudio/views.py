@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import mimetypes
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,8 +23,8 @@ from annotation.integrations.labelstudio.tasks import ls_ingest_annotation
 from annotation.models import Clip, LabelStudioLink
 from annotation.services.clip_files import (
     ClipFileUnavailable,
-    clip_download_name,
     clip_served_file,
+    served_audio_headers,
 )
 
 
@@ -108,12 +107,10 @@ def clip_audio(request: HttpRequest, token: str) -> HttpResponse:
         served = clip_served_file(clip=clip)
     except ClipFileUnavailable as exc:
         raise Http404("the audio file is missing") from exc
-    content_type = mimetypes.guess_type(served.name)[0] or "application/octet-stream"
-    response = FileResponse(served.open("rb"), content_type=content_type)
-    response["Content-Disposition"] = (
-        f'inline; filename="{clip_download_name(clip=clip, path=served)}"'
-    )
-    response["X-Content-Type-Options"] = "nosniff"
+    headers = served_audio_headers(clip=clip, path=served)
+    response = FileResponse(served.open("rb"), content_type=headers.pop("Content-Type"))
+    for name, value in headers.items():
+        response[name] = value
     # LS's waveform player fetches the file with XHR from its own origin.
     origin = urlsplit(link.base_url)
     response["Access-Control-Allow-Origin"] = f"{origin.scheme}://{origin.netloc}"

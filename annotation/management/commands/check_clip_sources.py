@@ -14,6 +14,7 @@ from annotation.models import Clip
 from annotation.services.clip_files import (
     ClipFileUnavailable,
     clip_served_copy,
+    clip_served_copy_on_disk,
     path_resolve_in_roots,
 )
 
@@ -79,8 +80,7 @@ class Command(BaseCommand):
     def _strip(self, clips: QuerySet[Clip]) -> None:
         made = failed = 0
         for clip in clips.filter(status=Clip.Status.READY).iterator(500):
-            served = path_resolve_in_roots(clip.served_path) if clip.served_path else None
-            if served is not None and served.is_file():
+            if clip_served_copy_on_disk(clip) is not None:
                 continue
             try:
                 clip_served_copy(clip)
