@@ -146,6 +146,21 @@ def _tries(row: Any) -> int:
     return max(int(row.attempts), len(row.sweep_notes))
 
 
+def _give_up(
+    model: type[Model], row: Any, *, kind: str, reason: str, now: datetime, limit: int, failed: str
+) -> list[SweepAction] | None:
+    """None while ``row`` may still be resumed; past ``limit`` tries it is failed with the reason
+    (the action, or nothing when another sweep got there first)."""
+    if _tries(row) < limit:
+        return None
+    reason = f"{reason}; gave up after {_tries(row)} attempt(s)"
+    return (
+        [SweepAction(kind, row.pk, "failed", reason)]
+        if _fail(model, row, reason, now, failed)
+        else []
+    )
+
+
 def orphans_sweep(
     *,
     now: datetime | None = None,
@@ -188,7 +203,7 @@ def _orphans(
     wait_cutoff: datetime,
     probe: WorkerProbe,
     now: datetime,
-    waiting: Q,
+    queued: str,
     created: str = "created_at",
 ) -> list[tuple[Any, str, str]]:
     """(row, action "resumed" | "resent", reason) for the held rows whose worker is gone and the
@@ -198,7 +213,7 @@ def _orphans(
         alive, why = probe.holds(worker=row.worker, pid=row.worker_pid)
         if not alive:
             out.append((row, "resumed", f"heartbeat {_age(now, row.heartbeat_at)}; {why}"))
-    for row in qs.filter(waiting):
+    for row in qs.filter(_waiting(queued, running)):
         since = row.heartbeat_at or getattr(row, "started_at", None) or getattr(row, created)
         if since < wait_cutoff:
             out.append(
@@ -226,12 +241,19 @@ def _sweep_cycles(
         wait_cutoff=wait_cutoff,
         probe=probe,
         now=now,
-        waiting=_waiting(RunStatus.QUEUED, RunStatus.RUNNING),
+        queued=RunStatus.QUEUED,
     ):
-        if _tries(cycle) >= limit:
-            reason = f"{reason}; gave up after {_tries(cycle)} attempt(s)"
-            if _fail(QualityCycle, cycle, reason, now, RunStatus.FAILED):
-                out.append(SweepAction("cycle", cycle.pk, "failed", reason))
+        gave_up = _give_up(
+            QualityCycle,
+            cycle,
+            kind="cycle",
+            reason=reason,
+            now=now,
+            limit=limit,
+            failed=RunStatus.FAILED,
+        )
+        if gave_up is not None:
+            out += gave_up
             continue
         # The cycle stays running; its trigger re-claims it (one more attempt) and chains the
         # steps left.
@@ -300,12 +322,19 @@ def _sweep_runs(
         wait_cutoff=wait_cutoff,
         probe=probe,
         now=now,
-        waiting=_waiting(RunStatus.QUEUED, RunStatus.RUNNING),
+        queued=RunStatus.QUEUED,
     ):
-        if _tries(run) >= limit:
-            reason = f"{reason}; gave up after {_tries(run)} attempt(s)"
-            if _fail(QualityRun, run, reason, now, RunStatus.FAILED):
-                out.append(SweepAction("run", run.pk, "failed", reason))
+        gave_up = _give_up(
+            QualityRun,
+            run,
+            kind="run",
+            reason=reason,
+            now=now,
+            limit=limit,
+            failed=RunStatus.FAILED,
+        )
+        if gave_up is not None:
+            out += gave_up
         elif quality_run_requeue(run=run, action=action, reason=reason):
             detect_label_issues.delay_on_commit(run.pk)
             out.append(SweepAction("run", run.pk, action, reason))
@@ -335,12 +364,19 @@ def _sweep_feature_sets(
         wait_cutoff=wait_cutoff,
         probe=probe,
         now=now,
-        waiting=_waiting(JobStatus.QUEUED, JobStatus.RUNNING),
+        queued=JobStatus.QUEUED,
     ):
-        if _tries(fs) >= limit:
-            reason = f"{reason}; gave up after {_tries(fs)} attempt(s)"
-            if _fail(FeatureSet, fs, reason, now, JobStatus.FAILED):
-                out.append(SweepAction("features", fs.pk, "failed", reason))
+        gave_up = _give_up(
+            FeatureSet,
+            fs,
+            kind="features",
+            reason=reason,
+            now=now,
+            limit=limit,
+            failed=JobStatus.FAILED,
+        )
+        if gave_up is not None:
+            out += gave_up
         elif feature_set_requeue(feature_set=fs, action=action, reason=reason):
             extract_features_for_project.delay_on_commit(
                 fs.project_id, backend=fs.backend, feature_set_id=fs.pk
@@ -363,12 +399,19 @@ def _sweep_trainings(
         wait_cutoff=wait_cutoff,
         probe=probe,
         now=now,
-        waiting=_waiting(JobStatus.QUEUED, JobStatus.RUNNING),
+        queued=JobStatus.QUEUED,
     ):
-        if _tries(mv) >= limit:
-            reason = f"{reason}; gave up after {_tries(mv)} attempt(s)"
-            if _fail(ModelVersion, mv, reason, now, JobStatus.FAILED):
-                out.append(SweepAction("training", mv.pk, "failed", reason))
+        gave_up = _give_up(
+            ModelVersion,
+            mv,
+            kind="training",
+            reason=reason,
+            now=now,
+            limit=limit,
+            failed=JobStatus.FAILED,
+        )
+        if gave_up is not None:
+            out += gave_up
         elif model_version_requeue(model_version=mv, action=action, reason=reason):
             train_project_model.delay_on_commit(
                 mv.project_id,
@@ -398,7 +441,7 @@ def _sweep_imports(
         wait_cutoff=wait_cutoff,
         probe=probe,
         now=now,
-        waiting=_waiting(St.QUEUED, St.RUNNING),
+        queued=St.QUEUED,
         created="started_at",
     ):
         if not import_job_resumable(job=job):
