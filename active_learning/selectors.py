@@ -3,14 +3,13 @@
 Arrays come from the on-disk artifacts, memory-mapped: loading 100k x D features or 100k x K
 probabilities costs a page-table walk, not a query per row.
 
-Training labels come through a *labels provider*: a function ``(project, index, clip_ids) ->
-TrainingLabels``. The default takes each clip's latest non-review annotation; the quality app may
-register a consensus provider with :func:`register_labels_provider` and training picks it by name.
+Training labels are the label that stands for each clip (:func:`annotation.selectors.current_labels`,
+the one answer every reader uses), turned into arrays by :func:`training_labels`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,8 @@ import numpy as np
 
 from active_learning.core.hierarchy import Hierarchy
 from active_learning.models import FeatureSet, JobStatus, ModelVersion
-from annotation.models import Annotation, AnnotationLabel, Project
-from annotation.selectors import TaxonomyIndex, latest_annotations, taxonomy_index_cached
+from annotation.models import Annotation, Project
+from annotation.selectors import TaxonomyIndex, current_labels, taxonomy_index_cached
 
 # --------------------------------------------------------------------------------------------------
 # Features and predictions
@@ -186,71 +185,48 @@ class TrainingLabels:
         return np.where(self.labelled, deepest, -1).astype(np.int64)
 
 
-LabelsProvider = Callable[[Project, TaxonomyIndex, Sequence[int]], TrainingLabels]
-
-
-def latest_annotation_labels(
+def training_labels(
     project: Project, index: TaxonomyIndex, clip_ids: Sequence[int]
 ) -> TrainingLabels:
-    """Each clip's latest annotation on the index's taxonomy version; a reviewer's correction
-    (kind ``review``) counts, since it supersedes the labels it corrects."""
+    """The label that stands for each of ``clip_ids`` (``current_labels``) as training arrays.
+
+    Labels on another taxonomy version than ``index``'s are left out (the row is unlabelled), as
+    they are by detection. ``primary`` is the deepest node the annotator chose explicitly (the
+    deepest node for rows stored without explicit flags).
+    """
     pos = {int(c): i for i, c in enumerate(clip_ids)}
     Y = np.zeros((len(pos), len(index.nodes)), dtype=np.int8)
     labelled = np.zeros(len(pos), dtype=bool)
-    chosen = {
-        c: a.annotation_id
-        for c, a in latest_annotations(
-            project_id=project.pk, taxonomy_version_id=index.version.pk
-        ).items()
-        if c in pos
-    }
-    ann_row = {a: pos[c] for c, a in chosen.items()}
-    node_col = {n.id: n.index for n in index.nodes}
-    node_depth = {n.id: n.depth for n in index.nodes}
     primary = np.full(len(pos), -1, dtype=np.int64)
-    best_depth: dict[int, int] = {}
-    ids = list(ann_row)
-    for start in range(0, len(ids), 20_000):
-        for ann_id, node_id, explicit in (
-            AnnotationLabel.objects.filter(annotation_id__in=ids[start : start + 20_000])
-            .order_by("id")
-            .values_list("annotation_id", "node_id", "explicit")
-        ):
-            row = ann_row[ann_id]
-            Y[row, node_col[node_id]] = 1
-            if explicit and node_depth[node_id] > best_depth.get(row, -1):
-                best_depth[row] = node_depth[node_id]
-                primary[row] = node_col[node_id]
-    labelled[list(ann_row.values())] = True
-    # Stored labels are ancestor-closed already; close again so a provider's contract holds even
-    # for rows written by older importers.
+    current = current_labels(project=project, clip_ids=list(pos), ready_only=False)
+    used: list[int] = []
+    for clip_id, ann_id, node_ids, explicit, foreign in zip(
+        current.clip_ids,
+        current.annotation_ids,
+        current.node_ids,
+        current.explicit,
+        current.foreign,
+        strict=True,
+    ):
+        if foreign or any(n not in index.by_id for n in node_ids):
+            continue
+        row = pos[clip_id]
+        Y[row, [index.by_id[n].index for n in node_ids]] = 1
+        labelled[row] = True
+        best_depth = -1
+        for node in (index.by_id[n] for n in explicit):  # as given: the first wins a tie
+            if node.depth > best_depth:
+                best_depth, primary[row] = node.depth, node.index
+        used.append(ann_id)
+    # Stored labels are ancestor-closed already; close again so the contract holds even for rows
+    # written by older importers.
     hierarchy = Hierarchy(index.parents_array)
     Y = hierarchy.ancestor_close(Y)
-    # Rows whose labels are all implied (no explicit flag): the deepest node on.
     for row in np.flatnonzero(labelled & (primary < 0)):
         primary[row] = int(np.argmax(np.where(Y[row] > 0, hierarchy.depth, -1)))
     return TrainingLabels(
         Y=Y,
         labelled=labelled,
         primary=primary,
-        snapshot={"provider": "latest-annotation", "annotations": sorted(chosen.values())},
+        snapshot={"labels": "current", "annotations": sorted(used)},
     )
-
-
-_PROVIDERS: dict[str, LabelsProvider] = {"latest-annotation": latest_annotation_labels}
-
-
-def register_labels_provider(name: str, provider: LabelsProvider) -> None:
-    """Make ``provider`` available to training by name (e.g. the quality app's consensus)."""
-    _PROVIDERS[name] = provider
-
-
-def labels_provider(name: str | None = None) -> LabelsProvider:
-    """A registered provider; None is ``settings.REFRAIN_LABELS_PROVIDER`` or the latest annotation."""
-    from django.conf import settings
-
-    name = name or getattr(settings, "REFRAIN_LABELS_PROVIDER", "latest-annotation")
-    try:
-        return _PROVIDERS[name]
-    except KeyError:
-        raise KeyError(f"unknown labels provider {name!r}; known: {sorted(_PROVIDERS)}") from None

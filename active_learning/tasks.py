@@ -124,7 +124,6 @@ def train_project_model(
     n_folds: int = 5,
     seed: int = 0,
     kind: str = "hierarchical",
-    labels: str | None = None,
 ) -> dict[str, Any]:
     if model_version_id is not None:
         mv = ModelVersion.objects.get(id=model_version_id)
@@ -136,7 +135,6 @@ def train_project_model(
             kind=kind,
             n_folds=n_folds,
             seed=seed,
-            labels=labels,
             task_id=self.request.id,
         )
     if not model_version_claim(model_version=mv):

@@ -37,6 +37,7 @@ from annotation.services import members as members_service
 from annotation.services import projects as projects_service
 from annotation.services import review as review_service
 from annotation.services import tasks as queue
+from annotation.services.enqueue import Manual, task_enqueue
 from annotation.services.tokens import api_token_create, api_token_revoke, api_tokens_of
 from annotation.services.visuals import clip_visuals
 
@@ -526,8 +527,8 @@ def clips_upload(
             "; ".join(p["reason"] for p in job.problems) or "the file is already in the project"
         )
         return Status(422, {"detail": f"{file.name}: {reason}", "code": "clip_rejected"})
-    queue.tasks_create_for_clips(
-        project=m.project, clip_ids=clip_ids_of_upload(clip), priority=priority
+    task_enqueue(
+        project=m.project, sources=Manual.for_clips(clip_ids_of_upload(clip), priority=priority)
     )
     return Status(201, clip_out(clip, blind=False))
 
@@ -651,15 +652,15 @@ def tasks_create(request: HttpRequest, project_id: PathId, payload: TasksIn) -> 
         missing = sorted(clip_ids - known)[:5]
         detail = f"not ready clips of this project: {missing}"
         return Status(422, {"detail": detail, "code": "unknown_clips"})
-    n = queue.tasks_create_for_clips(
-        project=m.project,
-        clip_ids=sorted(clip_ids),
+    sources = Manual.for_clips(
+        sorted(clip_ids),
         kind=payload.kind,
         priority=payload.priority,
         reason=payload.reason,
         overlap=payload.overlap,
     )
-    return Status(201, {"created": n})
+    done = task_enqueue(project=m.project, sources=sources)
+    return Status(201, {"created": len(done.created)})
 
 
 # --- annotations and reviews ----------------------------------------------------------------------

@@ -239,6 +239,12 @@ class Clip(models.Model):
     error = models.TextField(blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     import_source = models.CharField(max_length=255, blank=True)
+    # Where several people labelled the clip, the newest annotation whose label set equals their
+    # consensus. Kept by the layer that decides consensus (quality); read only through
+    # annotation.selectors.current_labels, which is the one answer to "which label stands".
+    consensus_annotation = models.ForeignKey(
+        "Annotation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

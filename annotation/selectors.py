@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from django.db import connection
 
-from annotation.models import Annotation, Clip, TaxonomyNode, TaxonomyVersion
+from annotation.models import (
+    Annotation,
+    AnnotationLabel,
+    Clip,
+    Project,
+    TaxonomyNode,
+    TaxonomyVersion,
+)
 from annotation.taxonomy_formats import split_path
 
 
@@ -117,27 +124,22 @@ def taxonomy_index_cached(version: TaxonomyVersion) -> TaxonomyIndex:
 
 
 @dataclass(frozen=True)
-class LatestAnnotation:
+class _Newest:
     annotation_id: int
     taxonomy_version_id: int
     kind: str
+    consensus_annotation_id: int | None
 
 
-def latest_annotations(
-    *,
-    project_id: int,
-    clip_ids: list[int] | None = None,
-    taxonomy_version_id: int | None = None,
-    ready_only: bool = False,
-) -> dict[int, LatestAnnotation]:
+def _newest_annotations(
+    *, project_id: int, clip_ids: list[int] | None, ready_only: bool
+) -> dict[int, _Newest]:
     """Each clip's newest annotation (a reviewer's correction included), by clip id.
 
     On PostgreSQL the database picks the newest row per clip (``DISTINCT ON``), so only one row per
     clip crosses the wire; elsewhere the rows arrive newest first and the first one per clip wins.
     """
     qs = Annotation.objects.filter(clip__project_id=project_id)
-    if taxonomy_version_id is not None:
-        qs = qs.filter(taxonomy_version_id=taxonomy_version_id)
     if clip_ids is not None:
         qs = qs.filter(clip_id__in=clip_ids)
     if ready_only:
@@ -145,10 +147,92 @@ def latest_annotations(
     qs = qs.order_by("clip_id", "-created_at", "-id")
     if connection.vendor == "postgresql":
         qs = qs.distinct("clip_id")
-    out: dict[int, LatestAnnotation] = {}
-    for clip_id, ann_id, version_id, kind in qs.values_list(
-        "clip_id", "id", "taxonomy_version_id", "kind"
+    out: dict[int, _Newest] = {}
+    for clip_id, ann_id, version_id, kind, pinned in qs.values_list(
+        "clip_id", "id", "taxonomy_version_id", "kind", "clip__consensus_annotation_id"
     ).iterator(chunk_size=10_000):
         if clip_id not in out:
-            out[clip_id] = LatestAnnotation(ann_id, version_id, kind)
+            out[clip_id] = _Newest(ann_id, version_id, kind, pinned)
+    return out
+
+
+@dataclass(frozen=True)
+class CurrentLabels:
+    """The label that stands for each labelled clip, in clip-id order.
+
+    ``annotation_ids[i]`` gave clip ``clip_ids[i]`` its label; ``node_ids[i]`` are that
+    annotation's stored nodes (ancestor-closed as stored, in stored order) and ``explicit[i]`` the
+    ones the annotator chose; ``kinds[i]`` is the annotation's kind (``review`` for a reviewer's correction);
+    ``foreign[i]`` is True when the annotation or any of its nodes belongs to another taxonomy
+    version than the project's, which every reader that maps labels onto the taxonomy skips.
+    """
+
+    clip_ids: list[int]
+    annotation_ids: list[int]
+    node_ids: list[list[int]]
+    explicit: list[list[int]]
+    kinds: list[str]
+    foreign: list[bool]
+
+    def of_clip(self, clip_id: int) -> int | None:
+        """The row of ``clip_id``, or None when it has no label."""
+        try:
+            return self.clip_ids.index(clip_id)
+        except ValueError:
+            return None
+
+
+def current_labels(
+    *, project: Project, clip_ids: list[int] | None = None, ready_only: bool = True
+) -> CurrentLabels:
+    """The one answer to "which label stands for this clip": training, detection, consensus, the
+    export, the pages, the API and Label Studio all read it here (2 queries).
+
+    The rule, in order:
+
+    1. a reviewer's correction, while it is the clip's newest annotation (a reviewer adjudicates);
+    2. where several people labelled the clip, the newest annotation whose label set equals their
+       consensus (``Clip.consensus_annotation``, kept by the quality layer's consensus service), so
+       a second opinion the relabel round rejected is not taken for the label because it is newest;
+    3. otherwise the clip's newest annotation.
+    """
+    version_id = project.taxonomy_version_id
+    newest = _newest_annotations(project_id=project.pk, clip_ids=clip_ids, ready_only=ready_only)
+    chosen: dict[int, int] = {}
+    for clip_id, n in newest.items():
+        if n.kind != Annotation.Kind.REVIEW and n.consensus_annotation_id is not None:
+            chosen[clip_id] = n.consensus_annotation_id
+        else:
+            chosen[clip_id] = n.annotation_id
+    nodes: dict[int, list[tuple[int, bool, int]]] = {a: [] for a in chosen.values()}
+    kind_version: dict[int, tuple[str, int]] = {}
+    ann_ids = list(nodes)
+    for start in range(0, len(ann_ids), 20_000):
+        part = ann_ids[start : start + 20_000]
+        for ann_id, node_id, explicit, node_version, kind, ann_version in (
+            AnnotationLabel.objects.filter(annotation_id__in=part)
+            .order_by("annotation_id", "id")
+            .values_list(
+                "annotation_id",
+                "node_id",
+                "explicit",
+                "node__version_id",
+                "annotation__kind",
+                "annotation__taxonomy_version_id",
+            )
+        ):
+            nodes[ann_id].append((node_id, explicit, node_version))
+            kind_version[ann_id] = (kind, ann_version)
+    clips = sorted(c for c in chosen if nodes[chosen[c]])
+    out = CurrentLabels([], [], [], [], [], [])
+    for clip_id in clips:
+        ann_id = chosen[clip_id]
+        rows = nodes[ann_id]
+        kind, ann_version = kind_version[ann_id]
+        out.clip_ids.append(clip_id)
+        out.annotation_ids.append(ann_id)
+        out.node_ids.append([n for n, _, _ in rows])
+        out.explicit.append([n for n, e, _ in rows if e])
+        out.kinds.append(kind)
+        out.foreign.append(ann_version != version_id or any(v != version_id for _, _, v in rows))
     return out

@@ -56,6 +56,7 @@ from annotation.services import projects as projects_service
 from annotation.services import review as review_service
 from annotation.services import tasks as queue
 from annotation.services import tokens as tokens_service
+from annotation.services.enqueue import Manual, task_enqueue
 from annotation.services.throttle import Throttled
 from annotation.services.visuals import clip_visuals
 
@@ -318,10 +319,11 @@ def project_clips(request: HttpRequest, membership: Membership) -> HttpResponse:
         for upload in form.cleaned_data["files"]:
             job, clip = clip_upload(project=project, upload=upload, user=request.user)
             if clip is not None and clip.status == Clip.Status.READY:
-                queue.tasks_create_for_clips(
+                task_enqueue(
                     project=project,
-                    clip_ids=clip_ids_of_upload(clip),
-                    priority=form.cleaned_data.get("priority") or 0.0,
+                    sources=Manual.for_clips(
+                        clip_ids_of_upload(clip), priority=form.cleaned_data.get("priority") or 0.0
+                    ),
                 )
                 added += 1
             else:

@@ -6,8 +6,13 @@ class QualityConfig(AppConfig):
     name = "quality"
 
     def ready(self) -> None:
-        # Training takes a clip's label the way this app decides it (REFRAIN_LABELS_PROVIDER).
-        from active_learning.selectors import register_labels_provider
-        from quality.selectors import consensus_training_labels
+        # Imported here, not at module level: models and tasks need the app registry loaded.
+        from annotation import events
+        from quality import receivers
 
-        register_labels_provider("consensus", consensus_training_labels)
+        events.annotation_committed.connect(
+            receivers.on_annotation_committed, dispatch_uid="quality.on_annotation_committed"
+        )
+        events.review_decided.connect(
+            receivers.on_review_decided, dispatch_uid="quality.on_review_decided"
+        )

@@ -3,7 +3,7 @@
 Reads only (a selector in the house style's sense), shared by the API, the page download and
 ``manage.py export_labels``.
 
-The ``labels`` column is the clip's current label set as :func:`quality.selectors.latest_labels`
+The ``labels`` column is the clip's current label set as :func:`annotation.selectors.current_labels`
 decides it (the consensus where several people labelled the clip, a reviewer's correction from then
 on, else the newest annotation), written as its most specific nodes' taxonomy paths joined by ``|``.
 That is the layout ``import_clips --manifest`` reads (``path`` + ``labels``, other columns kept as
@@ -45,9 +45,8 @@ from django.db.models import Count
 from django.http import StreamingHttpResponse
 
 from annotation.models import Annotation, Clip, Project, TaxonomyNode, TaxonomyVersion
-from annotation.selectors import TaxonomyIndex, taxonomy_index_cached
+from annotation.selectors import TaxonomyIndex, current_labels, taxonomy_index_cached
 from quality.models import ClipConsensus, LabelIssue
-from quality.selectors import latest_labels
 
 ExportFormat = Literal["csv", "jsonl"]
 FORMATS: tuple[ExportFormat, ...] = ("csv", "jsonl")
@@ -90,7 +89,7 @@ def label_export_rows(*, project: Project, labelled_only: bool = False) -> Itera
     A fixed number of queries (clips, current labels, annotation counts, consensus, issues, one per
     taxonomy version that labels use) plus one per 10,000 labelled clips for the label sources.
     """
-    current = latest_labels(project=project)
+    current = current_labels(project=project)
     label_of = dict(zip(current.clip_ids, current.node_ids, strict=True))
     ann_of = dict(zip(current.clip_ids, current.annotation_ids, strict=True))
     sources: dict[int, str] = {}

@@ -7,7 +7,6 @@ below are the only places this app reads them.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,15 +18,13 @@ from django.db.models import Count, QuerySet
 from active_learning.core.hierarchy import Hierarchy
 from active_learning.models import ModelVersion
 from active_learning.selectors import (
-    TrainingLabels,
     feature_matrix,
-    latest_annotation_labels,
     latest_model_version,
     per_node_rows,
     prediction_matrix,
 )
 from annotation.models import Annotation, AnnotationLabel, Clip, Project, TaxonomyNode
-from annotation.selectors import TaxonomyIndex, latest_annotations, taxonomy_index_cached
+from annotation.selectors import TaxonomyIndex, current_labels, taxonomy_index_cached
 from quality.core.consensus import Annotations
 from quality.models import AnnotatorQuality, ClipConsensus, LabelIssue, QualityCycle, QualityRun
 
@@ -85,83 +82,6 @@ def chance_probs(hierarchy: Hierarchy, n: int) -> np.ndarray:
 
 
 # --- labels ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LatestLabels:
-    """Each labelled clip's latest annotation (a reviewer's correction included), in clip order.
-
-    ``node_ids[i]`` are the stored nodes of annotation ``annotation_ids[i]``; ``foreign[i]`` is True
-    when the annotation or any of its nodes belongs to another taxonomy version than the project's.
-    """
-
-    clip_ids: list[int]
-    annotation_ids: list[int]
-    node_ids: list[list[int]]
-    foreign: list[bool]
-
-
-def latest_labels(*, project: Project, clip_ids: list[int] | None = None) -> LatestLabels:
-    """The current label set of each labelled ready clip, and the annotation that gave it.
-
-    That is the clip's newest annotation, except where several people labelled the clip: there the
-    newest annotation the stored consensus agrees with (as training reads it), so a second opinion
-    the relabel round rejected is not judged again as if it were the label. A reviewer's
-    correction is the clip's label from then on, so a later run judges the correction, not the
-    label it corrected.
-    """
-    version_id = project.taxonomy_version_id
-    newest = latest_annotations(project_id=project.pk, clip_ids=clip_ids, ready_only=True)
-    chosen = {c: (a.annotation_id, a.taxonomy_version_id) for c, a in newest.items()}
-    chosen.update(
-        _consensus_annotations(
-            project=project,
-            clip_ids=[c for c, a in newest.items() if a.kind != Annotation.Kind.REVIEW],
-        )
-    )
-    by_ann: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    for ann_id, node_id, node_version in AnnotationLabel.objects.filter(
-        annotation_id__in=[a for a, _ in chosen.values()]
-    ).values_list("annotation_id", "node_id", "node__version_id"):
-        by_ann[ann_id].append((node_id, node_version))
-    clips = sorted(chosen)
-    out_nodes: list[list[int]] = []
-    foreign: list[bool] = []
-    for cid in clips:
-        ann_id, tv_id = chosen[cid]
-        pairs = by_ann.get(ann_id, [])
-        out_nodes.append([n for n, _ in pairs])
-        foreign.append(tv_id != version_id or any(v != version_id for _, v in pairs))
-    return LatestLabels(clips, [chosen[c][0] for c in clips], out_nodes, foreign)
-
-
-def _consensus_annotations(*, project: Project, clip_ids: list[int]) -> dict[int, tuple[int, int]]:
-    """(annotation id, taxonomy version id) of the newest annotation whose label set equals the
-    clip's consensus, for the given clips that several people labelled (none where none agrees)."""
-    wanted = set(clip_ids)
-    consensus = {
-        c: set(nodes)
-        for c, nodes in ClipConsensus.objects.filter(
-            project=project, n_annotations__gte=2
-        ).values_list("clip_id", "node_ids")
-        if c in wanted and nodes
-    }
-    if not consensus:
-        return {}
-    sets: dict[int, set[int]] = defaultdict(set)
-    for ann_id, node_id in AnnotationLabel.objects.filter(
-        annotation__clip_id__in=list(consensus)
-    ).values_list("annotation_id", "node_id"):
-        sets[ann_id].add(node_id)
-    out: dict[int, tuple[int, int]] = {}
-    for clip_id, ann_id, version_id in (
-        Annotation.objects.filter(clip_id__in=list(consensus))
-        .order_by("clip_id", "-created_at", "-id")
-        .values_list("clip_id", "id", "taxonomy_version_id")
-    ):
-        if clip_id not in out and sets.get(ann_id) == consensus[clip_id]:
-            out[clip_id] = (ann_id, version_id)
-    return out
 
 
 def dense_labels(node_ids: list[list[int]], index: TaxonomyIndex) -> np.ndarray:
@@ -230,46 +150,6 @@ def long_annotations(
         n_annotators=len(annotators),
     )
     return LongAnnotations(clips, annotators, ann_ids, ann)
-
-
-# --- training labels ------------------------------------------------------------------------------
-
-
-def consensus_training_labels(
-    project: Project, index: TaxonomyIndex, clip_ids: Sequence[int]
-) -> TrainingLabels:
-    """Training labels as Refrain decides a clip's label (labels provider ``"consensus"``).
-
-    Where several people labelled a clip (a routed relabel, overlap > 1, a review), the clip's
-    stored consensus: the verdict of the relabel round, so a second opinion that the consensus
-    rejected does not become the training label just because it is the newest. Elsewhere the latest
-    annotation, as the ``latest-annotation`` provider gives it: a lone label is never replaced by
-    the model's own guess, which would train the model on itself. A consensus on nodes of another
-    taxonomy version is ignored (the annotation stands).
-    """
-    labels = latest_annotation_labels(project, index, clip_ids)
-    pos = {int(c): i for i, c in enumerate(clip_ids)}
-    col = {n.id: n.index for n in index.nodes}
-    hierarchy = Hierarchy(index.parents_array)
-    if labels.primary is None:
-        labels.primary = labels.primary_or_deepest(hierarchy)
-    used: list[int] = []
-    rows = ClipConsensus.objects.filter(project=project, n_annotations__gte=2).values_list(
-        "clip_id", "node_ids"
-    )
-    for clip_id, node_ids in rows.iterator():
-        row = pos.get(int(clip_id))
-        cols = [col[n] for n in node_ids if n in col]
-        if row is None or not cols or len(cols) != len(node_ids):
-            continue
-        y = np.zeros((1, len(col)), dtype=np.int8)
-        y[0, cols] = 1
-        labels.Y[row] = hierarchy.ancestor_close(y)[0]
-        labels.labelled[row] = True
-        labels.primary[row] = max(cols, key=lambda c: (hierarchy.depth[c], -c))
-        used.append(int(clip_id))
-    labels.snapshot = {**labels.snapshot, "provider": "consensus", "consensus_clips": sorted(used)}
-    return labels
 
 
 # --- pages ----------------------------------------------------------------------------------------
@@ -404,7 +284,7 @@ def clip_quality_view(*, clip: Clip) -> dict[str, Any]:
 
     project = clip.project
     index = taxonomy_index_cached(project.taxonomy_version)
-    current = latest_labels(project=project, clip_ids=[clip.pk])
+    current = current_labels(project=project, clip_ids=[clip.pk])
     given = set(current.node_ids[0]) if current.clip_ids else set()
     consensus = ClipConsensus.objects.filter(clip=clip).first()
     issues = list(

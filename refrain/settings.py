@@ -287,9 +287,6 @@ CELERY_TASK_ROUTES = {
     # Taxonomies above REFRAIN_TAXONOMY_INLINE_MAX_NODES are written on a worker (issue 12).
     "annotation.tasks.import_taxonomy": {"queue": "cpu"},
 }
-# Training labels: "consensus" (a clip's consensus where several people labelled it, else its latest
-# annotation) or "latest-annotation" (the newest annotation of every clip, consensus or not).
-REFRAIN_LABELS_PROVIDER = env.str("REFRAIN_LABELS_PROVIDER", default="consensus")
 # The relabel cycle runs as a chain of one task per step, each sent to its queue (others: default):
 # the retrain (features if missing, K-fold training) to a GPU worker, detection to a CPU worker.
 REFRAIN_CYCLE_STEP_QUEUES = {"retrain": "gpu", "detect": "cpu"}

@@ -50,12 +50,12 @@ def real_ids(team) -> list[str]:
     """Ids that exist (the team's project, its taxonomy version, a clip, a task), so junk bodies
     reach the endpoints' own validation rather than stopping at a 404."""
     from annotation.models import Task
-    from annotation.services.tasks import tasks_create_for_clips
+    from annotation.services.enqueue import Manual, task_enqueue
     from tests.factories import ClipFactory
 
     project = team["project"]
     clip = ClipFactory(project=project)
-    tasks_create_for_clips(project=project, clip_ids=[clip.pk])
+    task_enqueue(project=project, sources=Manual.for_clips([clip.pk]))
     task = Task.objects.get(project=project, clip=clip)
     ids = {project.pk, project.taxonomy_version_id, clip.pk, task.pk}
     return [str(i) for i in sorted(ids)]

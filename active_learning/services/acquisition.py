@@ -26,7 +26,6 @@ import numpy as np
 from django.db import transaction
 from django.db.models import Count, Q
 from django.db.models.functions import Greatest
-from django.utils import timezone
 
 from active_learning.core.acquisition import RelabelOrNew, get_strategy
 from active_learning.core.hierarchy import Hierarchy
@@ -34,6 +33,7 @@ from active_learning.models import ModelVersion
 from active_learning.selectors import feature_matrix, prediction_matrix
 from annotation.models import Annotation, Clip, Project, Task
 from annotation.selectors import taxonomy_index_cached
+from annotation.services.enqueue import Acquired, task_enqueue
 
 #: How many candidates RelabelOrNew ranks per slot, so capping relabels still fills the batch.
 OVERSAMPLE = 3
@@ -227,8 +227,6 @@ def _queue(
     result: AcquisitionResult,
     context: dict[str, Any] | None,
 ) -> None:
-    now = timezone.now()
-    reason = f"active_learning:{result.strategy}"
     n = len(picks)
     picked_clips = [int(clip_ids[r]) for r, _, _ in picks]
     with transaction.atomic():
@@ -239,71 +237,42 @@ def _queue(
         ).values_list("clip_id", "kind", "pk")
         open_label = {c: pk for c, k, pk in open_tasks if k == Task.Kind.LABEL}
         open_relabel = {c for c, k, _ in open_tasks if k == Task.Kind.RELABEL}
-        new_rows: list[Task] = []
+        sources: list[Acquired] = []
         for rank, (row, relabel, score) in enumerate(picks):
             cid = int(clip_ids[row])
-            priority = 1.0 - rank / n
-            detail = {"score": score, "rank": rank + 1, **(context or {})}
+            source = Acquired(
+                clip_id=cid,
+                strategy=result.strategy,
+                rank=rank,
+                batch=n,
+                relabel=relabel,
+                n_annotations=int(n_ann[row]) if relabel else 0,
+                detail={"score": score, **(context or {})},
+            )
             entry: dict[str, Any] = {
                 "clip": cid,
                 "relabel": relabel,
                 "score": score,
                 "rank": rank + 1,
             }
-            if relabel:
-                if cid in open_relabel or cid in open_label:
-                    entry["action"] = "skipped: clip already in the queue"
-                    result.skipped += 1
-                else:
-                    key = f"al:relabel:{cid}:{int(n_ann[row])}"
-                    new_rows.append(
-                        Task(
-                            project=project,
-                            clip_id=cid,
-                            kind=Task.Kind.RELABEL,
-                            priority=priority,
-                            reason=reason,
-                            reason_detail=detail,
-                            overlap=1,
-                            dedupe_key=key,
-                            created_at=now,
-                        )
-                    )
-                    entry["action"] = key
-            elif cid in open_label:
+            if relabel and (cid in open_relabel or cid in open_label):
+                entry["action"] = "skipped: clip already in the queue"
+                result.skipped += 1
+            elif not relabel and cid in open_label:
                 # Raise, never lower: a re-run of the same batch leaves the priority as it is.
                 Task.objects.filter(pk=open_label[cid]).update(
-                    priority=Greatest("priority", priority)
+                    priority=Greatest("priority", source.priority)
                 )
                 entry["action"] = f"bumped task {open_label[cid]}"
                 result.bumped += 1
             else:
-                key = f"al:label:{cid}"
-                new_rows.append(
-                    Task(
-                        project=project,
-                        clip_id=cid,
-                        kind=Task.Kind.LABEL,
-                        priority=priority,
-                        reason=reason,
-                        reason_detail=detail,
-                        overlap=project.overlap,
-                        dedupe_key=key,
-                        created_at=now,
-                    )
-                )
-                entry["action"] = key
+                sources.append(source)
+                entry["action"] = source.key()
             result.picked.append(entry)
-        existing = set(
-            Task.objects.filter(
-                project=project, dedupe_key__in=[t.dedupe_key for t in new_rows]
-            ).values_list("dedupe_key", flat=True)
-        )
-        fresh = [t for t in new_rows if t.dedupe_key not in existing]
-        Task.objects.bulk_create(fresh, ignore_conflicts=True)
-        result.created_label = sum(t.kind == Task.Kind.LABEL for t in fresh)
-        result.created_relabel = sum(t.kind == Task.Kind.RELABEL for t in fresh)
-        result.skipped += len(new_rows) - len(fresh)
+        created = task_enqueue(project=project, sources=sources).created
+        result.created_label = sum(not s.relabel and s.key() in created for s in sources)
+        result.created_relabel = sum(s.relabel and s.key() in created for s in sources)
+        result.skipped += len(sources) - len(created)
 
 
 def acquisition_pool_counts(*, project: Project) -> dict[str, int]:

@@ -5,8 +5,8 @@ row; :func:`model_version_claim` moves it queued -> running with a conditional U
 delivery of the same message finds nothing to claim and stops; :func:`model_version_run` does the work:
 
 * features: the latest done FeatureSet, memory-mapped (N, D);
-* labels: a labels provider (default: each clip's latest non-review annotation; see
-  ``active_learning.selectors``), ancestor-closed (N, K), and which annotations were used;
+* labels: the label that stands for each clip (``active_learning.selectors.training_labels`` over
+  ``annotation.selectors.current_labels``), ancestor-closed (N, K), and which annotations gave it;
 * ``cross_val_predict_proba``: out-of-sample probabilities for labelled clips, full-model ones for
   unlabelled clips, then metrics on the out-of-sample rows only;
 * artifacts under ``ARTIFACT_ROOT/project_<id>/model_<n>/``: ``pred_probs.npy`` (N, K) float32,
@@ -39,12 +39,11 @@ from active_learning.core.hierarchy import Hierarchy
 from active_learning.models import FeatureSet, JobStatus, ModelVersion, Prediction
 from active_learning.selectors import (
     PATCH_BACKEND,
-    LabelsProvider,
     TrainingLabels,
     embedding_feature_set,
     feature_set_arrays,
-    labels_provider,
     latest_feature_set,
+    training_labels,
 )
 from annotation.models import Project
 from annotation.selectors import TaxonomyIndex, taxonomy_index_cached
@@ -85,7 +84,6 @@ def model_version_request(
     kind: str = "hierarchical",
     n_folds: int = 5,
     seed: int = 0,
-    labels: str | None = None,
     hyperparameters: dict[str, Any] | None = None,
     task_id: str | None = None,
 ) -> ModelVersion:
@@ -108,7 +106,6 @@ def model_version_request(
             n_folds=n_folds,
             seed=seed,
             hyperparameters=params,
-            training_snapshot={"provider": labels} if labels else {},
             task_id=task_id,
         )
 
@@ -171,16 +168,14 @@ def model_version_summary(*, model_version: ModelVersion) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 
 
-def model_version_run(
-    *, model_version: ModelVersion, labels_provider_fn: LabelsProvider | None = None
-) -> ModelVersion:
+def model_version_run(*, model_version: ModelVersion) -> ModelVersion:
     """Train a claimed (running) version; data problems fail it with a reason."""
     mv = model_version
     try:
         # A daemon thread refreshes the heartbeat through the folds and epochs.
         with heartbeat(ModelVersion, mv.pk):
             fault_point("training.fit")
-            _train(mv, labels_provider_fn)
+            _train(mv)
     except TrainingDataError as exc:
         _fail(mv, str(exc))
     except Exception as exc:
@@ -197,7 +192,6 @@ def model_train_for_project(
     kind: str = "hierarchical",
     n_folds: int = 5,
     seed: int = 0,
-    labels_provider_fn: LabelsProvider | None = None,
     hyperparameters: dict[str, Any] | None = None,
 ) -> ModelVersion:
     """Request, claim and train a version in this process (CLI ``--sync``, benchmarks)."""
@@ -210,7 +204,7 @@ def model_train_for_project(
         hyperparameters=hyperparameters,
     )
     model_version_claim(model_version=mv)
-    return model_version_run(model_version=mv, labels_provider_fn=labels_provider_fn)
+    return model_version_run(model_version=mv)
 
 
 def model_train_start(
@@ -250,7 +244,7 @@ class _Data:
     labels: TrainingLabels
 
 
-def _load(mv: ModelVersion, provider: LabelsProvider | None) -> _Data:
+def _load(mv: ModelVersion) -> _Data:
     project = mv.project
     if mv.kind == "cnn":
         fs = latest_feature_set(project=project, backend=PATCH_BACKEND)
@@ -267,9 +261,7 @@ def _load(mv: ModelVersion, provider: LabelsProvider | None) -> _Data:
             )
     clip_ids, X = feature_set_arrays(feature_set=fs)
     index = taxonomy_index_cached(mv.taxonomy_version)
-    if provider is None:
-        provider = labels_provider(mv.training_snapshot.get("provider"))
-    labels = provider(project, index, clip_ids.tolist())
+    labels = training_labels(project, index, clip_ids.tolist())
     return _Data(fs, clip_ids, X, index, Hierarchy(index.parents_array), labels)
 
 
@@ -297,9 +289,9 @@ def training_labels_check(*, labels: TrainingLabels, hierarchy: Hierarchy, n_fol
         )
 
 
-def _train(mv: ModelVersion, provider: LabelsProvider | None) -> None:
+def _train(mv: ModelVersion) -> None:
     t0 = time.perf_counter()
-    data = _load(mv, provider)
+    data = _load(mv)
     hierarchy = Hierarchy(data.index.parents_array, tuple(data.index.paths))
     labelled = data.labels.labelled
     training_labels_check(labels=data.labels, hierarchy=hierarchy, n_folds=mv.n_folds)

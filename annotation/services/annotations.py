@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
@@ -98,3 +98,16 @@ def annotation_create(
                 return existing, False
         raise
     return ann, True
+
+
+def consensus_annotations_set(*, pins: Mapping[int, int | None]) -> int:
+    """Record, per clip id, the annotation its annotators' consensus agrees with (None: no
+    consensus of several people). The consensus service of the quality layer is the only caller;
+    :func:`annotation.selectors.current_labels` reads it. Writes only the clips that change.
+    Returns how many changed."""
+    if not pins:
+        return 0
+    now = dict(Clip.objects.filter(pk__in=list(pins)).values_list("pk", "consensus_annotation_id"))
+    changed = [Clip(pk=c, consensus_annotation_id=a) for c, a in pins.items() if now.get(c, a) != a]
+    Clip.objects.bulk_update(changed, ["consensus_annotation"], batch_size=2000)
+    return len(changed)

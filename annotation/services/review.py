@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Max
 from django.utils import timezone
 
+from annotation import events
 from annotation.models import (
     Annotation,
     AnnotationLabel,
@@ -31,6 +31,7 @@ from annotation.services.annotations import (
     annotation_create,
     labels_resolve,
 )
+from annotation.services.enqueue import SentBack, task_enqueue
 from annotation.services.tasks import InvalidLabels, QueueError
 
 
@@ -120,29 +121,31 @@ def review_decide(
             except LabelError as exc:
                 raise InvalidLabels(str(exc)) from exc
         elif decision == ReviewDecision.Decision.SEND_BACK:
-            top = Task.objects.filter(project=project, status=Task.Status.OPEN).aggregate(
-                p=Max("priority")
-            )["p"]
-            n_before = ReviewDecision.objects.filter(clip=clip).count()
-            row.relabel_task = Task.objects.create(
-                project=project,
-                clip=clip,
-                kind=Task.Kind.RELABEL,
-                # Sent-back clips go to the front of the queue: someone is waiting on them.
-                priority=max(top or 0.0, 0.0) + 1.0,
-                reason="review:send_back",
-                reason_detail={"reviewer": reviewer.get_username(), "note": note[:200]},
-                overlap=1,
-                dedupe_key=f"relabel:send_back:{clip.pk}:{n_before}",
+            source = SentBack(
+                clip_id=clip.pk,
+                reviewer=reviewer.get_username(),
+                note=note,
+                n_decisions_before=ReviewDecision.objects.filter(clip=clip).count(),
             )
+            row.relabel_task_id = task_enqueue(project=project, sources=[source]).task_id(source)
         row.save()
         _close_review_tasks(clip=clip, reviewer=reviewer, now=now)
         # After commit: a correction is a new opinion for consensus; an accept settles a tie.
-        from quality.services.consensus import on_annotation_created, on_review_decided
-
         if row.correction_id is not None:
-            on_annotation_created(annotation=row.correction)
-        on_review_decided(decision=row)
+            events.publish(
+                events.annotation_committed,
+                annotation_id=row.correction_id,
+                clip_id=clip.pk,
+                project_id=project.pk,
+                origin="review",
+            )
+        events.publish(
+            events.review_decided,
+            decision_id=row.pk,
+            clip_id=clip.pk,
+            project_id=project.pk,
+            decision=row.decision,
+        )
     return row
 
 

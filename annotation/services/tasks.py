@@ -15,7 +15,7 @@ has no row locks and serialises writers on its database lock instead, through th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -24,6 +24,7 @@ from django.db import connection, transaction
 from django.db.models import Case, Count, F, Q, Value, When
 from django.utils import timezone
 
+from annotation import events
 from annotation.models import (
     Annotation,
     AnnotationLabel,
@@ -35,6 +36,7 @@ from annotation.models import (
 )
 from annotation.selectors import taxonomy_index_cached
 from annotation.services.annotations import LabelError, annotation_create, labels_resolve
+from annotation.services.enqueue import Disagreement, task_enqueue
 
 # An annotator holds the task on screen and, prefetched, the next one.
 MAX_HELD = 2
@@ -95,46 +97,6 @@ class InvalidLabels(QueueError):
 class WrongTaskKind(QueueError):
     status = 409
     code = "wrong_task_kind"
-
-
-# --- producing tasks ------------------------------------------------------------------------------
-
-
-def tasks_create_for_clips(
-    *,
-    project: Project,
-    clip_ids: Iterable[int],
-    kind: str = Task.Kind.LABEL,
-    priority: float = 0.0,
-    reason: str = "import",
-    overlap: int | None = None,
-) -> int:
-    """One task per clip; a clip that already has a task of this kind and reason gets none.
-
-    Returns the number of tasks created.
-    """
-    wanted = {f"{kind}:{reason}:{cid}"[:200]: cid for cid in clip_ids}
-    existing = set(
-        Task.objects.filter(project=project, dedupe_key__in=list(wanted)).values_list(
-            "dedupe_key", flat=True
-        )
-    )
-    rows = [
-        Task(
-            project=project,
-            clip_id=cid,
-            kind=kind,
-            priority=priority,
-            reason=reason[:120],
-            overlap=overlap or (project.overlap if kind != Task.Kind.REVIEW else 1),
-            dedupe_key=key,
-        )
-        for key, cid in wanted.items()
-        if key not in existing
-    ]
-    # A concurrent producer may have won a row since the read above; the constraint keeps one.
-    Task.objects.bulk_create(rows, batch_size=2000, ignore_conflicts=True)
-    return len(rows)
 
 
 # --- taking a task --------------------------------------------------------------------------------
@@ -475,11 +437,15 @@ def annotation_submit(
             task.status = Task.Status.DONE
             if task.overlap > 1:
                 review_if_disagreement(task=task)
-        # After commit, a worker updates the clip's consensus, closes the label issue this
-        # answers, and starts a relabel cycle when enough new annotations have arrived.
-        from quality.services.consensus import on_annotation_created
-
-        on_annotation_created(annotation=annotation)
+        # After commit: the layers above update consensus, close the label issue this answers,
+        # and start a relabel cycle when enough new annotations have arrived.
+        events.publish(
+            events.annotation_committed,
+            annotation_id=annotation.pk,
+            clip_id=task.clip_id,
+            project_id=task.project_id,
+            origin="submit",
+        )
     explicit = set(node_ids)
     closed = index.closure(node_ids)
     label_keys = (
@@ -489,8 +455,9 @@ def annotation_submit(
     return SubmitResult(annotation, True, task, label_keys)
 
 
-def review_if_disagreement(*, task: Task) -> Task | None:
-    """When the annotators of a finished multi-annotator task disagree, queue a review of the clip."""
+def review_if_disagreement(*, task: Task) -> int | None:
+    """When the annotators of a finished multi-annotator task disagree, queue a review of the clip
+    (returns the review task's id)."""
     label_sets: dict[int, set[int]] = {}
     for ann_id, node_id in AnnotationLabel.objects.filter(annotation__task=task).values_list(
         "annotation_id", "node_id"
@@ -499,16 +466,10 @@ def review_if_disagreement(*, task: Task) -> Task | None:
     distinct = {frozenset(s) for s in label_sets.values()}
     if len(distinct) <= 1:
         return None
-    review, _ = Task.objects.get_or_create(
-        project_id=task.project_id,
-        dedupe_key=f"review:disagreement:{task.pk}",
-        defaults={
-            "clip_id": task.clip_id,
-            "kind": Task.Kind.REVIEW,
-            "priority": task.priority,
-            "reason": "disagreement",
-            "reason_detail": {"task": task.pk, "n_label_sets": len(distinct)},
-            "overlap": 1,
-        },
+    source = Disagreement(
+        clip_id=task.clip_id,
+        task_id=task.pk,
+        task_priority=task.priority,
+        n_label_sets=len(distinct),
     )
-    return review
+    return task_enqueue(project=task.project, sources=[source]).task_id(source)

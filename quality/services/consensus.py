@@ -23,8 +23,10 @@ from django.utils import timezone
 
 from active_learning.core.hierarchy import Hierarchy
 from active_learning.models import ModelVersion
-from annotation.models import Annotation, AnnotationLabel, Clip, Project, ReviewDecision, Task
-from annotation.selectors import TaxonomyIndex, latest_annotations, taxonomy_index_cached
+from annotation.models import Annotation, AnnotationLabel, Clip, Project, ReviewDecision
+from annotation.selectors import TaxonomyIndex, current_labels, taxonomy_index_cached
+from annotation.services.annotations import consensus_annotations_set
+from annotation.services.enqueue import ConsensusTie, task_enqueue
 from quality.core.consensus import ConsensusResult, get_consensus
 from quality.models import AnnotatorQuality, ClipConsensus, LabelIssue
 from quality.selectors import (
@@ -39,8 +41,6 @@ logger = logging.getLogger(__name__)
 
 #: A disputed decision whose posterior P(child | parent) is this close to 0.5 is a tie.
 TIE_MARGIN = 0.05
-#: Review tasks for ties go ahead of everything annotators see (reviewers have their own queue).
-REVIEW_PRIORITY = 2.0
 
 
 @dataclass(frozen=True)
@@ -115,26 +115,47 @@ def _rows(
 def _reviewer_corrections(
     *, project: Project, clip_ids: list[int], index: TaxonomyIndex
 ) -> dict[int, list[int]]:
-    """Clips whose newest annotation is a reviewer's correction: its node ids (2 queries).
+    """Clips whose label that stands is a reviewer's correction: its node ids (2 queries).
 
     A reviewer adjudicates, so the correction is the consensus until someone labels the clip again;
     votes are still counted for quality and agreement.
     """
-    newest = latest_annotations(
-        project_id=project.pk, clip_ids=clip_ids, taxonomy_version_id=index.version.pk
-    )
-    corrections = {
-        a.annotation_id: c for c, a in newest.items() if a.kind == Annotation.Kind.REVIEW
+    current = current_labels(project=project, clip_ids=clip_ids, ready_only=False)
+    return {
+        c: sorted(ids, key=lambda i: index.by_id[i].index)
+        for c, ids, kind, foreign in zip(
+            current.clip_ids, current.node_ids, current.kinds, current.foreign, strict=True
+        )
+        if kind == Annotation.Kind.REVIEW and not foreign
     }
-    out: dict[int, list[int]] = defaultdict(list)
+
+
+def _agreeing_annotations(rows: list[ClipConsensus]) -> dict[int, int | None]:
+    """For each clip of ``rows``: the newest annotation whose label set equals the consensus where
+    several people labelled it, else None (the clip's newest annotation stands)."""
+    consensus = {r.clip_id: set(r.node_ids) for r in rows if r.n_annotations >= 2 and r.node_ids}
+    out: dict[int, int | None] = {r.clip_id: None for r in rows}
+    if not consensus:
+        return out
+    sets: dict[int, set[int]] = defaultdict(set)
     for ann_id, node_id in AnnotationLabel.objects.filter(
-        annotation_id__in=corrections
+        annotation__clip_id__in=list(consensus)
     ).values_list("annotation_id", "node_id"):
-        out[corrections[ann_id]].append(node_id)
-    return {c: sorted(ids, key=lambda i: index.by_id[i].index) for c, ids in out.items()}
+        sets[ann_id].add(node_id)
+    for clip_id, ann_id in (
+        Annotation.objects.filter(clip_id__in=list(consensus))
+        .order_by("clip_id", "-created_at", "-id")
+        .values_list("clip_id", "id")
+    ):
+        if out[clip_id] is None and sets.get(ann_id) == consensus[clip_id]:
+            out[clip_id] = ann_id
+    return out
 
 
 def _upsert(rows: list[ClipConsensus]) -> None:
+    """Store fresh consensus rows, and point each clip at the annotation that agrees with them
+    (what :func:`annotation.selectors.current_labels` reads as the label that stands)."""
+    consensus_annotations_set(pins=_agreeing_annotations(rows))
     ClipConsensus.objects.bulk_create(
         rows,
         batch_size=2000,
@@ -274,7 +295,15 @@ def do_issue_resolve(
         elif outcome is None:
             return issue
         elif outcome.tie and issue.status == LabelIssue.Status.ROUTED:
-            issue.review_task = _review_task_for(issue=issue, disputed=outcome.disputed_node_ids)
+            source = ConsensusTie(
+                clip_id=issue.clip_id,
+                issue_id=issue.pk,
+                issue_type=issue.issue_type,
+                disputed_node_ids=outcome.disputed_node_ids,
+            )
+            issue.review_task_id = task_enqueue(project=issue.project, sources=[source]).task_id(
+                source
+            )
             issue.status = LabelIssue.Status.IN_REVIEW
             issue.review_requested_at = now
             issue.resolving_annotation = annotation
@@ -307,22 +336,6 @@ def do_issue_resolve(
             ]
         )
     return issue
-
-
-def _review_task_for(*, issue: LabelIssue, disputed: list[int]) -> Task:
-    task, _ = Task.objects.get_or_create(
-        project_id=issue.project_id,
-        dedupe_key=f"issue-review:{issue.pk}",
-        defaults={
-            "clip_id": issue.clip_id,
-            "kind": Task.Kind.REVIEW,
-            "priority": REVIEW_PRIORITY,
-            "reason": f"label_issue_tie:{issue.issue_type}",
-            "reason_detail": {"issue": issue.pk, "disputed_nodes": disputed},
-            "overlap": 1,
-        },
-    )
-    return task
 
 
 def issue_adjudicate_by_review(*, decision: ReviewDecision) -> LabelIssue | None:
@@ -369,22 +382,3 @@ def annotation_consensus_update(*, annotation: Annotation) -> dict[str, object]:
         "issue_status": issue.status if issue else None,
         "cycle_started": cycle.pk if cycle else None,
     }
-
-
-def on_annotation_created(*, annotation: Annotation) -> None:
-    """Hook for the annotation write paths: once the annotation commits, a worker updates the
-    clip's consensus and the issue it answers. Enqueues only; a broker outage is logged
-    (``robust``) and never fails a submission that is already stored."""
-    from quality.tasks import consensus_on_annotation
-
-    pk = annotation.pk
-    transaction.on_commit(lambda: consensus_on_annotation.delay(pk), robust=True)
-
-
-def on_review_decided(*, decision: ReviewDecision) -> None:
-    """Hook for ``review_decide``: an *accept* on a tied issue closes it once the decision commits."""
-    from quality.tasks import adjudicate_on_review
-
-    if decision.decision == ReviewDecision.Decision.ACCEPT:
-        pk = decision.pk
-        transaction.on_commit(lambda: adjudicate_on_review.delay(pk), robust=True)

@@ -20,10 +20,10 @@ from django.utils import timezone
 from active_learning.core.hierarchy import Hierarchy
 from active_learning.models import ModelVersion
 from annotation.models import Project
-from annotation.selectors import taxonomy_index_cached
+from annotation.selectors import current_labels, taxonomy_index_cached
 from quality.core import check_label_structure, find_label_issues
 from quality.models import LabelIssue, QualityCycle, QualityRun, RunStatus
-from quality.selectors import dense_labels, latest_done_model, latest_labels, model_probs
+from quality.selectors import dense_labels, latest_done_model, model_probs
 from refrain.jobs import fault_point, heartbeat, holder_fields, sweep_note
 
 TYPE_COUNT_FIELD = {
@@ -49,7 +49,7 @@ def _find(*, project: Project, model_version: ModelVersion | None, budget: int |
     index = taxonomy_index_cached(project.taxonomy_version)
     hier = Hierarchy(index.parents_array)
     nodes = index.nodes
-    current = latest_labels(project=project)
+    current = current_labels(project=project)
     found = _Found(n_clips=len(current.clip_ids))
     y = dense_labels(current.node_ids, index)
     report = check_label_structure(y, parents=hier)

@@ -1,7 +1,8 @@
 """Routing: the top open issues of a run become blind relabel tasks, within the relabel budget.
 
-A relabel task is ``kind=relabel``, ``overlap=1``, keyed ``issue:<id>`` (so re-routing the same run
-creates nothing), and the queue offers it only to annotators who never heard the clip. The budget
+A relabel task comes from :func:`annotation.services.enqueue.task_enqueue` with a
+``LabelIssueFound`` source (``kind=relabel``, ``overlap=1``, keyed ``issue:<id>``, so re-routing the
+same run creates nothing), and the queue offers it only to annotators who never heard the clip. The budget
 counts every issue of the run that was ever routed, so routing a run twice routes it once.
 """
 
@@ -14,10 +15,8 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from annotation.models import Task
+from annotation.services.enqueue import LabelIssueFound, task_enqueue
 from quality.models import LabelIssue, QualityRun, RunStatus
-
-#: Routed relabels rank ahead of acquisition picks (priority in (0, 1]) and imports (0).
-ROUTE_PRIORITY_BASE = 1.0
 
 
 def issues_route(*, run: QualityRun, budget: int | None = None) -> dict[str, Any]:
@@ -42,27 +41,18 @@ def issues_route(*, run: QualityRun, budget: int | None = None) -> dict[str, Any
             .filter(~Exists(open_relabel))
             .order_by("rank", "pk")[:left]
         )
-        tasks = [
-            Task(
-                project=project,
+        sources = [
+            # Blind: a source names ids and the score, never the labels given or suggested.
+            LabelIssueFound(
                 clip_id=issue.clip_id,
-                kind=Task.Kind.RELABEL,
-                priority=ROUTE_PRIORITY_BASE + (1.0 - min(max(issue.score, 0.0), 1.0)),
-                reason=f"label_issue:{issue.issue_type}",
-                # Blind: nothing here names the labels given or suggested.
-                reason_detail={"issue": issue.pk, "run": run.pk, "score": round(issue.score, 6)},
-                overlap=1,
-                dedupe_key=f"issue:{issue.pk}",
-                created_at=now,
+                issue_id=issue.pk,
+                run_id=run.pk,
+                issue_type=issue.issue_type,
+                score=issue.score,
             )
             for issue in issues
         ]
-        Task.objects.bulk_create(tasks, ignore_conflicts=True)
-        by_key = dict(
-            Task.objects.filter(
-                project=project, dedupe_key__in=[t.dedupe_key for t in tasks]
-            ).values_list("dedupe_key", "pk")
-        )
+        by_key = task_enqueue(project=project, sources=sources).task_ids
         for issue in issues:
             issue.relabel_task_id = by_key[f"issue:{issue.pk}"]
             issue.status = LabelIssue.Status.ROUTED

@@ -461,7 +461,7 @@ def _sweep_imports(
 
 def _sweep_consensus(now: datetime) -> list[SweepAction]:
     """Clips whose consensus is older than their newest opinion: the update that a new annotation
-    enqueues (``on_annotation_created``) is only logged when the broker is down at commit, so
+    enqueues (``quality.receivers.on_annotation_committed``) is only logged when the broker is down at commit, so
     nothing else would ever send it. Recomputed here, inline (no message to pile up behind a
     backlog), at most ``REFRAIN_CONSENSUS_SWEEP_BATCH`` clips a sweep, and only once an opinion is
     older than ``REFRAIN_CONSENSUS_STALE_SECONDS``, so the normal queue has had its chance.

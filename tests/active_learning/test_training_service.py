@@ -36,9 +36,8 @@ def test_training_writes_consistent_out_of_sample_predictions(artifacts: Path) -
         Annotation.objects.filter(clip__project=project).values_list("id", flat=True)
     )
     assert set(mv.training_snapshot["annotations"]) == labelled_ids
-    # The default provider (settings) is the quality app's consensus; nobody labelled twice here.
-    assert mv.training_snapshot["provider"] == "consensus"
-    assert mv.training_snapshot["consensus_clips"] == []
+    # Training reads the label that stands (annotation.selectors.current_labels).
+    assert mv.training_snapshot["labels"] == "current"
 
     clip_ids, probs, oos = prediction_matrix(model_version=mv)
     index = TaxonomyIndex.for_version(project.taxonomy_version)

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from annotation.models import Annotation, AnnotationLabel, Assignment, Project, Task
 from annotation.services import tasks as queue
+from annotation.services.enqueue import Manual, task_enqueue
 from tests.factories import ClipFactory, make_taxonomy_version
 
 pytestmark = pytest.mark.django_db
@@ -322,9 +323,10 @@ def test_disagreement_on_a_multi_annotator_task_queues_a_review(team):
     assert review.clip_id == task.clip_id and review.reason == "disagreement"
 
 
-def test_tasks_create_for_clips_is_idempotent(team):
+def test_enqueue_manual_is_idempotent(team):
     clips = [ClipFactory(project=team["project"]) for _ in range(3)]
-    ids = [c.pk for c in clips]
-    assert queue.tasks_create_for_clips(project=team["project"], clip_ids=ids) == 3
-    assert queue.tasks_create_for_clips(project=team["project"], clip_ids=ids) == 0
+    sources = Manual.for_clips([c.pk for c in clips])
+    assert len(task_enqueue(project=team["project"], sources=sources).created) == 3
+    again = task_enqueue(project=team["project"], sources=sources)
+    assert not again.created and len(again.task_ids) == 3
     assert Task.objects.filter(project=team["project"]).count() == 3

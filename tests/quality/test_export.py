@@ -16,11 +16,10 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from annotation.models import Clip
-from annotation.selectors import taxonomy_index_cached
+from annotation.selectors import current_labels, taxonomy_index_cached
 from annotation.services.annotations import annotation_create
 from annotation.services.clips import clips_import_manifest
 from quality.export import COLUMNS, label_export_rows
-from quality.selectors import latest_labels
 from quality.services.consensus import consensus_recompute_project
 from quality.services.detection import quality_run_detect
 from tests.factories import ClipFactory, ProjectFactory, write_tone
@@ -136,7 +135,7 @@ def test_csv_export_is_a_manifest_that_reimports_to_the_same_labels(
     assert by_id["'=sum"]["labels"] == "Rock/Punk"
 
     def labels_of(project) -> dict[str, set[str]]:
-        cur = latest_labels(project=project)
+        cur = current_labels(project=project)
         ext = dict(Clip.objects.filter(project=project).values_list("pk", "external_id"))
         paths = {n.id: n.path for n in taxonomy_index_cached(project.taxonomy_version).nodes}
         return {

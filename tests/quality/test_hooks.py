@@ -3,12 +3,9 @@
 import pytest
 
 from annotation.models import TaxonomyNode
+from annotation.services.enqueue import Manual, task_enqueue
 from annotation.services.review import review_decide
-from annotation.services.tasks import (
-    annotation_submit,
-    task_next_for_annotator,
-    tasks_create_for_clips,
-)
+from annotation.services.tasks import annotation_submit, task_next_for_annotator
 from quality.models import ClipConsensus
 from refrain.celery import app
 from tests.factories import ClipFactory
@@ -29,7 +26,7 @@ def test_submit_and_review_correction_update_consensus_after_commit(
 ) -> None:
     project = team["project"]
     clip = ClipFactory(project=project)
-    tasks_create_for_clips(project=project, clip_ids=[clip.id])
+    task_enqueue(project=project, sources=Manual.for_clips([clip.id]))
     assignment = task_next_for_annotator(project_id=project.id, user=team["ann"])
     assert assignment is not None
 

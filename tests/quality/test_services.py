@@ -12,15 +12,18 @@ from django_celery_beat.models import PeriodicTask
 
 from active_learning.core.hierarchy import Hierarchy
 from active_learning.services.acquisition import acquire_batch
+from annotation import events
 from annotation.models import Annotation, AnnotationLabel, Project, Task
 from annotation.services.annotations import annotation_create
+from annotation.services.enqueue import LABEL_ISSUE_BASE
 from quality.models import LabelIssue, QualityCycle, QualityRun, RunStatus
 from quality.selectors import chance_probs
-from quality.services.consensus import annotation_consensus_update, on_annotation_created
+from quality.services.consensus import annotation_consensus_update
 from quality.services.cycle import cycle_run, cycle_start_if_due
 from quality.services.detection import quality_run_detect
-from quality.services.routing import ROUTE_PRIORITY_BASE, issues_route
+from quality.services.routing import issues_route
 from quality.services.schedule import cycle_schedule_set
+from quality.tasks import consensus_on_annotation
 from tests.factories import ClipFactory, make_taxonomy_version
 from tests.quality.builders import (
     PLANTED,
@@ -120,7 +123,7 @@ def test_routing_respects_the_budget_and_is_idempotent(tmp_path: Path) -> None:
         assert task.kind == Task.Kind.RELABEL and task.overlap == 1
         assert task.dedupe_key == f"issue:{issue.pk}"
         assert task.reason == f"label_issue:{issue.issue_type}"
-        assert task.priority == pytest.approx(ROUTE_PRIORITY_BASE + 1 - issue.score)
+        assert task.priority == pytest.approx(LABEL_ISSUE_BASE + 1 - issue.score)
         assert "Rock" not in json.dumps(task.reason_detail)  # blind: no label names
     again = issues_route(run=run)
     assert again["routed"] == 0 and again["routed_before"] == 3
@@ -195,11 +198,22 @@ def test_an_even_split_goes_to_a_reviewer_who_adjudicates(tmp_path: Path) -> Non
     assert issue.adjudicated_by == world.users["reviewer"]
 
 
-def test_hook_enqueues_only_after_commit(django_capture_on_commit_callbacks) -> None:
+def test_event_reaches_quality_only_after_commit(django_capture_on_commit_callbacks, monkeypatch):
     world = make_world(n_clips=1, planted={})
+    sent: list[int] = []
+    monkeypatch.setattr(consensus_on_annotation, "delay", sent.append)
+    ann = world.annotations[world.clips[0].pk]
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        on_annotation_created(annotation=world.annotations[world.clips[0].pk])
-    assert len(callbacks) == 1
+        events.publish(
+            events.annotation_committed,
+            annotation_id=ann.pk,
+            clip_id=ann.clip_id,
+            project_id=world.project.pk,
+            origin="submit",
+        )
+    assert len(callbacks) == 1 and sent == []
+    callbacks[0]()
+    assert sent == [ann.pk]
 
 
 def test_cycle_starts_after_retrain_every_new_annotations(django_capture_on_commit_callbacks):
@@ -330,10 +344,12 @@ def test_probabilities_stay_consistent_after_float32_round_trip(tmp_path: Path) 
 
 
 def test_training_labels_follow_the_consensus_where_people_disagreed(tmp_path: Path) -> None:
-    from active_learning.selectors import labels_provider, latest_annotation_labels
+    from active_learning.selectors import training_labels
 
     world = make_world()
     make_model(world, tmp_path)
+    clip_ids = [c.pk for c in world.clips]
+    before = training_labels(world.project, world.index, clip_ids)
     run = quality_run_detect(project=world.project, budget=len(world.clips))
     issues_route(run=run, budget=len(world.clips))
     # Clip 1 is labelled right; its second opinion is wrong and the consensus rejects it.
@@ -345,18 +361,18 @@ def test_training_labels_follow_the_consensus_where_people_disagreed(tmp_path: P
     fixed = _relabel(world, _issue_for(world, 0), world.truth[0])
     assert annotation_consensus_update(annotation=fixed)["issue_status"] == "confirmed"
 
-    clip_ids = [c.pk for c in world.clips]
-    newest = latest_annotation_labels(world.project, world.index, clip_ids)
-    labels = labels_provider("consensus")(world.project, world.index, clip_ids)
+    labels = training_labels(world.project, world.index, clip_ids)
     col = {n.key: n.index for n in world.index.nodes}
-    assert newest.Y[1, col[wrong]] == 1  # the newest annotation is the rejected opinion ...
-    assert labels.Y[1, col[wrong]] == 0 and labels.Y[1, col[world.truth[1]]] == 1  # ... not here
+    # The newest annotation of clip 1 is the rejected opinion; the label that stands is not.
+    assert labels.Y[1, col[wrong]] == 0 and labels.Y[1, col[world.truth[1]]] == 1
     assert labels.Y[0, col[world.truth[0]]] == 1 and labels.Y[0, col[PLANTED[0]]] == 0
     assert labels.primary is not None and labels.primary[1] == col[world.truth[1]]
-    assert labels.snapshot["consensus_clips"] == sorted([world.clips[0].pk, world.clips[1].pk])
+    assert (
+        fixed.pk in labels.snapshot["annotations"] and ann.pk not in labels.snapshot["annotations"]
+    )
     # Lone labels stay as the annotator gave them, even where the model disagrees (clip 5).
     assert labels.Y[5, col[PLANTED[5]]] == 1
-    np.testing.assert_array_equal(np.delete(labels.Y, [0, 1], 0), np.delete(newest.Y, [0, 1], 0))
+    np.testing.assert_array_equal(np.delete(labels.Y, [0, 1], 0), np.delete(before.Y, [0, 1], 0))
 
 
 def test_a_rejected_second_opinion_is_not_judged_again_as_the_label(tmp_path: Path) -> None:

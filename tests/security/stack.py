@@ -460,7 +460,7 @@ def build_project(
     from annotation.models import Membership
     from annotation.selectors import taxonomy_index_cached
     from annotation.services.annotations import annotation_create
-    from annotation.services.tasks import tasks_create_for_clips
+    from annotation.services.enqueue import Manual, task_enqueue
     from annotation.services.tokens import api_token_create
     from tests.factories import ClipFactory, ProjectFactory, make_taxonomy_version, write_tone
 
@@ -511,7 +511,7 @@ def build_project(
                 source=f"user:{seed.username}",
                 user=seed,
             )
-    tasks_create_for_clips(project=project, clip_ids=clip_ids)
+    task_enqueue(project=project, sources=Manual.for_clips(clip_ids))
     tokens = []
     for i in range(annotators):
         user = User.objects.create(username=f"ann{i}-{tag}", password="!")

@@ -15,7 +15,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from active_learning.models import ModelVersion
 from annotation.models import Annotation, Project, Task
-from annotation.services.tasks import tasks_create_for_clips
+from annotation.services.enqueue import Manual, task_enqueue
 from refrain.api import COMMON_ERRORS, api
 from tests.factories import ClipFactory
 
@@ -198,7 +198,7 @@ def test_malformed_json_is_a_json_400(team) -> None:
 def held_task(team) -> Task:
     project = team["project"]
     clip = ClipFactory(project=project)
-    tasks_create_for_clips(project=project, clip_ids=[clip.pk])
+    task_enqueue(project=project, sources=Manual.for_clips([clip.pk]))
     _client(team["ann"]).post(f"{API}/projects/{project.pk}/tasks/next")
     return Task.objects.get(project=project, clip=clip)
 

@@ -209,7 +209,8 @@ def world(team, tmp_path: Path, settings: Any) -> dict[str, Any]:
     from annotation.models import Assignment, Membership, TaxonomyImportJob
     from annotation.selectors import taxonomy_index_cached
     from annotation.services.annotations import annotation_create
-    from annotation.services.tasks import task_next_for_annotator, tasks_create_for_clips
+    from annotation.services.enqueue import Manual, task_enqueue
+    from annotation.services.tasks import task_next_for_annotator
     from annotation.services.tokens import api_token_create
     from quality.models import QualityCycle
     from tests.factories import (
@@ -224,7 +225,7 @@ def world(team, tmp_path: Path, settings: Any) -> dict[str, Any]:
     proj = team["project"]
     audio = write_tone(tmp_path / "media" / "clips" / "matrix.wav")
     clip = ClipFactory(project=proj, source_path=str(audio))
-    tasks_create_for_clips(project=proj, clip_ids=[clip.pk])
+    task_enqueue(project=proj, sources=Manual.for_clips([clip.pk]))
     held = task_next_for_annotator(project_id=proj.pk, user=team["ann"], exclude_task_ids=[])
     assert isinstance(held, Assignment) and held.task.clip_id == clip.pk
     index = taxonomy_index_cached(proj.taxonomy_version)

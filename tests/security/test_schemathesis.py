@@ -76,7 +76,8 @@ def world(team, tmp_path: Path, settings: Any) -> dict[str, Any]:
     schema-valid cases reach the operations' own code."""
     from annotation.selectors import taxonomy_index_cached
     from annotation.services.annotations import annotation_create
-    from annotation.services.tasks import task_next_for_annotator, tasks_create_for_clips
+    from annotation.services.enqueue import Manual, task_enqueue
+    from annotation.services.tasks import task_next_for_annotator
     from annotation.services.tokens import api_token_create
     from quality.models import QualityCycle
     from tests.factories import ClipFactory, write_tone
@@ -90,7 +91,7 @@ def world(team, tmp_path: Path, settings: Any) -> dict[str, Any]:
         ClipFactory(project=project, source_path=str(write_tone(media / f"c{i}.wav")))
         for i in range(3)
     ]
-    tasks_create_for_clips(project=project, clip_ids=[c.pk for c in clips])
+    task_enqueue(project=project, sources=Manual.for_clips([c.pk for c in clips]))
     held = task_next_for_annotator(project_id=project.pk, user=team["ann"], exclude_task_ids=[])
     assert held is not None and held.task.clip_id == clips[0].pk
     index = taxonomy_index_cached(project.taxonomy_version)

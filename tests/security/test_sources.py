@@ -17,12 +17,12 @@ from active_learning.core.features import AudioDecodeError
 from active_learning.services.features import _clip_audio
 from annotation.integrations.labelstudio.services import AUDIO_SIGNING_SALT, clip_audio_url
 from annotation.models import Clip, LabelStudioLink, Project
-from annotation.services import tasks as queue
 from annotation.services.clips import (
     ImportSourceError,
     clips_import_folder,
     clips_import_manifest,
 )
+from annotation.services.enqueue import Manual, task_enqueue
 from tests.factories import ClipFactory, ProjectFactory, write_tone
 
 pytestmark = pytest.mark.django_db
@@ -254,7 +254,7 @@ def test_blind_audio_carries_no_tags_and_no_original_name(
     job = clips_import_folder(project=project, folder=root)
     assert job.n_imported == 1, job.problems
     clip = Clip.objects.get(project=project)
-    queue.tasks_create_for_clips(project=project, clip_ids=[clip.pk])
+    task_enqueue(project=project, sources=Manual.for_clips([clip.pk]))
     ann = Client()
     ann.force_login(team["ann"])
     assert ann.post(f"/api/v1/projects/{project.pk}/tasks/next").status_code == 200

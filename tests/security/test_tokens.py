@@ -219,12 +219,12 @@ def test_token_authentication_is_one_query_and_last_used_is_written_once_a_minut
 
 
 def test_a_token_request_costs_one_authentication_query(team, django_assert_num_queries):
-    from annotation.services.tasks import tasks_create_for_clips
+    from annotation.services.enqueue import Manual, task_enqueue
     from tests.factories import ClipFactory
 
     project = team["project"]
     clips = [ClipFactory(project=project) for _ in range(3)]
-    tasks_create_for_clips(project=project, clip_ids=[c.pk for c in clips])
+    task_enqueue(project=project, sources=Manual.for_clips([c.pk for c in clips]))
     _, token = api_token_create(user=team["ann"])
     c = Client()
     url = f"/api/v1/projects/{project.pk}/tasks/next"

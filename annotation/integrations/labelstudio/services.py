@@ -28,6 +28,7 @@ from django.utils import timezone
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
+from annotation import events
 from annotation.integrations.labelstudio.convert import (
     LabelStudioFormatError,
     label_config_from_taxonomy,
@@ -466,9 +467,13 @@ def ls_annotation_ingest(
             supersedes=previous,
         )
         # Like any other new opinion: consensus, issue closing and the cycle trigger, after commit.
-        from quality.services.consensus import on_annotation_created
-
-        on_annotation_created(annotation=ann)
+        events.publish(
+            events.annotation_committed,
+            annotation_id=ann.pk,
+            clip_id=clip.pk,
+            project_id=clip.project_id,
+            origin="labelstudio",
+        )
     return IngestResult("superseded" if previous is not None else "created", ann.id)
 
 

@@ -20,9 +20,14 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from active_learning.models import JobStatus, ModelVersion
 from annotation.demo.audio import SR, STYLES, render
 from annotation.models import Clip, Membership, Project, Task
+from annotation.selectors import current_labels, taxonomy_index_cached
+from annotation.services.enqueue import Manual, task_enqueue
+from annotation.services.tasks import annotation_submit, task_next_for_annotator
 from annotation.services.taxonomies import taxonomy_import
+from quality.models import AnnotatorQuality, LabelIssue
 from refrain.localworker import local_worker
 
 DEMO_SLUG = "demo"
@@ -242,19 +247,14 @@ class Command(BaseCommand):
                 .exclude(id__in=labelled)
                 .exclude(id__in=queued)
             )
-            created_tasks = 0
-            for clip in to_label:
-                _, made = Task.objects.get_or_create(
+            created_tasks = len(
+                task_enqueue(
                     project=project,
-                    dedupe_key=f"demo-label:{clip.id}",
-                    defaults={
-                        "clip": clip,
-                        "kind": Task.Kind.LABEL,
-                        "reason": "import:unlabelled",
-                        "overlap": project.overlap,
-                    },
-                )
-                created_tasks += made
+                    sources=Manual.for_clips(
+                        to_label.values_list("id", flat=True), reason="import:unlabelled"
+                    ),
+                ).created
+            )
             if "relabel cycle" in results:
                 t0 = time.perf_counter()
                 second = self._second_opinions(project, timeout=opts["timeout"])
@@ -274,8 +274,6 @@ class Command(BaseCommand):
         """The demo's annotators answer the routed relabel tasks through the work queue (blind:
         right with SECOND_OPINION_ACCURACY, else a sibling); the worker's consensus hook closes the
         issues. Returns what happened to them, and to the planted errors."""
-        from annotation.services.tasks import annotation_submit, task_next_for_annotator
-        from quality.models import AnnotatorQuality, LabelIssue
 
         rng = np.random.default_rng(1)
         User = get_user_model()
@@ -327,12 +325,10 @@ class Command(BaseCommand):
     def _planted_still_wrong(self, project: Project) -> dict[str, int]:
         """Labelled clips whose current label (the consensus where two people labelled) misses the
         truth: among the planted errors, and among the clips that were labelled right."""
-        from annotation.selectors import taxonomy_index_cached
-        from quality.selectors import latest_labels
 
         clips = {c.id: c.metadata for c in project.clips.all()}
         index = taxonomy_index_cached(project.taxonomy_version)
-        current = latest_labels(project=project)
+        current = current_labels(project=project)
         out = {"planted": 0, "still_wrong": 0, "clean": 0, "clean_now_wrong": 0}
         for clip_id, node_ids in zip(current.clip_ids, current.node_ids, strict=True):
             meta = clips[clip_id]
@@ -348,8 +344,6 @@ class Command(BaseCommand):
 
     def _loop_summary(self, project: Project) -> None:
         """What the loop found, checked against the noise the demo planted."""
-        from active_learning.models import JobStatus, ModelVersion
-        from quality.models import LabelIssue
 
         mv = (
             ModelVersion.objects.filter(project=project, status=JobStatus.DONE)
