@@ -23,6 +23,7 @@ from active_learning.selectors import (
     per_node_rows,
     prediction_matrix,
 )
+from active_learning.services.acquisition import RelabelEvidence
 from annotation.models import Annotation, AnnotationLabel, Clip, Project, TaxonomyNode
 from annotation.selectors import TaxonomyIndex, current_labels, taxonomy_index_cached
 from quality.core.consensus import Annotations
@@ -82,6 +83,31 @@ def chance_probs(hierarchy: Hierarchy, n: int) -> np.ndarray:
 
 
 # --- labels ---------------------------------------------------------------------------------------
+
+
+def relabel_evidence(*, project: Project) -> RelabelEvidence:
+    """Consensus quality per clip and CROWDLAB's weights (model; mean annotator) from the last
+    project-wide pass, for the relabel-or-new acquisition strategy (1, 1 when none)."""
+    wm = (
+        ClipConsensus.objects.filter(project=project, scope="project", model_weight__gt=0)
+        .order_by("-computed_at")
+        .values_list("model_weight", flat=True)
+        .first()
+    )
+    weights = [
+        w
+        for w in AnnotatorQuality.objects.filter(project=project, weight__gt=0).values_list(
+            "weight", flat=True
+        )
+        if w is not None
+    ]
+    return RelabelEvidence(
+        clip_quality=dict(
+            ClipConsensus.objects.filter(project=project).values_list("clip_id", "quality")
+        ),
+        model_weight=float(wm or 1.0),
+        annotator_weight=float(np.mean(weights)) if weights else 1.0,
+    )
 
 
 def dense_labels(node_ids: list[list[int]], index: TaxonomyIndex) -> np.ndarray:

@@ -71,24 +71,15 @@ def _standardise(x: np.ndarray) -> np.ndarray:
     return (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
 
 
-def _weights(project: Project) -> tuple[float, float]:
-    """CROWDLAB's model and mean annotator weights from the last consensus pass (1, 1 if none)."""
-    from quality.models import AnnotatorQuality, ClipConsensus
+@dataclass(frozen=True)
+class RelabelEvidence:
+    """What the relabel-or-new strategy weighs a second opinion with, from the layer that decides
+    consensus (``quality.selectors.relabel_evidence``): each labelled clip's consensus quality and
+    CROWDLAB's model and mean annotator weights from the last project-wide pass."""
 
-    wm = (
-        ClipConsensus.objects.filter(project=project, scope="project", model_weight__gt=0)
-        .order_by("-computed_at")
-        .values_list("model_weight", flat=True)
-        .first()
-    )
-    weights = [
-        w
-        for w in AnnotatorQuality.objects.filter(project=project, weight__gt=0).values_list(
-            "weight", flat=True
-        )
-        if w is not None
-    ]
-    return float(wm or 1.0), float(np.mean(weights)) if weights else 1.0
+    clip_quality: dict[int, float | None] = field(default_factory=dict)
+    model_weight: float = 1.0
+    annotator_weight: float = 1.0
 
 
 def acquire_batch(
@@ -98,10 +89,14 @@ def acquire_batch(
     batch_size: int | None = None,
     seed: int = 0,
     context: dict[str, Any] | None = None,
+    evidence: RelabelEvidence | None = None,
 ) -> AcquisitionResult:
-    """Pick a batch under the project's policy and queue it; returns what was picked and done."""
-    from quality.models import ClipConsensus
+    """Pick a batch under the project's policy and queue it; returns what was picked and done.
 
+    ``evidence`` feeds the relabel-or-new strategy; without it every labelled clip counts as at
+    chance and both weights as 1.
+    """
+    evidence = evidence or RelabelEvidence()
     n_batch = project.acquisition_batch_size if batch_size is None else batch_size
     index = taxonomy_index_cached(project.taxonomy_version)
     hier = Hierarchy(index.parents_array)
@@ -164,16 +159,13 @@ def acquire_batch(
     rng = np.random.default_rng(seed)
     picks: list[tuple[int, bool, float | None]] = []  # (row, relabel, score)
     if name == "relabel_or_new" and probs is not None:
-        quality = dict(
-            ClipConsensus.objects.filter(clip_id__in=clip_ids.tolist()).values_list(
-                "clip_id", "quality"
-            )
-        )
+        quality = evidence.clip_quality
         q = np.array([quality.get(int(c)) for c in clip_ids], dtype=np.float64)
         # A labelled clip with no consensus yet (labelled since the last pass) counts as chance.
         q = np.where(labelled & np.isnan(q), 0.5, q)
-        wm, wa = _weights(project)
-        strategy = RelabelOrNew(model_weight=wm, annotator_weight=wa)
+        strategy = RelabelOrNew(
+            model_weight=evidence.model_weight, annotator_weight=evidence.annotator_weight
+        )
         n_cand = int((~labelled | (n_ann < strategy.max_annotations)).sum())
         want = min(n_cand, n_batch * OVERSAMPLE)
         if want > 0 and n_batch > 0:

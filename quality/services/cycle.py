@@ -40,6 +40,7 @@ from django.utils import timezone
 from active_learning.models import JobStatus, ModelVersion
 from annotation.models import Annotation, Project
 from quality.models import ACTIVE_STATUSES, QualityCycle, QualityRun, RunStatus
+from quality.selectors import relabel_evidence
 from refrain.jobs import fault_point, heartbeat, holder_fields, sweep_note
 
 logger = logging.getLogger(__name__)
@@ -233,6 +234,7 @@ def _step_acquire(cycle: QualityCycle) -> dict[str, Any]:
         model_version=cycle.model_version,
         seed=cycle.pk,
         context={"cycle": cycle.pk, "model_version": cycle.model_version_id},
+        evidence=relabel_evidence(project=cycle.project),
     )
     summary = result.as_dict()
     summary["picked"] = summary["picked"][:200]  # the tasks themselves carry the full record
