@@ -155,8 +155,8 @@ class Enqueued:
         return self.task_ids[source.key()]
 
 
-def _row(project: Project, source: TaskSource, front: float) -> Task:
-    """The task a source asks for (not saved)."""
+def _row(project: Project, source: TaskSource) -> Task:
+    """The task a source asks for (not saved; a send-back's priority is set by the caller)."""
     kind: str
     overlap = 1
     detail: dict[str, Any]
@@ -186,7 +186,7 @@ def _row(project: Project, source: TaskSource, front: float) -> Task:
             kind, priority, reason = Task.Kind.REVIEW, source.task_priority, "disagreement"
             detail = {"task": source.task_id, "n_label_sets": source.n_label_sets}
         case SentBack():
-            kind, priority, reason = Task.Kind.RELABEL, front, "review:send_back"
+            kind, priority, reason = Task.Kind.RELABEL, 0.0, "review:send_back"
             detail = {"reviewer": source.reviewer, "note": source.note[:200]}
     return Task(
         project=project,
@@ -217,13 +217,17 @@ def task_enqueue(*, project: Project, sources: Sequence[TaskSource]) -> Enqueued
         )
     )
     missing = [s for k, s in by_key.items() if k not in existing]
-    front = 0.0
+    rows = [_row(project, s) for s in missing]
     if any(isinstance(s, SentBack) for s in missing):
+        # Ahead of every open task, those queued in this same call included.
         top = Task.objects.filter(project=project, status=Task.Status.OPEN).aggregate(
             p=Max("priority")
         )["p"]
-        front = max(top or 0.0, 0.0) + 1.0
-    rows = [_row(project, s, front) for s in missing]
+        batch_top = max((r.priority for r in rows), default=0.0)
+        front = max(top or 0.0, batch_top, 0.0) + 1.0
+        for row, source in zip(rows, missing, strict=True):
+            if isinstance(source, SentBack):
+                row.priority = front
     Task.objects.bulk_create(rows, batch_size=2000, ignore_conflicts=True)
     created = frozenset(r.dedupe_key for r in rows if r.dedupe_key is not None)
     if rows:
