@@ -1,4 +1,9 @@
-"""Celery entry points for label quality: ids in, one service call, a JSON summary out."""
+"""Celery entry points for label quality: ids in, one service call, a JSON summary out.
+
+Each task imports its service when it runs: the services import these tasks to enqueue them
+(the cycle sends ``run_quality_cycle``, the sweep re-sends lost messages), so a module-level import
+here would be circular.
+"""
 
 from __future__ import annotations
 
@@ -84,10 +89,10 @@ def detect_label_issues(run_id: int) -> dict[str, Any]:
 
 @shared_task(name="quality.tasks.consensus_on_annotation", acks_late=True)
 def consensus_on_annotation(annotation_id: int) -> dict[str, Any]:
-    from quality.services.consensus import annotation_consensus_update
+    from quality.services.cycle import annotation_settle
 
     annotation = Annotation.objects.select_related("clip__project").get(pk=annotation_id)
-    return annotation_consensus_update(annotation=annotation)
+    return annotation_settle(annotation=annotation)
 
 
 @shared_task(name="quality.tasks.adjudicate_on_review", acks_late=True)

@@ -366,19 +366,15 @@ def issue_adjudicate_by_review(*, decision: ReviewDecision) -> LabelIssue | None
 
 
 def annotation_consensus_update(*, annotation: Annotation) -> dict[str, object]:
-    """Everything a new annotation sets off: the clip's consensus, the issue it answers, and the
-    "after N new annotations" trigger of the relabel cycle. Safe to run twice."""
-    from quality.services.cycle import cycle_start_if_due
-
+    """A new annotation's clip consensus and the issue it answers. Safe to run twice. (The cycle's
+    "after N new annotations" trigger follows in :func:`quality.services.cycle.annotation_settle`.)"""
     outcome = consensus_recompute(clip=annotation.clip)
     issue = check_issue_for_annotation(annotation=annotation)
     if issue is not None:
         issue = do_issue_resolve(issue=issue, annotation=annotation, outcome=outcome)
-    cycle = cycle_start_if_due(project=annotation.clip.project)
     return {
         "annotation": annotation.pk,
         "consensus": outcome.consensus.node_ids if outcome else None,
         "issue": issue.pk if issue else None,
         "issue_status": issue.status if issue else None,
-        "cycle_started": cycle.pk if cycle else None,
     }

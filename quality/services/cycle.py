@@ -38,9 +38,28 @@ from django.db.models import F
 from django.utils import timezone
 
 from active_learning.models import JobStatus, ModelVersion
+from active_learning.selectors import PATCH_BACKEND
+from active_learning.services.acquisition import acquire_batch
+from active_learning.services.features import feature_set_extract_sync
+from active_learning.services.training import (
+    model_version_claim,
+    model_version_request,
+    model_version_requeue,
+    model_version_run,
+    model_version_summary,
+)
 from annotation.models import Annotation, Project
 from quality.models import ACTIVE_STATUSES, QualityCycle, QualityRun, RunStatus
-from quality.selectors import relabel_evidence
+from quality.selectors import latest_done_model, relabel_evidence
+from quality.services.consensus import annotation_consensus_update, consensus_recompute_project
+from quality.services.detection import (
+    quality_run_create,
+    quality_run_execute,
+    quality_run_requeue,
+    quality_run_summary,
+)
+from quality.services.routing import issues_route
+from quality.tasks import run_quality_cycle
 from refrain.jobs import fault_point, heartbeat, holder_fields, sweep_note
 
 logger = logging.getLogger(__name__)
@@ -101,8 +120,6 @@ def cycle_enqueue(
     sent again, which resumes it if its worker died and answers "already running" if one is inside
     a step (steps already done are skipped either way).
     """
-    from quality.tasks import run_quality_cycle
-
     active = QualityCycle.objects.filter(project=project, status__in=ACTIVE_STATUSES).first()
     cycle = active or cycle_request(project=project, trigger=trigger)
     run_quality_cycle.delay_on_commit(project.id, trigger=trigger, cycle_id=cycle.pk)
@@ -112,8 +129,6 @@ def cycle_enqueue(
 def cycle_start_if_due(*, project: Project) -> QualityCycle | None:
     """Queue a cycle after ``retrain_every`` new annotations since the last one started; None if
     not due or one is already queued or running."""
-    from quality.tasks import run_quality_cycle
-
     if project.retrain_every <= 0:
         return None
     if QualityCycle.objects.filter(project=project, status__in=ACTIVE_STATUSES).exists():
@@ -137,20 +152,19 @@ def cycle_start_if_due(*, project: Project) -> QualityCycle | None:
     return cycle
 
 
+def annotation_settle(*, annotation: Annotation) -> dict[str, object]:
+    """Everything a new annotation sets off: the clip's consensus and the issue it answers
+    (:func:`quality.services.consensus.annotation_consensus_update`), then the "after N new
+    annotations" trigger of the relabel cycle. Safe to run twice."""
+    out = annotation_consensus_update(annotation=annotation)
+    cycle = cycle_start_if_due(project=annotation.clip.project)
+    return {**out, "cycle_started": cycle.pk if cycle else None}
+
+
 # --- steps ----------------------------------------------------------------------------------------
 
 
 def _step_retrain(cycle: QualityCycle) -> dict[str, Any]:
-    from active_learning.selectors import PATCH_BACKEND
-    from active_learning.services.features import feature_set_extract_sync
-    from active_learning.services.training import (
-        model_version_claim,
-        model_version_request,
-        model_version_requeue,
-        model_version_run,
-        model_version_summary,
-    )
-
     project = cycle.project
     out: dict[str, Any] = {}
     # Features of the project's backend over every ready clip: a no-op when they are up to date;
@@ -196,15 +210,6 @@ def _step_retrain(cycle: QualityCycle) -> dict[str, Any]:
 
 
 def _step_detect(cycle: QualityCycle) -> dict[str, Any]:
-    from quality.selectors import latest_done_model
-    from quality.services.consensus import consensus_recompute_project
-    from quality.services.detection import (
-        quality_run_create,
-        quality_run_execute,
-        quality_run_requeue,
-        quality_run_summary,
-    )
-
     project = cycle.project
     mv = cycle.model_version or latest_done_model(project=project)
     run = quality_run_create(project=project, model_version=mv, cycle=cycle)
@@ -221,14 +226,10 @@ def _step_detect(cycle: QualityCycle) -> dict[str, Any]:
 
 
 def _step_route(cycle: QualityCycle) -> dict[str, Any]:
-    from quality.services.routing import issues_route
-
     return issues_route(run=QualityRun.objects.get(cycle=cycle))
 
 
 def _step_acquire(cycle: QualityCycle) -> dict[str, Any]:
-    from active_learning.services.acquisition import acquire_batch
-
     result = acquire_batch(
         project=cycle.project,
         model_version=cycle.model_version,

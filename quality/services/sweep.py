@@ -40,14 +40,19 @@ from django.utils import timezone
 from active_learning.models import FeatureSet, JobStatus, ModelVersion
 from active_learning.services.features import feature_set_requeue
 from active_learning.services.training import model_version_requeue
+from active_learning.tasks import extract_features_for_project, train_project_model
 from annotation.models import Annotation, AnnotationLabel, ImportJob
 from annotation.services.clips import (
     import_job_requeue,
     import_job_resumable,
     import_task_kwargs,
 )
+from annotation.tasks import import_clips
 from quality.models import ACTIVE_STATUSES, ClipConsensus, QualityCycle, QualityRun, RunStatus
+from quality.services.cycle import annotation_settle
 from quality.services.detection import quality_run_requeue
+from quality.tasks import detect_label_issues, run_quality_cycle
+from refrain.celery import app
 from refrain.jobs import PROCESS_PREFIX, sweep_note
 
 logger = logging.getLogger(__name__)
@@ -73,8 +78,6 @@ class WorkerProbe:
 
     def _node_active(self, node: str) -> dict[str, Any] | None:
         if node not in self._active:
-            from refrain.celery import app
-
             try:
                 replies = app.control.inspect(
                     destination=[node], timeout=INSPECT_TIMEOUT_S
@@ -230,8 +233,6 @@ def _waiting(queued: str, running: str) -> Q:
 def _sweep_cycles(
     now: datetime, held_cutoff: datetime, wait_cutoff: datetime, limit: int, probe: WorkerProbe
 ) -> list[SweepAction]:
-    from quality.tasks import run_quality_cycle
-
     out = []
     qs = QualityCycle.objects.filter(status__in=ACTIVE_STATUSES)
     for cycle, action, reason in _orphans(
@@ -311,8 +312,6 @@ def _sweep_cycle_leftovers(now: datetime) -> list[SweepAction]:
 def _sweep_runs(
     now: datetime, held_cutoff: datetime, wait_cutoff: datetime, limit: int, probe: WorkerProbe
 ) -> list[SweepAction]:
-    from quality.tasks import detect_label_issues
-
     out = []
     qs = QualityRun.objects.filter(cycle__isnull=True)
     for run, action, reason in _orphans(
@@ -344,8 +343,6 @@ def _sweep_runs(
 def _sweep_feature_sets(
     now: datetime, held_cutoff: datetime, wait_cutoff: datetime, limit: int, probe: WorkerProbe
 ) -> list[SweepAction]:
-    from active_learning.tasks import extract_features_for_project
-
     out = []
     # A project whose live cycle has not finished its retrain step extracts features inside that
     # step: the cycle resumes them.
@@ -388,8 +385,6 @@ def _sweep_feature_sets(
 def _sweep_trainings(
     now: datetime, held_cutoff: datetime, wait_cutoff: datetime, limit: int, probe: WorkerProbe
 ) -> list[SweepAction]:
-    from active_learning.tasks import train_project_model
-
     out = []
     qs = ModelVersion.objects.exclude(task_id__startswith="quality-cycle:")
     for mv, action, reason in _orphans(
@@ -430,8 +425,6 @@ def _sweep_imports(
 ) -> list[SweepAction]:
     """A clip import resumes where its last committed chunk left off (``items_done``); an upload,
     whose source cannot be read again by a worker, is failed with the reason."""
-    from annotation.tasks import import_clips
-
     out = []
     St = ImportJob.Status
     for job, action, reason in _orphans(
@@ -465,10 +458,8 @@ def _sweep_consensus(now: datetime) -> list[SweepAction]:
     nothing else would ever send it. Recomputed here, inline (no message to pile up behind a
     backlog), at most ``REFRAIN_CONSENSUS_SWEEP_BATCH`` clips a sweep, and only once an opinion is
     older than ``REFRAIN_CONSENSUS_STALE_SECONDS``, so the normal queue has had its chance.
-    ``annotation_consensus_update`` is safe to run twice (it also settles the issue the opinion
+    ``annotation_settle`` is safe to run twice (it also settles the issue the opinion
     answers and the "after N annotations" cycle trigger)."""
-    from quality.services.consensus import annotation_consensus_update
-
     cutoff = now - timedelta(seconds=settings.REFRAIN_CONSENSUS_STALE_SECONDS)
     since = now - timedelta(hours=settings.REFRAIN_CONSENSUS_SWEEP_LOOKBACK_HOURS)
     fresh = ClipConsensus.objects.filter(
@@ -493,7 +484,7 @@ def _sweep_consensus(now: datetime) -> list[SweepAction]:
         if newest is None:  # recomputed meanwhile (another sweep, a late message)
             continue
         try:
-            annotation_consensus_update(annotation=newest)
+            annotation_settle(annotation=newest)
         except Exception as exc:  # one clip must not stop the others; the next sweep retries
             logger.exception("sweep: consensus of clip %s failed", clip_id)
             out.append(SweepAction("consensus", clip_id, "failed", str(exc)[:500]))
