@@ -12,6 +12,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from quality.models import AnnotatorQuality, ClipConsensus, LabelIssue, QualityCycle, QualityRun
+from quality.services.schedule import cycle_schedule_set
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -41,7 +42,6 @@ class QualityCycleAdmin(ReadOnlyAdmin):
         description="Schedule these projects' cycles nightly at 03:00 (editable under Periodic tasks)"
     )
     def schedule_nightly(self, request: HttpRequest, queryset: QuerySet[QualityCycle]) -> None:
-        from quality.services.schedule import cycle_schedule_set
 
         projects = {c.project for c in queryset.select_related("project")}
         for project in projects:

@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from django.db.models import Count, QuerySet
+from django.utils import timezone
 
 from active_learning.core.hierarchy import Hierarchy
-from active_learning.models import ModelVersion
+from active_learning.models import FeatureSet, ModelVersion
 from active_learning.selectors import (
     feature_matrix,
     latest_model_version,
@@ -24,7 +25,16 @@ from active_learning.selectors import (
     prediction_matrix,
 )
 from active_learning.services.acquisition import RelabelEvidence
-from annotation.models import Annotation, AnnotationLabel, Clip, Project, TaxonomyNode
+from annotation.models import (
+    Annotation,
+    AnnotationLabel,
+    Clip,
+    ImportJob,
+    Project,
+    ReviewDecision,
+    Task,
+    TaxonomyNode,
+)
 from annotation.selectors import TaxonomyIndex, current_labels, taxonomy_index_cached
 from quality.core.consensus import Annotations
 from quality.models import AnnotatorQuality, ClipConsensus, LabelIssue, QualityCycle, QualityRun
@@ -306,8 +316,6 @@ class HistoryEvent:
 
 def clip_quality_view(*, clip: Clip) -> dict[str, Any]:
     """Everything the clip's issue page shows: labels, the model's tree, the history."""
-    from annotation.models import ReviewDecision, Task
-
     project = clip.project
     index = taxonomy_index_cached(project.taxonomy_version)
     current = current_labels(project=project, clip_ids=[clip.pk])
@@ -481,10 +489,6 @@ def _held(
 def jobs_overview(*, project: Project, limit: int = 20) -> dict[str, list[JobRow]]:
     """The project's recent jobs of every kind, newest first: five queries, large JSON left out."""
     from django.conf import settings
-    from django.utils import timezone
-
-    from active_learning.models import FeatureSet
-    from annotation.models import ImportJob
 
     now = timezone.now()
     stale_s = float(settings.REFRAIN_JOB_STALE_SECONDS)

@@ -8,6 +8,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from annotation.models import Project
+from quality.services.cycle import CycleBusy, cycle_run, cycle_summary
+from quality.tasks import run_quality_cycle
 
 
 class Command(BaseCommand):
@@ -23,8 +25,6 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=3600.0)
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        from quality.services.cycle import CycleBusy, cycle_run, cycle_summary
-        from quality.tasks import run_quality_cycle
 
         project = Project.objects.filter(slug=opts["project"]).first()
         if project is None:

@@ -7,6 +7,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from quality.services.sweep import orphans_sweep, sweep_summary
+
 
 class Command(BaseCommand):
     help = (
@@ -28,7 +30,6 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        from quality.services.sweep import orphans_sweep, sweep_summary
 
         actions = orphans_sweep(
             stale_seconds=opts["stale_seconds"], ask_workers=not opts["no_ask_workers"]
