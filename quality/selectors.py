@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 from django.db.models import Count, QuerySet
 
-from active_learning.core.hierarchy import Hierarchy
 from active_learning.models import ModelVersion
 from active_learning.selectors import (
     TrainingLabels,
@@ -30,6 +29,7 @@ from annotation.models import Annotation, AnnotationLabel, Clip, Project, Taxono
 from annotation.selectors import TaxonomyIndex, latest_annotations, taxonomy_index_cached
 from quality.core.consensus import Annotations
 from quality.models import AnnotatorQuality, ClipConsensus, LabelIssue, QualityCycle, QualityRun
+from taxonomy.hierarchy import Hierarchy
 
 # --- model outputs (owned by the ML layer) ---------------------------------------------------------
 

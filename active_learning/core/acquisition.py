@@ -15,7 +15,7 @@ N clips (labelled and unlabelled together), K taxonomy nodes, D embedding dimens
 ``embeddings`` : (N, D) float
     Cached clip embeddings; Euclidean distance should mean something (standardise them first).
 ``labeled`` : (N,) bool mask, or an int array of labelled indices.
-``parents`` : (K,) int, or a :class:`~active_learning.core.hierarchy.Hierarchy`.
+``parents`` : (K,) int, or a :class:`~taxonomy.hierarchy.Hierarchy`.
 ``consensus_quality`` : (N,) float in [0, 1], NaN (or anything) for unlabelled clips
     Quality of each labelled clip's current consensus label set, on the same per-decision
     probability scale as :func:`decision_confidence` (see :class:`RelabelOrNew`).
@@ -48,7 +48,7 @@ import numpy as np
 import numpy.typing as npt
 from threadpoolctl import ThreadpoolController
 
-from active_learning.core.hierarchy import Hierarchy
+from taxonomy.hierarchy import Hierarchy
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

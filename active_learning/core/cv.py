@@ -14,8 +14,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from active_learning.core.hierarchy import Hierarchy
 from active_learning.core.metrics import evaluate
+from taxonomy.hierarchy import Hierarchy
 
 __all__ = ["CVResult", "ProbabilisticEstimator", "cross_val_predict_proba", "stratification_keys"]
 

@@ -28,7 +28,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from active_learning.core.hierarchy import Hierarchy
+from taxonomy.hierarchy import Hierarchy
 
 __all__ = [
     "evaluate",

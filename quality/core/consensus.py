@@ -51,8 +51,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from active_learning.core.hierarchy import Hierarchy
 from quality.core.label_issues import label_quality_scores
+from taxonomy.hierarchy import Hierarchy
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

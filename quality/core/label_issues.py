@@ -60,7 +60,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from active_learning.core.hierarchy import Hierarchy
+from taxonomy.hierarchy import Hierarchy
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from active_learning.core.hierarchy import Hierarchy
+from taxonomy.hierarchy import Hierarchy
 
 __all__ = ["NOISE_TYPES", "inject_label_noise", "random_paths", "simulate_pred_probs"]
 

@@ -21,7 +21,6 @@ import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
-from active_learning.core.hierarchy import Hierarchy
 from active_learning.models import ModelVersion
 from annotation.models import Annotation, AnnotationLabel, Clip, Project, ReviewDecision, Task
 from annotation.selectors import TaxonomyIndex, latest_annotations, taxonomy_index_cached
@@ -34,6 +33,7 @@ from quality.selectors import (
     long_annotations,
     model_probs,
 )
+from taxonomy.hierarchy import Hierarchy
 
 logger = logging.getLogger(__name__)
 

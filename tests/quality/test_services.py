@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from django_celery_beat.models import PeriodicTask
 
-from active_learning.core.hierarchy import Hierarchy
 from active_learning.services.acquisition import acquire_batch
 from annotation.models import Annotation, AnnotationLabel, Project, Task
 from annotation.services.annotations import annotation_create
@@ -21,6 +20,7 @@ from quality.services.cycle import cycle_run, cycle_start_if_due
 from quality.services.detection import quality_run_detect
 from quality.services.routing import ROUTE_PRIORITY_BASE, issues_route
 from quality.services.schedule import cycle_schedule_set
+from taxonomy.hierarchy import Hierarchy
 from tests.factories import ClipFactory, make_taxonomy_version
 from tests.quality.builders import (
     PLANTED,

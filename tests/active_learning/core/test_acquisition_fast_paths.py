@@ -21,7 +21,7 @@ from active_learning.core.acquisition import (
     k_center_greedy,
     kmeans_pp_seeding,
 )
-from active_learning.core.hierarchy import Hierarchy
+from taxonomy.hierarchy import Hierarchy
 
 
 def plain_min_sq(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
