@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -25,10 +26,20 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.floating]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
+_F = TypeVar("_F", bound=np.floating[Any])
 
 
 class HierarchyError(ValueError):
     """The ``parents`` array does not describe a forest (cycle, bad index)."""
+
+
+def as_hierarchy(parents: npt.ArrayLike | Hierarchy) -> Hierarchy:
+    """``parents`` itself if it is a :class:`Hierarchy`, else a validated one built from it.
+
+    Every public ``core`` function takes ``parents`` as either; this is the one place that turns
+    the array form into the object.
+    """
+    return parents if isinstance(parents, Hierarchy) else Hierarchy(np.asarray(parents))
 
 
 def validate_parents(parents: npt.ArrayLike) -> IntArray:
@@ -208,3 +219,15 @@ class Hierarchy:
         has_parent = self.parents >= 0
         out[:, has_parent] = p[:, has_parent] / np.maximum(p[:, self.parents[has_parent]], eps)
         return np.clip(out, 0.0, 1.0)
+
+    def marginal(self, conditional: npt.NDArray[_F]) -> npt.NDArray[_F]:
+        """(N, K) marginals from conditionals ``P(node | parent)``: the product down each path.
+
+        The inverse of :meth:`conditional` (roots keep their value); a new array of the input's
+        dtype.
+        """
+        out = np.empty_like(conditional)
+        for node in self.order:
+            par = self.parents[node]
+            out[:, node] = conditional[:, node] if par < 0 else conditional[:, node] * out[:, par]
+        return out

@@ -48,7 +48,9 @@ import numpy as np
 import numpy.typing as npt
 from threadpoolctl import ThreadpoolController
 
-from taxonomy.hierarchy import Hierarchy
+from taxonomy.hierarchy import Hierarchy, as_hierarchy
+from taxonomy.paths import close_downward, decisions_made, parent_values
+from taxonomy.pooling import worst_decision_ema
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -127,10 +129,6 @@ class _Request:
     n: int
 
 
-def _as_hierarchy(parents: npt.ArrayLike | Hierarchy) -> Hierarchy:
-    return parents if isinstance(parents, Hierarchy) else Hierarchy(np.asarray(parents))
-
-
 def _as_mask(labeled: npt.ArrayLike, n_clips: int) -> BoolArray:
     lab = np.asarray(labeled)
     if lab.dtype == np.bool_:
@@ -160,7 +158,7 @@ def _check_request(
     if not np.issubdtype(emb.dtype, np.floating):
         emb = emb.astype(np.float64)
     n_clips = emb.shape[0]
-    hier = _as_hierarchy(parents)
+    hier = as_hierarchy(parents)
     probs: FloatArray | None = None
     if pred_probs is not None:
         probs = np.asarray(pred_probs, dtype=np.float64)
@@ -212,9 +210,7 @@ def _decisions(
     ``dtype=np.float32`` halves the memory traffic for the acquisition scores.
     """
     p = np.asarray(pred_probs, dtype=dtype)
-    has_parent = hier.parents >= 0
-    w = np.take(p, np.where(has_parent, hier.parents, 0), axis=1)
-    w[:, ~has_parent] = 1.0
+    w = parent_values(p, hier, root=1.0)
     q = np.maximum(w, 1e-12)
     np.divide(p, q, out=q)
     np.clip(q, 0.0, 1.0, out=q)
@@ -322,7 +318,7 @@ def hierarchical_uncertainty(
     (N,) float64
         Larger is more uncertain.
     """
-    hier = _as_hierarchy(parents)
+    hier = as_hierarchy(parents)
     if within_depth not in ("sum", "mean", "max") or across_depths not in ("sum", "mean", "max"):
         raise ValueError(
             f"unknown pooling {within_depth!r}/{across_depths!r}; use 'sum', 'mean' or 'max'"
@@ -398,7 +394,7 @@ def decision_confidence(
     (N,) float64
         In [0.5, 1]; 0.5 is chance.
     """
-    hier = _as_hierarchy(parents)
+    hier = as_hierarchy(parents)
     p = np.asarray(pred_probs, dtype=np.float64)
     q, w = _decisions(p, hier)
     if pooling == "mean":
@@ -408,29 +404,11 @@ def decision_confidence(
     on = q >= 0.5
     # In place from here (w is not needed): each fresh (N, K) float64 array costs page faults.
     selfconf = np.maximum(q, np.subtract(1.0, q, out=w), out=q)
-    for d in range(1, hier.max_depth + 1):  # top-down closure of the model's own decisions
-        cols = np.flatnonzero(hier.depth == d)
-        on[:, cols] &= np.take(on, hier.parents[cols], axis=1)
-    has_parent = hier.parents >= 0
-    active = np.take(on, np.where(has_parent, hier.parents, 0), axis=1)
-    active[:, ~has_parent] = True
+    active = decisions_made(close_downward(on, hier), hier)  # of the model's own label set
     scores = selfconf
     np.copyto(scores, 1.0, where=~active)
-    k = scores.shape[1]
-    if k == 0:
-        return np.ones(scores.shape[0])
-    m = min(k, _EMA_TERMS)
-    if m < k:
-        scores.partition(m - 1, axis=1)
-    worst = scores[:, :m]
-    worst = -np.sort(-worst, axis=1)  # descending: the worst decision is folded in last
-    ema = worst[:, 0].copy()
-    for j in range(1, m):
-        ema = alpha * worst[:, j] + (1.0 - alpha) * ema
-    return ema
-
-
-_EMA_TERMS = 12  # as quality.core.label_issues: only the worst few decisions carry weight
+    # The (N, K) scores are not needed afterwards: partition them in place.
+    return worst_decision_ema(scores, alpha=alpha, overwrite=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1011,7 +989,7 @@ def decision_gradient_factors(
     The BADGE gradient embedding of a clip with embedding h (D,) is the outer product of this row with
     h (a (K·D,) vector); it is never materialised (see :class:`BadgeLike`).
     """
-    grad: FloatArray = _gradient_factors(pred_probs, _as_hierarchy(parents), np.float64)
+    grad: FloatArray = _gradient_factors(pred_probs, as_hierarchy(parents), np.float64)
     return grad
 
 
@@ -1179,7 +1157,7 @@ def vote_posterior(
     (N, K) float64
         Hierarchy-consistent posterior marginals.
     """
-    hier = _as_hierarchy(parents)
+    hier = as_hierarchy(parents)
     p = np.asarray(pred_probs, dtype=np.float64)
     on = np.asarray(label_counts, dtype=np.float64)
     n_ann = np.asarray(n_annotations, dtype=np.float64)
@@ -1192,14 +1170,9 @@ def vote_posterior(
     if wm <= 0 or wa <= 0:
         raise ValueError("model_weight and annotator_weight must be positive")
     q, _ = _decisions(p, hier)
-    has_parent = hier.parents >= 0
-    made = np.take(on, np.where(has_parent, hier.parents, 0), axis=1)
-    made[:, ~has_parent] = n_ann[:, None]
+    made = parent_values(on, hier, root=n_ann[:, None])  # votes cast on each decision
     post = (wm * q + wa * on) / (wm + wa * made)
-    marg = np.empty_like(post)
-    for node in hier.order:
-        par = hier.parents[node]
-        marg[:, node] = post[:, node] if par < 0 else post[:, node] * marg[:, par]
+    marg = hier.marginal(post)
     return marg
 
 
@@ -1266,7 +1239,7 @@ def relabel_gain(
     (N,) float64
         In [0, max(a) - 1/2].
     """
-    hier = _as_hierarchy(parents)
+    hier = as_hierarchy(parents)
     acc = np.broadcast_to(np.asarray(decision_accuracy, dtype=np.float64), (hier.n_nodes,))
     if np.any(acc <= 0.5) or np.any(acc >= 1.0):
         raise ValueError("decision_accuracy must lie in (0.5, 1)")
@@ -1279,9 +1252,7 @@ def relabel_gain(
             f"{p.shape}"
         )
     q, _ = _decisions(p, hier)
-    has_parent = hier.parents >= 0
-    made = np.take(on, np.where(has_parent, hier.parents, 0), axis=1)
-    made[:, ~has_parent] = n_ann[:, None]
+    made = parent_values(on, hier, root=n_ann[:, None])  # votes cast on each decision
     step = np.log(acc / (1.0 - acc))
     q = np.clip(q, 1e-6, 1.0 - 1e-6)
     prior = np.log(q / (1.0 - q))
@@ -1294,12 +1265,8 @@ def relabel_gain(
     post = 1.0 / (1.0 + np.exp(-logit))
     p_on = post * acc + (1.0 - post) * (1.0 - acc)
     gain = p_on * sure(logit + step) + (1.0 - p_on) * sure(logit - step) - sure(logit)
-    marg = np.empty_like(post)
-    for node in hier.order:
-        par = hier.parents[node]
-        marg[:, node] = post[:, node] if par < 0 else post[:, node] * marg[:, par]
-    reach = np.take(marg, np.where(has_parent, hier.parents, 0), axis=1)
-    reach[:, ~has_parent] = 1.0
+    marg = hier.marginal(post)
+    reach = parent_values(marg, hier, root=1.0)
     out: FloatArray = np.clip((reach * gain).max(axis=1, initial=0.0), 0.0, None)
     return out
 
