@@ -10,7 +10,7 @@ import numpy as np
 from django.db import connection
 
 from annotation.models import Annotation, Clip, TaxonomyNode, TaxonomyVersion
-from annotation.taxonomy_formats import split_path
+from taxonomy.formats import split_path
 
 
 @dataclass
