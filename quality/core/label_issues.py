@@ -277,17 +277,6 @@ def _parent_or_self(h: Hierarchy) -> IntArray:
     return out
 
 
-def _conditional_rows(p: FloatArray, h: Hierarchy, rows: IntArray) -> FloatArray:
-    """(len(rows), K) P(node | parent) for the given rows; roots keep their marginal."""
-    pr = p[rows]
-    cond: FloatArray = pr / np.maximum(
-        np.take(pr, _parent_or_self(h), axis=1), pr.dtype.type(1e-12)
-    )
-    cond[:, h.roots] = pr[:, h.roots]
-    np.clip(cond, 0.0, 1.0, out=cond)
-    return cond
-
-
 # --------------------------------------------------------------------------------------------------
 # Scoring
 # --------------------------------------------------------------------------------------------------
@@ -862,7 +851,7 @@ def find_label_issues(
     ar = act.dense(np.zeros(act.row.shape[0], dtype=np.float32), rows) == 0
     node, types, suggested = _explain(
         y[rows],
-        _conditional_rows(p, h, rows),
+        h.decision_probabilities(p[rows], dtype=p.dtype.type)[0],
         act.dense(entry_scores, rows),
         ar,
         act.dense((~flags).astype(np.float32), rows) == 0,

@@ -12,7 +12,7 @@ from active_learning.core.acquisition.base import ColdStart, FloatArray, IntArra
 from active_learning.core.acquisition.distance import Euclidean, Gradient, Space
 from active_learning.core.acquisition.diversity import diversity_pick
 from active_learning.core.acquisition.kmeanspp import dsq_sample
-from active_learning.core.acquisition.uncertainty import decisions, hierarchical_uncertainty
+from active_learning.core.acquisition.uncertainty import hierarchical_uncertainty
 from taxonomy.hierarchy import Hierarchy, as_hierarchy
 
 
@@ -31,7 +31,7 @@ def decision_gradient_factors(
 def _gradient_factors(
     pred_probs: npt.ArrayLike, hier: Hierarchy, dtype: type[np.floating[Any]]
 ) -> npt.NDArray[Any]:
-    q, w = decisions(pred_probs, hier, dtype)
+    q, w = hier.decision_probabilities(pred_probs, dtype=dtype)
     q -= q >= 0.5  # in place: q - ŷ
     q *= w
     return q

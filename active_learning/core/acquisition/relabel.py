@@ -19,7 +19,7 @@ from active_learning.core.acquisition.base import (
     top_n,
 )
 from active_learning.core.acquisition.diversity import diversity_pick
-from active_learning.core.acquisition.uncertainty import decision_confidence, decisions
+from active_learning.core.acquisition.uncertainty import decision_confidence
 from taxonomy.hierarchy import Hierarchy, as_hierarchy
 from taxonomy.paths import parent_values
 
@@ -134,7 +134,7 @@ def vote_posterior(
     wm, wa = float(model_weight), float(annotator_weight)
     if wm <= 0 or wa <= 0:
         raise ValueError("model_weight and annotator_weight must be positive")
-    q, _ = decisions(p, hier)
+    q, _ = hier.decision_probabilities(p)
     made = parent_values(on, hier, root=n_ann[:, None])  # votes cast on each decision
     post = (wm * q + wa * on) / (wm + wa * made)
     marg = hier.marginal(post)
@@ -216,7 +216,7 @@ def relabel_gain(
             f"label_counts {on.shape} and n_annotations {n_ann.shape} do not match pred_probs "
             f"{p.shape}"
         )
-    q, _ = decisions(p, hier)
+    q, _ = hier.decision_probabilities(p)
     made = parent_values(on, hier, root=n_ann[:, None])  # votes cast on each decision
     step = np.log(acc / (1.0 - acc))
     q = np.clip(q, 1e-6, 1.0 - 1e-6)

@@ -4,7 +4,7 @@ confidence in its own label set."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -20,26 +20,8 @@ from active_learning.core.acquisition.base import (
 )
 from active_learning.core.acquisition.diversity import diversity_pick
 from taxonomy.hierarchy import Hierarchy, as_hierarchy
-from taxonomy.paths import close_downward, decisions_made, parent_values
+from taxonomy.paths import close_downward, decisions_made
 from taxonomy.pooling import worst_decision_ema
-
-
-def decisions(
-    pred_probs: npt.ArrayLike, hier: Hierarchy, dtype: type[np.floating[Any]] = np.float64
-) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
-    """(N, K) conditional ``q = P(k | parent)`` and (N, K) reach weight ``w = P(parent)``.
-
-    Same arithmetic as :meth:`Hierarchy.conditional` (bit-for-bit in float64), without its (N, K)
-    fancy-index temporaries: one column gather (``np.take``) and in-place division and clipping.
-    ``dtype=np.float32`` halves the memory traffic for the acquisition scores.
-    """
-    p = np.asarray(pred_probs, dtype=dtype)
-    w = parent_values(p, hier, root=1.0)
-    q = np.maximum(w, 1e-12)
-    np.divide(p, q, out=q)
-    np.clip(q, 0.0, 1.0, out=q)
-    np.clip(w, 0.0, 1.0, out=w)
-    return q, w
 
 
 def _xlogx(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -148,7 +130,7 @@ def hierarchical_uncertainty(
             f"unknown pooling {within_depth!r}/{across_depths!r}; use 'sum', 'mean' or 'max'"
         )
     # float32 throughout (scores only rank clips); per-depth pooling is a matrix product.
-    q, w = decisions(pred_probs, hier, np.float32)
+    q, w = hier.decision_probabilities(pred_probs, dtype=np.float32)
     n_depths = hier.max_depth + 1
     if measure in ("entropy", "least_confidence"):
         if measure == "entropy":
@@ -220,7 +202,7 @@ def decision_confidence(
     """
     hier = as_hierarchy(parents)
     p = np.asarray(pred_probs, dtype=np.float64)
-    q, w = decisions(p, hier)
+    q, w = hier.decision_probabilities(p)
     if pooling == "mean":
         return _pool(np.maximum(q, 1.0 - q), w, "mean")
     if pooling != "ema":
