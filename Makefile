@@ -41,7 +41,7 @@ lint: install
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/lint-imports
-	.venv/bin/mypy quality/core active_learning/core
+	.venv/bin/mypy taxonomy quality/core active_learning/core
 
 test: install browser-deps services lint
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) \

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from active_learning.core.hierarchy import Hierarchy
 from active_learning.models import FeatureSet, JobStatus, ModelVersion
 from annotation.models import Annotation, Project
 from annotation.selectors import TaxonomyIndex, current_labels, taxonomy_index_cached
+from taxonomy.hierarchy import Hierarchy
 
 # --------------------------------------------------------------------------------------------------
 # Features and predictions

@@ -17,7 +17,7 @@ from annotation.models import (
     TaxonomyNode,
     TaxonomyVersion,
 )
-from annotation.taxonomy_formats import split_path
+from taxonomy.formats import split_path
 
 
 @dataclass

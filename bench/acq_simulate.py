@@ -58,7 +58,6 @@ from active_learning.core.acquisition import (  # noqa: E402
     RandomSampling,
     RelabelOrNew,
 )
-from active_learning.core.hierarchy import Hierarchy  # noqa: E402
 from active_learning.core.simulation import (  # noqa: E402
     AnnotatorModel,
     SimulationConfig,
@@ -67,6 +66,7 @@ from active_learning.core.simulation import (  # noqa: E402
     mean_curve,
     simulate,
 )
+from taxonomy.hierarchy import Hierarchy  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 MODEL_PARAMS: dict[str, Any] = {

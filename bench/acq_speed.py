@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from active_learning.core import acquisition  # noqa: E402
-from active_learning.core.hierarchy import Hierarchy  # noqa: E402
+from taxonomy.hierarchy import Hierarchy  # noqa: E402
 
 FMA = ROOT.parent / "shared" / "data" / "fma" / "genres.csv"
 

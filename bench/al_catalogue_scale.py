@@ -28,12 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from active_learning.core.cv import cross_val_predict_proba  # noqa: E402
-from active_learning.core.hierarchy import Hierarchy  # noqa: E402
 from active_learning.core.models import (  # noqa: E402
     HierarchicalClassifier,
     auto_device,
     synthetic_hierarchical_data,
 )
+from taxonomy.hierarchy import Hierarchy  # noqa: E402
 
 
 def fma_parents(

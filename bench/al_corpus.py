@@ -45,9 +45,9 @@ from al_features_cache import CACHE, CORPUS, extract  # noqa: E402
 
 from active_learning.core.cv import cross_val_predict_proba  # noqa: E402
 from active_learning.core.features import FeatureStore  # noqa: E402
-from active_learning.core.hierarchy import Hierarchy  # noqa: E402
 from active_learning.core.metrics import evaluate  # noqa: E402
 from active_learning.core.models import HierarchicalClassifier  # noqa: E402
+from taxonomy.hierarchy import Hierarchy  # noqa: E402
 
 
 def taxonomy_paths(node: dict[str, Any], prefix: str = "") -> list[str]:

@@ -45,9 +45,9 @@ from corpus_patches import load_patches  # noqa: E402
 
 from active_learning.core.cnn import LogMelCNN  # noqa: E402
 from active_learning.core.cv import cross_val_predict_proba  # noqa: E402
-from active_learning.core.hierarchy import Hierarchy  # noqa: E402
 from active_learning.core.metrics import evaluate  # noqa: E402
 from active_learning.core.models import HierarchicalClassifier, auto_device  # noqa: E402
+from taxonomy.hierarchy import Hierarchy  # noqa: E402
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "small": {"channels": (16, 32, 64, 64), "freq_shift": 0},

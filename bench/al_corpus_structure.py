@@ -52,9 +52,9 @@ from active_learning.core.features import (  # noqa: E402
     decode_audio,
     get_backend,
 )
-from active_learning.core.hierarchy import Hierarchy  # noqa: E402
 from active_learning.core.metrics import evaluate  # noqa: E402
 from active_learning.core.models import HierarchicalClassifier  # noqa: E402
+from taxonomy.hierarchy import Hierarchy  # noqa: E402
 
 NAME = "structure-stats"
 

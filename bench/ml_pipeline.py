@@ -75,7 +75,6 @@ def child(backends: list[str], limit: int, seed: int) -> None:
     import numpy as np
     from django.core.management import call_command
 
-    from active_learning.core.hierarchy import Hierarchy
     from active_learning.core.metrics import evaluate
     from active_learning.models import ModelVersion
     from active_learning.selectors import prediction_matrix
@@ -85,6 +84,7 @@ def child(backends: list[str], limit: int, seed: int) -> None:
     from annotation.services.taxonomies import taxonomy_import
     from refrain.celery import app
     from refrain.localworker import local_worker
+    from taxonomy.hierarchy import Hierarchy
 
     call_command("migrate", verbosity=0)
     tax = taxonomy_import(

@@ -53,9 +53,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from quality_features import CORPUS, load_feature_set, read_manifest  # noqa: E402
 
-from active_learning.core.hierarchy import Hierarchy  # noqa: E402
 from quality.core import find_label_issues, label_quality_scores  # noqa: E402
 from quality.core.noise import NOISE_TYPES, inject_label_noise  # noqa: E402
+from taxonomy.hierarchy import Hierarchy  # noqa: E402
 
 
 def corpus_tree() -> Hierarchy:

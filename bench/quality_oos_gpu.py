@@ -30,9 +30,9 @@ from al_corpus_cnn import COMMON, CONFIGS  # noqa: E402
 from corpus_patches import load_patches  # noqa: E402
 
 from active_learning.core.cnn import LogMelCNN  # noqa: E402
-from active_learning.core.hierarchy import Hierarchy  # noqa: E402
 from active_learning.core.models import HierarchicalClassifier  # noqa: E402
 from quality.core.noise import inject_label_noise  # noqa: E402
+from taxonomy.hierarchy import Hierarchy  # noqa: E402
 
 
 def main() -> None:

@@ -43,10 +43,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 from quality_detection import corpus_labels, corpus_tree, oos_probs  # noqa: E402
 from quality_features import load_feature_set, read_manifest  # noqa: E402
 
-from active_learning.core.hierarchy import Hierarchy  # noqa: E402
 from quality.core import label_quality_scores  # noqa: E402
 from quality.core.consensus import Annotations, get_consensus  # noqa: E402
 from quality.core.noise import inject_label_noise  # noqa: E402
+from taxonomy.hierarchy import Hierarchy  # noqa: E402
 
 ERROR_MIX = {
     "wrong_sibling": 0.55,

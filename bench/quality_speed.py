@@ -36,9 +36,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from active_learning.core.hierarchy import Hierarchy  # noqa: E402
 from quality.core import find_label_issues, label_quality_scores  # noqa: E402
 from quality.core.noise import inject_label_noise, random_paths, simulate_pred_probs  # noqa: E402
+from taxonomy.hierarchy import Hierarchy  # noqa: E402
 
 FMA = ROOT.parent / "shared" / "data" / "fma" / "genres.csv"
 

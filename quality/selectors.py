@@ -16,7 +16,6 @@ import pandas as pd
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
-from active_learning.core.hierarchy import Hierarchy
 from active_learning.models import FeatureSet, ModelVersion
 from active_learning.selectors import (
     feature_matrix,
@@ -38,6 +37,7 @@ from annotation.models import (
 from annotation.selectors import TaxonomyIndex, current_labels, taxonomy_index_cached
 from quality.core.consensus import Annotations
 from quality.models import AnnotatorQuality, ClipConsensus, LabelIssue, QualityCycle, QualityRun
+from taxonomy.hierarchy import Hierarchy
 
 # --- model outputs (owned by the ML layer) ---------------------------------------------------------
 

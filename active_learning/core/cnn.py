@@ -23,7 +23,6 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
-from active_learning.core.hierarchy import Hierarchy
 from active_learning.core.models import (
     _GroupedHead,
     auto_device,
@@ -32,6 +31,7 @@ from active_learning.core.models import (
     single_label_sibling_groups,
     train_loop,
 )
+from taxonomy.hierarchy import Hierarchy
 
 __all__ = ["LogMelCNN", "TorchLogMel", "cqt_patches", "logmel_patches"]
 

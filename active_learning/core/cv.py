@@ -14,8 +14,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from active_learning.core.hierarchy import Hierarchy
 from active_learning.core.metrics import evaluate
+from taxonomy.hierarchy import Hierarchy, as_hierarchy
 
 __all__ = ["CVResult", "ProbabilisticEstimator", "cross_val_predict_proba", "stratification_keys"]
 
@@ -68,7 +68,7 @@ def stratification_keys(
     their parent, repeatedly; keys still rare at a root fall into one shared stratum (-1).
     Unlabelled rows (no positive) get -1 too.
     """
-    h = parents if isinstance(parents, Hierarchy) else Hierarchy(np.asarray(parents))
+    h = as_hierarchy(parents)
     y = np.asarray(labels)
     y = np.where(np.isfinite(y), y, 0) > 0
     depth_score = np.where(
@@ -166,7 +166,7 @@ def cross_val_predict_proba(
     -------
     CVResult
     """
-    h = parents if isinstance(parents, Hierarchy) else Hierarchy(np.asarray(parents))
+    h = as_hierarchy(parents)
     x = np.asarray(X)
     y = np.asarray(Y)
     n = x.shape[0]

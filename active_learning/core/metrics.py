@@ -28,7 +28,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from active_learning.core.hierarchy import Hierarchy
+from taxonomy.hierarchy import Hierarchy, as_hierarchy
+from taxonomy.paths import most_probable_path
 
 __all__ = [
     "evaluate",
@@ -42,10 +43,6 @@ __all__ = [
 ]
 
 BoolArray = npt.NDArray[np.bool_]
-
-
-def _hier(parents: npt.ArrayLike | Hierarchy) -> Hierarchy:
-    return parents if isinstance(parents, Hierarchy) else Hierarchy(np.asarray(parents))
 
 
 def predicted_sets(
@@ -70,33 +67,13 @@ def predicted_sets(
     -------
     (N, K) bool, ancestor-closed.
     """
-    h = _hier(parents)
+    h = as_hierarchy(parents)
     p = np.asarray(pred_probs, dtype=np.float64)
     if mode == "threshold":
         return h.ancestor_close(p >= threshold).astype(bool)
     if mode != "path":
         raise ValueError(f"unknown mode {mode!r}")
-    n = p.shape[0]
-    out = np.zeros(p.shape, dtype=bool)
-    rows = np.arange(n)
-    cur = h.roots[np.argmax(p[:, h.roots], axis=1)]
-    out[rows, cur] = True
-    # Pad children lists into a (K, C) matrix so the descent is vectorised over clips.
-    c_max = max((len(c) for c in h.children), default=0)
-    kids = np.full((h.n_nodes, max(c_max, 1)), -1, dtype=np.int64)
-    for node, c in enumerate(h.children):
-        kids[node, : len(c)] = c
-    for _ in range(h.max_depth):
-        cand = kids[cur]  # (N, C)
-        valid = cand >= 0
-        if not valid.any():
-            break
-        scores = np.where(valid, p[rows[:, None], np.maximum(cand, 0)], -np.inf)
-        best = cand[rows, np.argmax(scores, axis=1)]
-        go = valid.any(axis=1)
-        cur = np.where(go, best, cur)
-        out[rows[go], cur[go]] = True
-    return out
+    return most_probable_path(p, h)
 
 
 def hierarchical_prf(labels: npt.ArrayLike, predicted: npt.ArrayLike) -> tuple[float, float, float]:
@@ -140,7 +117,7 @@ def per_depth_macro_f1(
     -------
     dict depth -> macro F1 (depths with no positive node are left out).
     """
-    h = _hier(parents)
+    h = as_hierarchy(parents)
     y = np.asarray(labels) > 0
     s = np.asarray(predicted) > 0
     f1 = _f1_per_node(y, s)
@@ -177,7 +154,7 @@ def leaf_accuracy(
     candidates : (C,) int or (K,) bool, optional
         Nodes that can be primary; default every leaf.
     """
-    h = _hier(parents)
+    h = as_hierarchy(parents)
     p = np.asarray(pred_probs, dtype=np.float64)
     cand = _candidates(h, candidates)
     pred = cand[np.argmax(p[:, cand], axis=1)]
@@ -196,7 +173,7 @@ def top_level_accuracy(
     ``candidates`` as in :func:`leaf_accuracy`; their roots are the choices (so a secondary-only
     branch such as "Regional tradition" is never the predicted top level).
     """
-    h = _hier(parents)
+    h = as_hierarchy(parents)
     p = np.asarray(pred_probs, dtype=np.float64)
     roots = np.unique(h.top_level[_candidates(h, candidates)])
     pred = roots[np.argmax(p[:, roots], axis=1)]
@@ -263,7 +240,7 @@ def per_node_report(
 
     Roots count as siblings of each other.
     """
-    h = _hier(parents)
+    h = as_hierarchy(parents)
     y = np.asarray(labels) > 0
     p = np.asarray(pred_probs, dtype=np.float64)
     k = h.n_nodes
@@ -346,7 +323,7 @@ def evaluate(
     dict with ``hier_precision``, ``hier_recall``, ``hier_f1``, ``macro_f1_depth_<d>``, ``mAP``,
     ``n``, and with ``primary``: ``leaf_accuracy``, ``top_level_accuracy``.
     """
-    h = _hier(parents)
+    h = as_hierarchy(parents)
     y = np.asarray(labels) > 0
     s = predicted_sets(pred_probs, parents=h, mode=mode, threshold=threshold)
     hp, hr, hf = hierarchical_prf(y, s)

@@ -35,7 +35,7 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
-from active_learning.core.hierarchy import Hierarchy
+from taxonomy.hierarchy import Hierarchy
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -280,7 +280,7 @@ class HierarchicalClassifier(BaseEstimator):  # type: ignore[misc]
     Parameters
     ----------
     parents : (K,) array-like of int
-        Parent index of each node, -1 for roots (see :mod:`active_learning.core.hierarchy`).
+        Parent index of each node, -1 for roots (see :mod:`taxonomy.hierarchy`).
     method : {"conditional", "flat"}
         Per-parent conditional model multiplied down the tree (default), or flat sigmoids followed by
         the top-down consistency projection.

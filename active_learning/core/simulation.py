@@ -31,11 +31,11 @@ import numpy.typing as npt
 
 from active_learning.core.acquisition import AcquisitionStrategy, RelabelOrNew
 from active_learning.core.cv import cross_val_predict_proba
-from active_learning.core.hierarchy import Hierarchy
 from active_learning.core.metrics import evaluate
 from quality.core.consensus import Annotations, get_consensus
 from quality.core.label_issues import label_quality_scores
 from quality.core.noise import inject_label_noise
+from taxonomy.hierarchy import Hierarchy
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

@@ -28,12 +28,12 @@ from django.db.models import Count, Q
 from django.db.models.functions import Greatest
 
 from active_learning.core.acquisition import RelabelOrNew, get_strategy
-from active_learning.core.hierarchy import Hierarchy
 from active_learning.models import ModelVersion
 from active_learning.selectors import feature_matrix, prediction_matrix
 from annotation.models import Annotation, Clip, Project, Task
 from annotation.selectors import taxonomy_index_cached
 from annotation.services.enqueue import Acquired, task_enqueue
+from taxonomy.hierarchy import Hierarchy
 
 #: How many candidates RelabelOrNew ranks per slot, so capping relabels still fills the batch.
 OVERSAMPLE = 3

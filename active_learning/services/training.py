@@ -35,7 +35,6 @@ from django.db import transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
-from active_learning.core.hierarchy import Hierarchy
 from active_learning.models import FeatureSet, JobStatus, ModelVersion, Prediction
 from active_learning.selectors import (
     PATCH_BACKEND,
@@ -48,6 +47,7 @@ from active_learning.selectors import (
 from annotation.models import Project
 from annotation.selectors import TaxonomyIndex, taxonomy_index_cached
 from refrain.jobs import fault_point, heartbeat, holder_fields, sweep_note
+from taxonomy.hierarchy import Hierarchy
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Importing taxonomies as immutable versions.
 
-Parsing is pure (``annotation.taxonomy_formats``); this module stores the result. Importing a tree
+Parsing is pure (``taxonomy.formats``); this module stores the result. Importing a tree
 whose content is unchanged creates nothing; a changed tree becomes version n+1 with the list of nodes
 added, renamed, moved and removed. Existing annotations keep pointing at the version they were made on.
 
@@ -25,14 +25,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation.models import Taxonomy, TaxonomyImportJob, TaxonomyNode, TaxonomyVersion
-from annotation.taxonomy_formats import (
-    ParsedNode,
-    ParsedTaxonomy,
-    TaxonomyDiff,
-    TaxonomyFormatError,
-    diff_taxonomies,
-    parse_taxonomy,
-)
+from taxonomy.diff import TaxonomyDiff, diff_taxonomies
+from taxonomy.formats import ParsedNode, ParsedTaxonomy, TaxonomyFormatError, parse_taxonomy
 
 log = logging.getLogger(__name__)
 IMPORT_BATCH = 2000
@@ -145,7 +139,7 @@ def taxonomy_import(
 
     Raises
     ------
-    annotation.taxonomy_formats.TaxonomyFormatError
+    taxonomy.formats.TaxonomyFormatError
         With the line or node at fault, or more than ``REFRAIN_MAX_TAXONOMY_NODES`` nodes; nothing
         is written.
     """

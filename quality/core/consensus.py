@@ -51,8 +51,9 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from active_learning.core.hierarchy import Hierarchy
 from quality.core.label_issues import label_quality_scores
+from taxonomy.hierarchy import Hierarchy, as_hierarchy
+from taxonomy.paths import close_downward, decisions_made
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -200,29 +201,12 @@ class ConsensusResult:
     model_weight: float
 
 
-def _active(y: BoolArray, h: Hierarchy) -> BoolArray:
-    act = np.ones_like(y, dtype=bool)
-    has_parent = h.parents >= 0
-    act[:, has_parent] = y[:, h.parents[has_parent]]
-    return act
-
-
-def _top_down(on: BoolArray, h: Hierarchy) -> BoolArray:
-    """Close ``on`` downward: a node stays on only if its parent is on."""
-    out = on.copy()
-    for node in h.order:
-        par = h.parents[node]
-        if par >= 0:
-            out[:, node] &= out[:, par]
-    return out
-
-
 def _vote_counts(
     ann: Annotations, h: Hierarchy, weights: FloatArray | None
 ) -> tuple[FloatArray, FloatArray]:
     """Per clip and node: (weighted) votes for "on" and (weighted) active votes, each (N, K)."""
     y = ann.labels > 0
-    act = _active(y, h)
+    act = decisions_made(y, h)
     w = np.ones(ann.clip.shape[0]) if weights is None else weights[ann.annotator]
     on = np.zeros((ann.n_clips, h.n_nodes))
     tot = np.zeros((ann.n_clips, h.n_nodes))
@@ -236,13 +220,13 @@ def majority_vote(
 ) -> npt.NDArray[np.int8]:
     """(N, K) top-down majority vote per decision; ties and unvoted decisions go to the model
     (``P(child | parent) >= 0.5``)."""
-    h = parents if isinstance(parents, Hierarchy) else Hierarchy(np.asarray(parents))
+    h = as_hierarchy(parents)
     cond = h.conditional(np.asarray(pred_probs, dtype=np.float64))
     on, tot = _vote_counts(annotations, h, None)
     off = tot - on
     decide = np.where(on == off, cond >= 0.5, on > off)
     labelled = np.bincount(annotations.clip, minlength=annotations.n_clips) > 0
-    return (_top_down(decide, h) & labelled[:, None]).astype(np.int8)
+    return (close_downward(decide, h) & labelled[:, None]).astype(np.int8)
 
 
 def _pairwise_to_error(disagreement: float) -> float:
@@ -261,8 +245,8 @@ def _weights(
 ) -> tuple[FloatArray, float, float, FloatArray]:
     """(annotator weights (M,), model weight, consensus likelihood, agreement with consensus (M,))."""
     y = ann.labels > 0
-    act = _active(y, h)
-    cact = _active(cons, h)
+    act = decisions_made(y, h)
+    cact = decisions_made(cons, h)
     multi = n_ann >= 2
     overlap = bool(multi.any())
     clip_mask = multi if overlap else n_ann >= 1
@@ -354,10 +338,7 @@ def _posterior(
     on_w, tot_w = _vote_counts(ann, h, ann_weight)
     votes = on_w * likelihood + (tot_w - on_w) * (1.0 - likelihood)
     post_cond = (model_weight * cond + votes) / (model_weight + tot_w)
-    marg = np.empty_like(post_cond)
-    for node in h.order:
-        par = h.parents[node]
-        marg[:, node] = post_cond[:, node] if par < 0 else post_cond[:, node] * marg[:, par]
+    marg = h.marginal(post_cond)
     return post_cond, marg
 
 
@@ -408,7 +389,7 @@ def get_consensus(
     ValueError
         On shapes that disagree or labels that are not 0/1 and ancestor-closed.
     """
-    h = parents if isinstance(parents, Hierarchy) else Hierarchy(np.asarray(parents))
+    h = as_hierarchy(parents)
     p = np.asarray(pred_probs, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] != h.n_nodes:
         raise ValueError(f"pred_probs must be (N, {h.n_nodes}), got shape {p.shape}")
@@ -437,7 +418,7 @@ def get_consensus(
             ann, cons, cond, n_ann, h, model_weight_from
         )
         post_cond, marg = _posterior(ann, cond, ann_weight, model_weight, likelihood, h)
-        cons = _top_down(post_cond >= 0.5, h) & labelled[:, None]
+        cons = close_downward(post_cond >= 0.5, h) & labelled[:, None]
 
     # CROWDLAB's quality: self-confidence under the posterior. Not the detector's default
     # ("calibrated"): the consensus comes from this posterior, so there is nothing to calibrate it by.

@@ -60,7 +60,9 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from active_learning.core.hierarchy import Hierarchy
+from taxonomy.hierarchy import Hierarchy, as_hierarchy
+from taxonomy.paths import most_probable_descent
+from taxonomy.pooling import ema_terms, worst_decision_ema
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -73,8 +75,6 @@ ISSUE_TYPES: tuple[str, ...] = ("wrong_sibling", "wrong_branch", "missing_genre"
 
 #: Tolerance for the hierarchy-consistency check of ``pred_probs``.
 CONSISTENCY_TOL = 1e-6
-#: Number of worst decisions the EMA pools; older terms weigh at most ``(1 - alpha) ** (m - 1)``.
-_EMA_TERMS = 12
 #: EMA forgetting factor per method when ``alpha`` is not given: cleanlab's 0.8 for the methods that
 #: reproduce its scores; 0.99 for ``"calibrated"``, whose decision scores are comparable across nodes,
 #: so the worst decision decides and further failed decisions only break ties.
@@ -98,10 +98,6 @@ __all__ = [
     "label_quality_scores",
     "labels_to_dense",
 ]
-
-
-def _as_hierarchy(parents: npt.ArrayLike | Hierarchy) -> Hierarchy:
-    return parents if isinstance(parents, Hierarchy) else Hierarchy(np.asarray(parents))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -185,7 +181,7 @@ def check_label_structure(
     ValueError
         If a dense ``labels`` is not 2-d with K columns.
     """
-    h = _as_hierarchy(parents)
+    h = as_hierarchy(parents)
     k = h.n_nodes
     if isinstance(labels, np.ndarray):
         y = np.asarray(labels, dtype=np.float64)
@@ -226,7 +222,7 @@ def _validate(
     columns are gathered once (``np.take``, far faster than fancy indexing on a C-ordered matrix)
     and serve the closure check, the consistency check and, later, the decisions made.
     """
-    h = _as_hierarchy(parents)
+    h = as_hierarchy(parents)
     k = h.n_nodes
     p = np.asarray(pred_probs)
     if p.dtype not in (np.float32, np.float64):
@@ -279,17 +275,6 @@ def _validate(
 def _parent_or_self(h: Hierarchy) -> IntArray:
     out: IntArray = np.where(h.parents >= 0, h.parents, np.arange(h.n_nodes)).astype(np.int64)
     return out
-
-
-def _conditional_rows(p: FloatArray, h: Hierarchy, rows: IntArray) -> FloatArray:
-    """(len(rows), K) P(node | parent) for the given rows; roots keep their marginal."""
-    pr = p[rows]
-    cond: FloatArray = pr / np.maximum(
-        np.take(pr, _parent_or_self(h), axis=1), pr.dtype.type(1e-12)
-    )
-    cond[:, h.roots] = pr[:, h.roots]
-    np.clip(cond, 0.0, 1.0, out=cond)
-    return cond
 
 
 # --------------------------------------------------------------------------------------------------
@@ -558,35 +543,13 @@ def _pool_entries(
         raise ValueError(f"unknown pooling {pooling!r}; use 'ema', 'softmin' or 'min'")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    m = _ema_terms(alpha, k)
+    m = ema_terms(alpha, k)
     # Entries laid out in a compact (N, width) matrix padded with 1.0 (the decisions not made).
     width = max(int(counts.max(initial=0)), m)
     pos = np.arange(act.row.shape[0]) - act.starts[act.row]
     compact = np.ones((n, width), dtype=scores.dtype)
     compact[act.row, pos] = scores
-    return _ema_rows(compact, m, alpha)
-
-
-def _ema_terms(alpha: float, k: int) -> int:
-    """How many of the worst scores the EMA needs: the terms left out weigh at most
-    (1 - alpha) ** (m - 1) together; m is the smallest with that below 1e-8, at most 12."""
-    m = _EMA_TERMS
-    if 0.0 < alpha < 1.0:
-        m = min(m, 1 + int(np.ceil(np.log(1e-8) / np.log(1.0 - alpha))))
-    elif alpha == 1.0:
-        m = 1
-    return min(k, m)
-
-
-def _ema_rows(scores: FloatArray, m: int, alpha: float) -> FloatArray:
-    """cleanlab's EMA over each row sorted in descending order, from its m smallest values."""
-    k = scores.shape[1]
-    worst = np.partition(scores, m - 1, axis=1)[:, :m] if m < k else scores
-    worst = -np.sort(-worst, axis=1).astype(np.float64)  # descending, smallest last
-    ema = worst[:, 0].copy()
-    for j in range(1, m):
-        ema = alpha * worst[:, j] + (1.0 - alpha) * ema
-    return np.asarray(ema, dtype=np.float64)
+    return worst_decision_ema(compact, alpha=alpha, m=m, overwrite=True)
 
 
 def _pool(scores: FloatArray, pooling: str, alpha: float, temperature: float) -> FloatArray:
@@ -606,7 +569,7 @@ def _pool(scores: FloatArray, pooling: str, alpha: float, temperature: float) ->
         raise ValueError(f"unknown pooling {pooling!r}; use 'ema', 'softmin' or 'min'")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    return _ema_rows(scores, _ema_terms(alpha, k), alpha)
+    return worst_decision_ema(scores, alpha=alpha)
 
 
 def _resolve_alpha(method: str, alpha: float | None) -> float:
@@ -744,27 +707,6 @@ def _flagged_entries(act: _Active) -> BoolArray:
     return out
 
 
-def _best_path(
-    start: IntArray, cond_rows: FloatArray, h: Hierarchy, min_conditional: float
-) -> npt.NDArray[np.bool_]:
-    """(n, K) start nodes, their ancestors and the greedy most-probable descent below them."""
-    n = start.shape[0]
-    out = h.ancestor_matrix[start].copy()
-    child = h.parents[None, :] == np.arange(h.n_nodes)[:, None]  # (K, K) a -> its children
-    cur = start.copy()
-    rows = np.arange(n)
-    for _ in range(h.max_depth):
-        cand = child[cur]
-        masked = np.where(cand, cond_rows, -1.0)
-        nxt = masked.argmax(axis=1)
-        go = cand.any(axis=1) & (masked[rows, nxt] >= min_conditional)
-        if not go.any():
-            break
-        out[rows[go], nxt[go]] = True
-        cur = np.where(go, nxt, cur)
-    return out
-
-
 def _explain(
     yr: BoolArray,
     cr: FloatArray,
@@ -832,7 +774,9 @@ def _explain(
     suggested[removes] &= ~desc[suspect[removes]]
     adds = swap_on | swap_off | missing
     if adds.any():
-        suggested[adds] |= _best_path(replacement[adds], cr[adds], h, min_conditional)
+        suggested[adds] |= most_probable_descent(
+            replacement[adds], cr[adds], h, min_score=min_conditional
+        )
     is_root = h.depth[suspect] == 0
     types = np.full(n, "missing_genre", dtype="<U13")
     types[extra] = "extra_genre"
@@ -907,7 +851,7 @@ def find_label_issues(
     ar = act.dense(np.zeros(act.row.shape[0], dtype=np.float32), rows) == 0
     node, types, suggested = _explain(
         y[rows],
-        _conditional_rows(p, h, rows),
+        h.decision_probabilities(p[rows], dtype=p.dtype.type)[0],
         act.dense(entry_scores, rows),
         ar,
         act.dense((~flags).astype(np.float32), rows) == 0,

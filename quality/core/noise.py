@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from active_learning.core.hierarchy import Hierarchy
+from taxonomy.hierarchy import Hierarchy, as_hierarchy
 
 __all__ = ["NOISE_TYPES", "inject_label_noise", "random_paths", "simulate_pred_probs"]
 
@@ -48,7 +48,7 @@ def random_paths(
     stop_rate : float
         Probability of stopping at each inner node instead of descending (0 = always to a leaf).
     """
-    h = parents if isinstance(parents, Hierarchy) else Hierarchy(np.asarray(parents))
+    h = as_hierarchy(parents)
     rng = np.random.default_rng(seed)
     y = np.zeros((n, h.n_nodes), dtype=np.int8)
     roots = h.roots
@@ -166,7 +166,7 @@ def inject_label_noise(
     noise_type : (N,) str
         The planted type per clip, ``""`` where the clip is clean.
     """
-    h = parents if isinstance(parents, Hierarchy) else Hierarchy(np.asarray(parents))
+    h = as_hierarchy(parents)
     rng = np.random.default_rng(seed)
     y = np.asarray(labels) > 0
     n = y.shape[0]
@@ -201,7 +201,7 @@ def simulate_pred_probs(
     confuses siblings rather than switching them all on. Marginals are products of conditionals
     down the tree, hence consistent. Roots are independent (multi-label at the top level).
     """
-    h = parents if isinstance(parents, Hierarchy) else Hierarchy(np.asarray(parents))
+    h = as_hierarchy(parents)
     rng = np.random.default_rng(seed)
     y = np.asarray(labels) > 0
     n, k = y.shape
@@ -220,8 +220,5 @@ def simulate_pred_probs(
             # mix: mostly the softmax share, with the independent sigmoid for multi-child rows
             n_on = y[:, kids].sum(axis=1, keepdims=True)
             cond[:, kids] = np.where(n_on > 1, cond[:, kids], 0.85 * soft + 0.15 * cond[:, kids])
-    p = np.empty_like(cond)
-    for node in h.order:
-        par = h.parents[node]
-        p[:, node] = cond[:, node] if par < 0 else cond[:, node] * p[:, par]
+    p = h.marginal(cond)
     return np.asarray(p, dtype=np.float64)

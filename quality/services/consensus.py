@@ -21,7 +21,6 @@ import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
-from active_learning.core.hierarchy import Hierarchy
 from active_learning.models import ModelVersion
 from annotation.models import Annotation, AnnotationLabel, Clip, Project, ReviewDecision
 from annotation.selectors import TaxonomyIndex, current_labels, taxonomy_index_cached
@@ -36,6 +35,7 @@ from quality.selectors import (
     long_annotations,
     model_probs,
 )
+from taxonomy.hierarchy import Hierarchy
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from active_learning.core.hierarchy import Hierarchy
 from active_learning.models import ModelVersion
 from annotation.models import Project
 from annotation.selectors import current_labels, taxonomy_index_cached
@@ -25,6 +24,7 @@ from quality.core import check_label_structure, find_label_issues
 from quality.models import LabelIssue, QualityCycle, QualityRun, RunStatus
 from quality.selectors import dense_labels, latest_done_model, model_probs
 from refrain.jobs import fault_point, heartbeat, holder_fields, sweep_note
+from taxonomy.hierarchy import Hierarchy
 
 TYPE_COUNT_FIELD = {
     LabelIssue.Type.STRUCTURAL: "n_structural",

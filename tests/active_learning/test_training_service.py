@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from active_learning.core.hierarchy import Hierarchy
 from active_learning.models import FeatureSet, JobStatus, ModelVersion, Prediction
 from active_learning.selectors import latest_model_version, prediction_matrix
 from active_learning.services.training import (
@@ -18,6 +17,7 @@ from active_learning.services.training import (
 )
 from annotation.models import Annotation
 from annotation.selectors import TaxonomyIndex
+from taxonomy.hierarchy import Hierarchy
 from tests.active_learning.conftest import project_with_features
 
 pytestmark = pytest.mark.django_db

@@ -100,9 +100,9 @@ def test_models_page_lists_versions_with_metrics(artifacts: Path, fast_passwords
 def test_models_page_flags_genres_the_model_barely_tells_apart(
     tmp_path: Path, fast_passwords: None
 ) -> None:
-    from active_learning.core.hierarchy import Hierarchy
     from active_learning.services.training import per_node_metrics
     from quality.selectors import dense_labels
+    from taxonomy.hierarchy import Hierarchy
     from tests.quality.builders import make_model, make_world, truth_probs
 
     world = make_world(planted={})

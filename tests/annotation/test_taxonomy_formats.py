@@ -8,18 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from annotation.taxonomy_formats import (
+from taxonomy.diff import Moved, ParentsChanged, Renamed, diff_taxonomies
+from taxonomy.formats import (
     MAX_DEPTH,
     MAX_NAME_LENGTH,
     MAX_NODES,
-    Moved,
-    ParentsChanged,
     ParsedNode,
     ParsedTaxonomy,
-    Renamed,
     TaxonomyFormatError,
     detect_format,
-    diff_taxonomies,
     join_path,
     parse_taxonomy,
     split_path,

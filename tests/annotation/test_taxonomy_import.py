@@ -9,7 +9,7 @@ from annotation.models import Annotation, TaxonomyNode, TaxonomyVersion
 from annotation.selectors import TaxonomyIndex
 from annotation.services.annotations import annotation_create
 from annotation.services.taxonomies import taxonomy_import
-from annotation.taxonomy_formats import TaxonomyFormatError
+from taxonomy.formats import TaxonomyFormatError
 from tests.factories import ClipFactory, ProjectFactory
 
 pytestmark = pytest.mark.django_db

@@ -12,7 +12,7 @@ from django.test import Client
 
 from annotation.models import Taxonomy, TaxonomyImportJob, TaxonomyNode
 from annotation.services import taxonomies as svc
-from annotation.taxonomy_formats import TaxonomyFormatError
+from taxonomy.formats import TaxonomyFormatError
 from tests.factories import UserFactory
 
 

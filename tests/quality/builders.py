@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from active_learning.core.features import FeatureStore
-from active_learning.core.hierarchy import Hierarchy
 from active_learning.models import FeatureSet, JobStatus, ModelVersion
 from annotation.models import Annotation, Clip, Membership, Project
 from annotation.selectors import TaxonomyIndex, taxonomy_index_cached
 from annotation.services.annotations import annotation_create
+from taxonomy.hierarchy import Hierarchy
 from tests.factories import ClipFactory, MembershipFactory, ProjectFactory, UserFactory
 
 LEAVES = (

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from django_celery_beat.models import PeriodicTask
 
-from active_learning.core.hierarchy import Hierarchy
 from active_learning.services.acquisition import acquire_batch
 from annotation import events
 from annotation.models import Annotation, AnnotationLabel, Project, Task
@@ -24,6 +23,7 @@ from quality.services.detection import quality_run_detect
 from quality.services.routing import issues_route
 from quality.services.schedule import cycle_schedule_set
 from quality.tasks import consensus_on_annotation
+from taxonomy.hierarchy import Hierarchy
 from tests.factories import ClipFactory, make_taxonomy_version
 from tests.quality.builders import (
     PLANTED,

@@ -108,10 +108,10 @@ def test_dashboard_renders_its_figures(world) -> None:
 
 
 def test_issue_list_marks_suspects_the_model_barely_tells_apart(world) -> None:
-    from active_learning.core.hierarchy import Hierarchy
     from active_learning.models import ModelVersion
     from active_learning.services.training import per_node_metrics
     from quality.selectors import dense_labels
+    from taxonomy.hierarchy import Hierarchy
     from tests.quality.builders import truth_probs
 
     # The model's out-of-sample report: every Rock/Metal clip ranked Rock/Punk (near chance).

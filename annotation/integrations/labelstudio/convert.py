@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from annotation.taxonomy_formats import join_path
+from taxonomy.formats import join_path
 
 CONTROL_NAME = "genre"
 OBJECT_NAME = "audio"

@@ -3,7 +3,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from annotation.services.taxonomies import taxonomy_import
-from annotation.taxonomy_formats import TaxonomyFormatError
+from taxonomy.formats import TaxonomyFormatError
 
 
 class Command(BaseCommand):

@@ -23,7 +23,7 @@ from active_learning.core.acquisition import (
     relabel_gain,
     vote_posterior,
 )
-from active_learning.core.hierarchy import Hierarchy
+from taxonomy.hierarchy import Hierarchy
 
 # 0 A, 1 A/a1, 2 A/a2, 3 B, 4 B/b1, 5 B/b2
 PARENTS = np.array([-1, 0, 0, -1, 3, 3])

@@ -11,17 +11,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from active_learning.core import acquisition as acq
 from active_learning.core.acquisition import (
     BadgeLike,
     DiversitySampling,
     HierarchicalUncertainty,
     RelabelOrNew,
+    distance,
     hierarchical_uncertainty,
     k_center_greedy,
+    kcenter,
     kmeans_pp_seeding,
+    kmeanspp,
 )
-from active_learning.core.hierarchy import Hierarchy
+from taxonomy.hierarchy import Hierarchy
 
 
 def plain_min_sq(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -81,8 +83,8 @@ def test_k_center_with_many_labelled_clips_matches_the_plain_rule(d: int) -> Non
 def test_group_bound_is_an_upper_bound_and_mostly_exact() -> None:
     x = clustered(7500, 32, 20, seed=8)
     cand, cent = np.arange(6000), np.arange(6000, 7500)
-    space = acq._euclidean_space(x, cand, cent)
-    bound, centres = acq._group_bound(space, 6000 + np.arange(1500))
+    space = distance.euclidean_space(x, cand, cent)
+    bound, centres = distance.group_bound(space, 6000 + np.arange(1500))
     assert centres is not None
     exact = plain_min_sq(x, cand, cent)
     assert np.all(bound >= exact * (1 - 1e-5))  # float32 products
@@ -95,8 +97,8 @@ def test_k_center_with_duplicate_labelled_clips_drops_the_empty_groups() -> None
     x = rng.normal(size=(2400, 5))
     x[2000:] = rng.normal(size=(3, 5))[rng.integers(3, size=400)]
     cand, cent = np.arange(2000), np.arange(2000, 2400)
-    space = acq._euclidean_space(x, cand, cent)
-    bound, _ = acq._group_bound(space, 2000 + np.arange(400))
+    space = distance.euclidean_space(x, cand, cent)
+    bound, _ = distance.group_bound(space, 2000 + np.arange(400))
     assert np.all(np.isfinite(bound))
     picks = k_center_greedy(x, candidates=cand, centres=cent, n=25)
     assert picks.tolist() == plain_k_center(x, cand, cent, 25)
@@ -107,9 +109,9 @@ def test_k_center_prefix_widening_and_ties_go_to_the_lowest_index() -> None:
     g = np.stack(np.meshgrid(np.arange(40), np.arange(40)), -1).reshape(-1, 2).astype(float)
     cand = np.arange(len(g))
     cent = np.array([], dtype=np.int64)
-    space = acq._euclidean_space(g, cand, cent)
+    space = distance.euclidean_space(g, cand, cent)
     first = (820,)
-    picks = acq._farthest_first(space, space.min_to(np.array(first)), 30, first)
+    picks = kcenter.farthest_first(space, space.min_to(np.array(first)), 30, first)
     d = ((g - g[820]) ** 2).sum(1)
     d[820] = -1
     expected = [820]
@@ -126,12 +128,12 @@ def test_k_center_with_an_upper_bound_refines_it_exactly(slack: float) -> None:
     rng = np.random.default_rng(7)
     x = rng.normal(size=(20_300, 4))
     cand, cent = np.arange(20_000), np.arange(20_000, 20_300)
-    space = acq._euclidean_space(x, cand, cent)
+    space = distance.euclidean_space(x, cand, cent)
     exact = space.min_to(np.arange(20_000, 20_300))
     bound = exact * slack + rng.uniform(0, 0.01, size=exact.size)
     centres = np.arange(20_000, 20_300)
-    loose = acq._farthest_first(space, bound, 25, (), centres)
-    assert loose.tolist() == acq._farthest_first(space, exact, 25).tolist()
+    loose = kcenter.farthest_first(space, bound, 25, (), centres)
+    assert loose.tolist() == kcenter.farthest_first(space, exact, 25).tolist()
     assert loose.tolist() == plain_k_center(x, cand, cent, 25)
 
 
@@ -146,14 +148,14 @@ def test_kmeans_pp_draws_follow_the_d2_law(n_centres: int) -> None:
     x = rng.normal(size=(6 + n_centres, 3))
     x[:6] *= 2.0
     cand, cent = np.arange(6), np.arange(6, 6 + n_centres)
-    space = acq._euclidean_space(x, cand, cent)
-    dist, centres = acq._centre_bound(space, np.arange(6, 6 + n_centres), 64)
+    space = distance.euclidean_space(x, cand, cent)
+    dist, centres = kmeanspp.centre_bound(space, np.arange(6, 6 + n_centres), 64)
     assert (centres is None) == (n_centres <= 128)
     draws = 4000
     first = np.zeros(6)
     pairs = np.zeros((6, 6))
     for s in range(draws):
-        a, b = acq._dsq_sample(space, dist, 2, np.random.default_rng(s), (), centres)
+        a, b = kmeanspp.dsq_sample(space, dist, 2, np.random.default_rng(s), (), centres)
         first[a] += 1
         pairs[a, b] += 1
     p1 = d2_probabilities(x, cand, cent)
@@ -174,12 +176,12 @@ def test_kmeans_pp_with_a_bound_too_loose_to_sample_from_keeps_the_d2_law(
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(6 + n_labelled, 3))
     cand, cent = np.arange(6), np.arange(6, 6 + n_labelled)
-    space = acq._euclidean_space(x, cand, cent)
+    space = distance.euclidean_space(x, cand, cent)
     dist = space.min_to(cent) * 1e3 * np.array([1.0, 3.0, 1.0, 3.0, 1.0, 3.0])  # not ∝ D²
     draws = 500
     first = np.zeros(6)
     for s in range(draws):
-        picks = acq._dsq_sample(space, dist, 3, np.random.default_rng(s), (), cent)
+        picks = kmeanspp.dsq_sample(space, dist, 3, np.random.default_rng(s), (), cent)
         assert len(set(picks.tolist())) == 3
         first[picks[0]] += 1
     np.testing.assert_allclose(first / draws, d2_probabilities(x, cand, cent), atol=0.07)
@@ -209,8 +211,8 @@ def test_kmeans_pp_with_many_labelled_clips_draws_what_the_plain_sampler_draws(s
     # labelled clip. Same seed, same bound: the same draws as the step-by-step sampler.
     x = clustered(2100, 8, 10, seed=seed)
     cand, cent = np.arange(600), np.arange(600, 2100)
-    space = acq._euclidean_space(x, cand, cent)
-    bound, centres = acq._centre_bound(space, 600 + np.arange(1500), acq._KMEANSPP_COVER)
+    space = distance.euclidean_space(x, cand, cent)
+    bound, centres = kmeanspp.centre_bound(space, 600 + np.arange(1500), kmeanspp.KMEANSPP_COVER)
     assert centres is not None
     picks = kmeans_pp_seeding(
         x, candidates=cand, centres=cent, n=8, rng=np.random.default_rng(seed)
@@ -272,7 +274,7 @@ def test_gradient_space_distances_match_the_explicit_outer_products() -> None:
     g = np.einsum("ik,id->ikd", a.astype(float), h.astype(float)).reshape(50, -1)
     cols = np.array([3, 17, 40])
     explicit = ((g[:, None] - g[None, cols]) ** 2).sum(-1).min(1)
-    space = acq._Gradient(a, h)
+    space = distance.Gradient(a, h)
     np.testing.assert_allclose(space.min_to(cols), explicit, rtol=1e-4, atol=1e-4)
     rows = np.array([0, 5, 49])
     np.testing.assert_allclose(space.min_to(cols, rows=rows), explicit[rows], rtol=1e-4, atol=1e-4)

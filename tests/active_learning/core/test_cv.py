@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from active_learning.core.cv import cross_val_predict_proba, stratification_keys
-from active_learning.core.hierarchy import Hierarchy
 from active_learning.core.models import HierarchicalClassifier, synthetic_hierarchical_data
+from taxonomy.hierarchy import Hierarchy
 
 PARENTS = np.array([-1, -1, 0, 0, 1, 1], dtype=np.int64)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from active_learning.core.hierarchy import Hierarchy
 from active_learning.core.metrics import (
     evaluate,
     hierarchical_prf,
@@ -16,6 +15,7 @@ from active_learning.core.metrics import (
     predicted_sets,
     top_level_accuracy,
 )
+from taxonomy.hierarchy import Hierarchy
 
 # 0 A, 1 B (roots); 2 A/a, 3 A/b (children of A); 4 B/c (child of B)
 PARENTS = np.array([-1, -1, 0, 0, 1])

@@ -7,9 +7,9 @@ import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from active_learning.core.hierarchy import Hierarchy
 from active_learning.core.metrics import leaf_accuracy
 from active_learning.core.models import HierarchicalClassifier, synthetic_hierarchical_data
+from taxonomy.hierarchy import Hierarchy
 
 # 3 roots; root 0 has 2 children each with 2 leaves, root 1 has 3 leaves, root 2 is a leaf.
 PARENTS = np.array([-1, -1, -1, 0, 0, 3, 3, 4, 4, 1, 1, 1], dtype=np.int64)

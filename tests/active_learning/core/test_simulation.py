@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from active_learning.core.acquisition import HierarchicalUncertainty, RandomSampling, RelabelOrNew
-from active_learning.core.hierarchy import Hierarchy
 from active_learning.core.simulation import (
     AnnotatorModel,
     SimulationConfig,
@@ -16,6 +15,7 @@ from active_learning.core.simulation import (
     label_savings,
     simulate,
 )
+from taxonomy.hierarchy import Hierarchy
 
 # 0 A, 1 A/a1, 2 A/a2, 3 B, 4 B/b1, 5 B/b2, 6 B/b3
 PARENTS = np.array([-1, 0, 0, -1, 3, 3, 3])

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from active_learning.core.hierarchy import Hierarchy
 from quality.core.noise import inject_label_noise, random_paths, simulate_pred_probs
+from taxonomy.hierarchy import Hierarchy
 
 
 def balanced_tree(n_roots: int = 4, branching: int = 3, depth: int = 3) -> Hierarchy:

@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from active_learning.core.hierarchy import Hierarchy
 from quality.core.consensus import Annotations, ConsensusResult, get_consensus, majority_vote
 from quality.core.noise import inject_label_noise, random_paths, simulate_pred_probs
+from taxonomy.hierarchy import Hierarchy
 
 ACCURACY = np.array([0.95, 0.9, 0.8, 0.7, 0.6, 0.5])
 

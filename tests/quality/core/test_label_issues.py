@@ -6,7 +6,6 @@ from cleanlab.multilabel_classification import get_label_quality_scores
 from scipy.stats import spearmanr
 from sklearn.metrics import average_precision_score
 
-from active_learning.core.hierarchy import Hierarchy
 from quality.core import (
     ISSUE_TYPES,
     check_label_structure,
@@ -15,6 +14,7 @@ from quality.core import (
     label_quality_scores,
 )
 from quality.core.noise import NOISE_TYPES
+from taxonomy.hierarchy import Hierarchy
 
 from .conftest import NoisyData
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -25,10 +26,20 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.floating]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
+_F = TypeVar("_F", bound=np.floating[Any])
 
 
 class HierarchyError(ValueError):
     """The ``parents`` array does not describe a forest (cycle, bad index)."""
+
+
+def as_hierarchy(parents: npt.ArrayLike | Hierarchy) -> Hierarchy:
+    """``parents`` itself if it is a :class:`Hierarchy`, else a validated one built from it.
+
+    Every public ``core`` function takes ``parents`` as either; this is the one place that turns
+    the array form into the object.
+    """
+    return parents if isinstance(parents, Hierarchy) else Hierarchy(np.asarray(parents))
 
 
 def validate_parents(parents: npt.ArrayLike) -> IntArray:
@@ -199,12 +210,44 @@ class Hierarchy:
                 np.minimum(p[:, node], p[:, par], out=p[:, node])
         return p
 
+    def decision_probabilities(
+        self,
+        pred_probs: npt.ArrayLike,
+        *,
+        dtype: type[np.floating[Any]] = np.float64,
+        eps: float = 1e-12,
+    ) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+        """(N, K) conditional ``q = P(node | parent)`` and (N, K) reach ``w = P(parent)``.
+
+        Roots keep their marginal as ``q`` and have ``w = 1``; both are clipped to [0, 1]. One
+        column gather (``np.take``) and in-place division and clipping, in ``dtype``
+        (``np.float32`` halves the memory traffic where scores only rank clips).
+        """
+        p = np.asarray(pred_probs, dtype=dtype)
+        has_parent = self.parents >= 0
+        w = np.take(p, np.where(has_parent, self.parents, 0), axis=1)
+        w[:, ~has_parent] = 1.0
+        q = np.maximum(w, eps)
+        np.divide(p, q, out=q)  # a root divides by 1.0: its marginal, exactly
+        np.clip(q, 0.0, 1.0, out=q)
+        np.clip(w, 0.0, 1.0, out=w)
+        return q, w
+
     def conditional(
         self, pred_probs: npt.ArrayLike, *, eps: float = 1e-12
     ) -> npt.NDArray[np.float64]:
         """(N, K) probability of each node given its parent; roots keep their marginal."""
-        p = np.asarray(pred_probs, dtype=np.float64)
-        out = p.copy()
-        has_parent = self.parents >= 0
-        out[:, has_parent] = p[:, has_parent] / np.maximum(p[:, self.parents[has_parent]], eps)
-        return np.clip(out, 0.0, 1.0)
+        q: npt.NDArray[np.float64] = self.decision_probabilities(pred_probs, eps=eps)[0]
+        return q
+
+    def marginal(self, conditional: npt.NDArray[_F]) -> npt.NDArray[_F]:
+        """(N, K) marginals from conditionals ``P(node | parent)``: the product down each path.
+
+        The inverse of :meth:`conditional` (roots keep their value); a new array of the input's
+        dtype.
+        """
+        out = np.empty_like(conditional)
+        for node in self.order:
+            par = self.parents[node]
+            out[:, node] = conditional[:, node] if par < 0 else conditional[:, node] * out[:, par]
+        return out

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from active_learning.core.hierarchy import Hierarchy, HierarchyError
+from taxonomy.hierarchy import Hierarchy, HierarchyError
 
 
 @pytest.fixture
