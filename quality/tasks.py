@@ -86,7 +86,9 @@ def detect_label_issues(run_id: int) -> dict[str, Any]:
 def consensus_on_annotation(annotation_id: int) -> dict[str, Any]:
     from quality.services.consensus import annotation_consensus_update
 
-    annotation = Annotation.objects.select_related("clip__project").get(pk=annotation_id)
+    annotation = Annotation.objects.select_related("clip__project__loop_policy").get(
+        pk=annotation_id
+    )
     return annotation_consensus_update(annotation=annotation)
 
 
