@@ -13,9 +13,10 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from active_learning.models import FeatureSet, ModelVersion, Prediction
+from active_learning.models import FeatureSet, LoopPolicy, ModelVersion, Prediction
 from active_learning.services.features import FeatureBackendError, feature_set_start
 from active_learning.services.training import model_train_start
+from annotation.admin import ProjectAdmin as AnnotationProjectAdmin
 from annotation.models import Project
 
 
@@ -25,6 +26,29 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+
+class LoopPolicyInline(admin.StackedInline):
+    """The project's loop policy, edited on the project's own admin page."""
+
+    model = LoopPolicy
+    can_delete = False
+    min_num = max_num = 1  # every project has exactly one (see services/policy.py)
+
+
+# The loop's policy lives in this app, above annotation; annotation's project admin gets it here.
+admin.site.unregister(Project)
+
+
+@admin.register(Project)
+class ProjectAdmin(AnnotationProjectAdmin):
+    inlines = [*AnnotationProjectAdmin.inlines, LoopPolicyInline]
+    list_display = (*AnnotationProjectAdmin.list_display, "acquisition_strategy")
+    list_select_related = (*AnnotationProjectAdmin.list_select_related, "loop_policy")
+
+    @admin.display(description="acquisition strategy", ordering="loop_policy__acquisition_strategy")
+    def acquisition_strategy(self, obj: Project) -> str:
+        return obj.loop_policy.get_acquisition_strategy_display()
 
 
 @admin.register(FeatureSet)

@@ -105,7 +105,7 @@ def train_model(
     body = payload or TrainIn()  # an empty body: every default
     mv = model_train_start(
         project=project,
-        kind=body.kind or project.model_kind,
+        kind=body.kind or project.loop_policy.model_kind,
         n_folds=body.n_folds,
         seed=body.seed,
     )

@@ -1,6 +1,19 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_save
 
 
 class ActiveLearningConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "active_learning"
+
+    def ready(self) -> None:
+        # The loop's policy lives here, above annotation: a new project gets its row from a
+        # listener, so annotation never imports this app.
+        from active_learning.services.policy import loop_policy_on_project_saved
+        from annotation.models import Project
+
+        post_save.connect(
+            loop_policy_on_project_saved,
+            sender=Project,
+            dispatch_uid="active_learning.loop_policy_on_project_saved",
+        )

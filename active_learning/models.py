@@ -1,4 +1,4 @@
-"""Feature sets, model versions and their predictions.
+"""The loop's policy, feature sets, model versions and their predictions.
 
 Large arrays live on disk next to the rows (``ARTIFACT_ROOT``), as .npy files that load with mmap:
 a feature set is an (N, D) float32 matrix, a model version's predictions an (N, K) float32 matrix.
@@ -15,6 +15,64 @@ from django.utils import timezone
 
 from annotation.models import Clip, Project, TaxonomyNode, TaxonomyVersion
 from refrain.jobs import HeldJob
+
+
+class LoopPolicy(models.Model):
+    """How the relabel loop runs for one project: what it extracts and retrains, when, how many
+    suspects it routes and how it acquires. Every project has one: a listener creates it with the
+    project (``ActiveLearningConfig.ready``); its admins edit it on the "Model & loop" page."""
+
+    class AcquisitionStrategy(models.TextChoices):
+        RANDOM = "random", "Random"
+        UNCERTAINTY = "uncertainty", "Hierarchical uncertainty"
+        DIVERSITY = "diversity", "Diversity (k-center)"
+        BADGE = "badge", "Uncertainty × diversity"
+        RELABEL_OR_NEW = "relabel_or_new", "Relabel or label new (ActiveLab-style)"
+
+    class ModelKind(models.TextChoices):
+        HIERARCHICAL = "hierarchical", "Embedding model, per-parent softmax (CPU is enough)"
+        FLAT = "flat", "Embedding model, flat sigmoids + consistency projection"
+        CNN = "cnn", "CNN on CQT patches, trained end-to-end (wants a GPU worker)"
+
+    project = models.OneToOneField(
+        Project, on_delete=models.CASCADE, primary_key=True, related_name="loop_policy"
+    )
+    relabel_budget = models.PositiveIntegerField(
+        default=50, help_text="Most suspect clips routed for a second opinion per quality run."
+    )
+    retrain_every = models.PositiveIntegerField(
+        default=200, help_text="Start a relabel cycle after this many new annotations (0 = never)."
+    )
+    acquisition_strategy = models.CharField(
+        max_length=30,
+        choices=AcquisitionStrategy.choices,
+        default=AcquisitionStrategy.RELABEL_OR_NEW,
+    )
+    acquisition_batch_size = models.PositiveIntegerField(default=50)
+    acquisition_relabel_share = models.FloatField(
+        default=0.3, help_text="Largest share of an acquisition batch that may be relabels."
+    )
+    embedding_backend = models.CharField(max_length=60, default="logmel-stats")
+    model_kind = models.CharField(
+        max_length=20,
+        choices=ModelKind.choices,
+        default=ModelKind.HIERARCHICAL,
+        help_text="What the relabel cycle retrains. The CNN also extracts CQT patches (62 KB a clip) "
+        "and belongs on a GPU worker; the embeddings still serve diversity sampling.",
+    )
+
+    class Meta:
+        verbose_name = "loop policy"
+        verbose_name_plural = "loop policies"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(acquisition_relabel_share__gte=0) & Q(acquisition_relabel_share__lte=1),
+                name="loop_policy_relabel_share_unit",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"loop policy of {self.project}"
 
 
 class JobStatus(models.TextChoices):

@@ -54,11 +54,11 @@ PATCH_BACKEND = "cqt-patches"
 
 def embedding_feature_set(*, project: Project) -> FeatureSet | None:
     """The feature set the project's embedding models use: the newest done one of the project's
-    ``embedding_backend``, else (none of it extracted yet) the newest done embedding set."""
+    ``loop_policy.embedding_backend``, else (none of it extracted yet) the newest done embedding set."""
     from active_learning.services.features import backend_name
 
     return latest_feature_set(
-        project=project, backend=backend_name(project.embedding_backend)
+        project=project, backend=backend_name(project.loop_policy.embedding_backend)
     ) or latest_feature_set(project=project, exclude_backend=PATCH_BACKEND)
 
 

@@ -68,7 +68,7 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "taxonomy_version", "overlap", "blind", "acquisition_strategy")
+    list_display = ("name", "slug", "taxonomy_version", "overlap", "blind")
     prepopulated_fields = {"slug": ("name",)}
     search_fields = ("name", "slug")
     inlines = [MembershipInline]

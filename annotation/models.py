@@ -95,18 +95,6 @@ class TaxonomyNode(models.Model):
 
 
 class Project(models.Model):
-    class AcquisitionStrategy(models.TextChoices):
-        RANDOM = "random", "Random"
-        UNCERTAINTY = "uncertainty", "Hierarchical uncertainty"
-        DIVERSITY = "diversity", "Diversity (k-center)"
-        BADGE = "badge", "Uncertainty × diversity"
-        RELABEL_OR_NEW = "relabel_or_new", "Relabel or label new (ActiveLab-style)"
-
-    class ModelKind(models.TextChoices):
-        HIERARCHICAL = "hierarchical", "Embedding model, per-parent softmax (CPU is enough)"
-        FLAT = "flat", "Embedding model, flat sigmoids + consistency projection"
-        CNN = "cnn", "CNN on CQT patches, trained end-to-end (wants a GPU worker)"
-
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=80, unique=True)
     description = models.TextField(blank=True)
@@ -140,30 +128,8 @@ class Project(models.Model):
     segment_seconds = models.FloatField(
         default=30.0, help_text="Segment length when long audio is cut into segments."
     )
-    # Quality and acquisition policies.
-    relabel_budget = models.PositiveIntegerField(
-        default=50, help_text="Most suspect clips routed for a second opinion per quality run."
-    )
-    retrain_every = models.PositiveIntegerField(
-        default=200, help_text="Start a relabel cycle after this many new annotations (0 = never)."
-    )
-    acquisition_strategy = models.CharField(
-        max_length=30,
-        choices=AcquisitionStrategy.choices,
-        default=AcquisitionStrategy.RELABEL_OR_NEW,
-    )
-    acquisition_batch_size = models.PositiveIntegerField(default=50)
-    acquisition_relabel_share = models.FloatField(
-        default=0.3, help_text="Largest share of an acquisition batch that may be relabels."
-    )
-    embedding_backend = models.CharField(max_length=60, default="logmel-stats")
-    model_kind = models.CharField(
-        max_length=20,
-        choices=ModelKind.choices,
-        default=ModelKind.HIERARCHICAL,
-        help_text="What the relabel cycle retrains. The CNN also extracts CQT patches (62 KB a clip) "
-        "and belongs on a GPU worker; the embeddings still serve diversity sampling.",
-    )
+    # The loop's policy (model, features, retrain trigger, budgets, acquisition) lives with the
+    # loop, one layer up: ``active_learning.models.LoopPolicy``.
     created_at = models.DateTimeField(default=timezone.now)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -173,10 +139,6 @@ class Project(models.Model):
         ordering = ["name"]
         constraints = [
             models.CheckConstraint(condition=Q(overlap__gte=1), name="project_overlap_positive"),
-            models.CheckConstraint(
-                condition=Q(acquisition_relabel_share__gte=0) & Q(acquisition_relabel_share__lte=1),
-                name="project_relabel_share_unit",
-            ),
             models.CheckConstraint(
                 condition=Q(segment_seconds__gt=0), name="project_segment_seconds_positive"
             ),

@@ -6,6 +6,7 @@ from typing import Any
 
 from django import forms
 
+from active_learning.models import LoopPolicy
 from annotation.models import Project
 from quality.services.loop import LoopSettings, loop_settings
 
@@ -18,7 +19,7 @@ class LoopSettingsForm(forms.Form):
         "benchmark corpus), or the path of your own model (.pt2 torch.export or TorchScript). "
         "The next cycle extracts what is missing.",
     )
-    model_kind = forms.ChoiceField(choices=Project.ModelKind.choices)
+    model_kind = forms.ChoiceField(choices=LoopPolicy.ModelKind.choices)
     retrain_every = forms.IntegerField(
         min_value=0, label="Run a cycle after this many new annotations (0 = never)"
     )
@@ -32,7 +33,7 @@ class LoopSettingsForm(forms.Form):
     relabel_budget = forms.IntegerField(
         min_value=0, label="Suspect clips routed for a blind relabel per cycle"
     )
-    acquisition_strategy = forms.ChoiceField(choices=Project.AcquisitionStrategy.choices)
+    acquisition_strategy = forms.ChoiceField(choices=LoopPolicy.AcquisitionStrategy.choices)
     acquisition_batch_size = forms.IntegerField(min_value=1, label="Clips acquired per cycle")
     acquisition_relabel_share = forms.FloatField(
         min_value=0.0,

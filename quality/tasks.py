@@ -91,7 +91,9 @@ def detect_label_issues(run_id: int) -> dict[str, Any]:
 def consensus_on_annotation(annotation_id: int) -> dict[str, Any]:
     from quality.services.cycle import annotation_settle
 
-    annotation = Annotation.objects.select_related("clip__project").get(pk=annotation_id)
+    annotation = Annotation.objects.select_related("clip__project__loop_policy").get(
+        pk=annotation_id
+    )
     return annotation_settle(annotation=annotation)
 
 

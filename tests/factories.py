@@ -6,6 +6,7 @@ import hashlib
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import factory
 import numpy as np
@@ -75,12 +76,25 @@ def make_taxonomy_version(
 
 
 class ProjectFactory(factory.django.DjangoModelFactory):
+    """A project; ``loop_policy__<field>=value`` sets fields of its loop policy (the row itself
+    comes from active_learning's listener, as for every new project)."""
+
     class Meta:
         model = Project
+        skip_postgeneration_save = True
 
     name = factory.Sequence(lambda n: f"Project {n}")
     slug = factory.Sequence(lambda n: f"project-{n}")
     taxonomy_version = factory.LazyFunction(make_taxonomy_version)
+
+    @factory.post_generation
+    def loop_policy(project: Project, create: bool, extracted: object, **fields: Any) -> None:
+        if not (create and fields):
+            return
+        policy = project.loop_policy
+        for name, value in fields.items():
+            setattr(policy, name, value)
+        policy.save(update_fields=list(fields))
 
 
 class MembershipFactory(factory.django.DjangoModelFactory):

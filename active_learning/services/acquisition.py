@@ -1,7 +1,8 @@
 """Batch acquisition: the project's policy picks which clips the next annotations are spent on.
 
-Policy (admin-editable on the project): ``acquisition_strategy``, ``acquisition_batch_size`` and
-``acquisition_relabel_share`` (the largest share of a batch that may be second opinions). The
+Policy (the project's ``LoopPolicy``, admin-editable): ``acquisition_strategy``,
+``acquisition_batch_size`` and ``acquisition_relabel_share`` (the largest share of a batch that may
+be second opinions). The
 strategy runs over the project's ready clips with cached embeddings (``feature_matrix``) and, once a
 model exists, its probabilities (``prediction_matrix``); before the first model it is the cold
 start: diversity over embeddings (random when there are no embeddings either).
@@ -97,7 +98,8 @@ def acquire_batch(
     chance and both weights as 1.
     """
     evidence = evidence or RelabelEvidence()
-    n_batch = project.acquisition_batch_size if batch_size is None else batch_size
+    policy = project.loop_policy
+    n_batch = policy.acquisition_batch_size if batch_size is None else batch_size
     index = taxonomy_index_cached(project.taxonomy_version)
     hier = Hierarchy(index.parents_array)
     clip_ids = np.array(
@@ -150,7 +152,7 @@ def acquire_batch(
         probs = probs[keep]
     labelled = n_ann > 0
 
-    name = str(project.acquisition_strategy)
+    name = str(policy.acquisition_strategy)
     cold = probs is None
     if cold:
         name = "diversity" if feats is not None else "random"
@@ -179,7 +181,7 @@ def acquire_batch(
                 n_annotations=n_ann,
                 rng=rng,
             )
-            cap = int(np.floor(project.acquisition_relabel_share * n_batch))
+            cap = int(np.floor(policy.acquisition_relabel_share * n_batch))
             n_rel = 0
             for row, rel, score in zip(sel.indices, sel.relabel, sel.scores, strict=True):
                 if len(picks) >= n_batch:

@@ -191,7 +191,7 @@ def feature_set_create(
     FeatureBackendError
         If the backend cannot be built (so no row is left behind for an impossible job).
     """
-    name, opts = backend_resolve(backend or project.embedding_backend, options)
+    name, opts = backend_resolve(backend or project.loop_policy.embedding_backend, options)
     instance = backend_for(name, opts)
     clip_ids = np.asarray(
         Clip.objects.filter(project=project, status=Clip.Status.READY)
@@ -241,7 +241,7 @@ def feature_set_for_extraction(
     An unfinished set for the same backend is resumed; a done one that covers every ready clip is
     returned as it is; otherwise (new clips, or none yet) a new set is planned.
     """
-    name, opts = backend_resolve(backend or project.embedding_backend, options)
+    name, opts = backend_resolve(backend or project.loop_policy.embedding_backend, options)
     same = FeatureSet.objects.filter(project=project, backend=name, options=opts)
     unfinished = same.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).first()
     if unfinished is not None:

@@ -1,4 +1,4 @@
-"""When to retrain: on demand, after ``project.retrain_every`` new annotations, and on a schedule."""
+"""When to retrain: on demand, after ``loop_policy.retrain_every`` new annotations, and on a schedule."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ def retrain_if_due(*, project: Project) -> ModelVersion | None:
     """
     from active_learning.services.training import model_train_start
 
-    if project.retrain_every <= 0:
+    every = project.loop_policy.retrain_every
+    if every <= 0:
         return None
     with transaction.atomic():
         # Lock: the project row (model_version_request takes it again; same transaction, no wait).
@@ -31,7 +32,7 @@ def retrain_if_due(*, project: Project) -> ModelVersion | None:
         if versions.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).exists():
             return None
         last = versions.exclude(status=JobStatus.FAILED).order_by("-number").first()
-        if annotations_since(project=project, model_version=last) < project.retrain_every:
+        if annotations_since(project=project, model_version=last) < every:
             return None
         return model_train_start(project=project, trigger=ModelVersion.Trigger.ANNOTATIONS)
 

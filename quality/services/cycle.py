@@ -129,13 +129,14 @@ def cycle_enqueue(
 def cycle_start_if_due(*, project: Project) -> QualityCycle | None:
     """Queue a cycle after ``retrain_every`` new annotations since the last one started; None if
     not due or one is already queued or running."""
-    if project.retrain_every <= 0:
+    every = project.loop_policy.retrain_every
+    if every <= 0:
         return None
     if QualityCycle.objects.filter(project=project, status__in=ACTIVE_STATUSES).exists():
         return None
     last = QualityCycle.objects.filter(project=project).order_by("-created_at").first()
     since = _n_annotations(project) - (last.n_annotations_at_start if last else 0)
-    if since < project.retrain_every:
+    if since < every:
         return None
     try:
         with transaction.atomic():
@@ -169,7 +170,7 @@ def _step_retrain(cycle: QualityCycle) -> dict[str, Any]:
     out: dict[str, Any] = {}
     # Features of the project's backend over every ready clip: a no-op when they are up to date;
     # after an import or a backend change, a new set (rows already embedded the same way are copied).
-    kind = project.model_kind
+    kind = project.loop_policy.model_kind
     backends = {"features": None, **({"patches": PATCH_BACKEND} if kind == "cnn" else {})}
     for key, backend in backends.items():
         fs = feature_set_extract_sync(project=project, backend=backend)

@@ -10,6 +10,7 @@ from django.db import transaction
 from django_celery_beat.models import PeriodicTask
 
 from active_learning.core.features import available_backends
+from active_learning.models import LoopPolicy
 from active_learning.services.features import CHECKPOINT_BACKENDS, is_model_file
 from annotation.models import Project
 from quality.services.schedule import cycle_schedule_name, cycle_schedule_set
@@ -71,14 +72,15 @@ def loop_schedule(project: Project) -> str:
 
 
 def loop_settings(project: Project) -> LoopSettings:
+    policy = project.loop_policy
     return LoopSettings(
-        embedding_backend=project.embedding_backend,
-        model_kind=project.model_kind,
-        retrain_every=project.retrain_every,
-        relabel_budget=project.relabel_budget,
-        acquisition_strategy=project.acquisition_strategy,
-        acquisition_batch_size=project.acquisition_batch_size,
-        acquisition_relabel_share=project.acquisition_relabel_share,
+        embedding_backend=policy.embedding_backend,
+        model_kind=policy.model_kind,
+        retrain_every=policy.retrain_every,
+        relabel_budget=policy.relabel_budget,
+        acquisition_strategy=policy.acquisition_strategy,
+        acquisition_batch_size=policy.acquisition_batch_size,
+        acquisition_relabel_share=policy.acquisition_relabel_share,
         schedule=loop_schedule(project),
     )
 
@@ -93,9 +95,9 @@ def project_loop_update(*, project: Project, settings: LoopSettings) -> Project:
         malformed schedule.
     """
     backend = embedding_backend_check(settings.embedding_backend)
-    if settings.model_kind not in Project.ModelKind.values:
+    if settings.model_kind not in LoopPolicy.ModelKind.values:
         raise LoopSettingsError(f"unknown model kind {settings.model_kind!r}")
-    if settings.acquisition_strategy not in Project.AcquisitionStrategy.values:
+    if settings.acquisition_strategy not in LoopPolicy.AcquisitionStrategy.values:
         raise LoopSettingsError(f"unknown acquisition strategy {settings.acquisition_strategy!r}")
     if not 0.0 <= settings.acquisition_relabel_share <= 1.0:
         raise LoopSettingsError("the share of relabels is a fraction between 0 and 1")
@@ -110,14 +112,15 @@ def project_loop_update(*, project: Project, settings: LoopSettings) -> Project:
             )
         except ValueError as exc:
             raise LoopSettingsError(f"schedule: {exc}") from exc
-        project.embedding_backend = backend
-        project.model_kind = settings.model_kind
-        project.retrain_every = settings.retrain_every
-        project.relabel_budget = settings.relabel_budget
-        project.acquisition_strategy = settings.acquisition_strategy
-        project.acquisition_batch_size = settings.acquisition_batch_size
-        project.acquisition_relabel_share = settings.acquisition_relabel_share
-        project.save(
+        policy = project.loop_policy
+        policy.embedding_backend = backend
+        policy.model_kind = settings.model_kind
+        policy.retrain_every = settings.retrain_every
+        policy.relabel_budget = settings.relabel_budget
+        policy.acquisition_strategy = settings.acquisition_strategy
+        policy.acquisition_batch_size = settings.acquisition_batch_size
+        policy.acquisition_relabel_share = settings.acquisition_relabel_share
+        policy.save(
             update_fields=[
                 "embedding_backend",
                 "model_kind",

@@ -22,7 +22,7 @@ from quality.models import LabelIssue, QualityRun, RunStatus
 def issues_route(*, run: QualityRun, budget: int | None = None) -> dict[str, Any]:
     """Route the run's most suspect open issues; returns what was routed. Idempotent."""
     project = run.project
-    budget = project.relabel_budget if budget is None else budget
+    budget = project.loop_policy.relabel_budget if budget is None else budget
     now = timezone.now()
     with transaction.atomic():
         # Lock: the run row, so two routers of one run count its budget once.

@@ -114,8 +114,8 @@ def test_a_combined_backend_extracts_one_feature_set(artifacts: Path, tmp_path: 
     from active_learning.services.features import FeatureBackendError, backend_resolve
 
     project, _ = _project_with_audio(tmp_path, n=3, corrupt=False)
-    project.embedding_backend = "logmel-stats+structure-stats"
-    project.save()
+    project.loop_policy.embedding_backend = "logmel-stats+structure-stats"
+    project.loop_policy.save()
     fs = feature_set_extract_sync(project=project)
     assert fs.status == JobStatus.DONE and fs.backend == "logmel-stats+structure-stats"
     got = feature_matrix(project=project)
@@ -177,9 +177,9 @@ def test_the_project_backend_wins_over_a_newer_set_of_another(
     other = feature_set_extract_sync(project=project, backend="structure-stats")
     assert other.status == JobStatus.DONE and other.pk > logmel.pk
     assert embedding_feature_set(project=project).pk == logmel.pk  # the setting, not the newest
-    project.embedding_backend = "structure-stats"
-    project.save()
+    project.loop_policy.embedding_backend = "structure-stats"
+    project.loop_policy.save()
     assert embedding_feature_set(project=project).pk == other.pk
-    project.embedding_backend = "musicnn-mtt"  # not extracted yet: the newest embedding set
-    project.save()
+    project.loop_policy.embedding_backend = "musicnn-mtt"  # not extracted yet: the newest set
+    project.loop_policy.save()
     assert embedding_feature_set(project=project).pk == other.pk

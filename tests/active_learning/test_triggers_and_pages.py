@@ -26,8 +26,8 @@ def test_retrain_is_due_after_retrain_every_new_annotations(
     artifacts: Path, django_capture_on_commit_callbacks
 ) -> None:
     project, _, _ = project_with_features(artifacts)
-    project.retrain_every = 3
-    project.save()
+    project.loop_policy.retrain_every = 3
+    project.loop_policy.save()
     with django_capture_on_commit_callbacks() as sent:
         first = retrain_if_due(project=project)  # 24 annotations, no model yet
         assert first is not None and first.trigger == ModelVersion.Trigger.ANNOTATIONS

@@ -137,7 +137,7 @@ def test_models_are_listed_and_admins_queue_training(
     assert queued.status_code == 202, queued.content
     body = queued.json()
     assert body["number"] == 2 and body["status"] == "queued" and body["n_folds"] == 3
-    assert body["kind"] == world.project.model_kind and len(sent) == 1
+    assert body["kind"] == world.project.loop_policy.model_kind and len(sent) == 1
     with django_capture_on_commit_callbacks():  # no body at all: every default
         empty = admin.post(f"{API}/projects/{pid}/models", content_type="application/json")
     assert empty.status_code == 202 and empty.json()["n_folds"] == 5

@@ -64,7 +64,11 @@ def start_worker(transactional_db: None, tmp_path: Path) -> Iterator[WorkerStart
 
 def _project(tmp_path: Path, *, per_genre: int = 7, unlabelled: int = 4):
     """A generated project: tones whose pitch is the genre, one branch swap planted per genre."""
-    project = ProjectFactory(relabel_budget=2, acquisition_batch_size=3, retrain_every=0)
+    project = ProjectFactory(
+        loop_policy__relabel_budget=2,
+        loop_policy__acquisition_batch_size=3,
+        loop_policy__retrain_every=0,
+    )
     user = MembershipFactory(project=project, user=UserFactory(username="w-ann")).user
     MembershipFactory(project=project, user=UserFactory(username="w-ann2"))
     index = taxonomy_index_cached(project.taxonomy_version)

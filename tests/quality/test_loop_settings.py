@@ -9,6 +9,7 @@ from django.test import Client
 from django.urls import reverse
 from django_celery_beat.models import PeriodicTask
 
+from active_learning.models import LoopPolicy
 from quality.services.schedule import cycle_schedule_name
 
 pytestmark = pytest.mark.django_db
@@ -39,10 +40,10 @@ def test_admins_save_every_setting_and_the_schedule(team) -> None:
     assert page.status_code == 200 and b'id="loop-settings"' in page.content
     response = admin.post(url, GOOD, follow=True)
     assert b"Loop settings saved." in response.content
-    project.refresh_from_db()
-    assert project.embedding_backend == "logmel-stats+structure-stats"
-    assert (project.model_kind, project.retrain_every, project.relabel_budget) == ("flat", 40, 12)
-    assert (project.acquisition_batch_size, project.acquisition_relabel_share) == (25, 0.5)
+    policy = LoopPolicy.objects.get(project=project)
+    assert policy.embedding_backend == "logmel-stats+structure-stats"
+    assert (policy.model_kind, policy.retrain_every, policy.relabel_budget) == ("flat", 40, 12)
+    assert (policy.acquisition_batch_size, policy.acquisition_relabel_share) == (25, 0.5)
     task = PeriodicTask.objects.get(name=cycle_schedule_name(project))
     assert task.crontab is not None and task.crontab.hour == "3" and task.enabled
     assert admin.get(url).context["form"].initial["schedule"] == "0 3 * * *"
@@ -68,12 +69,13 @@ def test_a_setting_that_cannot_work_is_refused_and_nothing_saved(
     team, field: str, value: str, message: str
 ) -> None:
     project = team["project"]
-    before = (project.embedding_backend, project.model_kind, project.retrain_every)
+    policy = project.loop_policy
+    before = (policy.embedding_backend, policy.model_kind, policy.retrain_every)
     url = reverse("quality-loop-settings", args=[project.slug])
     response = _client(team["admin"]).post(url, {**GOOD, field: value})
     assert response.status_code == 200 and message in response.content.decode()
-    project.refresh_from_db()
-    assert (project.embedding_backend, project.model_kind, project.retrain_every) == before
+    policy.refresh_from_db()
+    assert (policy.embedding_backend, policy.model_kind, policy.retrain_every) == before
     assert not PeriodicTask.objects.filter(name=cycle_schedule_name(project)).exists()
 
 

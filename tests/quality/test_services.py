@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from django_celery_beat.models import PeriodicTask
 
+from active_learning.models import LoopPolicy
 from active_learning.services.acquisition import acquire_batch
 from annotation import events
-from annotation.models import Annotation, AnnotationLabel, Project, Task
+from annotation.models import Annotation, AnnotationLabel, Task
 from annotation.services.annotations import annotation_create
 from annotation.services.enqueue import LABEL_ISSUE_BASE
 from quality.models import LabelIssue, QualityCycle, QualityRun, RunStatus
@@ -111,7 +112,7 @@ def test_rerun_supersedes_open_issues_and_never_duplicates_live_ones(tmp_path: P
 
 
 def test_routing_respects_the_budget_and_is_idempotent(tmp_path: Path) -> None:
-    world = make_world(relabel_budget=3)
+    world = make_world(loop_policy__relabel_budget=3)
     make_model(world, tmp_path)
     run = quality_run_detect(project=world.project)
     out = issues_route(run=run)
@@ -217,7 +218,7 @@ def test_event_reaches_quality_only_after_commit(django_capture_on_commit_callba
 
 
 def test_cycle_starts_after_retrain_every_new_annotations(django_capture_on_commit_callbacks):
-    world = make_world(n_clips=3, planted={}, retrain_every=4)
+    world = make_world(n_clips=3, planted={}, loop_policy__retrain_every=4)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         assert cycle_start_if_due(project=world.project) is None  # 3 < 4
         annotate(world, world.clips[0], "Rock/Punk", user=world.users["ann2"])
@@ -237,7 +238,7 @@ def _add_unlabelled(world, n: int) -> None:
 
 
 def test_cold_start_acquires_diverse_new_clips(tmp_path: Path) -> None:
-    world = make_world(n_clips=6, planted={}, acquisition_batch_size=4)
+    world = make_world(n_clips=6, planted={}, loop_policy__acquisition_batch_size=4)
     _add_unlabelled(world, 10)
     make_features(world, tmp_path)
     result = acquire_batch(project=world.project, model_version=None)
@@ -252,9 +253,9 @@ def test_cold_start_acquires_diverse_new_clips(tmp_path: Path) -> None:
 
 def test_relabel_or_new_mixes_task_kinds_within_the_relabel_share(tmp_path: Path) -> None:
     world = make_world(
-        acquisition_batch_size=6,
-        acquisition_relabel_share=0.5,
-        acquisition_strategy=Project.AcquisitionStrategy.RELABEL_OR_NEW,
+        loop_policy__acquisition_batch_size=6,
+        loop_policy__acquisition_relabel_share=0.5,
+        loop_policy__acquisition_strategy=LoopPolicy.AcquisitionStrategy.RELABEL_OR_NEW,
     )
     _add_unlabelled(world, 12)
     probs = truth_probs(world)
@@ -280,7 +281,7 @@ def test_relabel_or_new_mixes_task_kinds_within_the_relabel_share(tmp_path: Path
 
 
 def test_acquisition_raises_priority_of_an_imported_label_task(tmp_path: Path) -> None:
-    world = make_world(n_clips=4, planted={}, acquisition_batch_size=2)
+    world = make_world(n_clips=4, planted={}, loop_policy__acquisition_batch_size=2)
     _add_unlabelled(world, 2)
     make_features(world, tmp_path)
     waiting = [
@@ -296,7 +297,7 @@ def test_acquisition_raises_priority_of_an_imported_label_task(tmp_path: Path) -
 
 
 def test_cycle_resumes_after_a_crash_without_duplicates(tmp_path: Path) -> None:
-    world = make_world(relabel_budget=3, acquisition_batch_size=4)
+    world = make_world(loop_policy__relabel_budget=3, loop_policy__acquisition_batch_size=4)
     _add_unlabelled(world, 6)
     make_model(world, tmp_path)
     make_features(world, tmp_path)

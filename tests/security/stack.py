@@ -473,9 +473,9 @@ def build_project(
         taxonomy_version=version,
         overlap=overlap,
         blind=blind,
-        retrain_every=retrain_every,
-        relabel_budget=4,
-        acquisition_batch_size=4,
+        loop_policy__retrain_every=retrain_every,
+        loop_policy__relabel_budget=4,
+        loop_policy__acquisition_batch_size=4,
     )
     genres = list(GENRE_FREQ)
     truth: dict[int, str] = {}

@@ -135,7 +135,11 @@ def _node() -> str:
 
 def _project(tmp_path: Path, *, per_genre: int = 7, unlabelled: int = 3) -> Project:
     """Tones whose pitch is the genre, one planted branch swap per genre, a few unlabelled."""
-    project = ProjectFactory(relabel_budget=2, acquisition_batch_size=3, retrain_every=0)
+    project = ProjectFactory(
+        loop_policy__relabel_budget=2,
+        loop_policy__acquisition_batch_size=3,
+        loop_policy__retrain_every=0,
+    )
     user = MembershipFactory(project=project, user=UserFactory(username="f-ann")).user
     MembershipFactory(project=project, user=UserFactory(username="f-ann2"))
     index = taxonomy_index_cached(project.taxonomy_version)

@@ -29,7 +29,7 @@ class Command(BaseCommand):
             "--kind",
             default=None,
             choices=["hierarchical", "flat", "cnn"],
-            help="Model kind (default: the project's model_kind)",
+            help="Model kind (default: the model_kind of the project's loop policy)",
         )
         parser.add_argument("--folds", type=int, default=5)
         parser.add_argument("--seed", type=int, default=0)
@@ -37,12 +37,12 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **opts: Any) -> None:
         try:
-            project = Project.objects.get(slug=opts["project"])
+            project = Project.objects.select_related("loop_policy").get(slug=opts["project"])
         except Project.DoesNotExist:
             raise CommandError(f"no project with slug {opts['project']!r}") from None
         t0 = time.perf_counter()
         common = {
-            "kind": opts["kind"] or project.model_kind,
+            "kind": opts["kind"] or project.loop_policy.model_kind,
             "n_folds": opts["folds"],
             "seed": opts["seed"],
         }

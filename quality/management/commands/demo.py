@@ -177,17 +177,20 @@ class Command(BaseCommand):
         if created:
             admin.set_password(DEMO_PASSWORD)
             admin.save()
-        project, _ = Project.objects.get_or_create(
+        project, created = Project.objects.get_or_create(
             slug=DEMO_SLUG,
             defaults={
                 "name": "Refrain demo",
                 "description": "Generated audio over an 11-leaf genre tree, with 8 % planted sibling swaps.",
                 "taxonomy_version": tax.version,
                 "overlap": 1,
-                "relabel_budget": 20,
                 "created_by": admin,
             },
         )
+        if created:
+            # The loop's policy row comes with the project (active_learning's listener).
+            project.loop_policy.relabel_budget = 20
+            project.loop_policy.save(update_fields=["relabel_budget"])
         people = [("admin", Membership.Role.ADMIN), ("reviewer", Membership.Role.REVIEWER)] + [
             (f"annotator{i}", Membership.Role.ANNOTATOR) for i in (1, 2, 3)
         ]
@@ -374,7 +377,9 @@ class Command(BaseCommand):
             f"{len(planted) / max(1, n_labelled):.2f})"
         )
         acquired = project.tasks.filter(reason__startswith="active_learning:").count()
-        self.stdout.write(f"  acquisition    {acquired} tasks from {project.acquisition_strategy}")
+        self.stdout.write(
+            f"  acquisition    {acquired} tasks from {project.loop_policy.acquisition_strategy}"
+        )
 
     def _summary(
         self, project: Project, results: dict[str, Any], created_tasks: int, elapsed: float
