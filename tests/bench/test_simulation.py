@@ -9,7 +9,7 @@ import pytest
 
 from active_learning.core.acquisition import HierarchicalUncertainty, RandomSampling, RelabelOrNew
 from active_learning.core.hierarchy import Hierarchy
-from active_learning.core.simulation import (
+from bench.simulation import (
     AnnotatorModel,
     SimulationConfig,
     annotations_to_reach,
