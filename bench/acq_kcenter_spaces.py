@@ -1,4 +1,4 @@
-"""Does k-center save more labels in another embedding space? Experiment A of ``acq_simulate.py``, k-center
+"""Does k-center save more labels in another embedding space? Experiment A of ``bench.acq_simulate``, k-center
 only, with the embedding it measures distances in changed.
 
 The project's default diversity space is the z-scored feature matrix. With combined backends
@@ -14,7 +14,7 @@ that run's random curve (random does not look at the embedding, so its curve is 
 
 Usage::
 
-    .venv/bin/python bench/acq_kcenter_spaces.py [--spaces z block pca-64 pca-64w] [--seeds 5]
+    .venv/bin/python -m bench.acq_kcenter_spaces [--spaces z block pca-64 pca-64w] [--seeds 5]
 
 Writes ``bench/results/acq_kcenter_spaces.json``.
 """
@@ -25,10 +25,8 @@ import argparse
 import itertools
 import json
 import os
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -36,23 +34,19 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "bench"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-import acq_simulate as acq  # noqa: E402
-
-from active_learning.core.acquisition import DiversitySampling  # noqa: E402
-from active_learning.core.simulation import (  # noqa: E402
+from active_learning.core.acquisition import DiversitySampling
+from bench import RESULTS, write_json
+from bench.simulation import (
     AnnotatorModel,
     SimulationConfig,
     label_savings,
+    load_corpus_arrays,
+    simulate_corpus,
 )
 
 FEATURES = "logmel-stats+musicnn-msd+structure-stats"
 BLOCKS = (415, 1706, 447)  # logmel-stats, musicnn-msd, structure-stats
-REFERENCE = ROOT / "bench" / "results" / "acq_simulate_1600.json"
+REFERENCE = RESULTS / "acq_simulate_1600.json"
 
 
 def space(name: str, x: np.ndarray) -> np.ndarray:
@@ -75,7 +69,7 @@ def space(name: str, x: np.ndarray) -> np.ndarray:
 
 def run(job: tuple[str, int, int]) -> dict[str, Any]:
     name, seed, budget = job
-    data = acq.load_corpus()
+    data = load_corpus_arrays()
     cfg = SimulationConfig(
         seed_size=80,
         batch_size=80,
@@ -85,7 +79,7 @@ def run(job: tuple[str, int, int]) -> dict[str, Any]:
         max_annotations=5,
     )
     tr = np.flatnonzero(data["split"] == "train")
-    res = acq.simulate_corpus(
+    res = simulate_corpus(
         data,
         strategy=DiversitySampling(method="kcenter"),
         config=cfg,
@@ -139,22 +133,20 @@ def main() -> None:
             f"{budget} {row[f'savings_at_{budget}']}",
             flush=True,
         )
-    out = ROOT / "bench" / "results" / "acq_kcenter_spaces.json"
-    out.write_text(
-        json.dumps(
-            {
-                "benchmark": "acq_kcenter_spaces",
-                "features": FEATURES,
-                "reference": "acq_simulate_1600 (setup, and its random curve as the baseline)",
-                "n_seeds": args.seeds,
-                "seconds": round(time.perf_counter() - t0, 1),
-                "machine": f"{os.cpu_count()} cores (shared), {args.jobs} jobs",
-                "summary": summary,
-                "runs": runs,
-            },
-            indent=1,
-        )
-        + "\n"
+    out = RESULTS / "acq_kcenter_spaces.json"
+    write_json(
+        out,
+        {
+            "benchmark": "acq_kcenter_spaces",
+            "features": FEATURES,
+            "reference": "acq_simulate_1600 (setup, and its random curve as the baseline)",
+            "n_seeds": args.seeds,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "machine": f"{os.cpu_count()} cores (shared), {args.jobs} jobs",
+            "summary": summary,
+            "runs": runs,
+        },
+        indent=1,
     )
     print(f"wrote {out}")
 

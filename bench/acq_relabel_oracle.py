@@ -1,4 +1,4 @@
-"""Upper bound on what second opinions can buy in experiment B of ``bench/acq_simulate.py``.
+"""Upper bound on what second opinions can buy in experiment B of ``bench.acq_simulate``.
 
 An oracle policy with perfect targeting: every round it asks another opinion on each labelled clip
 whose votes do not yet show the truth by strict majority on every node (up to the batch), and
@@ -11,7 +11,7 @@ read from ``bench/results/acq_simulate_800.json``.
 
 Usage::
 
-    .venv/bin/python bench/acq_relabel_oracle.py [--jobs 2]
+    .venv/bin/python -m bench.acq_relabel_oracle [--jobs 2]
 
 Writes ``bench/results/acq_relabel_oracle.json`` (``_BUDGET`` appended for other budgets;
 ``--reference`` names the results file holding the always_new runs of that budget).
@@ -22,11 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -34,17 +32,14 @@ os.environ.setdefault("ACQ_FEATURES", "logmel-stats+musicnn-msd+structure-stats"
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "bench"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-import acq_simulate  # noqa: E402
-
-from active_learning.core.acquisition import RelabelOrNew, RelabelOrNewSelection  # noqa: E402
-from active_learning.core.simulation import AnnotatorModel, SimulationConfig  # noqa: E402
-
-RESULTS = ROOT / "bench" / "results"
+from active_learning.core.acquisition import RelabelOrNew, RelabelOrNewSelection
+from bench import RESULTS, write_json
+from bench.simulation import (
+    AnnotatorModel,
+    SimulationConfig,
+    load_corpus_arrays,
+    simulate_corpus,
+)
 
 
 @dataclass
@@ -68,7 +63,7 @@ class OracleRelabel(RelabelOrNew):
 
 def run_one(job: tuple[int, int]) -> dict[str, Any]:
     seed, budget = job
-    data = acq_simulate.load_corpus()
+    data = load_corpus_arrays()
     tr = np.flatnonzero(data["split"] == "train")
     cfg = SimulationConfig(
         seed_size=80,
@@ -79,7 +74,7 @@ def run_one(job: tuple[int, int]) -> dict[str, Any]:
         max_annotations=10,
         relabel_quality="votes",  # only so that the simulation hands over the vote counts
     )
-    res = acq_simulate.simulate_corpus(
+    res = simulate_corpus(
         data,
         strategy=OracleRelabel(truth=data["y"][tr]),
         config=cfg,
@@ -131,11 +126,8 @@ def main() -> None:
         },
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
     stem = "acq_relabel_oracle" + ("" if args.budget == 800 else f"_{args.budget}")
-    (RESULTS / f"{stem}.json").write_text(
-        json.dumps({"summary": summary, "runs": runs}, indent=1) + "\n"
-    )
+    write_json(RESULTS / f"{stem}.json", {"summary": summary, "runs": runs}, indent=1)
     print(json.dumps(summary, indent=1))
 
 

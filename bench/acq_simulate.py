@@ -11,13 +11,13 @@ B. **Noisy annotators** (75 % accuracy, errors 75 % wrong-sibling / 25 % wrong-b
    clips ("always relabel"), at the same budget.
 
 Model: the project's ``HierarchicalClassifier`` (linear, conditional head, 100 AdamW steps, one torch
-thread), on ``logmel-stats`` features (cached by ``bench/acq_features.py``). Pool = the train split
+thread), on ``logmel-stats`` features (cached by ``bench.corpus``). Pool = the train split
 (1,837 clips), curves on the test split (306 clips). Out-of-sample probabilities for labelled clips
 (consensus, RelabelOrNew) come from 2-fold ``cross_val_predict_proba``.
 
 Usage::
 
-    .venv/bin/python bench/acq_simulate.py [--seeds 5] [--budget 320] [--batch 40] [--jobs 2]
+    .venv/bin/python -m bench.acq_simulate [--seeds 5] [--budget 320] [--batch 40] [--jobs 2]
 
 Writes ``bench/results/acq_simulate.{json,md,html,png}`` (``--name`` sets the stem, ``--out`` the
 folder); ``--replot NAME`` rewrites the md, html and png of ``bench/results/NAME.json`` without
@@ -34,7 +34,6 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +42,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "bench"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-from acq_features import load_features, read_manifest, taxonomy_paths  # noqa: E402
-
-from active_learning.core.acquisition import (  # noqa: E402
+from active_learning.core.acquisition import (
     AcquisitionStrategy,
     BadgeLike,
     DiversitySampling,
@@ -58,24 +50,17 @@ from active_learning.core.acquisition import (  # noqa: E402
     RandomSampling,
     RelabelOrNew,
 )
-from active_learning.core.simulation import (  # noqa: E402
+from bench import RESULTS
+from bench.simulation import (
     AnnotatorModel,
     SimulationConfig,
     SimulationResult,
     label_savings,
+    load_corpus_arrays,
     mean_curve,
-    simulate,
+    model_params,
+    simulate_corpus,
 )
-from taxonomy.hierarchy import Hierarchy  # noqa: E402
-
-RESULTS = ROOT / "bench" / "results"
-MODEL_PARAMS: dict[str, Any] = {
-    "device": "cpu",
-    "max_epochs": 20,
-    "min_steps": 100,
-    "max_steps": 100,
-    "seed": 0,
-}
 
 STRATEGIES_A: dict[str, AcquisitionStrategy] = {
     "random": RandomSampling(),
@@ -100,86 +85,10 @@ CONFIG_B: dict[str, dict[str, Any]] = {
 }
 
 
-def load_corpus() -> dict[str, Any]:
-    """Features, ancestor-closed labels, primary node and split of every clip.
-
-    ``logmel-stats`` from ``bench/acq_features.py`` unless ``--features a+b`` (passed to the worker
-    processes as ``ACQ_FEATURES``) names backends cached by ``bench/al_features_cache.py``.
-    """
-    key = os.environ.get("ACQ_FEATURES", "")
-    if key:
-        from al_corpus import features as store_features
-
-        x, _ = store_features(key, [r["clip_id"] for r in read_manifest()])
-    else:
-        x, key = load_features()
-    rows = read_manifest()
-    hier = Hierarchy.from_paths(taxonomy_paths())
-    index = {name: i for i, name in enumerate(hier.names or ())}
-    y = np.zeros((len(rows), hier.n_nodes), dtype=np.int8)
-    primary = np.zeros(len(rows), dtype=np.int64)
-    for i, row in enumerate(rows):
-        for lab in row["labels"].split("|"):
-            y[i, index[lab.strip()]] = 1
-        primary[i] = index[row["primary_label"].strip()]
-    split = np.array([r["split"] for r in rows])
-    return {
-        "x": x,
-        "y": hier.ancestor_close(y),
-        "primary": primary,
-        "split": split,
-        "hier": hier,
-        "feature_key": key,
-    }
-
-
-def model_params() -> dict[str, Any]:
-    """MODEL_PARAMS with ``--max-steps`` applied (passed to worker processes as ACQ_MAX_STEPS)."""
-    steps = int(os.environ.get("ACQ_MAX_STEPS", "0"))
-    return {**MODEL_PARAMS, **({"min_steps": steps, "max_steps": steps} if steps else {})}
-
-
-def model_factory(parents: np.ndarray) -> Any:
-    import torch
-
-    from active_learning.core.models import HierarchicalClassifier
-
-    torch.set_num_threads(1)
-    return HierarchicalClassifier(parents, **model_params())
-
-
-def simulate_corpus(
-    data: dict[str, Any],
-    *,
-    strategy: AcquisitionStrategy,
-    config: SimulationConfig,
-    seed: int,
-    name: str,
-    embeddings: np.ndarray | None = None,
-) -> SimulationResult:
-    """One simulation on :func:`load_corpus`'s data: the train split is the pool, curves on test."""
-    tr = np.flatnonzero(data["split"] == "train")
-    te = np.flatnonzero(data["split"] == "test")
-    return simulate(
-        X=data["x"][tr],
-        Y=data["y"][tr],
-        X_test=data["x"][te],
-        Y_test=data["y"][te],
-        parents=data["hier"],
-        strategy=strategy,
-        model_factory=partial(model_factory, data["hier"].parents),
-        config=config,
-        seed=seed,
-        primary_test=data["primary"][te],
-        name=name,
-        embeddings=embeddings,
-    )
-
-
 def run_one(job: tuple[str, str, int, SimulationConfig]) -> dict[str, Any]:
     experiment, name, seed, cfg = job
     strategy = (STRATEGIES_A if experiment == "A" else STRATEGIES_B)[name]
-    res = simulate_corpus(load_corpus(), strategy=strategy, config=cfg, seed=seed, name=name)
+    res = simulate_corpus(load_corpus_arrays(), strategy=strategy, config=cfg, seed=seed, name=name)
     print(
         f"[{experiment}] {name:20s} seed {seed}: final hF1 {res.metrics['hier_f1'][-1]:.3f} "
         f"({res.n_relabels[-1]} relabels, {res.seconds:.0f} s)",
@@ -268,7 +177,7 @@ def write_markdown(summary: dict[str, Any], setup: dict[str, Any], path: Path) -
         f"Pool: train split ({setup['pool']} clips); curves on the test split ({setup['test']} clips); "
         f"{setup['n_seeds']} seeds; seed set {setup['seed_size']}, batch {setup['batch']}, budget "
         f"{setup['budget']} annotations; model `HierarchicalClassifier` {model}; features "
-        f"`{setup['feature_key']}`. Generated by `bench/acq_simulate.py` in {setup['seconds']:.0f} s"
+        f"`{setup['feature_key']}`. Generated by `python -m bench.acq_simulate` in {setup['seconds']:.0f} s"
         + (f" on {where}." if where else "."),
         "",
         f"![learning curves]({path.with_suffix('.png').name})",
@@ -443,7 +352,7 @@ def main() -> None:
         os.environ["ACQ_FEATURES"] = args.features
 
     t0 = time.perf_counter()
-    data = load_corpus()
+    data = load_corpus_arrays()
     cfg_a = SimulationConfig(
         seed_size=args.seed_size,
         batch_size=args.batch,

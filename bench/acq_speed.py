@@ -8,10 +8,14 @@ only, with the labelled clips as centres). Goal: <= 2 s. The machine is shared: 
 average is recorded for the whole run and for each row (the time window of that row's repeats).
 ``--baseline REV`` also times ``acquisition.py`` as of git revision REV, in the same process with the
 same seeds, interleaved repeat by repeat with the working tree, and records whether the picks agree.
+It loads the single-file module of REV, and its imports resolve against the working tree, so REV must
+be a revision from before the split into ``active_learning/core/acquisition/`` whose imports still
+exist (the ``Hierarchy`` moved to ``taxonomy.hierarchy``; older revisions fail to load). To compare
+with a revision from after the split, run the benchmark at each revision and compare ratios.
 
 Usage::
 
-    .venv/bin/python bench/acq_speed.py [--repeats 5] [--n-labelled 1000 10000] [--baseline HEAD~1]
+    .venv/bin/python -m bench.acq_speed [--repeats 5] [--n-labelled 1000 10000] [--baseline HEAD~1]
 
 Writes ``bench/results/acq_speed.json``.
 """
@@ -19,8 +23,6 @@ Writes ``bench/results/acq_speed.json``.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import platform
 import statistics
@@ -33,24 +35,10 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from active_learning.core import acquisition  # noqa: E402
-from taxonomy.hierarchy import Hierarchy  # noqa: E402
-
-FMA = ROOT.parent / "shared" / "data" / "fma" / "genres.csv"
-
-
-def fma_hierarchy(path: Path = FMA) -> Hierarchy:
-    """The FMA genre tree (genre_id, parent with 0 = root) as a :class:`Hierarchy`."""
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    ids = [int(r["genre_id"]) for r in rows]
-    index = {g: i for i, g in enumerate(ids)}
-    parents = np.array([index[int(r["parent"])] if int(r["parent"]) else -1 for r in rows])
-    return Hierarchy(parents, tuple(r["title"] for r in rows))
+from active_learning.core import acquisition
+from bench import RESULTS, ROOT, write_json
+from bench.corpus import fma_tree
+from taxonomy.hierarchy import Hierarchy
 
 
 def synthetic_pool(
@@ -115,11 +103,11 @@ def main() -> None:
         metavar="REV",
         help="also time acquisition.py as of this git revision, interleaved with the working tree",
     )
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "acq_speed.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "acq_speed.json")
     args = ap.parse_args()
 
     load_before = os.getloadavg()[0]
-    hier = fma_hierarchy()
+    hier = fma_tree()
     versions = {"new": strategies(acquisition)}
     baseline_commit = None
     if args.baseline:
@@ -195,8 +183,7 @@ def main() -> None:
         },
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    write_json(args.out, out)
     print(f"wrote {args.out}")
 
 

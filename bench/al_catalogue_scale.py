@@ -1,6 +1,6 @@
 """Catalogue-scale retrain: 100k clips x 200-d embeddings x the FMA genre tree, 5-fold OOS.
 
-Usage: ``.venv/bin/python bench/al_catalogue_scale.py [--n 100000] [--repeats 3] [--threads 2]``
+Usage: ``.venv/bin/python -m bench.al_catalogue_scale [--n 100000] [--repeats 3] [--threads 2]``
 
 Synthetic embeddings carry a hierarchical signal (``synthetic_hierarchical_data``, seed 0) over the
 real FMA tree (``../shared/data/fma/genres.csv``: genre_id, parent with 0 = root). One "retrain" is
@@ -16,32 +16,21 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from active_learning.core.cv import cross_val_predict_proba  # noqa: E402
-from active_learning.core.models import (  # noqa: E402
+from active_learning.core.cv import cross_val_predict_proba
+from active_learning.core.models import (
     HierarchicalClassifier,
     auto_device,
     synthetic_hierarchical_data,
 )
-from taxonomy.hierarchy import Hierarchy  # noqa: E402
-
-
-def fma_parents(
-    path: str | Path = ROOT.parent / "shared" / "data" / "fma" / "genres.csv",
-) -> np.ndarray:
-    g = pd.read_csv(path)
-    index = {gid: i for i, gid in enumerate(g["genre_id"])}
-    return np.asarray([index[p] if p != 0 else -1 for p in g["parent"]], dtype=np.int64)
+from bench import FMA, RESULTS, write_json
+from bench.corpus import fma_tree
+from taxonomy.hierarchy import Hierarchy
 
 
 def main() -> None:
@@ -53,11 +42,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--method", default="conditional")
     ap.add_argument("--device", default=None, help="cpu / cuda (default: CUDA when available)")
-    ap.add_argument("--genres", default=str(ROOT.parent / "shared" / "data" / "fma" / "genres.csv"))
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "al_catalogue_scale.json"))
+    ap.add_argument("--genres", default=str(FMA))
+    ap.add_argument("--out", default=str(RESULTS / "al_catalogue_scale.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    parents = fma_parents(args.genres)
+    parents = np.asarray(fma_tree(Path(args.genres)).parents, dtype=np.int64)
     device = auto_device(args.device)
     h = Hierarchy(parents)
     x, y, primary = synthetic_hierarchical_data(parents, args.n, args.d, seed=args.seed, signal=0.3)
@@ -109,8 +98,7 @@ def main() -> None:
         "runs": runs,
     }
     path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1, default=str))
+    write_json(path, out, indent=1, default=str)
     print(
         f"retrain + 5-fold OOS at {args.n}x{args.d}x{h.n_nodes}: median wall {med['wall_s']:.1f} s "
         f"(cpu {med['cpu_s']:.1f} s, load {med['load_avg_1min_before']:.1f}); "

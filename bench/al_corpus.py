@@ -2,10 +2,10 @@
 
 Usage::
 
-    .venv/bin/python bench/al_corpus.py [--backends logmel-stats musicnn-msd ...] [--seed 0]
+    .venv/bin/python -m bench.al_corpus [--backends logmel-stats musicnn-msd ...] [--seed 0]
 
 Reads ``../shared/data/corpus`` (manifest.csv + taxonomy.json). Features are extracted once per
-backend (single-threaded, see ``bench/al_features_cache.py``) and cached under ``bench/.cache/``.
+backend (single-threaded, see ``bench.corpus.extract``) and cached under ``bench/.cache/``.
 
 Protocol (seed fixed, everything tuned on the *train* split only):
 
@@ -28,61 +28,17 @@ import itertools
 import json
 import os
 import platform
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from al_features_cache import CACHE, CORPUS, extract  # noqa: E402
-
-from active_learning.core.cv import cross_val_predict_proba  # noqa: E402
-from active_learning.core.features import FeatureStore  # noqa: E402
-from active_learning.core.metrics import evaluate  # noqa: E402
-from active_learning.core.models import HierarchicalClassifier  # noqa: E402
-from taxonomy.hierarchy import Hierarchy  # noqa: E402
-
-
-def taxonomy_paths(node: dict[str, Any], prefix: str = "") -> list[str]:
-    out: list[str] = []
-    for child in node.get("children", []):
-        path = f"{prefix}/{child['name']}" if prefix else child["name"]
-        out.append(path)
-        out.extend(taxonomy_paths(child, path))
-    return out
-
-
-def load_corpus() -> tuple[pd.DataFrame, Hierarchy, np.ndarray, np.ndarray]:
-    manifest = pd.read_csv(CORPUS / "manifest.csv")
-    tax = json.loads((CORPUS / "taxonomy.json").read_text())
-    h = Hierarchy.from_paths(taxonomy_paths(tax))
-    assert h.names is not None
-    index = {name: i for i, name in enumerate(h.names)}
-    y = np.zeros((len(manifest), h.n_nodes), dtype=np.int8)
-    for r, labels in enumerate(manifest["labels"]):
-        for path in labels.split("|"):
-            y[r, index[path]] = 1
-    y = h.ancestor_close(y)
-    primary = np.asarray([index[p] for p in manifest["primary_label"]], dtype=np.int64)
-    return manifest, h, y, primary
-
-
-def features(backend: str, clip_ids: list[str]) -> tuple[np.ndarray, dict[str, Any]]:
-    store = FeatureStore(CACHE)
-    parts = backend.split("+")
-    mats, tps = [], {}
-    for b in parts:
-        tps[b] = extract(b)
-        fs = store.load(f"corpus-{b}")
-        mats.append(np.asarray(fs.X)[fs.rows_for(clip_ids)])
-    return np.concatenate(mats, axis=1), tps
+from active_learning.core.cv import cross_val_predict_proba
+from active_learning.core.metrics import evaluate
+from active_learning.core.models import HierarchicalClassifier
+from bench import RESULTS, write_json
+from bench.corpus import features, load_corpus
 
 
 def _rank(row: dict[str, Any]) -> tuple[float, float]:
@@ -225,9 +181,8 @@ def main() -> None:
             "test_selected": test_scores[winner["method"]]["test"],
             "timing": timing,
         }
-    out = ROOT / "bench" / "results" / "al_corpus.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1, default=float))
+    out = RESULTS / "al_corpus.json"
+    write_json(out, results, indent=1, default=float)
     print("\nheadline (test split, selected config by train-split CV):")
     for b, r in results["backends"].items():
         if "test_selected" in r:

@@ -2,9 +2,9 @@
 
 Usage::
 
-    .venv/bin/python bench/al_corpus_ceiling.py [--seeds 0 1 2 3 4] [--features logmel-stats+musicnn-msd+structure-stats]
+    .venv/bin/python -m bench.al_corpus_ceiling [--seeds 0 1 2 3 4] [--features logmel-stats+musicnn-msd+structure-stats]
 
-The model is the configuration ``bench/al_corpus_structure.py`` selected by train-split CV for these
+The model is the configuration ``bench.al_corpus_structure`` selected by train-split CV for these
 features (``HierarchicalClassifier(method="flat", hidden=256, weight_decay=1e-2)``), fit on the train
 split and scored once on the test split, for each seed. Reported, mean over seeds:
 
@@ -18,7 +18,7 @@ split and scored once on the test split, for each seed. Reported, mean over seed
 - hierarchical F1 split by label kind: the primary path vs the secondary labels (Song genre /
   Regional tradition), whose recall caps hF1 whatever the primary leaf does.
 
-Features come from ``bench/al_features_cache.py``'s cache (extracted on first use). Writes
+Features come from ``bench.corpus``'s feature cache (extracted on first use). Writes
 ``bench/results/al_corpus_ceiling.json``.
 """
 
@@ -31,22 +31,16 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import argparse
 import json
 import platform
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from al_corpus import features, load_corpus  # noqa: E402
-
-from active_learning.core.metrics import evaluate, per_node_report  # noqa: E402
-from active_learning.core.models import HierarchicalClassifier  # noqa: E402
+from active_learning.core.metrics import evaluate, per_node_report
+from active_learning.core.models import HierarchicalClassifier
+from bench import RESULTS, write_json
+from bench.corpus import features, load_corpus
 
 HARD_GROUPS = {
     "German-speaking folk song": ("German", "Luxembourgish", "Lorraine"),
@@ -171,7 +165,7 @@ def main() -> None:
     )
     summary["test_clips_in_hard_groups"] = int(np.sum([int(k) in group_of for k in p_test]))
     summary["test_clips"] = int(p_test.size)
-    out = ROOT / "bench" / "results" / "al_corpus_ceiling.json"
+    out = RESULTS / "al_corpus_ceiling.json"
     payload = {
         "benchmark": "al_corpus_ceiling",
         "features": args.features,
@@ -183,7 +177,7 @@ def main() -> None:
         "summary": summary,
         "per_seed": per_seed,
     }
-    out.write_text(json.dumps(payload, indent=1) + "\n")
+    write_json(out, payload, indent=1)
     print(json.dumps(summary, indent=1))
     print(f"wrote {out}")
 

@@ -2,16 +2,16 @@
 
 Usage::
 
-    .venv/bin/python bench/corpus_patches.py            # once: bench/.cache/corpus_cqt.npz
-    .venv/bin/python bench/al_corpus_cnn.py [--data bench/.cache/corpus_cqt.npz] [--seeds 0 1 2]
+    .venv/bin/python -m bench.corpus_patches            # once: bench/.cache/corpus_cqt.npz
+    .venv/bin/python -m bench.al_corpus_cnn [--data bench/.cache/corpus_cqt.npz] [--seeds 0 1 2]
 
 The data file is self-contained (patches, labels, splits, groups), so this script runs on a GPU
 worker that has neither the corpus nor Django. If the file also holds ``E`` (embeddings from the
-feature backends, see ``--with-embeddings`` of ``corpus_patches.py``), the embedding MLP is trained
+feature backends, see ``--add-embeddings`` of ``bench.corpus_patches``), the embedding MLP is trained
 too and a late fusion (mean of the two models' hierarchy-consistent probabilities, which stays
 hierarchy-consistent) is scored.
 
-Protocol (mirrors ``bench/al_corpus.py``):
+Protocol (mirrors ``bench.al_corpus``):
 
 1. Model selection on the *train* split only: 5-fold CV grouped by ``source`` for each named
    configuration; the best mean CV leaf accuracy wins (ties: hierarchical F1). The decision
@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,45 +36,15 @@ from typing import Any
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from active_learning.core.cnn import LogMelCNN
+from active_learning.core.cv import cross_val_predict_proba
+from active_learning.core.metrics import evaluate
+from active_learning.core.models import HierarchicalClassifier, auto_device
+from bench import CACHE, RESULTS, write_json
+from bench.cnn_configs import COMMON, CONFIGS
+from bench.corpus import load_patches
+from taxonomy.hierarchy import Hierarchy
 
-from corpus_patches import load_patches  # noqa: E402
-
-from active_learning.core.cnn import LogMelCNN  # noqa: E402
-from active_learning.core.cv import cross_val_predict_proba  # noqa: E402
-from active_learning.core.metrics import evaluate  # noqa: E402
-from active_learning.core.models import HierarchicalClassifier, auto_device  # noqa: E402
-from taxonomy.hierarchy import Hierarchy  # noqa: E402
-
-CONFIGS: dict[str, dict[str, Any]] = {
-    "small": {"channels": (16, 32, 64, 64), "freq_shift": 0},
-    "base": {"channels": (32, 64, 128, 128), "freq_shift": 0},
-    "base-shift3": {"channels": (32, 64, 128, 128), "freq_shift": 3},
-    "wide-shift3": {"channels": (64, 128, 256, 256), "freq_shift": 3},
-    "base-shift3-flat": {"channels": (32, 64, 128, 128), "freq_shift": 3, "method": "flat"},
-    "base-shift6-long": {"channels": (32, 64, 128, 128), "freq_shift": 6, "max_epochs": 120},
-    "base-shift3-long": {"channels": (32, 64, 128, 128), "freq_shift": 3, "max_epochs": 150},
-    "base-shift3-stretch": {"channels": (32, 64, 128, 128), "freq_shift": 3, "time_stretch": 0.15},
-    "base-shift3-stretch-long": {
-        "channels": (32, 64, 128, 128),
-        "freq_shift": 3,
-        "time_stretch": 0.15,
-        "max_epochs": 150,
-    },
-}
-COMMON = {
-    "input": "logmel",
-    "crop_frames": 160,
-    "dropout": 0.3,
-    "lr": 3e-3,
-    "weight_decay": 1e-3,
-    "batch_size": 64,
-    "max_epochs": 60,
-    "min_steps": 50,
-    "max_steps": 100_000,
-}
 THRESHOLDS = [0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5]
 
 
@@ -85,12 +54,12 @@ def best_threshold(Y: np.ndarray, P: np.ndarray, h: Hierarchy) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default=str(ROOT / "bench" / ".cache" / "corpus_cqt.npz"))
+    ap.add_argument("--data", default=str(CACHE / "corpus_cqt.npz"))
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=None, help="override max_epochs (smoke runs)")
     ap.add_argument("--device", default=None)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "al_corpus_cnn.json"))
+    ap.add_argument("--out", default=str(RESULTS / "al_corpus_cnn.json"))
     args = ap.parse_args()
 
     d = load_patches(args.data)
@@ -220,8 +189,7 @@ def main() -> None:
         "median",
         json.dumps({m: {k: round(v, 4) for k, v in s.items()} for m, s in summary.items()}),
     )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    write_json(Path(args.out), results, indent=1)
     print(f"wrote {args.out}")
 
 

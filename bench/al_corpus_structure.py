@@ -2,14 +2,14 @@
 
 Usage::
 
-    .venv/bin/python bench/al_corpus_structure.py [--seed 0] [--workers 2]
+    .venv/bin/python -m bench.al_corpus_structure [--seed 0] [--workers 2]
 
 1. Extracts ``structure-stats`` for every clip of ``../shared/data/corpus`` with a ``--workers``
    process pool (one thread each; decode + resample + embed), caches it under
    ``bench/.cache/features/corpus-structure-stats`` and records throughput (clip-seconds per
    process-CPU-second and per wall-second). The other backends' features come from the existing cache
-   (``bench/al_features_cache.py``).
-2. Same protocol as ``bench/al_corpus.py``: for each feature set, 5-fold CV on the *train* split,
+   (``bench.corpus``).
+2. Same protocol as ``bench.al_corpus``: for each feature set, 5-fold CV on the *train* split,
    group-aware by ``source``, over method (conditional / flat) x hidden (0 / 256) x weight decay 1e-2;
    the best mean CV leaf accuracy wins (ties: hierarchical F1); the winner is fit on the whole train
    split and scored once on the test split. Nothing is tuned on test.
@@ -28,33 +28,26 @@ import argparse
 import itertools
 import json
 import platform
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from al_corpus import features, load_corpus  # noqa: E402
-from al_features_cache import CACHE, CORPUS  # noqa: E402
-
-from active_learning.core.cv import cross_val_predict_proba  # noqa: E402
-from active_learning.core.features import (  # noqa: E402
+from active_learning.core.cv import cross_val_predict_proba
+from active_learning.core.features import (
     AudioDecodeError,
     FeatureStore,
     decode_audio,
     get_backend,
 )
-from active_learning.core.metrics import evaluate  # noqa: E402
-from active_learning.core.models import HierarchicalClassifier  # noqa: E402
-from taxonomy.hierarchy import Hierarchy  # noqa: E402
+from active_learning.core.metrics import evaluate
+from active_learning.core.models import HierarchicalClassifier
+from bench import CORPUS, RESULTS, write_json
+from bench.corpus import FEATURE_CACHE, features, load_corpus
+from taxonomy.hierarchy import Hierarchy
 
 NAME = "structure-stats"
 
@@ -80,7 +73,7 @@ def _embed_part(paths: list[str]) -> tuple[np.ndarray, list[bool], float, float]
 
 
 def extract_structure(workers: int) -> dict[str, Any]:
-    store = FeatureStore(CACHE)
+    store = FeatureStore(FEATURE_CACHE)
     set_name = f"corpus-{NAME}"
     if store.exists(set_name):
         return dict(store.load(set_name).meta.get("throughput", {}))
@@ -222,7 +215,7 @@ def main() -> None:
         "seed": args.seed,
         "torch_threads": args.workers,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "protocol": "bench/al_corpus.py: 5-fold source-grouped CV on train selects the config; "
+        "protocol": "bench.al_corpus: 5-fold source-grouped CV on train selects the config; "
         "winner fit on train, scored once on test",
         "n_train": int(train.sum()),
         "n_test": int(test.sum()),
@@ -234,14 +227,14 @@ def main() -> None:
         },
         "backends": {},
     }
-    out = ROOT / "bench" / "results" / "al_corpus_structure.json"
+    out = RESULTS / "al_corpus_structure.json"
     for backend in args.backends:
         X, tps = features(backend, clip_ids)
         print(f"\n== {backend}: D={X.shape[1]}", flush=True)
         r = run_backend(X, Y, primary, groups, train, test, h, args.seed)
         r["extraction"] = tps
         results["backends"][backend] = r
-        out.write_text(json.dumps(results, indent=1, default=float))
+        write_json(out, results, indent=1, default=float)
     print("\nheadline (test split, config selected by train-split CV):")
     for b, r in results["backends"].items():
         t = r["test_selected"]

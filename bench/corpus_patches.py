@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python bench/corpus_patches.py [--out bench/.cache/corpus_cqt.npz] [--workers 2]
+    .venv/bin/python -m bench.corpus_patches [--out bench/.cache/corpus_cqt.npz] [--workers 2]
 
 Decodes every clip of ``../shared/data/corpus`` and stores, in one ``.npz`` (about 30 MB, so it can
 travel to a GPU worker that has no copy of the corpus):
@@ -10,11 +10,12 @@ travel to a GPU worker that has no copy of the corpus):
 * ``X``: (N, 72, 216) uint8 log-magnitude CQT (one bin per semitone from C2, hop 1024 at 22,050 Hz,
   dB in [-80, 0] quantised to 0..255; :func:`load_patches` turns it back into dB),
 * ``E`` (N, D) float32, only with ``--add-embeddings a+b+c``: the named feature backends' cached
-  corpus features (``bench/al_features_cache.py``), concatenated, added to an existing file,
+  corpus features (``bench.corpus.features``), concatenated, added to an existing file,
 * ``Y`` (N, K) ancestor-closed labels, ``primary`` (N,) primary-leaf index, ``parents`` (K,),
   ``names`` (K,), ``split`` and ``source`` (N,) strings, ``clip_id`` (N,).
 
 Extraction throughput (clip-seconds per CPU-second) is printed and stored in ``meta``.
+:func:`bench.corpus.load_patches` reads the file back.
 """
 
 from __future__ import annotations
@@ -22,27 +23,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from active_learning.core.cnn import cqt_patches
+from active_learning.core.features import decode_audio
+from bench import CACHE, CORPUS
+from bench.corpus import features, load_corpus
 
 CQT = {"sr": 22050, "hop_length": 1024, "n_bins": 72, "frames": 216}
 
 
 def _work(paths: list[str]) -> tuple[np.ndarray, float, float]:
-    from active_learning.core.cnn import cqt_patches
-    from active_learning.core.features import decode_audio
-
     t0 = time.process_time()
     clips = [decode_audio(p) for p in paths]
     audio_s = sum(a.shape[0] / sr for a, sr in clips)
@@ -51,27 +48,14 @@ def _work(paths: list[str]) -> tuple[np.ndarray, float, float]:
     return q, audio_s, time.process_time() - t0
 
 
-def load_patches(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a file written by this script; ``X`` comes back as float32 dB."""
-    with np.load(path, allow_pickle=False) as z:
-        out = {k: z[k] for k in z.files}
-    out["X"] = out["X"].astype(np.float32) * (80.0 / 255.0) - 80.0
-    out["meta"] = json.loads(str(out["meta"]))
-    return out
-
-
 def main() -> None:
-    from al_corpus import CORPUS, load_corpus
-
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default=str(ROOT / "bench" / ".cache" / "corpus_cqt.npz"))
+    ap.add_argument("--out", default=str(CACHE / "corpus_cqt.npz"))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--add-embeddings", default=None, metavar="BACKEND[+BACKEND...]")
     args = ap.parse_args()
 
     if args.add_embeddings:
-        from al_corpus import features
-
         with np.load(args.out, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
         E, _ = features(args.add_embeddings, [str(c) for c in data["clip_id"]])

@@ -1,6 +1,6 @@
 """Clip-import rate on the real corpus manifest: SQLite (embedded) vs PostgreSQL, one run.
 
-    .venv/bin/python bench/import_rate.py [--repeats 3] [--limit 0]
+    .venv/bin/python -m bench.import_rate [--repeats 3] [--limit 0]
 
 Each repeat imports ``../shared/data/corpus/manifest.csv`` (2,449 ten-second OGG clips, multi-label
 taxonomy paths) into a fresh database with the corpus taxonomy, in a child process per backend so
@@ -21,15 +21,14 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data" / "corpus"
+from bench import CORPUS, RESULTS, ROOT, write_json
+
 PG_ADMIN = "postgres://postgres@127.0.0.1:5432/postgres"
 PG_DB = "refrain_bench_import"
 
 
 def child(limit: int) -> None:
     """Runs inside a fresh process whose DATABASE_URL is already set."""
-    sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "refrain.settings")
     # A benchmark, not a deployment: PostgreSQL with DEBUG off needs no SECRET_KEY here.
     os.environ.setdefault("REFRAIN_ENV", "development")
@@ -44,14 +43,14 @@ def child(limit: int) -> None:
 
     call_command("migrate", verbosity=0)
     tax = taxonomy_import(
-        name="Corpus", data=(DATA / "taxonomy.json").read_bytes(), filename="taxonomy.json"
+        name="Corpus", data=(CORPUS / "taxonomy.json").read_bytes(), filename="taxonomy.json"
     )
     project = Project.objects.create(name="Bench", slug="bench", taxonomy_version=tax.version)
-    manifest = DATA / "manifest.csv"
+    manifest = CORPUS / "manifest.csv"
     if limit:
         lines = manifest.read_text().splitlines()[: limit + 1]
         manifest = Path(tempfile.mkdtemp()) / "manifest.csv"
-        manifest.write_text("\n".join(lines).replace("audio/", f"{DATA}/audio/") + "\n")
+        manifest.write_text("\n".join(lines).replace("audio/", f"{CORPUS}/audio/") + "\n")
     t0 = time.perf_counter()
     job = clips_import_manifest(project=project, manifest=manifest)
     elapsed = time.perf_counter() - t0
@@ -77,11 +76,12 @@ def run_child(database_url: str, limit: int, var_dir: str) -> dict:
         "REFRAIN_VAR_DIR": var_dir,
         # Clips are read only inside the import roots: the corpus, and the temp folder the child
         # writes its manifest into.
-        "REFRAIN_IMPORT_ROOTS": f"{DATA},{tempfile.gettempdir()}",
+        "REFRAIN_IMPORT_ROOTS": f"{CORPUS},{tempfile.gettempdir()}",
         "LOG_LEVEL": "WARNING",
     }
     out = subprocess.run(
-        [sys.executable, __file__, "--child", "--limit", str(limit)],
+        [sys.executable, "-m", "bench.import_rate", "--child", "--limit", str(limit)],
+        cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
@@ -103,8 +103,8 @@ def main() -> None:
     if args.child:
         child(args.limit)
         return
-    if not (DATA / "manifest.csv").exists():
-        sys.exit(f"corpus not found at {DATA}")
+    if not (CORPUS / "manifest.csv").exists():
+        sys.exit(f"corpus not found at {CORPUS}")
     runs: dict[str, list[dict]] = {"sqlite": [], "postgresql": []}
     for r in range(args.repeats):
         # Alternate the order so drift on a shared machine hits both backends alike.
@@ -153,10 +153,7 @@ def main() -> None:
         "ratio_postgresql_over_sqlite": summary["postgresql"]["median_clips_per_s"]
         / summary["sqlite"]["median_clips_per_s"],
     }
-    (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "bench" / "results" / "import_rate.json").write_text(
-        json.dumps(result, indent=2) + "\n"
-    )
+    write_json(RESULTS / "import_rate.json", result)
     for b, s in summary.items():
         print(
             f"{b:<10} median {s['median_clips_per_s']:.0f} clips/s ({s['median_seconds']:.1f} s for {s['imported']} clips)"

@@ -1,6 +1,6 @@
 """The Django/Celery ML pipeline on the real corpus: extraction through the tasks, then training.
 
-    .venv/bin/python bench/ml_pipeline.py [--backends logmel-stats,musicnn-msd] [--limit 0]
+    .venv/bin/python -m bench.ml_pipeline [--backends logmel-stats,musicnn-msd] [--limit 0]
 
 In a scratch PostgreSQL database (``refrain_bench_ml``, dropped afterwards) and a Redis db of its
 own (5): import ``../shared/data/corpus/manifest.csv`` with labels on the *train* split only, start a
@@ -29,8 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data" / "corpus"
+from bench import CORPUS, RESULTS, ROOT, write_json
+
 PG_ADMIN = "postgres://postgres@127.0.0.1:5432/postgres"
 PG_DB = "refrain_bench_ml"
 # A Redis db of its own: a shared one lets other sessions' workers take this bench's chunks.
@@ -39,7 +39,7 @@ CONCURRENCY = 2
 
 
 def _manifest(tmp: Path, limit: int) -> tuple[Path, dict[str, dict[str, str]]]:
-    rows = list(csv.DictReader((DATA / "manifest.csv").open(newline="")))
+    rows = list(csv.DictReader((CORPUS / "manifest.csv").open(newline="")))
     if limit:
         # A seeded random subset: the manifest is ordered by genre.
         import random
@@ -54,7 +54,7 @@ def _manifest(tmp: Path, limit: int) -> tuple[Path, dict[str, dict[str, str]]]:
             truth[r["clip_id"]] = r
             w.writerow(
                 {
-                    "path": str(DATA / r["path"]),
+                    "path": str(CORPUS / r["path"]),
                     "labels": r["labels"] if r["split"] == "train" else "",
                     "clip_id": r["clip_id"],
                     "split": r["split"],
@@ -65,7 +65,6 @@ def _manifest(tmp: Path, limit: int) -> tuple[Path, dict[str, dict[str, str]]]:
 
 
 def child(backends: list[str], limit: int, seed: int) -> None:
-    sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "refrain.settings")
     # A benchmark, not a deployment: PostgreSQL with DEBUG off needs no SECRET_KEY here.
     os.environ.setdefault("REFRAIN_ENV", "development")
@@ -88,7 +87,7 @@ def child(backends: list[str], limit: int, seed: int) -> None:
 
     call_command("migrate", verbosity=0)
     tax = taxonomy_import(
-        name="Corpus", data=(DATA / "taxonomy.json").read_bytes(), filename="taxonomy.json"
+        name="Corpus", data=(CORPUS / "taxonomy.json").read_bytes(), filename="taxonomy.json"
     )
     project = Project.objects.create(name="Bench", slug="bench", taxonomy_version=tax.version)
     tmp = Path(tempfile.mkdtemp())
@@ -183,8 +182,8 @@ def main() -> None:
     if args.child:
         child(backends, args.limit, args.seed)
         return
-    if not (DATA / "manifest.csv").exists():
-        sys.exit(f"corpus not found at {DATA}")
+    if not (CORPUS / "manifest.csv").exists():
+        sys.exit(f"corpus not found at {CORPUS}")
 
     def psql(sql: str) -> None:
         subprocess.run(["psql", PG_ADMIN, "-q", "-c", sql], check=True, capture_output=True)
@@ -202,12 +201,19 @@ def main() -> None:
                 "REFRAIN_VAR_DIR": tmp,
                 # Clips are read only inside the import roots: the corpus, and the temp folder the child
                 # writes its manifest into.
-                "REFRAIN_IMPORT_ROOTS": f"{DATA},{tempfile.gettempdir()}",
+                "REFRAIN_IMPORT_ROOTS": f"{CORPUS},{tempfile.gettempdir()}",
                 "LOG_LEVEL": "WARNING",
             }
-            cmd = [sys.executable, __file__, "--child", "--backends", args.backends]
+            cmd = [
+                sys.executable,
+                "-m",
+                "bench.ml_pipeline",
+                "--child",
+                "--backends",
+                args.backends,
+            ]
             cmd += ["--limit", str(args.limit), "--seed", str(args.seed)]
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
             if proc.returncode != 0:
                 sys.exit(f"bench child failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     finally:
@@ -228,10 +234,7 @@ def main() -> None:
         "total_wall_s": time.perf_counter() - t0,
         **json.loads(line.removeprefix("RESULT ")),
     }
-    (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "bench" / "results" / "ml_pipeline.json").write_text(
-        json.dumps(result, indent=2, default=float) + "\n"
-    )
+    write_json(RESULTS / "ml_pipeline.json", result, default=float)
     print(json.dumps(result, indent=2, default=float))
 
 

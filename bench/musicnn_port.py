@@ -2,7 +2,7 @@
 
 Run from the repository root (needs ../shared/data and the fetched weights)::
 
-    .venv/bin/python bench/musicnn_port.py [--clips 100] [--repeats 3]
+    .venv/bin/python -m bench.musicnn_port [--clips 100] [--repeats 3]
 
 Writes bench/results/musicnn_port.json. Throughput is clip-seconds of audio per CPU-second of
 this process with torch.set_num_threads(1) (process CPU time, so other load on the machine does
@@ -17,11 +17,9 @@ network ran at that matrix-product peak (plus the measured decode/resample/mel t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -29,20 +27,17 @@ import numpy as np
 import soundfile as sf
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from active_learning.core.musicnn.backend import MusicnnBackend  # noqa: E402
-from active_learning.core.musicnn.fetch import WHEEL_SHA256  # noqa: E402
-from active_learning.core.musicnn.preprocess import (  # noqa: E402
+from active_learning.core.musicnn.backend import MusicnnBackend
+from active_learning.core.musicnn.fetch import WHEEL_SHA256
+from active_learning.core.musicnn.preprocess import (
     TorchMel,
     logmel_librosa,
     make_patches,
     resample_to_16k,
 )
+from bench import DATA, RESULTS, ROOT, write_json
 
-SHARED = REPO / ".." / "shared" / "data"
-REF = SHARED / "musicnn_reference"
+REF = DATA / "musicnn_reference"
 OUTPUTS = ("logits", "taggram", "penultimate", "mean_pool", "max_pool")
 
 
@@ -212,17 +207,15 @@ def main() -> int:
     ap.add_argument("--clips", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument(
-        "--weights", default=os.environ.get("MUSICNN_WEIGHTS_DIR", REPO / "var/models/musicnn")
+        "--weights", default=os.environ.get("MUSICNN_WEIGHTS_DIR", ROOT / "var/models/musicnn")
     )
     ap.add_argument("--skip-librosa", action="store_true", help="skip the librosa-mel throughput")
     args = ap.parse_args()
     torch.set_num_threads(1)
     weights = Path(args.weights)
-    files = sorted((SHARED / "corpus" / "audio").glob("*.ogg"))[: args.clips]
+    files = sorted((DATA / "corpus" / "audio").glob("*.ogg"))[: args.clips]
     if len(files) < args.clips:
-        raise SystemExit(
-            f"need {args.clips} clips in {SHARED / 'corpus/audio'}, found {len(files)}"
-        )
+        raise SystemExit(f"need {args.clips} clips in {DATA / 'corpus/audio'}, found {len(files)}")
 
     # warm-up (numba/librosa JIT, torch kernels) outside the timings
     MusicnnBackend(weights, mel="librosa").embed_many([(np.zeros(48000, np.float32), 16000)])
@@ -244,9 +237,8 @@ def main() -> int:
     result["roofline"] = roofline(weights, result["throughput_torch_mel"])  # type: ignore[arg-type]
     result["machine"]["loadavg_at_end"] = os.getloadavg()  # type: ignore[index]
 
-    out = REPO / "bench" / "results" / "musicnn_port.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = RESULTS / "musicnn_port.json"
+    write_json(out, result)
     worst = result["max_abs_error_vs_tf_reference"]["worst"]  # type: ignore[index]
     print("max abs error vs TF reference (worst over models, signals, mel paths):")
     for k, v in worst.items():

@@ -5,8 +5,8 @@ of the clips of ``../shared/data/corpus`` (labels from ``manifest.csv``, tree fr
 compute 5-fold out-of-sample probabilities by training the project's own
 ``active_learning.core.models.HierarchicalClassifier`` on the *noisy* labels (features: the project's
 ``logmel-stats`` backend by default, or ``--features logmel-stats+musicnn-msd`` for log-mel statistics
-concatenated with the musicnn MSD embedding, from ``bench/al_features_cache.py``'s store; all cached
-under ``bench/.cache/``), then rank the clips with
+concatenated with the musicnn MSD embedding; all from ``bench.corpus``'s feature cache under
+``bench/.cache/``), then rank the clips with
 
 - Refrain ``label_quality_scores``: ``refrain`` is the default (``method="calibrated"``: per-node Platt
   calibration of P(child | parent) against the given decisions, divided by the per-node
@@ -23,7 +23,7 @@ and report AUROC, average precision and precision at a budget equal to the true 
 and per noise type (each type against the clean clips). Refrain's ``find_label_issues`` at that budget
 is also checked for issue type and suspect node.
 
-Run: ``.venv/bin/python bench/quality_detection.py [--features logmel-stats+musicnn-msd]`` (writes
+Run: ``.venv/bin/python -m bench.quality_detection [--features logmel-stats+musicnn-msd]`` (writes
 ``bench/results/quality_detection.json``; probabilities cached per seed and feature set in ``bench/.cache/``).
 
 ``--train-on true`` trains the out-of-sample model on the *true* labels and still scores the noisy ones:
@@ -34,9 +34,7 @@ a ceiling that separates what the errors cost the model from what the model cann
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -45,101 +43,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
-from sklearn.model_selection import StratifiedKFold
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from quality_features import CORPUS, load_feature_set, read_manifest  # noqa: E402
-
-from quality.core import find_label_issues, label_quality_scores  # noqa: E402
-from quality.core.noise import NOISE_TYPES, inject_label_noise  # noqa: E402
-from taxonomy.hierarchy import Hierarchy  # noqa: E402
-
-
-def corpus_tree() -> Hierarchy:
-    tax = json.loads((CORPUS / "taxonomy.json").read_text())
-    paths: list[str] = []
-
-    def walk(node: dict[str, Any], prefix: str) -> None:
-        for child in node.get("children", []):
-            path = f"{prefix}/{child['name']}" if prefix else child["name"]
-            paths.append(path)
-            walk(child, path)
-
-    walk(tax, "")
-    return Hierarchy.from_paths(paths)
-
-
-def corpus_labels(h: Hierarchy, rows: list[dict[str, str]]) -> np.ndarray:
-    assert h.names is not None
-    index = {name: i for i, name in enumerate(h.names)}
-    y = np.zeros((len(rows), h.n_nodes), dtype=np.int8)
-    for i, row in enumerate(rows):
-        for path in row["labels"].split("|"):
-            parts = path.split("/")
-            y[i, [index["/".join(parts[:d])] for d in range(1, len(parts) + 1)]] = 1
-    return y
-
-
-def oos_probs(
-    x: np.ndarray,
-    y: np.ndarray,
-    h: Hierarchy,
-    strata: np.ndarray,
-    *,
-    seed: int,
-    max_steps: int,
-    hidden: int = 0,
-) -> tuple[np.ndarray, str]:
-    """5-fold out-of-sample probabilities from the project's model (stand-in if it is missing)."""
-    p = np.zeros(y.shape, dtype=np.float64)
-    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed).split(x, strata)
-    try:
-        import torch
-
-        from active_learning.core.models import HierarchicalClassifier
-
-        torch.set_num_threads(1)
-        arch = "linear" if hidden == 0 else f"hidden={hidden}"
-        label = (
-            f"project:active_learning.core.models.HierarchicalClassifier(conditional, {arch}, "
-            f"max_steps={max_steps}), 5-fold StratifiedKFold on the noisy primary leaf"
-        )
-
-        def fit_predict(tr: np.ndarray, te: np.ndarray) -> np.ndarray:
-            clf = HierarchicalClassifier(
-                h.parents,
-                device="cpu",
-                seed=seed,
-                max_steps=max_steps,
-                min_steps=max_steps // 2,
-                hidden=hidden,
-            )
-            return np.asarray(clf.fit(x[tr], y[tr]).predict_proba(x[te]))
-
-    except ImportError:
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.preprocessing import StandardScaler
-
-        label = "stand-in: sklearn one-vs-rest logistic regression per node + make_consistent"
-
-        def fit_predict(tr: np.ndarray, te: np.ndarray) -> np.ndarray:
-            sc = StandardScaler().fit(x[tr])
-            out = np.zeros((te.size, h.n_nodes))
-            for k in range(h.n_nodes):
-                yk = y[tr, k]
-                if yk.min() == yk.max():
-                    out[:, k] = yk[0]
-                    continue
-                lr = LogisticRegression(C=0.1, max_iter=300).fit(sc.transform(x[tr]), yk)
-                out[:, k] = lr.predict_proba(sc.transform(x[te]))[:, 1]
-            return h.make_consistent(out)
-
-    for tr, te in folds:
-        p[te] = fit_predict(tr, te)
-    return h.make_consistent(np.clip(p, 0.0, 1.0)), label
+from bench import CACHE, RESULTS, write_json
+from bench.corpus import corpus_labels, corpus_tree, load_feature_set, read_manifest
+from bench.oos import oos_probs
+from quality.core import find_label_issues, label_quality_scores
+from quality.core.noise import NOISE_TYPES, inject_label_noise
 
 
 def metrics(is_err: np.ndarray, suspicion: np.ndarray) -> dict[str, float]:
@@ -165,14 +74,12 @@ def main() -> None:
         default="logmel-stats",
         help="logmel-stats, or backends joined by + (e.g. logmel-stats+musicnn-msd)",
     )
-    ap.add_argument(
-        "--out", type=Path, default=ROOT / "bench" / "results" / "quality_detection.json"
-    )
+    ap.add_argument("--out", type=Path, default=RESULTS / "quality_detection.json")
     ap.add_argument(
         "--probs-from",
         type=Path,
         default=None,
-        help="folder of oos_seed<seed>.npz from bench/quality_oos_gpu.py (CNN / fusion probabilities "
+        help="folder of oos_seed<seed>.npz from bench.quality_oos_gpu (CNN / fusion probabilities "
         "computed on a GPU worker) instead of training here",
     )
     ap.add_argument("--probs-key", default="fusion", help="cnn, embedding or fusion")
@@ -190,7 +97,7 @@ def main() -> None:
 
     rows = read_manifest()
     h = corpus_tree()
-    true = corpus_labels(h, rows)
+    true = corpus_labels(h, [row["labels"] for row in rows])
     x, feat_label = load_feature_set(args.features)
     load_at_start = os.getloadavg()
     print(f"corpus: N={true.shape[0]} K={h.n_nodes}; features {feat_label} {x.shape}")
@@ -207,12 +114,7 @@ def main() -> None:
             feat_tag += f"_hidden{args.hidden}"
         if args.train_on == "true":
             feat_tag += "_trueTrained"
-        cache = (
-            ROOT
-            / "bench"
-            / ".cache"
-            / f"quality_detection_oos_seed{seed}_steps{args.max_steps}{feat_tag}.npz"
-        )
+        cache = CACHE / f"quality_detection_oos_seed{seed}_steps{args.max_steps}{feat_tag}.npz"
         if args.probs_from is not None:
             z = np.load(args.probs_from / f"oos_seed{seed}.npz")
             if not np.array_equal(z["noisy"], noisy):
@@ -221,7 +123,7 @@ def main() -> None:
                 )
             probs = h.make_consistent(np.clip(z[args.probs_key], 0.0, 1.0))
             model_label = (
-                f"{args.probs_key} probabilities from bench/quality_oos_gpu.py (LogMelCNN on CQT "
+                f"{args.probs_key} probabilities from bench.quality_oos_gpu (LogMelCNN on CQT "
                 "patches / embedding MLP), 5-fold StratifiedKFold on the primary leaf"
             )
         elif cache.exists():
@@ -381,8 +283,7 @@ def main() -> None:
         "ap_ratio_refrain_vs_cleanlab_scores": ratio,
         "per_seed": per_seed,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    write_json(args.out, payload)
     print(f"wrote {args.out}")
 
 

@@ -1,11 +1,11 @@
 """Out-of-sample probabilities on noisy corpus labels from the CNN (and its fusion with the embedding
-model), for ``bench/quality_detection.py --probs-from``. Meant for a GPU worker.
+model), for ``python -m bench.quality_detection --probs-from``. Meant for a GPU worker.
 
 Usage::
 
-    python bench/quality_oos_gpu.py [--data bench/.cache/corpus_cqt.npz] [--seeds 0 1 2] --out DIR
+    python -m bench.quality_oos_gpu [--data bench/.cache/corpus_cqt.npz] [--seeds 0 1 2] --out DIR
 
-For each seed: the same typed label noise as ``bench/quality_detection.py`` (10 %,
+For each seed: the same typed label noise as ``bench.quality_detection`` (10 %,
 ``quality.core.noise.inject_label_noise(seed=seed)``), then 5-fold out-of-sample probabilities
 (StratifiedKFold on the primary leaf, ``random_state=seed``) from ``LogMelCNN`` on the CQT patches
 (the ``cnn`` model kind's configuration) and from the embedding MLP on ``E``; writes
@@ -15,29 +15,24 @@ For each seed: the same typed label noise as ``bench/quality_detection.py`` (10 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from al_corpus_cnn import COMMON, CONFIGS  # noqa: E402
-from corpus_patches import load_patches  # noqa: E402
-
-from active_learning.core.cnn import LogMelCNN  # noqa: E402
-from active_learning.core.models import HierarchicalClassifier  # noqa: E402
-from quality.core.noise import inject_label_noise  # noqa: E402
-from taxonomy.hierarchy import Hierarchy  # noqa: E402
+from active_learning.core.cnn import LogMelCNN
+from active_learning.core.models import HierarchicalClassifier
+from bench import CACHE
+from bench.cnn_configs import COMMON, CONFIGS
+from bench.corpus import load_patches
+from quality.core.noise import inject_label_noise
+from taxonomy.hierarchy import Hierarchy
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default=str(ROOT / "bench" / ".cache" / "corpus_cqt.npz"))
+    ap.add_argument("--data", default=str(CACHE / "corpus_cqt.npz"))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--noise-rate", type=float, default=0.1)
     ap.add_argument("--config", default="base-shift3")

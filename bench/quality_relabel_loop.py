@@ -4,7 +4,7 @@ Simulation (per seed): every clip of ``../shared/data/corpus`` is labelled once 
 annotators of 75 % accuracy; a wrong label set is one typed error drawn with a bias toward siblings
 (wrong_sibling 0.55, wrong_branch 0.15, extra_genre 0.15, missing_genre 0.15, falling back to a sibling
 swap where the clip is not eligible). Out-of-sample probabilities come from the project's model trained
-on those labels (5-fold, as in ``bench/quality_detection.py``). A budget of 10 % of the clips is routed
+on those labels (5-fold, as in ``bench.quality_detection``). A budget of 10 % of the clips is routed
 to a *different* annotator (same 75 % accuracy) for a blind second opinion, either the top of Refrain's
 ``label_quality_scores`` ranking (the default ``calibrated`` method; the previous default
 ``self_confidence`` for comparison) or a random sample of the same size; the original and the new
@@ -20,7 +20,7 @@ label error rate (label set != truth) before and after, for
 - ``consensus_everywhere``: the consensus on every clip (single-annotated clips too, where the model
   can overrule a weak lone label).
 
-Run: ``.venv/bin/python bench/quality_relabel_loop.py`` (writes ``bench/results/quality_relabel_loop.json``).
+Run: ``.venv/bin/python -m bench.quality_relabel_loop`` (writes ``bench/results/quality_relabel_loop.json``).
 """
 
 from __future__ import annotations
@@ -36,17 +36,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from quality_detection import corpus_labels, corpus_tree, oos_probs  # noqa: E402
-from quality_features import load_feature_set, read_manifest  # noqa: E402
-
-from quality.core import label_quality_scores  # noqa: E402
-from quality.core.consensus import Annotations, get_consensus  # noqa: E402
-from quality.core.noise import inject_label_noise  # noqa: E402
-from taxonomy.hierarchy import Hierarchy  # noqa: E402
+from bench import CACHE, RESULTS, write_json
+from bench.corpus import corpus_labels, corpus_tree, load_feature_set, read_manifest
+from bench.oos import oos_probs
+from quality.core import label_quality_scores
+from quality.core.consensus import Annotations, get_consensus
+from quality.core.noise import inject_label_noise
+from taxonomy.hierarchy import Hierarchy
 
 ERROR_MIX = {
     "wrong_sibling": 0.55,
@@ -99,14 +95,12 @@ def main() -> None:
     ap.add_argument("--budget-frac", type=float, default=0.10)
     ap.add_argument("--max-steps", type=int, default=500)
     ap.add_argument("--features", default="logmel-stats")
-    ap.add_argument(
-        "--out", type=Path, default=ROOT / "bench" / "results" / "quality_relabel_loop.json"
-    )
+    ap.add_argument("--out", type=Path, default=RESULTS / "quality_relabel_loop.json")
     args = ap.parse_args()
 
     rows = read_manifest()
     h = corpus_tree()
-    true = corpus_labels(h, rows)
+    true = corpus_labels(h, [r["labels"] for r in rows])
     x, feat_label = load_feature_set(args.features)
     load_start = os.getloadavg()
     n = true.shape[0]
@@ -122,12 +116,7 @@ def main() -> None:
         feat_tag = "" if args.features == "logmel-stats" else f"_{args.features}"
         if args.initial_accuracy is not None:
             feat_tag += f"_init{args.initial_accuracy}"
-        cache = (
-            ROOT
-            / "bench"
-            / ".cache"
-            / f"quality_relabel_oos_seed{seed}_steps{args.max_steps}{feat_tag}.npz"
-        )
+        cache = CACHE / f"quality_relabel_oos_seed{seed}_steps{args.max_steps}{feat_tag}.npz"
         if cache.exists() and np.array_equal(np.load(cache)["given"], given):
             probs, model_label = np.load(cache)["probs"], str(np.load(cache)["model"])
         else:
@@ -249,7 +238,7 @@ def main() -> None:
             },
             "note": "one annotation per clip before the round; a budget of 10% of clips can remove at "
             "most 10 points of clip error by relabelling alone",
-            "command": "bench/quality_relabel_loop.py " + " ".join(sys.argv[1:]),
+            "command": "python -m bench.quality_relabel_loop " + " ".join(sys.argv[1:]),
             "goal": "error rate at least halves after one routed round",
             "machine": {
                 "cpus": os.cpu_count(),
@@ -260,8 +249,7 @@ def main() -> None:
         "summary": summary,
         "per_seed": per_seed,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    write_json(args.out, payload)
     print(f"wrote {args.out}")
 
 

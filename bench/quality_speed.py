@@ -14,18 +14,16 @@ with ``n_jobs=1``:
 - ``refrain[self_confidence]...``: the previous default method, for comparison;
 - ``cleanlab.get_label_quality_scores`` and ``cleanlab.find_label_issues(n_jobs=1)``.
 
-Run: ``.venv/bin/python bench/quality_speed.py`` (writes ``bench/results/quality_speed.json``).
+Run: ``.venv/bin/python -m bench.quality_speed`` (writes ``bench/results/quality_speed.json``).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,23 +31,10 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from quality.core import find_label_issues, label_quality_scores  # noqa: E402
-from quality.core.noise import inject_label_noise, random_paths, simulate_pred_probs  # noqa: E402
-from taxonomy.hierarchy import Hierarchy  # noqa: E402
-
-FMA = ROOT.parent / "shared" / "data" / "fma" / "genres.csv"
-
-
-def fma_tree() -> Hierarchy:
-    with open(FMA, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    ids = [int(r["genre_id"]) for r in rows]
-    index = {g: i for i, g in enumerate(ids)}
-    parents = [index[int(r["parent"])] if int(r["parent"]) != 0 else -1 for r in rows]
-    return Hierarchy(np.asarray(parents, dtype=np.int64), tuple(r["title"] for r in rows))
+from bench import RESULTS, write_json
+from bench.corpus import fma_tree
+from quality.core import find_label_issues, label_quality_scores
+from quality.core.noise import inject_label_noise, random_paths, simulate_pred_probs
 
 
 def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float], list[float], Any]:
@@ -71,7 +56,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality_speed.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "quality_speed.json")
     args = ap.parse_args()
 
     h = fma_tree()
@@ -180,8 +165,7 @@ def main() -> None:
             "median_cpu_s is process CPU time, less sensitive to the load than wall time",
         },
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    write_json(args.out, payload)
     print(f"wrote {args.out}")
 
 

@@ -31,7 +31,7 @@ too) is recorded before and after each level. With ``--repeat``, ``summary`` poo
 all repeats before taking percentiles (a p99 over fewer than 100 samples is their maximum) and
 ``rows`` keeps each run.
 
-    .venv/bin/python bench/queue_latency.py [--clips 100000] [--history 400] [--workers 4]
+    .venv/bin/python -m bench.queue_latency [--clips 100000] [--history 400] [--workers 4]
         [--modes human,dense,zero] [--levels 1,10,50] [--human-levels 10,50] [--seconds 60]
         [--human-seconds 180] [--repeat 1]
 
@@ -59,8 +59,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench import RESULTS, ROOT, write_json
+
 BENCH_DB = "refrain_bench"
 PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
 BROKER = os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/12")
@@ -422,11 +422,9 @@ def start_server(workers: int, port: int, log: Path) -> subprocess.Popen:
         "1024",
         "--timeout",
         "120",
-        "--pythonpath",
-        str(ROOT / "bench"),
         "--chdir",
         str(ROOT),
-        "queue_latency:server_app",
+        "bench.queue_latency:server_app",
     ]
     env = {**os.environ, **SERVER_ENV}
     proc = subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
@@ -484,7 +482,8 @@ def run_level(spec: dict) -> tuple[dict, dict]:
     la_before = os.getloadavg()
     busy0, total0 = _cpu_busy()
     proc = subprocess.run(
-        [sys.executable, __file__, "--load", json.dumps(spec)],
+        [sys.executable, "-m", "bench.queue_latency", "--load", json.dumps(spec)],
+        cwd=ROOT,
         capture_output=True,
         text=True,
         check=True,
@@ -542,7 +541,7 @@ def main() -> None:
     ap.add_argument("--human-seconds", type=float, default=180, help="per level, human pace")
     ap.add_argument("--repeat", type=int, default=1, help="run every level this many times")
     ap.add_argument("--keep", action="store_true", help="keep the refrain_bench database")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "queue_latency.json"))
+    ap.add_argument("--out", default=str(RESULTS / "queue_latency.json"))
     ap.add_argument("--load", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.load:
@@ -610,25 +609,21 @@ def main() -> None:
             f"{cells[0]:>32} {cells[1]:>33} {r['errors']:>4} {max(r['loadavg_1min']):>9}"
         )
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "clips": args.clips,
-                "history_per_annotator": args.history,
-                "database": f"PostgreSQL (dedicated {BENCH_DB}), broker {BROKER}",
-                "server": f"gunicorn, {args.workers} sync workers, session auth + CSRF header",
-                "client": "separate process, one thread and HTTP connection per annotator",
-                "paces_think_s": PACES,
-                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
-                "goal_p99_ms": 50,
-                "guarantees": guarantees,
-                "summary": summary,
-                "rows": rows,
-            },
-            indent=2,
-        )
-        + "\n"
+    write_json(
+        out,
+        {
+            "clips": args.clips,
+            "history_per_annotator": args.history,
+            "database": f"PostgreSQL (dedicated {BENCH_DB}), broker {BROKER}",
+            "server": f"gunicorn, {args.workers} sync workers, session auth + CSRF header",
+            "client": "separate process, one thread and HTTP connection per annotator",
+            "paces_think_s": PACES,
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+            "goal_p99_ms": 50,
+            "guarantees": guarantees,
+            "summary": summary,
+            "rows": rows,
+        },
     )
     print(f"wrote {out}")
 

@@ -24,7 +24,7 @@ After ``--minutes`` the load stops, the worker is given up to ``--drain`` second
 queues (the consensus updates still queued) and finish the running cycle, and the database is
 checked (``tests/security/stack.py``: ``verify_annotations``, ``verify_consensus``).
 
-    .venv/bin/python bench/soak.py [--minutes 10] [--annotators 50] [--clips 3000] [--overlap 3]
+    .venv/bin/python -m bench.soak [--minutes 10] [--annotators 50] [--clips 3000] [--overlap 3]
         [--think 0.5,2] [--workers 4] [--worker-concurrency 2] [--drain 600] [--out ...]
 
 Prints the headline figures and writes ``bench/results/soak.json``.
@@ -34,21 +34,17 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import os
 import platform
 import random
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.security.stack import (  # noqa: E402
+from bench import RESULTS, write_json
+from tests.security.stack import (
     Api,
     django_run,
     free_port,
@@ -238,7 +234,7 @@ def main() -> None:
     )
     ap.add_argument("--note", default="", help="a remark stored with the results")
     ap.add_argument("--keep", action="store_true", help=f"keep the {SOAK_DB} database")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "soak.json"))
+    ap.add_argument("--out", default=str(RESULTS / "soak.json"))
     args = ap.parse_args()
     think = tuple(float(x) for x in args.think.split(","))
 
@@ -435,8 +431,7 @@ def main() -> None:
     print(f"  queue drained in {out['drain_s']} s: {out['drained']}")
     print(f"  verdict: {out['verdict']}")
     path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    write_json(path, out)
     print(f"wrote {path}")
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from active_learning.core.acquisition import HierarchicalUncertainty, RandomSampling, RelabelOrNew
-from active_learning.core.simulation import (
+from bench.simulation import (
     AnnotatorModel,
     SimulationConfig,
     annotations_to_reach,

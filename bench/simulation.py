@@ -17,13 +17,21 @@ Pieces used from elsewhere (all plain ``core`` code, no Django):
   ``wrong_branch``);
 - out-of-sample probabilities for labelled clips: :func:`active_learning.core.cv.cross_val_predict_proba`;
 - metrics: :func:`active_learning.core.metrics.evaluate` (hierarchical F1 etc.).
+
+:func:`simulate` takes arrays; :func:`load_corpus_arrays` and :func:`simulate_corpus` run it on the
+corpus (``bench.corpus``) with the acquisition benchmarks' model (``HierarchicalClassifier``).
+
+Benchmark code, kept out of the product cores: both science cores (``active_learning.core`` and
+``quality.core``) are used here, and neither needs the other for this.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Literal, Protocol, cast
 
 import numpy as np
@@ -32,6 +40,7 @@ import numpy.typing as npt
 from active_learning.core.acquisition import AcquisitionStrategy, RelabelOrNew
 from active_learning.core.cv import cross_val_predict_proba
 from active_learning.core.metrics import evaluate
+from bench.corpus import feature_key, features, load_corpus
 from quality.core.consensus import Annotations, get_consensus
 from quality.core.label_issues import label_quality_scores
 from quality.core.noise import inject_label_noise
@@ -46,7 +55,10 @@ __all__ = [
     "SimulationResult",
     "annotations_to_reach",
     "label_savings",
+    "load_corpus_arrays",
+    "model_factory",
     "simulate",
+    "simulate_corpus",
 ]
 
 
@@ -474,3 +486,80 @@ def mean_curve(
             raise ValueError("runs do not share one spent grid")
     vals = np.stack([r.metrics[metric] for r in results])
     return spent, vals.mean(axis=0), vals.std(axis=0)
+
+
+# --- The corpus runs of the acquisition benchmarks (acq_simulate, acq_kcenter_spaces, ...) ---------
+
+#: The acquisition benchmarks' model: ``HierarchicalClassifier`` with these parameters.
+MODEL_PARAMS: dict[str, Any] = {
+    "device": "cpu",
+    "max_epochs": 20,
+    "min_steps": 100,
+    "max_steps": 100,
+    "seed": 0,
+}
+
+
+def load_corpus_arrays() -> dict[str, Any]:
+    """Features, ancestor-closed labels, primary node and split of every clip of the corpus.
+
+    ``logmel-stats`` unless ``$ACQ_FEATURES`` (set by the scripts' ``--features a+b``, so that worker
+    processes see it too) names other backends, all from ``bench.corpus``'s feature cache.
+    """
+    manifest, hier, y, primary = load_corpus()
+    key = os.environ.get("ACQ_FEATURES", "")
+    x, _ = features(key or "logmel-stats", [str(c) for c in manifest["clip_id"]])
+    key = key or feature_key("logmel-stats")  # e.g. logmel-stats-v1
+    return {
+        "x": x,
+        "y": y,
+        "primary": primary,
+        "split": manifest["split"].to_numpy().astype(str),
+        "hier": hier,
+        "feature_key": key,
+    }
+
+
+def model_params() -> dict[str, Any]:
+    """MODEL_PARAMS with ``--max-steps`` applied (passed to worker processes as ACQ_MAX_STEPS)."""
+    steps = int(os.environ.get("ACQ_MAX_STEPS", "0"))
+    return {**MODEL_PARAMS, **({"min_steps": steps, "max_steps": steps} if steps else {})}
+
+
+def model_factory(parents: IntArray) -> Any:
+    """A fresh single-threaded ``HierarchicalClassifier`` with :func:`model_params`."""
+    import torch
+
+    from active_learning.core.models import HierarchicalClassifier
+
+    torch.set_num_threads(1)
+    return HierarchicalClassifier(parents, **model_params())
+
+
+def simulate_corpus(
+    data: dict[str, Any],
+    *,
+    strategy: AcquisitionStrategy,
+    config: SimulationConfig,
+    seed: int,
+    name: str,
+    embeddings: FloatArray | None = None,
+) -> SimulationResult:
+    """One simulation on :func:`load_corpus_arrays`'s data: the train split is the pool, curves on
+    the test split."""
+    tr = np.flatnonzero(data["split"] == "train")
+    te = np.flatnonzero(data["split"] == "test")
+    return simulate(
+        X=data["x"][tr],
+        Y=data["y"][tr],
+        X_test=data["x"][te],
+        Y_test=data["y"][te],
+        parents=data["hier"],
+        strategy=strategy,
+        model_factory=partial(model_factory, data["hier"].parents),
+        config=config,
+        seed=seed,
+        primary_test=data["primary"][te],
+        name=name,
+        embeddings=embeddings,
+    )
