@@ -31,8 +31,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 
-from active_learning.core.cnn import cqt_patches
 from active_learning.core.features import decode_audio
+from active_learning.core.signal import cqt_patches
 from bench import CACHE, CORPUS
 from bench.corpus import features, load_corpus
 

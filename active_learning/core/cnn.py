@@ -31,9 +31,10 @@ from active_learning.core.models import (
     single_label_sibling_groups,
     train_loop,
 )
+from active_learning.core.signal import fit_frames, resample
 from taxonomy.hierarchy import Hierarchy
 
-__all__ = ["LogMelCNN", "TorchLogMel", "cqt_patches", "logmel_patches"]
+__all__ = ["LogMelCNN", "TorchLogMel", "logmel_patches"]
 
 
 class TorchLogMel(torch.nn.Module):
@@ -66,15 +67,6 @@ class TorchLogMel(torch.nn.Module):
         return torch.log(torch.matmul(fb, power) + 1e-6)
 
 
-def _fit_frames(m: npt.NDArray[Any], frames: int) -> npt.NDArray[Any]:
-    """(F, T) -> (F, frames): centre crop when longer, edge-pad at the end when shorter."""
-    t = m.shape[1]
-    if t >= frames:
-        s = (t - frames) // 2
-        return m[:, s : s + frames]
-    return np.pad(m, ((0, 0), (0, frames - t)), mode="edge")
-
-
 def logmel_patches(
     clips: list[tuple[npt.NDArray[Any], int]],
     *,
@@ -86,47 +78,12 @@ def logmel_patches(
 
     Each clip is resampled to ``sr`` and its log-mel cropped (centre) or edge-padded to ``frames``.
     """
-    from active_learning.core.features import resample
-
     mel = TorchLogMel(sr=sr, n_mels=n_mels)
     out = np.empty((len(clips), n_mels, frames), dtype=np.float32)
     with torch.inference_mode():
         for i, (audio, rate) in enumerate(clips):
             y = torch.from_numpy(resample(audio, rate, sr))
-            out[i] = _fit_frames(mel(y[None])[0].numpy(), frames)
-    return out
-
-
-def cqt_patches(
-    clips: list[tuple[npt.NDArray[Any], int]],
-    *,
-    sr: int = 22050,
-    hop_length: int = 1024,
-    fmin: float = 65.40639132514966,
-    n_bins: int = 72,
-    frames: int = 216,
-) -> npt.NDArray[np.float32]:
-    """Clips ``[(audio, sr_i), ...]`` -> (N, n_bins, frames) float32 log-magnitude CQT patches (dB).
-
-    One bin per semitone from ``fmin`` (C2 by default, six octaves), each clip normalised to its
-    own peak and floored at -80 dB. A transposition is a shift along the bin axis, which is what
-    ``LogMelCNN(freq_shift=...)`` augments; the CNN itself does not care which time-frequency
-    representation it is given.
-    """
-    import librosa
-
-    from active_learning.core.features import resample
-
-    out = np.empty((len(clips), n_bins, frames), dtype=np.float32)
-    for i, (audio, rate) in enumerate(clips):
-        y = resample(audio, rate, sr)
-        c = np.abs(
-            librosa.cqt(
-                y, sr=sr, hop_length=hop_length, fmin=fmin, n_bins=n_bins, bins_per_octave=12
-            )
-        )
-        m = librosa.amplitude_to_db(c, ref=np.max, top_db=80.0).astype(np.float32)
-        out[i] = _fit_frames(m, frames)
+            out[i] = fit_frames(mel(y[None])[0].numpy(), frames)
     return out
 
 

@@ -34,6 +34,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from active_learning.core.signal import cqt_patches, resample
+
 F32 = npt.NDArray[np.float32]
 Array = npt.NDArray[Any]
 
@@ -149,27 +151,6 @@ def decode_audio(
     if not np.all(np.isfinite(audio)):
         raise AudioDecodeError(f"{p}: decoded samples are not finite")
     return audio, sr
-
-
-def resample(audio: npt.ArrayLike, sr: int, target: int) -> F32:
-    """Resample a mono signal with soxr (high quality); a no-op when rates agree.
-
-    Parameters
-    ----------
-    audio : (samples,) array-like
-    sr, target : int
-        Source and target sample rates in Hz.
-
-    Returns
-    -------
-    (round(samples * target / sr),) float32
-    """
-    x = np.asarray(audio, dtype=np.float32)
-    if sr == target:
-        return x
-    import soxr
-
-    return np.asarray(soxr.resample(x, sr, target, quality="HQ"), dtype=np.float32)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -335,7 +316,7 @@ class CQTPatchBackend:
     """A clip's log-magnitude CQT patch, flattened: the input of the end-to-end CNN, not an embedding.
 
     (n_bins, frames) = (72, 216) by default: one bin per semitone from C2, hop 1024 at 22,050 Hz,
-    10 s centre-cropped or edge-padded (:func:`active_learning.core.cnn.cqt_patches`), stored as a
+    10 s centre-cropped or edge-padded (:func:`active_learning.core.signal.cqt_patches`), stored as a
     (n_bins * frames,) float32 row so that the :class:`FeatureStore` keeps one memory-mappable matrix;
     :meth:`patches` turns rows back into (N, n_bins, frames). 62 KB per clip: 6 GB for 100k clips,
     meant for projects that train the CNN on a GPU worker.
@@ -351,8 +332,6 @@ class CQTPatchBackend:
         self.dim = n_bins * frames
 
     def embed(self, audio: Array, sr: int) -> Array:
-        from active_learning.core.cnn import cqt_patches
-
         patch = cqt_patches(
             [(np.asarray(audio, dtype=np.float32), sr)],
             hop_length=self.hop_length,

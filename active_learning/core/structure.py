@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from active_learning.core.signal import resample
+
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 Array = npt.NDArray[Any]
@@ -410,8 +412,6 @@ class StructureStatsBackend:
     # API -----------------------------------------------------------------------------------------
     def embed(self, audio: Array, sr: int) -> Array:
         """(samples,) float32 at ``sr`` -> (dim,) float32 structure statistics."""
-        from active_learning.core.features import resample
-
         y = resample(np.asarray(audio, dtype=np.float32).reshape(-1), sr, self.sr)
         if y.size < self.sr:  # at least 1 s (the onset smoothing kernel is 0.5 s)
             y = np.pad(y, (0, self.sr - y.size))

@@ -86,7 +86,7 @@ def test_freq_shift_moves_rows_without_wrapping() -> None:
 
 
 def test_cqt_patches_shape_and_transposition() -> None:
-    from active_learning.core.cnn import cqt_patches
+    from active_learning.core.signal import cqt_patches
 
     sr = 22050
     t = np.arange(sr) / sr
