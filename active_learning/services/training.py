@@ -46,6 +46,7 @@ from active_learning.selectors import (
 )
 from annotation.models import Project
 from annotation.selectors import TaxonomyIndex, taxonomy_index_cached
+from refrain.errors import Invalid
 from refrain.jobs import fault_point, heartbeat, holder_fields, sweep_note
 from taxonomy.hierarchy import Hierarchy
 
@@ -68,7 +69,7 @@ KINDS: dict[str, dict[str, Any]] = {
 PREDICTION_BATCH = 2000
 
 
-class TrainingDataError(ValueError):
+class TrainingDataError(Invalid, ValueError):
     """The project cannot be trained on as it is (no features, too few labels); the message says why."""
 
 
