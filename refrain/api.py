@@ -78,7 +78,7 @@ def error_kind(exc: Exception) -> type[ApplicationError] | None:
     """The kind in :data:`ERROR_STATUS` that ``exc`` is, or None for an error that is no kind."""
     for cls in type(exc).__mro__:
         if cls in ERROR_STATUS:
-            return cls  # type: ignore[return-value]
+            return cls
         if cls in FOREIGN_KINDS:
             return FOREIGN_KINDS[cls]
     return None
@@ -112,8 +112,9 @@ def _application_error(request: HttpRequest, exc: Exception) -> HttpResponse:
     return response
 
 
-for _kind in (ApplicationError, *FOREIGN_KINDS):
-    api.add_exception_handler(_kind, _application_error)
+_KINDS: tuple[type[Exception], ...] = (ApplicationError, *FOREIGN_KINDS)
+for _kind in _KINDS:
+    api.add_exception_handler(_kind, _application_error)  # type: ignore[arg-type]
 
 
 # --- errors: every 4xx/5xx is {"detail", "code"} and documented (issue 12) ------------------------
