@@ -1,7 +1,7 @@
-"""Admin for feature sets, model versions and predictions: artifacts are read-only; retrain on demand.
+"""Admin for feature sets and model versions: artifacts are read-only; retrain on demand.
 
-Scheduled retrains are django-celery-beat ``PeriodicTask`` rows (see
-``active_learning.services.triggers.schedule_retraining``), edited in the Periodic tasks admin.
+Scheduled retraining is the relabel cycle's schedule (``quality.services.schedule``), a
+django-celery-beat ``PeriodicTask`` row edited in the Periodic tasks admin.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from active_learning.models import FeatureSet, LoopPolicy, ModelVersion, Prediction
+from active_learning.models import FeatureSet, LoopPolicy, ModelVersion
 from active_learning.services.features import FeatureBackendError, feature_set_start
 from active_learning.services.training import model_train_start
 from annotation.admin import ProjectAdmin as AnnotationProjectAdmin
@@ -125,24 +125,3 @@ class ModelVersionAdmin(ReadOnlyAdmin):
         for project in Project.objects.filter(model_versions__in=queryset).distinct():
             mv = model_train_start(project=project, trigger=ModelVersion.Trigger.MANUAL)
             self.message_user(request, f"{project}: model v{mv.number} queued")
-
-
-@admin.register(Prediction)
-class PredictionAdmin(ReadOnlyAdmin):
-    list_display = ("model_version", "clip", "out_of_sample", "top_node", "top_prob")
-    list_filter = ("out_of_sample",)
-    list_select_related = ("model_version__project", "clip", "top_node")
-    raw_id_fields = ("model_version", "clip", "top_node")
-    readonly_fields = (
-        "model_version",
-        "clip",
-        "out_of_sample",
-        "top_node",
-        "top_prob",
-        "probs_text",
-    )
-    exclude = ("probs",)
-
-    @admin.display(description="probabilities")
-    def probs_text(self, obj: Prediction) -> str:
-        return format_html("<pre>{}</pre>", ", ".join(f"{p:.3f}" for p in obj.probs_array))

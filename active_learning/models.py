@@ -2,18 +2,17 @@
 
 Large arrays live on disk next to the rows (``ARTIFACT_ROOT``), as .npy files that load with mmap:
 a feature set is an (N, D) float32 matrix, a model version's predictions an (N, K) float32 matrix.
-The rows hold what pages, filters and audits need; ``Prediction`` keeps each clip's probabilities
-too (K float32 as bytes) so a clip's page and the API read one row.
+The rows hold what pages, filters and audits need; the predictions are read from the model
+version's ``pred_probs.npy`` (``active_learning.selectors.prediction_matrix``).
 """
 
 from __future__ import annotations
 
-import numpy as np
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from annotation.models import Clip, Project, TaxonomyNode, TaxonomyVersion
+from annotation.models import Project, TaxonomyVersion
 from refrain.jobs import HeldJob
 
 
@@ -177,41 +176,3 @@ class ModelVersion(HeldJob):
 
     def __str__(self) -> str:
         return f"{self.project} model v{self.number} ({self.status})"
-
-
-class Prediction(models.Model):
-    """A clip's probabilities over every node of the model's taxonomy version.
-
-    ``out_of_sample`` is True when the clip was labelled and its probabilities come from a fold
-    model that did not see it (the ones label-issue detection may use).
-    """
-
-    model_version = models.ForeignKey(
-        ModelVersion, on_delete=models.CASCADE, related_name="predictions"
-    )
-    clip = models.ForeignKey(Clip, on_delete=models.CASCADE, related_name="predictions")
-    out_of_sample = models.BooleanField()
-    probs = models.BinaryField()  # K little-endian float32, node order = TaxonomyNode.index
-    top_node = models.ForeignKey(
-        TaxonomyNode, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    top_prob = models.FloatField(default=0.0)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["model_version", "clip"], name="prediction_unique"),
-        ]
-        indexes = [
-            models.Index(
-                fields=["model_version", "out_of_sample"],
-                name="prediction_oos_idx",
-                condition=Q(out_of_sample=True),
-            )
-        ]
-
-    def __str__(self) -> str:
-        return f"prediction of {self.clip_id} by {self.model_version_id}"
-
-    @property
-    def probs_array(self) -> np.ndarray:
-        return np.frombuffer(bytes(self.probs), dtype="<f4")

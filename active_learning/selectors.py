@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from active_learning.models import FeatureSet, JobStatus, ModelVersion
-from annotation.models import Annotation, Project
+from annotation.models import Project
 from annotation.selectors import TaxonomyIndex, current_labels, taxonomy_index_cached
 from taxonomy.hierarchy import Hierarchy
 
@@ -140,14 +140,6 @@ def per_node_rows(*, model_version: ModelVersion) -> list[dict[str, Any]]:
             }
         )
     return rows
-
-
-def annotations_since(*, project: Project, model_version: ModelVersion | None) -> int:
-    """Non-review annotations on the project's clips created after the version was requested."""
-    qs = Annotation.objects.filter(clip__project=project).exclude(kind=Annotation.Kind.REVIEW)
-    if model_version is not None:
-        qs = qs.filter(created_at__gt=model_version.created_at)
-    return qs.count()
 
 
 # --------------------------------------------------------------------------------------------------

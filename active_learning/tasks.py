@@ -34,7 +34,6 @@ from active_learning.services.training import (
     model_version_run,
     model_version_summary,
 )
-from active_learning.services.triggers import retrain_if_due as retrain_if_due_service
 from annotation.models import Project
 
 logger = logging.getLogger(__name__)
@@ -140,11 +139,3 @@ def train_project_model(
     if not model_version_claim(model_version=mv):
         return {**model_version_summary(model_version=mv), "skipped": True}
     return model_version_summary(model_version=model_version_run(model_version=mv))
-
-
-# Acked early: not idempotent on its own (it requests a version when due); a lost one is asked
-# again by the next annotation or schedule.
-@shared_task(name="active_learning.tasks.retrain_if_due")
-def retrain_if_due(project_id: int) -> dict[str, Any]:
-    mv = retrain_if_due_service(project=Project.objects.get(id=project_id))
-    return {"enqueued": mv is not None, "model_version": mv.id if mv else None}

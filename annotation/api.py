@@ -40,6 +40,7 @@ from annotation.services import tasks as queue
 from annotation.services.enqueue import Manual, task_enqueue
 from annotation.services.tokens import api_token_create, api_token_revoke, api_tokens_of
 from annotation.services.visuals import clip_visuals
+from refrain.errors import NotFound, PermissionDenied
 
 logger = logging.getLogger(__name__)
 router = Router(tags=["annotation"])
@@ -463,7 +464,7 @@ def _visible_version(request: HttpRequest, version_id: int) -> TaxonomyVersion:
         or Membership.objects.filter(user=user, project__taxonomy_version=version).exists()
     )
     if not visible:
-        raise perm.NotFound(f"taxonomy version {version_id} not found")
+        raise NotFound(f"taxonomy version {version_id} not found")
     return version  # type: ignore[return-value]
 
 
@@ -548,7 +549,7 @@ def clips_visual(request: HttpRequest, clip_id: PathId) -> dict[str, Any]:
     except (OSError, RuntimeError) as exc:  # missing or undecodable file (soundfile errors)
         # The error names the file on disk: log it for admins, never send it (blind mode).
         logger.warning("clip %s: cannot read the audio for its visuals: %s", clip_id, exc)
-        raise perm.NotFound(f"cannot read the audio of clip {clip_id}") from exc
+        raise NotFound(f"cannot read the audio of clip {clip_id}") from exc
     return {**data, "spectrogram_url": reverse("clip-spectrogram", args=[clip.pk])}
 
 
@@ -690,14 +691,14 @@ def annotations_detail(request: HttpRequest, annotation_id: PathId) -> dict[str,
         m = perm.membership_get(project_id=ann.clip.project_id, user=user)
         if (ann.user_id == user.pk and m is not None) or perm.role_at_least(m, Role.REVIEWER):
             return annotation_out(ann)
-    raise perm.NotFound(f"annotation {annotation_id} not found")
+    raise NotFound(f"annotation {annotation_id} not found")
 
 
 @router.get("/clips/{clip_id}/annotations", response=list[AnnotationOut])
 def clip_annotations_list(request: HttpRequest, clip_id: PathId) -> list[dict[str, Any]]:
     clip, m = perm.clip_for_user(clip_id=clip_id, user=_user(request))
     if not perm.role_at_least(m, Role.REVIEWER):
-        raise perm.PermissionDenied("only reviewers see all annotations of a clip")
+        raise PermissionDenied("only reviewers see all annotations of a clip")
     return [annotation_out(a) for a in Annotation.objects.filter(clip=clip).order_by("pk")]
 
 
@@ -705,7 +706,7 @@ def clip_annotations_list(request: HttpRequest, clip_id: PathId) -> list[dict[st
 def reviews_list(request: HttpRequest, clip_id: PathId) -> list[dict[str, Any]]:
     clip, m = perm.clip_for_user(clip_id=clip_id, user=_user(request))
     if not perm.role_at_least(m, Role.REVIEWER):
-        raise perm.PermissionDenied("only reviewers see review decisions")
+        raise PermissionDenied("only reviewers see review decisions")
     rows = ReviewDecision.objects.filter(clip=clip).select_related("reviewer")
     return [_review_out(r) for r in rows.order_by("created_at", "pk")]
 
@@ -714,7 +715,7 @@ def reviews_list(request: HttpRequest, clip_id: PathId) -> list[dict[str, Any]]:
 def reviews_create(request: HttpRequest, clip_id: PathId, payload: ReviewIn) -> Status:
     clip, m = perm.clip_for_user(clip_id=clip_id, user=_user(request))
     if not perm.role_at_least(m, Role.REVIEWER):
-        raise perm.PermissionDenied("only reviewers record review decisions")
+        raise PermissionDenied("only reviewers record review decisions")
     clip.project = m.project
     row = review_service.review_decide(
         clip=clip,
@@ -855,5 +856,5 @@ def taxonomy_import_job_detail(request: HttpRequest, job_id: int) -> dict[str, A
     user = _user(request)
     job = TaxonomyImportJob.objects.filter(pk=job_id).first()
     if job is None or not (perm.can_create_projects(user) or job.created_by_id == user.pk):
-        raise perm.NotFound(f"taxonomy import {job_id} not found")
+        raise NotFound(f"taxonomy import {job_id} not found")
     return taxonomy_import_job_progress(job=job)

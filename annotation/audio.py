@@ -16,11 +16,13 @@ from typing import BinaryIO
 
 import soundfile as sf
 
+from refrain.errors import Invalid
+
 SUPPORTED_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".mp3"})
 _TAIL_FRAMES = 4096
 
 
-class AudioProbeError(Exception):
+class AudioProbeError(Invalid):
     """The file is not usable audio; ``reason`` is shown to the user and stored on the clip."""
 
     def __init__(self, reason: str) -> None:

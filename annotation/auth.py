@@ -19,9 +19,9 @@ from django.contrib.auth.backends import ModelBackend
 from django.http import HttpRequest, HttpResponse
 from ninja.security import HttpBearer
 
-from annotation import permissions as perm
 from annotation.services import throttle
 from annotation.services.tokens import api_token_check
+from refrain.errors import PermissionDenied, Throttled
 
 
 class ApiTokenAuth(HttpBearer):
@@ -35,7 +35,7 @@ class ApiTokenAuth(HttpBearer):
             throttle.token_auth_failed(address=throttle.client_address(request))
             return None
         if self.scope not in row.scopes:
-            raise perm.PermissionDenied(f"this token lacks the {self.scope!r} scope")
+            raise PermissionDenied(f"this token lacks the {self.scope!r} scope")
         request.user = row.user
         request.api_token = row  # type: ignore[attr-defined]
         return row.user
@@ -74,7 +74,7 @@ class ThrottledLoginView(auth_views.LoginView):
         wait = throttle.login_locked(username=username, address=address) if username else None
         if wait is None:
             return super().post(request, *args, **kwargs)
-        message = throttle.Throttled(retry_after=wait, what="failed sign-in attempts").message
+        message = Throttled(retry_after=wait, what="failed sign-in attempts").message
         # An unbound form: nothing is validated, so the password is not even checked.
         form = self.get_form_class()(request=request, initial={"username": username})
         response = self.render_to_response(

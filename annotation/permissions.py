@@ -11,25 +11,10 @@ from __future__ import annotations
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
 from annotation.models import Assignment, Clip, Membership, Project
+from refrain.errors import NotFound, PermissionDenied
 
 Role = Membership.Role
 _RANK = {Role.ANNOTATOR: 1, Role.REVIEWER: 2, Role.ADMIN: 3}
-
-
-class PermissionDenied(PermissionError):
-    """The user may not do this; ``message`` is safe to show them."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class NotFound(LookupError):
-    """The object does not exist, or the user may not know it does."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 def membership_get(*, project_id: int, user: AbstractBaseUser | AnonymousUser) -> Membership | None:

@@ -57,8 +57,8 @@ from annotation.services import review as review_service
 from annotation.services import tasks as queue
 from annotation.services import tokens as tokens_service
 from annotation.services.enqueue import Manual, task_enqueue
-from annotation.services.throttle import Throttled
 from annotation.services.visuals import clip_visuals
+from refrain.errors import Throttled
 
 Role = Membership.Role
 View = Callable[..., HttpResponse]
@@ -74,12 +74,8 @@ def project_role(role: str) -> Callable[[View], View]:
             project_id = Project.objects.filter(slug=slug).values_list("pk", flat=True).first()
             if project_id is None:
                 raise Http404("no such project")
-            try:
-                membership = perm.require_role(project_id=project_id, user=request.user, role=role)
-            except perm.NotFound as exc:
-                raise Http404(exc.message) from exc
-            except perm.PermissionDenied as exc:
-                return HttpResponseForbidden(exc.message)
+            # NotFound and PermissionDenied go to the error middleware: Django's 404 page, a 403.
+            membership = perm.require_role(project_id=project_id, user=request.user, role=role)
             return view(request, membership, *args, **kwargs)
 
         return wrapped
@@ -517,21 +513,6 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _CHUNK = 64 * 1024
 
 
-def _clip_or_404(request: HttpRequest, clip_id: int) -> Clip:
-    try:
-        clip, _ = perm.clip_for_user(clip_id=clip_id, user=request.user)
-    except perm.NotFound as exc:
-        raise Http404(exc.message) from exc
-    return clip
-
-
-def _clip_and_membership_or_404(request: HttpRequest, clip_id: int) -> tuple[Clip, Membership]:
-    try:
-        return perm.clip_for_user(clip_id=clip_id, user=request.user)
-    except perm.NotFound as exc:
-        raise Http404(exc.message) from exc
-
-
 def _file_slice(path: str, start: int, length: int) -> Iterator[bytes]:
     with open(path, "rb") as fh:
         fh.seek(start)
@@ -552,7 +533,7 @@ def clip_audio(request: HttpRequest, clip_id: int) -> HttpResponse:
     imported original with ``?original=1``. Failed clips, missing files and anything outside the
     import roots are 404.
     """
-    clip, membership = _clip_and_membership_or_404(request, clip_id)
+    clip, membership = perm.clip_for_user(clip_id=clip_id, user=request.user)  # or NotFound: 404
     original = request.GET.get("original") == "1" and perm.role_at_least(membership, Role.ADMIN)
     try:
         served = clip_files.clip_served_file(clip=clip, original=original)
@@ -595,7 +576,7 @@ def clip_audio(request: HttpRequest, clip_id: int) -> HttpResponse:
 
 @login_required
 def clip_spectrogram(request: HttpRequest, clip_id: int) -> HttpResponse:
-    clip = _clip_or_404(request, clip_id)
+    clip, _ = perm.clip_for_user(clip_id=clip_id, user=request.user)  # or NotFound: 404
     try:
         _data, png = clip_visuals(clip)
     except (OSError, RuntimeError) as exc:

@@ -18,6 +18,7 @@ from quality import selectors as sel
 from quality.export import ExportFormat, labels_download
 from quality.models import LabelIssue, QualityCycle
 from quality.services.cycle import cycle_enqueue
+from refrain.errors import NotFound
 
 router = Router(tags=["quality"])
 Role = Membership.Role
@@ -248,10 +249,10 @@ def get_cycle(request: HttpRequest, cycle_id: PathId) -> dict[str, Any]:
     cycle = QualityCycle.objects.filter(pk=cycle_id).first()
     try:
         if cycle is None:
-            raise perm.NotFound("")
+            raise NotFound("")
         perm.require_role(project_id=cycle.project_id, user=_user(request), role=Role.REVIEWER)
-    except perm.NotFound:
-        raise perm.NotFound(f"cycle {cycle_id} not found among your projects") from None
+    except NotFound:
+        raise NotFound(f"cycle {cycle_id} not found among your projects") from None
     return _cycle_out(cycle)
 
 

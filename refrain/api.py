@@ -19,15 +19,18 @@ from ninja.security import django_auth
 from active_learning.api import router as models_router
 from annotation.api import router as annotation_router
 from annotation.auth import ApiTokenAuth
-from annotation.permissions import NotFound, PermissionDenied
-from annotation.services.annotations import LabelError
-from annotation.services.members import MemberError
-from annotation.services.projects import ProjectError
-from annotation.services.tasks import QueueError
-from annotation.services.throttle import Throttled
-from annotation.services.tokens import TokenError
 from quality.api import router as quality_router
+from refrain.errors import (
+    ApplicationError,
+    Conflict,
+    Invalid,
+    NotFound,
+    PermissionDenied,
+    Throttled,
+    Unavailable,
+)
 from refrain.middleware import RETRY_AFTER_S, UNAVAILABLE, error_code, unavailable_detail
+from taxonomy.formats import TaxonomyFormatError
 
 logger = logging.getLogger("refrain.errors")
 
@@ -52,38 +55,66 @@ api.add_router("/", models_router)
 api.add_router("/", quality_router)
 
 
+# --- application errors: the one table from their kinds to HTTP statuses --------------------------
+
+# A service's error is found here by the first of its classes (its MRO) that the table names, so
+# ``TaskNotFound(QueueError, NotFound)`` is a 404; a bare ``ApplicationError`` is a 400. The API
+# answers with the error's ``message`` and ``code``; pages (``ErrorResponsesMiddleware``) with the
+# same status.
+ERROR_STATUS: dict[type[ApplicationError], int] = {
+    ApplicationError: 400,
+    PermissionDenied: 403,
+    NotFound: 404,
+    Conflict: 409,
+    Invalid: 422,
+    Throttled: 429,
+    Unavailable: 503,
+}
+# Errors of the pure packages, which import nothing of Refrain's and so cannot derive from a kind.
+FOREIGN_KINDS: dict[type[Exception], type[ApplicationError]] = {TaxonomyFormatError: Invalid}
+
+
+def error_kind(exc: Exception) -> type[ApplicationError] | None:
+    """The kind in :data:`ERROR_STATUS` that ``exc`` is, or None for an error that is no kind."""
+    for cls in type(exc).__mro__:
+        if cls in ERROR_STATUS:
+            return cls
+        if cls in FOREIGN_KINDS:
+            return FOREIGN_KINDS[cls]
+    return None
+
+
+def error_status(exc: Exception) -> int | None:
+    """The HTTP status for an application error; None for any other error."""
+    kind = error_kind(exc)
+    return None if kind is None else ERROR_STATUS[kind]
+
+
 def _error(request: HttpRequest, status: int, message: str, code: str) -> HttpResponse:
     return api.create_response(request, {"detail": message, "code": code}, status=status)
 
 
-@api.exception_handler(QueueError)
-def _queue_error(request: HttpRequest, exc: QueueError) -> HttpResponse:
-    return _error(request, exc.status, exc.message, exc.code)
+def error_retry_after(exc: Exception) -> int | None:
+    """Seconds a client should wait before retrying, for the errors that say so."""
+    if isinstance(exc, Throttled):
+        return exc.retry_after
+    return RETRY_AFTER_S if error_status(exc) == 503 else None
 
 
-@api.exception_handler(NotFound)
-def _not_found(request: HttpRequest, exc: NotFound) -> HttpResponse:
-    return _error(request, 404, exc.message, "not_found")
-
-
-@api.exception_handler(PermissionDenied)
-def _denied(request: HttpRequest, exc: PermissionDenied) -> HttpResponse:
-    return _error(request, 403, exc.message, "permission_denied")
-
-
-@api.exception_handler(LabelError)
-@api.exception_handler(ProjectError)
-@api.exception_handler(MemberError)
-@api.exception_handler(TokenError)
-def _invalid(request: HttpRequest, exc: Exception) -> HttpResponse:
-    return _error(request, 422, str(exc), "invalid")
-
-
-@api.exception_handler(Throttled)
-def _throttled(request: HttpRequest, exc: Throttled) -> HttpResponse:
-    response = _error(request, 429, exc.message, "throttled")
-    response["Retry-After"] = str(exc.retry_after)
+def _application_error(request: HttpRequest, exc: Exception) -> HttpResponse:
+    # Registered for ApplicationError and FOREIGN_KINDS only, so every exc here has a kind.
+    kind = error_kind(exc) or ApplicationError
+    code = exc.code if isinstance(exc, ApplicationError) else kind.code
+    response = _error(request, ERROR_STATUS[kind], getattr(exc, "message", str(exc)), code)
+    retry_after = error_retry_after(exc)
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
     return response
+
+
+_KINDS: tuple[type[Exception], ...] = (ApplicationError, *FOREIGN_KINDS)
+for _kind in _KINDS:
+    api.add_exception_handler(_kind, _application_error)  # type: ignore[arg-type]
 
 
 # --- errors: every 4xx/5xx is {"detail", "code"} and documented (issue 12) ------------------------

@@ -3,6 +3,8 @@
 - Under ``/api/``, every 4xx/5xx is JSON ``{"detail", "code"}``: Django's own answers (an unknown
   route's 404, a wrong method's 405, a 500 raised outside the view) are rewritten here; the API's
   handlers in ``refrain/api.py`` cover what happens inside an operation.
+- A page view may let an application error (``refrain.errors``) through: it is answered with the
+  status the API gives it (one table, ``refrain.api.ERROR_STATUS``), not found as Django's 404 page.
 - A database or broker that is unavailable is a 503 with ``Retry-After`` (JSON for the API, a short
   HTML page for pages), also when it fails at commit time (``ATOMIC_REQUESTS``, ``on_commit``).
 - Before an API operation runs: a JSON body must be an object, and no string anywhere in the query
@@ -21,7 +23,7 @@ from typing import Any
 
 from django.db import InterfaceError
 from django.db import OperationalError as DatabaseUnavailable
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 
 logger = logging.getLogger("refrain.errors")
 
@@ -150,6 +152,28 @@ def api_input_problem(request: HttpRequest) -> JsonResponse | None:
     return None
 
 
+def page_error(request: HttpRequest, exc: Exception) -> HttpResponse | None:
+    """A page's answer to an application error a view let through, with the API's status for it
+    (``refrain.api.ERROR_STATUS``); None (Django's 500) for any other error.
+
+    Not found is Django's 404 page, as for ``Http404``; other kinds are their message.
+    """
+    # The table lives with the API, which imports this module: import it when a page needs it.
+    from refrain.api import error_retry_after, error_status
+
+    status = error_status(exc)
+    if status is None:
+        return None
+    message = getattr(exc, "message", str(exc))
+    if status == 404:
+        raise Http404(message) from exc
+    response = HttpResponse(escape(message), status=status)
+    retry_after = error_retry_after(exc)
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response
+
+
 class ErrorResponsesMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -182,7 +206,7 @@ class ErrorResponsesMiddleware:
     def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
         if isinstance(exc, UNAVAILABLE):
             return service_unavailable(request, exc)
-        if is_api(request):
-            logger.exception("%s %s failed", request.method, request.path, exc_info=exc)
-            return api_error(500, "internal error; it has been logged", "server_error")
-        return None
+        if not is_api(request):
+            return page_error(request, exc)
+        logger.exception("%s %s failed", request.method, request.path, exc_info=exc)
+        return api_error(500, "internal error; it has been logged", "server_error")

@@ -41,6 +41,7 @@ from active_learning.core.features import (
 from active_learning.models import FeatureSet, JobStatus
 from annotation.models import Clip, Project
 from annotation.services.clip_files import ClipFileUnavailable, clip_source_file
+from refrain.errors import Invalid
 from refrain.jobs import fault_point, heartbeat, holder_fields, sweep_note
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ DEFAULT_BACKEND = "logmel-stats"
 DEFAULT_CHUNK_SIZE = 64
 
 
-class FeatureBackendError(ValueError):
+class FeatureBackendError(Invalid, ValueError):
     """The requested embedding backend cannot be built here (unknown name, missing weights)."""
 
 

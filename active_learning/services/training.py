@@ -10,8 +10,8 @@ delivery of the same message finds nothing to claim and stops; :func:`model_vers
 * ``cross_val_predict_proba``: out-of-sample probabilities for labelled clips, full-model ones for
   unlabelled clips, then metrics on the out-of-sample rows only;
 * artifacts under ``ARTIFACT_ROOT/project_<id>/model_<n>/``: ``pred_probs.npy`` (N, K) float32,
-  ``clip_ids.npy`` (N,), ``out_of_sample.npy`` (N,), ``model.joblib``, ``metrics.json``; one
-  ``Prediction`` row per clip.
+  ``clip_ids.npy`` (N,), ``out_of_sample.npy`` (N,), ``model.joblib``, ``metrics.json`` (readers
+  load them with ``active_learning.selectors.prediction_matrix``).
 
 Data problems (no features, too few labels) fail the version with a reason a person can act on and
 never raise, so no retry loop can start.
@@ -35,7 +35,7 @@ from django.db import transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
-from active_learning.models import FeatureSet, JobStatus, ModelVersion, Prediction
+from active_learning.models import FeatureSet, JobStatus, ModelVersion
 from active_learning.selectors import (
     PATCH_BACKEND,
     TrainingLabels,
@@ -46,6 +46,7 @@ from active_learning.selectors import (
 )
 from annotation.models import Project
 from annotation.selectors import TaxonomyIndex, taxonomy_index_cached
+from refrain.errors import Invalid
 from refrain.jobs import fault_point, heartbeat, holder_fields, sweep_note
 from taxonomy.hierarchy import Hierarchy
 
@@ -65,10 +66,9 @@ KINDS: dict[str, dict[str, Any]] = {
         "max_epochs": 60,
     },
 }
-PREDICTION_BATCH = 2000
 
 
-class TrainingDataError(ValueError):
+class TrainingDataError(Invalid, ValueError):
     """The project cannot be trained on as it is (no features, too few labels); the message says why."""
 
 
@@ -325,7 +325,6 @@ def _train(mv: ModelVersion) -> None:
         seed=mv.seed,
     )
     metrics["train_seconds"] = round(time.perf_counter() - t0, 3)
-    top = top_nodes(pred_probs, hierarchy)
 
     root = Path(settings.ARTIFACT_ROOT) / f"project_{mv.project_id}" / f"model_{mv.number}"
     _save_npy(root / "pred_probs.npy", pred_probs.astype(np.float32))
@@ -336,46 +335,21 @@ def _train(mv: ModelVersion) -> None:
     joblib.dump(model, root / "model.joblib")
     (root / "metrics.json").write_text(json.dumps(metrics, indent=1))
 
-    node_ids = np.asarray([n.id for n in data.index.nodes], dtype=np.int64)
-    probs32 = np.ascontiguousarray(pred_probs, dtype="<f4")
-    with transaction.atomic():
-        Prediction.objects.filter(model_version=mv).delete()
-        for start in range(0, len(data.clip_ids), PREDICTION_BATCH):
-            stop = start + PREDICTION_BATCH
-            Prediction.objects.bulk_create(
-                [
-                    Prediction(
-                        model_version=mv,
-                        clip_id=int(cid),
-                        out_of_sample=bool(o),
-                        probs=probs32[i].tobytes(),
-                        top_node_id=int(node_ids[t]),
-                        top_prob=float(probs32[i, t]),
-                    )
-                    for i, cid, o, t in zip(
-                        range(start, min(stop, len(data.clip_ids))),
-                        data.clip_ids[start:stop],
-                        oos[start:stop],
-                        top[start:stop],
-                        strict=True,
-                    )
-                ]
-            )
-        mv.feature_set = data.feature_set
-        mv.metrics = metrics
-        mv.training_snapshot = {
-            **data.labels.snapshot,
-            "feature_set": data.feature_set.id,
-            "backend": f"{data.feature_set.backend} {data.feature_set.backend_version}",
-        }
-        mv.hyperparameters = {**mv.hyperparameters, **_estimator_params(model)}
-        mv.n_labelled = int(labelled.sum())
-        mv.n_unlabelled = int((~labelled).sum())
-        mv.artifact_path = str(root)
-        mv.status = JobStatus.DONE
-        mv.error = ""
-        mv.finished_at = timezone.now()
-        mv.save()
+    mv.feature_set = data.feature_set
+    mv.metrics = metrics
+    mv.training_snapshot = {
+        **data.labels.snapshot,
+        "feature_set": data.feature_set.id,
+        "backend": f"{data.feature_set.backend} {data.feature_set.backend_version}",
+    }
+    mv.hyperparameters = {**mv.hyperparameters, **_estimator_params(model)}
+    mv.n_labelled = int(labelled.sum())
+    mv.n_unlabelled = int((~labelled).sum())
+    mv.artifact_path = str(root)
+    mv.status = JobStatus.DONE
+    mv.error = ""
+    mv.finished_at = timezone.now()
+    mv.save()
 
 
 def _estimator_params(model: Any) -> dict[str, Any]:
@@ -397,24 +371,6 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
 # --------------------------------------------------------------------------------------------------
 # Arrays -> arrays (thin wrappers over core)
 # --------------------------------------------------------------------------------------------------
-
-
-def top_nodes(pred_probs: np.ndarray, hierarchy: Hierarchy, *, batch: int = 16384) -> np.ndarray:
-    """(N,) the deepest node on each row's argmax path (most probable root, then child...)."""
-    parents = hierarchy.parents
-    roots = hierarchy.roots
-    out = np.empty(pred_probs.shape[0], dtype=np.int64)
-    for start in range(0, pred_probs.shape[0], batch):
-        p = np.asarray(pred_probs[start : start + batch])
-        cur = roots[np.argmax(p[:, roots], axis=1)]
-        for _ in range(hierarchy.max_depth):
-            mask = parents[None, :] == cur[:, None]  # (n, K): children of the current node
-            has = mask.any(axis=1)
-            if not has.any():
-                break
-            cur = np.where(has, np.where(mask, p, -1.0).argmax(axis=1), cur)
-        out[start : start + len(cur)] = cur
-    return out
 
 
 def cross_val_predict(

@@ -9,12 +9,13 @@ from django.db import IntegrityError, transaction
 
 from annotation.models import Annotation, AnnotationLabel, Assignment, Clip, Task
 from annotation.selectors import TaxonomyIndex
+from refrain.errors import Invalid
 
 MAX_NOTE_LENGTH = 2000
 MAX_LABELS = 64
 
 
-class LabelError(ValueError):
+class LabelError(Invalid, ValueError):
     """Labels that cannot be stored; the message names each label at fault."""
 
 

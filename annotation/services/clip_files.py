@@ -24,9 +24,10 @@ from annotation.audio import (
     sha256_of,
 )
 from annotation.models import Clip
+from refrain.errors import Invalid, NotFound
 
 
-class ClipSourceError(ValueError):
+class ClipSourceError(Invalid, ValueError):
     """A path that must not be imported; ``reason`` goes into the import's problems."""
 
     def __init__(self, reason: str) -> None:
@@ -34,7 +35,7 @@ class ClipSourceError(ValueError):
         self.reason = reason
 
 
-class ClipFileUnavailable(FileNotFoundError):
+class ClipFileUnavailable(NotFound, FileNotFoundError):
     """Nothing may be served or read for this clip (failed, missing, outside the roots)."""
 
 

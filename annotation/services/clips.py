@@ -41,6 +41,7 @@ from annotation.audio import (
 from annotation.models import Annotation, AnnotationLabel, Clip, ImportJob, Project
 from annotation.selectors import taxonomy_index_cached
 from annotation.services.clip_files import ClipSourceError, served_copy_make, source_confine
+from refrain.errors import Invalid
 from refrain.jobs import fault_point, heartbeat, holder_fields, sweep_note, worker_identity
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ MAX_PROBLEMS_KEPT = 10_000
 PROBE_THREADS = min(4, os.cpu_count() or 1)
 
 
-class ImportSourceError(ValueError):
+class ImportSourceError(Invalid, ValueError):
     """The import source itself is unusable (missing folder, malformed manifest header)."""
 
 

@@ -7,9 +7,10 @@ from django.db import transaction
 from django.db.models import Q
 
 from annotation.models import Membership, Project
+from refrain.errors import Invalid
 
 
-class MemberError(ValueError):
+class MemberError(Invalid, ValueError):
     """A membership change that cannot be made; the message says why."""
 
 

@@ -9,9 +9,10 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from annotation.models import Membership, Project, Task, TaxonomyVersion
+from refrain.errors import Invalid
 
 
-class ProjectError(ValueError):
+class ProjectError(Invalid, ValueError):
     """A project setting that cannot be applied; the message says why."""
 
 

@@ -33,10 +33,10 @@ from annotation.services.annotations import (
 )
 from annotation.services.enqueue import SentBack, task_enqueue
 from annotation.services.tasks import InvalidLabels, QueueError
+from refrain.errors import Invalid
 
 
-class ReviewError(QueueError):
-    status = 422
+class ReviewError(QueueError, Invalid):
     code = "invalid_review"
 
 

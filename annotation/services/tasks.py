@@ -37,6 +37,7 @@ from annotation.models import (
 from annotation.selectors import taxonomy_index_cached
 from annotation.services.annotations import LabelError, annotation_create, labels_resolve
 from annotation.services.enqueue import Disagreement, task_enqueue
+from refrain.errors import ApplicationError, Conflict, Invalid, NotFound
 
 # An annotator holds the task on screen and, prefetched, the next one.
 MAX_HELD = 2
@@ -47,55 +48,42 @@ MAX_TAKE_ATTEMPTS = 50
 LABELLING_KINDS: tuple[str, ...] = (Task.Kind.LABEL, Task.Kind.RELABEL)
 
 
-# --- errors: each maps to one HTTP status in the API, with its message shown to the user ---------
+# --- errors: each is also a kind of refrain.errors (the API maps kinds to statuses) --------------
 
 
-class QueueError(Exception):
-    status = 400
-    code = "bad_request"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+class QueueError(ApplicationError):
+    """A queue operation refused; each subclass is also the kind of refusal it is."""
 
 
-class TaskNotFound(QueueError):
-    status = 404
+class TaskNotFound(QueueError, NotFound):
     code = "task_not_found"
 
 
-class NotHeld(QueueError):
-    status = 409
+class NotHeld(QueueError, Conflict):
     code = "not_held"
 
 
-class LeaseExpired(QueueError):
-    status = 409
+class LeaseExpired(QueueError, Conflict):
     code = "lease_expired"
 
 
-class AlreadySubmitted(QueueError):
-    status = 409
+class AlreadySubmitted(QueueError, Conflict):
     code = "already_submitted"
 
 
-class IdempotencyConflict(QueueError):
-    status = 409
+class IdempotencyConflict(QueueError, Conflict):
     code = "idempotency_conflict"
 
 
-class TaxonomyVersionMismatch(QueueError):
-    status = 409
+class TaxonomyVersionMismatch(QueueError, Conflict):
     code = "taxonomy_version_mismatch"
 
 
-class InvalidLabels(QueueError):
-    status = 422
+class InvalidLabels(QueueError, Invalid):
     code = "invalid_labels"
 
 
-class WrongTaskKind(QueueError):
-    status = 409
+class WrongTaskKind(QueueError, Conflict):
     code = "wrong_task_kind"
 
 

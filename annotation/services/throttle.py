@@ -20,6 +20,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest
 
+from refrain.errors import Throttled
+
 
 @dataclass(frozen=True)
 class Limit:
@@ -27,18 +29,6 @@ class Limit:
 
     count: int
     window_s: int
-
-
-class Throttled(Exception):
-    """Too many attempts; ``retry_after`` seconds until the lock lifts. The message says so."""
-
-    def __init__(self, *, retry_after: int, what: str = "attempts") -> None:
-        self.retry_after = max(1, int(retry_after))
-        minutes = math.ceil(self.retry_after / 60)
-        self.message = (
-            f"Too many {what}. Try again in {minutes} minute{'s' if minutes != 1 else ''}."
-        )
-        super().__init__(self.message)
 
 
 def _now() -> float:

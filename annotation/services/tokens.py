@@ -22,13 +22,14 @@ from django.utils import timezone
 
 from annotation.models import ApiToken
 from annotation.services.throttle import token_creation_count
+from refrain.errors import Invalid
 
 TOKEN_PREFIX = "rfn_"
 SCOPES = frozenset(ApiToken.Scope.values)
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
-class TokenError(Exception):
+class TokenError(Invalid):
     """A token request that cannot be honoured (bad scope or lifetime); the message says why."""
 
 

@@ -60,6 +60,7 @@ from quality.services.detection import (
 )
 from quality.services.routing import issues_route
 from quality.tasks import run_quality_cycle
+from refrain.errors import Conflict
 from refrain.jobs import fault_point, heartbeat, holder_fields, sweep_note
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ logger = logging.getLogger(__name__)
 CYCLE_LOCK_NAMESPACE = 0x52_46_51_43  # "RFQC"
 
 
-class CycleBusy(Exception):
+class CycleBusy(Conflict):
     """A live worker is running this project's cycle."""
 
     def __init__(self, cycle: QualityCycle | None) -> None:

@@ -14,9 +14,10 @@ from active_learning.models import LoopPolicy
 from active_learning.services.features import CHECKPOINT_BACKENDS, is_model_file
 from annotation.models import Project
 from quality.services.schedule import cycle_schedule_name, cycle_schedule_set
+from refrain.errors import Invalid
 
 
-class LoopSettingsError(ValueError):
+class LoopSettingsError(Invalid, ValueError):
     """A setting that cannot work; the message says which and why."""
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from active_learning.models import FeatureSet, JobStatus, ModelVersion, Prediction
+from active_learning.models import FeatureSet, JobStatus, ModelVersion
 from active_learning.selectors import latest_model_version, prediction_matrix
 from active_learning.services.training import (
     model_train_for_project,
@@ -60,16 +60,10 @@ def test_training_writes_consistent_out_of_sample_predictions(artifacts: Path) -
     assert min(per_node["sibling_accuracy"][k] for k in labelled_leaves) >= 0.5
     assert (Path(mv.artifact_path) / "model.joblib").is_file()
 
-    rows = {
-        p.clip_id: p for p in Prediction.objects.filter(model_version=mv).select_related("top_node")
-    }
-    assert len(rows) == 28
-    for i, cid in enumerate(clip_ids.tolist()):
-        p = rows[cid]
-        assert p.out_of_sample == bool(oos[i])
-        np.testing.assert_array_equal(p.probs_array, probs[i])
-        assert p.top_node.is_leaf and p.top_prob == pytest.approx(float(probs[i, p.top_node.index]))
-    right = sum(rows[c.id].top_node.path == truth[c.id] for c in clips)
+    # The most probable leaf is the true one for (nearly) every clip, labelled or not.
+    row = {cid: i for i, cid in enumerate(clip_ids.tolist())}
+    best = leaves[np.argmax(probs[:, leaves], axis=1)]
+    right = sum(int(best[row[c.id]]) == index.lookup(truth[c.id]).index for c in clips)
     assert right >= 26
 
 
@@ -78,7 +72,7 @@ def test_too_few_labels_fail_the_version_with_a_reason(artifacts: Path) -> None:
     mv = model_train_for_project(project=project, n_folds=5)
     assert mv.status == JobStatus.FAILED
     assert mv.error.startswith("too few labels: 4 labelled clip(s)")
-    assert not mv.predictions.exists()
+    assert not mv.artifact_path
 
 
 def test_one_labelled_genre_is_too_few_classes(artifacts: Path) -> None:
@@ -107,7 +101,7 @@ def test_duplicate_delivery_trains_once(artifacts: Path) -> None:
     model_version_run(model_version=first)
     assert first.status == JobStatus.DONE
     assert not model_version_claim(model_version=first)
-    assert Prediction.objects.filter(model_version=first).count() == 28
+    assert len(prediction_matrix(model_version=first)[0]) == 28
 
     nxt = model_version_request(project=project)
     assert nxt.number == 2

@@ -59,6 +59,5 @@ def test_extract_then_train_on_the_worker(celery_worker_process: Path, tmp_path:
     assert (mv.trigger, mv.device, mv.n_labelled, mv.n_unlabelled) == ("manual", "cpu", 12, 2)
     _, probs, oos = prediction_matrix(model_version=mv)
     assert probs.shape[0] == 14 and int(oos.sum()) == 12
-    assert mv.predictions.count() == 14
     assert np.isfinite(probs).all()
     assert ModelVersion.objects.filter(project=project).count() == 1

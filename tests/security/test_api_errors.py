@@ -14,9 +14,23 @@ from django.test import Client
 from kombu.exceptions import OperationalError as BrokerError
 
 from active_learning.models import ModelVersion
+from annotation.integrations.labelstudio.services import LabelStudioSyncError
 from annotation.models import Annotation, Project, Task
+from annotation.services.annotations import LabelError
+from annotation.services.clip_files import ClipFileUnavailable
 from annotation.services.enqueue import Manual, task_enqueue
-from refrain.api import COMMON_ERRORS, api
+from annotation.services.review import ReviewError
+from annotation.services.tasks import (
+    InvalidLabels,
+    LeaseExpired,
+    TaskNotFound,
+)
+from annotation.services.tokens import TokenError
+from quality.services.cycle import CycleBusy
+from quality.services.loop import LoopSettingsError
+from refrain.api import COMMON_ERRORS, ERROR_STATUS, api, error_kind, error_status
+from refrain.errors import NotFound, PermissionDenied, Throttled
+from taxonomy.formats import TaxonomyFormatError
 from tests.factories import ClipFactory
 
 pytestmark = pytest.mark.django_db
@@ -343,3 +357,63 @@ def test_project_policy_bounds_are_in_the_schema() -> None:
         flat = {k: v.get("anyOf", [v])[0] for k, v in props.items()}
         assert (flat["overlap"]["minimum"], flat["overlap"]["maximum"]) == (1, 20), name
         assert (flat["lease_seconds"]["minimum"], flat["lease_seconds"]["maximum"]) == (60, 86400)
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        (TaskNotFound("x"), 404, "task_not_found"),
+        (LeaseExpired("x"), 409, "lease_expired"),
+        (InvalidLabels("x"), 422, "invalid_labels"),
+        (ReviewError("x"), 422, "invalid_review"),
+        (LabelError("x"), 422, "invalid"),
+        (TokenError("x"), 422, "invalid"),
+        (LoopSettingsError("x"), 422, "invalid"),
+        (NotFound("x"), 404, "not_found"),
+        (ClipFileUnavailable("x"), 404, "not_found"),
+        (PermissionDenied("x"), 403, "permission_denied"),
+        (CycleBusy(None), 409, "conflict"),
+        (Throttled(retry_after=90), 429, "throttled"),
+        (LabelStudioSyncError("x"), 503, "unavailable"),
+        (TaxonomyFormatError("x"), 422, "invalid"),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, Exception) else str(value),
+)
+def test_each_application_error_has_one_status_in_the_table(
+    error: Exception, status: int, code: str
+) -> None:
+    """Services raise kinds (refrain.errors) and carry no HTTP status; the API's table decides."""
+    assert not hasattr(error, "status")
+    assert error_status(error) == status
+    kind = error_kind(error)
+    assert kind is not None and ERROR_STATUS[kind] == status
+    assert getattr(error, "code", kind.code) == code
+    assert error_status(RuntimeError("x")) is None
+
+
+def test_an_application_error_is_the_same_status_for_the_api_and_a_page(
+    team, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cycle already running (a Conflict) raised in the operation and in a page view: the API
+    answers its JSON 409, the page (through the error middleware) a 409 with the message."""
+    import quality.api
+    import quality.views
+
+    def busy(**kwargs: Any) -> Any:
+        raise CycleBusy(None)
+
+    monkeypatch.setattr(quality.api, "cycle_enqueue", busy)
+    monkeypatch.setattr(quality.views, "cycle_enqueue", busy)
+    admin = _client(team["admin"])
+    project = team["project"]
+    body = _is_error(admin.post(f"{API}/projects/{project.pk}/cycles"), 409, "conflict")
+    assert "already running" in body["detail"]
+    page = admin.post(f"/p/{project.slug}/quality/cycle/")
+    assert page.status_code == 409 and b"already running" in page.content
+
+
+def test_pages_answer_not_found_and_denied_from_the_same_kinds(team) -> None:
+    slug = team["project"].slug
+    assert _client(team["outsider"]).get(f"/p/{slug}/annotate/").status_code == 404
+    denied = _client(team["ann"]).get(f"/p/{slug}/members/")
+    assert denied.status_code == 403 and b"admin" in denied.content

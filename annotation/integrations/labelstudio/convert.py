@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from refrain.errors import Invalid
 from taxonomy.formats import join_path
 
 CONTROL_NAME = "genre"
@@ -32,7 +33,7 @@ RESULT_TYPE = "taxonomy"
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
-class LabelStudioFormatError(ValueError):
+class LabelStudioFormatError(Invalid, ValueError):
     """A Label Studio payload or result that does not have the shape Refrain expects."""
 
 

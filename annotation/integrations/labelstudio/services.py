@@ -47,6 +47,7 @@ from annotation.models import (
 )
 from annotation.selectors import TaxonomyIndex, taxonomy_index_cached
 from annotation.services.annotations import LabelError, annotation_create, labels_resolve
+from refrain.errors import Unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ LS_TITLE_MAX = 50  # Label Studio rejects longer project titles
 LS_TIMEOUT_S = 30.0
 
 
-class LabelStudioSyncError(RuntimeError):
+class LabelStudioSyncError(Unavailable, RuntimeError):
     """Label Studio refused a request or could not be reached; the message says which and why."""
 
 

@@ -1,4 +1,4 @@
-"""Retrain triggers, task-level idempotency, the models page."""
+"""Task-level idempotency, the models page."""
 
 from __future__ import annotations
 
@@ -6,56 +6,17 @@ from pathlib import Path
 
 import pytest
 from django.test import Client
-from django_celery_beat.models import PeriodicTask
 
 from active_learning.models import JobStatus, ModelVersion
 from active_learning.services.training import model_train_for_project
-from active_learning.services.triggers import retrain_if_due, schedule_retraining
 from active_learning.tasks import extract_features_chunk, train_project_model
 from annotation.models import Membership
-from annotation.selectors import TaxonomyIndex
-from tests.active_learning.conftest import label, project_with_features
-from tests.factories import ClipFactory, MembershipFactory, UserFactory
+from tests.active_learning.conftest import project_with_features
+from tests.factories import MembershipFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
 FAST = {"max_steps": 200, "min_steps": 100}
-
-
-def test_retrain_is_due_after_retrain_every_new_annotations(
-    artifacts: Path, django_capture_on_commit_callbacks
-) -> None:
-    project, _, _ = project_with_features(artifacts)
-    project.loop_policy.retrain_every = 3
-    project.loop_policy.save()
-    with django_capture_on_commit_callbacks() as sent:
-        first = retrain_if_due(project=project)  # 24 annotations, no model yet
-        assert first is not None and first.trigger == ModelVersion.Trigger.ANNOTATIONS
-        assert retrain_if_due(project=project) is None  # one is queued already: idempotent
-    assert len(sent) == 1  # one task enqueued, on commit
-    ModelVersion.objects.filter(id=first.id).update(status=JobStatus.DONE)
-
-    index = TaxonomyIndex.for_version(project.taxonomy_version)
-    for _ in range(2):
-        label(ClipFactory(project=project), index, "Rock/Punk")
-    assert retrain_if_due(project=project) is None  # 2 < 3 since the last version
-    label(ClipFactory(project=project), index, "Jazz/Bebop")
-    with django_capture_on_commit_callbacks():
-        assert retrain_if_due(project=project) is not None
-
-
-def test_schedule_is_a_periodic_task_per_project(artifacts: Path) -> None:
-    project, _, _ = project_with_features(artifacts, n_per_leaf=1, n_unlabelled=0)
-    task = schedule_retraining(project=project, crontab_or_interval="0 3 * * *")
-    assert task is not None and task.task == "active_learning.tasks.train_project_model"
-    assert (task.crontab.hour, task.args, task.queue) == ("3", f"[{project.id}]", "gpu")
-    again = schedule_retraining(project=project, crontab_or_interval=3600)
-    assert again is not None and again.id == task.id and again.crontab is None
-    assert again.interval.every == 3600
-    schedule_retraining(project=project, crontab_or_interval=None)
-    assert not PeriodicTask.objects.filter(id=task.id).exists()
-    with pytest.raises(ValueError, match="five fields"):
-        schedule_retraining(project=project, crontab_or_interval="daily at 3")
 
 
 def test_duplicate_task_delivery_does_nothing_twice(artifacts: Path) -> None:
