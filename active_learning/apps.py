@@ -8,7 +8,7 @@ class ActiveLearningConfig(AppConfig):
 
     def ready(self) -> None:
         # The loop's policy lives here, above annotation: a new project gets its row from a
-        # listener, so annotation never imports this app.
+        # listener, so annotation never imports this app. Imported here: models need the registry.
         from active_learning.services.policy import loop_policy_on_project_saved
         from annotation.models import Project
 

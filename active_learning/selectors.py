@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from active_learning.core.features import FeatureStore, backend_name
 from active_learning.models import FeatureSet, JobStatus, ModelVersion
 from annotation.models import Project
 from annotation.selectors import TaxonomyIndex, current_labels, taxonomy_index_cached
@@ -40,8 +41,6 @@ def latest_feature_set(
 
 def feature_set_arrays(*, feature_set: FeatureSet) -> tuple[np.ndarray, np.ndarray]:
     """(clip_ids (N,) int64, X (N, D) float32 memory-mapped) of a done feature set."""
-    from active_learning.core.features import FeatureStore
-
     matrix = Path(feature_set.store_path)
     loaded = FeatureStore(matrix.parent).load(matrix.stem, mmap=True)
     return np.asarray(loaded.clip_ids, dtype=np.int64), loaded.X
@@ -55,8 +54,6 @@ PATCH_BACKEND = "cqt-patches"
 def embedding_feature_set(*, project: Project) -> FeatureSet | None:
     """The feature set the project's embedding models use: the newest done one of the project's
     ``loop_policy.embedding_backend``, else (none of it extracted yet) the newest done embedding set."""
-    from active_learning.services.features import backend_name
-
     return latest_feature_set(
         project=project, backend=backend_name(project.loop_policy.embedding_backend)
     ) or latest_feature_set(project=project, exclude_backend=PATCH_BACKEND)

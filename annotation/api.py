@@ -37,7 +37,9 @@ from annotation.services import members as members_service
 from annotation.services import projects as projects_service
 from annotation.services import review as review_service
 from annotation.services import tasks as queue
+from annotation.services.clips import clip_ids_of_upload, clip_upload
 from annotation.services.enqueue import Manual, task_enqueue
+from annotation.services.taxonomies import taxonomy_import_job_progress, taxonomy_import_submit
 from annotation.services.tokens import api_token_create, api_token_revoke, api_tokens_of
 from annotation.services.visuals import clip_visuals
 from refrain.errors import NotFound, PermissionDenied
@@ -519,8 +521,6 @@ def clips_upload(
     priority: FormEx[float, P(ge=-MAX_PRIORITY, le=MAX_PRIORITY, allow_inf_nan=False)] = 0.0,
 ) -> Status:
     """Upload one audio file; it becomes a clip with a label task in the queue."""
-    from annotation.services.clips import clip_ids_of_upload, clip_upload
-
     m = perm.require_role(project_id=project_id, user=_user(request), role=Role.ADMIN)
     job, clip = clip_upload(project=m.project, upload=file, user=_user(request))
     if clip is None or clip.status != Clip.Status.READY:
@@ -823,8 +823,6 @@ def taxonomies_import(
     stored at once (201); larger files are queued for a worker (202: poll the job); more than
     ``REFRAIN_MAX_TAXONOMY_NODES`` is refused (422, with the reason)."""
     perm.require_staff(_user(request))
-    from annotation.services.taxonomies import taxonomy_import_job_progress, taxonomy_import_submit
-
     try:
         outcome = taxonomy_import_submit(
             name=name,
@@ -851,8 +849,6 @@ def taxonomies_import(
 @router.get("/taxonomies/imports/{job_id}", response={200: TaxonomyImportJobOut, 404: ErrorOut})
 def taxonomy_import_job_detail(request: HttpRequest, job_id: int) -> dict[str, Any]:
     """A queued taxonomy import: status and nodes written of the total (staff or its creator)."""
-    from annotation.services.taxonomies import taxonomy_import_job_progress
-
     user = _user(request)
     job = TaxonomyImportJob.objects.filter(pk=job_id).first()
     if job is None or not (perm.can_create_projects(user) or job.created_by_id == user.pk):

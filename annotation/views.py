@@ -56,7 +56,9 @@ from annotation.services import projects as projects_service
 from annotation.services import review as review_service
 from annotation.services import tasks as queue
 from annotation.services import tokens as tokens_service
+from annotation.services.clips import clip_ids_of_upload, clip_upload
 from annotation.services.enqueue import Manual, task_enqueue
+from annotation.services.taxonomies import taxonomy_import_job_progress, taxonomy_import_submit
 from annotation.services.visuals import clip_visuals
 from refrain.errors import Throttled
 
@@ -141,9 +143,6 @@ def taxonomy_import_page(request: HttpRequest) -> HttpResponse:
         return HttpResponseForbidden("only staff may import taxonomies")
     form = TaxonomyImportForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
-        # Imported here: the parser module is optional at start-up.
-        from annotation.services.taxonomies import taxonomy_import_submit
-
         upload = form.cleaned_data["file"]
         try:
             result = taxonomy_import_submit(
@@ -165,8 +164,6 @@ def taxonomy_import_page(request: HttpRequest) -> HttpResponse:
 @login_required
 def taxonomy_import_job_page(request: HttpRequest, job_id: int) -> HttpResponse:
     """A large taxonomy import's progress; reloads itself until the worker is done."""
-    from annotation.services.taxonomies import taxonomy_import_job_progress
-
     job = get_object_or_404(TaxonomyImportJob, pk=job_id)
     if not (perm.can_create_projects(request.user) or job.created_by_id == request.user.pk):
         raise Http404("no such import")
@@ -306,8 +303,6 @@ def project_members(request: HttpRequest, membership: Membership) -> HttpRespons
 @project_role(Role.ADMIN)
 @require_http_methods(["GET", "POST"])
 def project_clips(request: HttpRequest, membership: Membership) -> HttpResponse:
-    from annotation.services.clips import clip_ids_of_upload, clip_upload
-
     project = membership.project
     form = ClipUploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():

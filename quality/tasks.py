@@ -1,8 +1,8 @@
 """Celery entry points for label quality: ids in, one service call, a JSON summary out.
 
-Each task imports its service when it runs: the services import these tasks to enqueue them
-(the cycle sends ``run_quality_cycle``, the sweep re-sends lost messages), so a module-level import
-here would be circular.
+As in every app, tasks import the services they call at module level; a service that sends one of
+these tasks (the cycle sends ``run_quality_cycle``, the sweep re-sends lost messages) imports it in
+the function that sends it, since this module imports the service.
 """
 
 from __future__ import annotations
@@ -14,6 +14,16 @@ from django.conf import settings
 
 from annotation.models import Annotation, Project, ReviewDecision
 from quality.models import QualityRun
+from quality.services.consensus import consensus_recompute_project, issue_adjudicate_by_review
+from quality.services.cycle import (
+    CycleBusy,
+    annotation_settle,
+    cycle_begin,
+    cycle_step_execute,
+    cycle_summary,
+)
+from quality.services.detection import quality_run_execute, quality_run_summary
+from quality.services.sweep import orphans_sweep, sweep_summary
 
 #: Seconds before a cycle step that found its project locked tries again.
 CYCLE_STEP_RETRY_S = 5
@@ -32,8 +42,6 @@ def run_quality_cycle(
     The task replaces itself with the chain, whose last task takes over this task's id: the
     caller's ``AsyncResult.get()`` returns the cycle's summary once the whole cycle finished.
     """
-    from quality.services.cycle import CycleBusy, cycle_begin, cycle_summary
-
     project = Project.objects.select_related("taxonomy_version").get(pk=project_id)
     try:
         cycle, steps = cycle_begin(project=project, trigger=trigger, cycle_id=cycle_id)
@@ -67,8 +75,6 @@ def run_quality_cycle(
 )
 def run_cycle_step(self: Task, cycle_id: int, step: str, finish: bool = False) -> dict[str, Any]:
     """One step of a relabel cycle; retried while another worker is inside a step of it."""
-    from quality.services.cycle import CycleBusy, cycle_step_execute, cycle_summary
-
     try:
         cycle = cycle_step_execute(cycle_id=cycle_id, step=step, finish=finish)
     except CycleBusy as busy:
@@ -82,15 +88,11 @@ def run_cycle_step(self: Task, cycle_id: int, step: str, finish: bool = False) -
 @shared_task(name="quality.tasks.detect_label_issues", acks_late=True)
 def detect_label_issues(run_id: int) -> dict[str, Any]:
     """Execute a queued quality run (claimed by a conditional UPDATE: redeliveries do nothing)."""
-    from quality.services.detection import quality_run_execute, quality_run_summary
-
     return quality_run_summary(quality_run_execute(run=QualityRun.objects.get(pk=run_id)))
 
 
 @shared_task(name="quality.tasks.consensus_on_annotation", acks_late=True)
 def consensus_on_annotation(annotation_id: int) -> dict[str, Any]:
-    from quality.services.cycle import annotation_settle
-
     annotation = Annotation.objects.select_related("clip__project__loop_policy").get(
         pk=annotation_id
     )
@@ -99,16 +101,12 @@ def consensus_on_annotation(annotation_id: int) -> dict[str, Any]:
 
 @shared_task(name="quality.tasks.adjudicate_on_review", acks_late=True)
 def adjudicate_on_review(decision_id: int) -> dict[str, Any]:
-    from quality.services.consensus import issue_adjudicate_by_review
-
     issue = issue_adjudicate_by_review(decision=ReviewDecision.objects.get(pk=decision_id))
     return {"issue": issue.pk if issue else None, "status": issue.status if issue else None}
 
 
 @shared_task(name="quality.tasks.consensus_project", acks_late=True)
 def consensus_project(project_id: int) -> dict[str, Any]:
-    from quality.services.consensus import consensus_recompute_project
-
     return consensus_recompute_project(project=Project.objects.get(pk=project_id))
 
 
@@ -117,6 +115,4 @@ def consensus_project(project_id: int) -> dict[str, Any]:
 @shared_task(name="quality.tasks.sweep_orphans")
 def sweep_orphans() -> dict[str, Any]:
     """Resume (or fail) the jobs whose worker is gone; see ``quality.services.sweep``."""
-    from quality.services.sweep import orphans_sweep, sweep_summary
-
     return sweep_summary(orphans_sweep())

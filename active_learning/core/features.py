@@ -493,6 +493,26 @@ BackendFactory = Callable[..., EmbeddingBackend]
 _REGISTRY: dict[str, BackendFactory] = {}
 
 
+#: The embedding a project uses unless its loop policy names another.
+DEFAULT_BACKEND = "logmel-stats"
+#: Backends that read a user's model file (``path`` option).
+CHECKPOINT_BACKENDS = ("torch-export", "torchscript")
+
+
+def is_model_file(name: str) -> bool:
+    """A backend "name" that is really a model file path (torch.export or TorchScript)."""
+    return name.endswith((EXPORT_SUFFIX, ".pt", ".ts", ".pth")) or os.sep in name
+
+
+def backend_name(name: str | None) -> str:
+    """The registry name a configured backend is stored under (``FeatureSet.backend``): a model
+    file's format, anything else as it is."""
+    name = name or DEFAULT_BACKEND
+    if "+" not in name and name not in CHECKPOINT_BACKENDS and is_model_file(name):
+        return "torch-export" if name.endswith(EXPORT_SUFFIX) else "torchscript"
+    return name
+
+
 def register_backend(name: str, factory: BackendFactory) -> None:
     """Register ``factory(**options) -> EmbeddingBackend`` under ``name`` (overwrites)."""
     _REGISTRY[name] = factory

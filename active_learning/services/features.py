@@ -31,14 +31,18 @@ from django.db.models import F
 from django.utils import timezone
 
 from active_learning.core.features import (
-    EXPORT_SUFFIX,
+    CHECKPOINT_BACKENDS,
+    DEFAULT_BACKEND,
     AudioDecodeError,
     EmbeddingBackend,
     FeatureStore,
+    backend_name,
     decode_audio,
     get_backend,
+    is_model_file,
 )
 from active_learning.models import FeatureSet, JobStatus
+from active_learning.selectors import feature_set_arrays
 from annotation.models import Clip, Project
 from annotation.services.clip_files import ClipFileUnavailable, clip_source_file
 from refrain.errors import Invalid
@@ -46,7 +50,6 @@ from refrain.jobs import fault_point, heartbeat, holder_fields, sweep_note
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BACKEND = "logmel-stats"
 DEFAULT_CHUNK_SIZE = 64
 
 
@@ -72,24 +75,6 @@ def musicnn_weights_dir() -> Path | None:
         if c and Path(c).is_dir() and any(Path(c).iterdir()):
             return Path(c)
     return None
-
-
-#: Backends that read a user's model file (``path`` option).
-CHECKPOINT_BACKENDS = ("torch-export", "torchscript")
-
-
-def is_model_file(name: str) -> bool:
-    """A backend "name" that is really a model file path (torch.export or TorchScript)."""
-    return name.endswith((EXPORT_SUFFIX, ".pt", ".ts", ".pth")) or os.sep in name
-
-
-def backend_name(name: str | None) -> str:
-    """The registry name a configured backend is stored under (``FeatureSet.backend``): a model
-    file's format, anything else as it is."""
-    name = name or DEFAULT_BACKEND
-    if "+" not in name and name not in CHECKPOINT_BACKENDS and is_model_file(name):
-        return "torch-export" if name.endswith(EXPORT_SUFFIX) else "torchscript"
-    return name
 
 
 def backend_resolve(name: str | None, options: dict[str, Any] | None = None) -> tuple[str, dict]:
@@ -339,8 +324,6 @@ def _donor(feature_set: FeatureSet) -> _Donor | None:
         return None
     if prev.id not in _DONORS:
         try:
-            from active_learning.selectors import feature_set_arrays
-
             ids, X = feature_set_arrays(feature_set=prev)
         except OSError:  # its files are gone: embed from scratch
             return None
@@ -584,6 +567,7 @@ def feature_set_start(
     *, project: Project, backend: str | None = None, options: dict[str, Any] | None = None
 ) -> FeatureSet:
     """Plan (or find) the project's feature set and enqueue its extraction once the row commits."""
+    # active_learning.tasks imports this module (its tasks call these services).
     from active_learning.tasks import extract_features_for_project
 
     fs = feature_set_for_extraction(project=project, backend=backend, options=options)

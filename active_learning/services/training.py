@@ -35,6 +35,9 @@ from django.db import transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
+from active_learning.core.cv import cross_val_predict_proba
+from active_learning.core.features import CQTPatchBackend
+from active_learning.core.metrics import per_node_report
 from active_learning.models import FeatureSet, JobStatus, ModelVersion
 from active_learning.selectors import (
     PATCH_BACKEND,
@@ -112,6 +115,7 @@ def model_version_request(
 
 def model_version_claim(*, model_version: ModelVersion) -> bool:
     """queued -> running with a conditional UPDATE; False (row refreshed) when already taken."""
+    # torch: imported by the worker that trains, never by the web process that imports this module.
     from active_learning.core.models import auto_device
 
     now = timezone.now()
@@ -216,6 +220,7 @@ def model_train_start(
     seed: int = 0,
 ) -> ModelVersion:
     """Request a version and enqueue its training once the row commits."""
+    # active_learning.tasks imports this module (its tasks call these services).
     from active_learning.tasks import train_project_model
 
     mv = model_version_request(
@@ -298,8 +303,8 @@ def _train(mv: ModelVersion) -> None:
     params = {k: v for k, v in mv.hyperparameters.items() if k != "device"}
     make_estimator: Callable[[], Any]
     if mv.kind == "cnn":
+        # torch (here and below): loaded only in the process that trains, not by the web.
         from active_learning.core.cnn import LogMelCNN
-        from active_learning.core.features import CQTPatchBackend
 
         n_bins = int(data.feature_set.options.get("n_bins", 72))
         X = CQTPatchBackend.patches(data.X, n_bins)
@@ -310,7 +315,7 @@ def _train(mv: ModelVersion) -> None:
             return LogMelCNN(hierarchy.parents, n_mels=n_bins, seed=mv.seed, **cnn_params)
 
     else:
-        from active_learning.core.models import HierarchicalClassifier
+        from active_learning.core.models import HierarchicalClassifier  # torch, as above
 
         def make_estimator() -> Any:
             return HierarchicalClassifier(hierarchy.parents, seed=mv.seed, **params)
@@ -388,8 +393,6 @@ def cross_val_predict(
     nodes that occur as a primary label, so a branch only ever given as a second genre is never
     the predicted primary.
     """
-    from active_learning.core.cv import cross_val_predict_proba
-
     primary = labels.primary_or_deepest(hierarchy)
     candidates = np.unique(primary[primary >= 0])
     res = cross_val_predict_proba(
@@ -422,8 +425,6 @@ def per_node_metrics(Y: np.ndarray, probs: np.ndarray, hierarchy: Hierarchy) -> 
 
     Empty when there are no out-of-sample rows.
     """
-    from active_learning.core.metrics import per_node_report
-
     if Y.shape[0] == 0:
         return {}
     report = per_node_report(Y, probs, parents=hierarchy)

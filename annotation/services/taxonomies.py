@@ -251,7 +251,8 @@ def taxonomy_import_submit(
             user=user,
             parsed=parsed,
         )
-    from annotation.tasks import import_taxonomy  # tasks call services, not the reverse at import
+    # annotation.tasks imports this module (its tasks call these services).
+    from annotation.tasks import import_taxonomy
 
     job = TaxonomyImportJob.objects.create(
         name=name.strip()[:200],

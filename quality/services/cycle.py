@@ -59,7 +59,6 @@ from quality.services.detection import (
     quality_run_summary,
 )
 from quality.services.routing import issues_route
-from quality.tasks import run_quality_cycle
 from refrain.errors import Conflict
 from refrain.jobs import fault_point, heartbeat, holder_fields, sweep_note
 
@@ -121,6 +120,9 @@ def cycle_enqueue(
     sent again, which resumes it if its worker died and answers "already running" if one is inside
     a step (steps already done are skipped either way).
     """
+    # quality.tasks imports this module (its tasks call these services).
+    from quality.tasks import run_quality_cycle
+
     active = QualityCycle.objects.filter(project=project, status__in=ACTIVE_STATUSES).first()
     cycle = active or cycle_request(project=project, trigger=trigger)
     run_quality_cycle.delay_on_commit(project.id, trigger=trigger, cycle_id=cycle.pk)
@@ -130,6 +132,8 @@ def cycle_enqueue(
 def cycle_start_if_due(*, project: Project) -> QualityCycle | None:
     """Queue a cycle after ``retrain_every`` new annotations since the last one started; None if
     not due or one is already queued or running."""
+    from quality.tasks import run_quality_cycle  # (imports this module: see cycle_enqueue)
+
     every = project.loop_policy.retrain_every
     if every <= 0:
         return None

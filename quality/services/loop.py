@@ -9,9 +9,8 @@ from pathlib import Path
 from django.db import transaction
 from django_celery_beat.models import PeriodicTask
 
-from active_learning.core.features import available_backends
+from active_learning.core.features import CHECKPOINT_BACKENDS, available_backends, is_model_file
 from active_learning.models import LoopPolicy
-from active_learning.services.features import CHECKPOINT_BACKENDS, is_model_file
 from annotation.models import Project
 from quality.services.schedule import cycle_schedule_name, cycle_schedule_set
 from refrain.errors import Invalid

@@ -51,7 +51,6 @@ from annotation.tasks import import_clips
 from quality.models import ACTIVE_STATUSES, ClipConsensus, QualityCycle, QualityRun, RunStatus
 from quality.services.cycle import annotation_settle
 from quality.services.detection import quality_run_requeue
-from quality.tasks import detect_label_issues, run_quality_cycle
 from refrain.celery import app
 from refrain.jobs import PROCESS_PREFIX, sweep_note
 
@@ -233,6 +232,9 @@ def _waiting(queued: str, running: str) -> Q:
 def _sweep_cycles(
     now: datetime, held_cutoff: datetime, wait_cutoff: datetime, limit: int, probe: WorkerProbe
 ) -> list[SweepAction]:
+    # quality.tasks imports this module (the sweep task calls it).
+    from quality.tasks import run_quality_cycle
+
     out = []
     qs = QualityCycle.objects.filter(status__in=ACTIVE_STATUSES)
     for cycle, action, reason in _orphans(
@@ -312,6 +314,8 @@ def _sweep_cycle_leftovers(now: datetime) -> list[SweepAction]:
 def _sweep_runs(
     now: datetime, held_cutoff: datetime, wait_cutoff: datetime, limit: int, probe: WorkerProbe
 ) -> list[SweepAction]:
+    from quality.tasks import detect_label_issues  # (imports this module: see _sweep_cycles)
+
     out = []
     qs = QualityRun.objects.filter(cycle__isnull=True)
     for run, action, reason in _orphans(
