@@ -8,10 +8,11 @@ only, with the labelled clips as centres). Goal: <= 2 s. The machine is shared: 
 average is recorded for the whole run and for each row (the time window of that row's repeats).
 ``--baseline REV`` also times ``acquisition.py`` as of git revision REV, in the same process with the
 same seeds, interleaved repeat by repeat with the working tree, and records whether the picks agree.
-It loads the single-file module of REV, and its imports resolve against the working tree, so REV must
-be a revision from before the split into ``active_learning/core/acquisition/`` whose imports still
-exist (the ``Hierarchy`` moved to ``taxonomy.hierarchy``; older revisions fail to load). To compare
-with a revision from after the split, run the benchmark at each revision and compare ratios.
+It loads the single-file module of REV (so REV predates the split into
+``active_learning/core/acquisition/``), its imports resolved against the working tree, with the
+modules moved since (``active_learning.core.hierarchy`` -> ``taxonomy.hierarchy``) aliased while it
+loads. To compare with a revision from after the split, run the benchmark at each revision and
+compare ratios.
 
 Usage::
 
@@ -23,6 +24,7 @@ Writes ``bench/results/acq_speed.json``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import platform
 import statistics
@@ -64,7 +66,16 @@ def load_baseline(rev: str) -> tuple[types.ModuleType, str]:
     module = types.ModuleType("acquisition_baseline")
     module.__file__ = f"{commit}:{path}"
     sys.modules[module.__name__] = module  # dataclasses look their module up while being defined
-    exec(compile(git("show", f"{commit}:{path}"), module.__file__, "exec"), module.__dict__)
+    # Modules the old file imports that have moved since: alias them while it loads.
+    moved = {"active_learning.core.hierarchy": "taxonomy.hierarchy"}
+    added = [old for old in moved if old not in sys.modules]
+    for old in added:
+        sys.modules[old] = importlib.import_module(moved[old])
+    try:
+        exec(compile(git("show", f"{commit}:{path}"), module.__file__, "exec"), module.__dict__)
+    finally:
+        for old in added:
+            del sys.modules[old]
     return module, commit
 
 
