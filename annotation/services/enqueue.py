@@ -23,8 +23,9 @@ Dedupe keys (unique per project; their formats are stored in old rows, so they n
 (n = the clip's annotation count), ``issue:<issue>``, ``issue-review:<issue>``,
 ``review:disagreement:<task>``, ``relabel:send_back:<clip>:<n>`` (n = earlier review decisions).
 
-Blind mode: a source's ``reason_detail`` never names the labels given or suggested, only ids and
-scores; annotators never see it anyway, but exports and admin pages do.
+Blind mode: annotators never see ``reason_detail`` (and in blind projects see a relabel's reason only
+as ``second_opinion``); still, the machine sources record ids and scores there, never the labels given
+or suggested, since admin pages and exports show it. A send-back records the reviewer's own note.
 """
 
 from __future__ import annotations
