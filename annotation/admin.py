@@ -95,7 +95,8 @@ class ClipAdmin(admin.ModelAdmin):
     )
     list_filter = ("status", "format", "project")
     search_fields = ("external_id", "original_name", "sha256", "source_path")
-    readonly_fields = ("sha256", "size_bytes", "error")
+    # The annotation the consensus agrees with is kept by the consensus service, not edited here.
+    readonly_fields = ("sha256", "size_bytes", "error", "consensus_annotation")
 
 
 @admin.register(Task)
