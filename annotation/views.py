@@ -5,9 +5,7 @@ Views parse, check the role (``annotation.permissions``), call a service or sele
 
 from __future__ import annotations
 
-import os
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
@@ -21,7 +19,6 @@ from django.http import (
     HttpRequest,
     HttpResponse,
     HttpResponseForbidden,
-    StreamingHttpResponse,
 )
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -29,6 +26,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
 from annotation import permissions as perm
+from annotation.audio_response import audio_response
 from annotation.forms import (
     ClipUploadForm,
     InviteForm,
@@ -504,21 +502,6 @@ def review_clip(request: HttpRequest, membership: Membership, clip_id: int) -> H
 
 # --- audio ----------------------------------------------------------------------------------------
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-_CHUNK = 64 * 1024
-
-
-def _file_slice(path: str, start: int, length: int) -> Iterator[bytes]:
-    with open(path, "rb") as fh:
-        fh.seek(start)
-        remaining = length
-        while remaining > 0:
-            block = fh.read(min(_CHUNK, remaining))
-            if not block:
-                return
-            remaining -= len(block)
-            yield block
-
 
 @login_required
 def clip_audio(request: HttpRequest, clip_id: int) -> HttpResponse:
@@ -534,38 +517,8 @@ def clip_audio(request: HttpRequest, clip_id: int) -> HttpResponse:
         served = clip_files.clip_served_file(clip=clip, original=original)
     except clip_files.ClipFileUnavailable as exc:
         raise Http404("the audio file is missing") from exc
-    path = str(served)
-    size = os.path.getsize(path)
-    headers = clip_files.served_audio_headers(clip=clip, path=served)
-    content_type = headers.pop("Content-Type")
-    header = request.headers.get("Range", "").strip()
-    match = _RANGE.match(header) if header else None
-    if header and match is None:
-        header = ""  # malformed or multi-range: RFC 9110 allows ignoring it and sending all
-    if match:
-        first, last = match.groups()
-        if first == "" and last == "":
-            start, end = 0, size - 1
-        elif first == "":
-            start, end = max(size - int(last), 0), size - 1  # suffix: the last N bytes
-        else:
-            start, end = int(first), min(int(last), size - 1) if last else size - 1
-        if start >= size or start > end:
-            response = HttpResponse(status=416)
-            response["Content-Range"] = f"bytes */{size}"
-            return response
-        length = end - start + 1
-        response = StreamingHttpResponse(
-            _file_slice(path, start, length), status=206, content_type=content_type
-        )
-        response["Content-Range"] = f"bytes {start}-{end}/{size}"
-        response["Content-Length"] = str(length)
-    else:
-        response = FileResponse(open(path, "rb"), content_type=content_type)  # noqa: SIM115
-    response["Accept-Ranges"] = "bytes"
+    response = audio_response(request, clip=clip, path=served)
     response["Cache-Control"] = "private, max-age=3600"
-    for name, value in headers.items():
-        response[name] = value
     return response
 
 

@@ -9,11 +9,12 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 from kombu.exceptions import OperationalError
 
+from annotation.audio_response import audio_response
 from annotation.integrations.labelstudio.services import (
     WEBHOOK_ACTIONS,
     WEBHOOK_HEADER,
@@ -24,7 +25,6 @@ from annotation.models import Clip, LabelStudioLink
 from annotation.services.clip_files import (
     ClipFileUnavailable,
     clip_served_file,
-    served_audio_headers,
 )
 
 
@@ -107,10 +107,8 @@ def clip_audio(request: HttpRequest, token: str) -> HttpResponse:
         served = clip_served_file(clip=clip)
     except ClipFileUnavailable as exc:
         raise Http404("the audio file is missing") from exc
-    headers = served_audio_headers(clip=clip, path=served)
-    response = FileResponse(served.open("rb"), content_type=headers.pop("Content-Type"))
-    for name, value in headers.items():
-        response[name] = value
+    # With Range support: Label Studio's waveform player seeks with byte ranges.
+    response = audio_response(request, clip=clip, path=served)
     # LS's waveform player fetches the file with XHR from its own origin.
     origin = urlsplit(link.base_url)
     response["Access-Control-Allow-Origin"] = f"{origin.scheme}://{origin.netloc}"

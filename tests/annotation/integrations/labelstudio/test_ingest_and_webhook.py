@@ -269,7 +269,15 @@ def test_signed_audio_url(client: Client, link: LabelStudioLink, tmp_path: Any) 
     response = client.get(path)
     assert response.status_code == 200
     assert response["Access-Control-Allow-Origin"] == "http://ls.example:8080"
-    assert b"".join(response.streaming_content) == wav.read_bytes()
+    full = wav.read_bytes()
+    assert b"".join(response.streaming_content) == full
+    assert response["Accept-Ranges"] == "bytes"
+    # Label Studio's waveform player seeks with byte ranges: 206 with the slice, 416 past the end.
+    part = client.get(path, HTTP_RANGE="bytes=44-143")
+    assert part.status_code == 206 and part["Content-Range"] == f"bytes 44-143/{len(full)}"
+    assert b"".join(part.streaming_content) == full[44:144]
+    assert part["Access-Control-Allow-Origin"] == "http://ls.example:8080"
+    assert client.get(path, HTTP_RANGE=f"bytes={len(full)}-").status_code == 416
     assert client.get(path[:-2] + "xx").status_code == 404
     other = ClipFactory(project=link.project)
     forged = path.replace(f"{link.id}.{clip.id}", f"{link.id}.{other.id}")

@@ -1,0 +1,66 @@
+"""One HTTP answer for a clip's audio, shared by the app's player and Label Studio's.
+
+Single-range requests (``Range: bytes=a-b``, ``bytes=a-``, ``bytes=-n``) get a 206 with
+``Content-Range``, so players can seek without downloading the file; an unsatisfiable range gets a
+416; a malformed or multi-range header is ignored and the whole file sent (RFC 9110 allows it).
+Every answer carries the served copy's headers (type, neutral name, nosniff) and ``Accept-Ranges``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
+
+from annotation.models import Clip
+from annotation.services.clip_files import served_audio_headers
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_CHUNK = 64 * 1024
+
+
+def _file_slice(path: Path, start: int, length: int) -> Iterator[bytes]:
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        remaining = length
+        while remaining > 0:
+            block = fh.read(min(_CHUNK, remaining))
+            if not block:
+                return
+            remaining -= len(block)
+            yield block
+
+
+def audio_response(request: HttpRequest, *, clip: Clip, path: Path) -> HttpResponse:
+    """The file at ``path`` (the clip's served copy, or its original for an admin) as an answer to
+    ``request``: the whole file, or the one byte range it asks for."""
+    size = path.stat().st_size
+    headers = served_audio_headers(clip=clip, path=path)
+    content_type = headers.pop("Content-Type")
+    header = request.headers.get("Range", "").strip()
+    match = _RANGE.match(header) if header else None
+    response: HttpResponse
+    if match and match.groups() != ("", ""):
+        first, last = match.groups()
+        if first == "":
+            start, end = max(size - int(last), 0), size - 1  # suffix: the last N bytes
+        else:
+            start, end = int(first), min(int(last), size - 1) if last else size - 1
+        if start >= size or start > end:
+            response = HttpResponse(status=416)
+            response["Content-Range"] = f"bytes */{size}"
+            return response
+        length = end - start + 1
+        response = StreamingHttpResponse(
+            _file_slice(path, start, length), status=206, content_type=content_type
+        )
+        response["Content-Range"] = f"bytes {start}-{end}/{size}"
+        response["Content-Length"] = str(length)
+    else:
+        response = FileResponse(path.open("rb"), content_type=content_type)
+    response["Accept-Ranges"] = "bytes"
+    for name, value in headers.items():
+        response[name] = value
+    return response
