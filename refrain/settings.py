@@ -360,6 +360,10 @@ REFRAIN_TAXONOMY_INLINE_MAX_NODES = env.int("REFRAIN_TAXONOMY_INLINE_MAX_NODES",
 REFRAIN_IMPORT_ROOTS = env.list(
     "REFRAIN_IMPORT_ROOTS", default=[str(VAR_DIR / "imports"), str(VAR_DIR / "demo")]
 )
+# How browsers and Label Studio reach this Refrain (scheme://host[:port], no trailing path): the base
+# of absolute links handed to other systems (Label Studio audio URLs and its webhook) where a link
+# does not name its own. Empty: such links stay relative, and Label Studio needs --refrain-url.
+REFRAIN_PUBLIC_URL = env.str("REFRAIN_PUBLIC_URL", default="").rstrip("/")
 # Label Studio audio links are signed with a timestamp and expire after this many seconds (7 days);
 # a forged or expired link gets 404. Re-push tasks to Label Studio to refresh older links.
 REFRAIN_SIGNED_LINK_MAX_AGE = env.int("REFRAIN_SIGNED_LINK_MAX_AGE", default=7 * 24 * 3600)

@@ -30,7 +30,8 @@ class Command(BaseCommand):
         link.add_argument(
             "--refrain-url",
             default="",
-            help="how LS reaches Refrain (audio URLs, webhook); no webhook without it",
+            help="how LS reaches Refrain (audio URLs, webhook); default REFRAIN_PUBLIC_URL; "
+            "no webhook without either",
         )
         push = sub.add_parser("push", help="import the project's ready clips as LS tasks")
         push.add_argument("link", type=int, help="link id (printed by 'link')")

@@ -89,12 +89,18 @@ def _client_for(link: LabelStudioLink) -> LabelStudio:
 # --- URLs Label Studio uses to reach Refrain ------------------------------------------------------
 
 
+def refrain_base_url(*, link: LabelStudioLink) -> str:
+    """How Label Studio reaches Refrain: the link's ``refrain_url``, else ``REFRAIN_PUBLIC_URL``
+    (empty when neither is set: links are then relative)."""
+    return (link.refrain_url or settings.REFRAIN_PUBLIC_URL).rstrip("/")
+
+
 def clip_audio_url(*, link: LabelStudioLink, clip: Clip) -> str:
     """A signed URL of the clip's audio: LS annotators hold no Refrain session, so the signature
-    (bound to this link and clip) is the permission. Relative when the link has no ``refrain_url``."""
+    (bound to this link and clip) is the permission. Absolute from :func:`refrain_base_url`."""
     token = signing.TimestampSigner(salt=AUDIO_SIGNING_SALT).sign(f"{link.id}.{clip.id}")
     path = reverse("labelstudio-audio", kwargs={"token": token})
-    return f"{link.refrain_url.rstrip('/')}{path}"
+    return f"{refrain_base_url(link=link)}{path}"
 
 
 def clip_audio_token_check(token: str) -> tuple[int, int] | None:
@@ -111,7 +117,7 @@ def clip_audio_token_check(token: str) -> tuple[int, int] | None:
 
 
 def webhook_url(*, link: LabelStudioLink) -> str:
-    return f"{link.refrain_url.rstrip('/')}{reverse('labelstudio-webhook', args=[link.id])}"
+    return f"{refrain_base_url(link=link)}{reverse('labelstudio-webhook', args=[link.id])}"
 
 
 # --- link -----------------------------------------------------------------------------------------
@@ -128,8 +134,8 @@ def ls_project_link(
     """Link ``project`` to a Label Studio project, creating it there unless ``ls_project_id`` names
     an existing one (whose labelling config is then replaced by the taxonomy's).
 
-    With ``refrain_url`` (how Label Studio reaches Refrain), a webhook for created and updated
-    annotations is registered, carrying a fresh shared secret in :data:`WEBHOOK_HEADER`.
+    With ``refrain_url`` (how Label Studio reaches Refrain; ``REFRAIN_PUBLIC_URL`` when not given), a
+    webhook for created and updated annotations is registered, carrying a fresh shared secret in :data:`WEBHOOK_HEADER`.
     """
     base_url = base_url.rstrip("/")
     index = taxonomy_index_cached(project.taxonomy_version)
@@ -162,7 +168,7 @@ def ls_project_link(
         webhook_secret=secrets.token_urlsafe(32),
         refrain_url=refrain_url.rstrip("/"),
     )
-    if refrain_url:
+    if refrain_base_url(link=link):
         hook = _ls_call(
             "webhook registration",
             lambda: client.webhooks.create(

@@ -284,6 +284,21 @@ def test_signed_audio_url(client: Client, link: LabelStudioLink, tmp_path: Any) 
     assert client.get(forged).status_code == 404
 
 
+def test_audio_urls_are_absolute_from_the_public_url_setting(
+    link: LabelStudioLink, settings: Any
+) -> None:
+    clip = ClipFactory(project=link.project)
+    link.refrain_url = ""
+    settings.REFRAIN_PUBLIC_URL = "https://refrain.example"
+    assert clip_audio_url(link=link, clip=clip).startswith(
+        "https://refrain.example/integrations/label-studio/audio/"
+    )
+    link.refrain_url = "http://internal:8000"  # the link's own address wins
+    assert clip_audio_url(link=link, clip=clip).startswith("http://internal:8000/integrations/")
+    link.refrain_url, settings.REFRAIN_PUBLIC_URL = "", ""
+    assert clip_audio_url(link=link, clip=clip).startswith("/integrations/label-studio/audio/")
+
+
 def test_command_names_a_missing_link() -> None:
     from django.core.management import call_command
     from django.core.management.base import CommandError
