@@ -79,7 +79,12 @@ class Command(BaseCommand):
         if options.get("limit"):
             clips = clips[: options["limit"]]
         summary = ls_push_tasks(link=link, clips=list(clips))
-        return {"created": summary.created, "already": summary.already, "skipped": summary.skipped}
+        return {
+            "created": summary.created,
+            "already": summary.already,
+            "reconciled": summary.reconciled,
+            "skipped": summary.skipped,
+        }
 
     def _pull(self, options: dict[str, Any]) -> dict[str, Any]:
         summary = ls_pull_annotations(link=self._get_link(options["link"]))

@@ -192,11 +192,19 @@ def ls_project_link(
 class PushSummary:
     created: int = 0
     already: int = 0
+    reconciled: int = 0  # tasks Label Studio held from an interrupted push, now mapped
     skipped: list[str] = field(default_factory=list)
 
 
 def ls_push_tasks(*, link: LabelStudioLink, clips: Iterable[Clip]) -> PushSummary:
-    """Import clips as Label Studio tasks; clips already pushed through this link are left alone."""
+    """Import clips as Label Studio tasks; clips already pushed through this link are left alone.
+
+    Idempotent under partial failure. Each chunk's mapping is recorded as soon as Label Studio
+    answers, and a failed chunk ends the push with the earlier chunks' mappings committed. When
+    Label Studio holds more tasks than the link has mapped (a lost response, a crash mid-push, tasks
+    imported by hand), the push first maps the tasks it already holds for these clips (by the
+    ``refrain_clip_id`` each task carries) and sends only the rest, so a retry creates nothing twice.
+    """
     summary = PushSummary()
     wanted: list[Clip] = []
     for clip in clips:
@@ -207,16 +215,24 @@ def ls_push_tasks(*, link: LabelStudioLink, clips: Iterable[Clip]) -> PushSummar
             continue
         wanted.append(clip)
     client = _client_for(link)
-    # The link row lock keeps two pushes from importing one clip twice.
+    failure: LabelStudioSyncError | None = None
     with transaction.atomic():
+        # Lock: the link row, so two pushes never send one clip twice.
         LabelStudioLink.objects.select_for_update().filter(pk=link.pk).first()
+        pid = link.ls_project_id
         done = set(
             LabelStudioTask.objects.filter(
                 link=link, clip_id__in=[c.id for c in wanted]
             ).values_list("clip_id", flat=True)
         )
+        held = _ls_call("project read", lambda: client.projects.get(id=pid)).task_number or 0
+        if held > LabelStudioTask.objects.filter(link=link).count():
+            unmapped = [c for c in wanted if c.id not in done]
+            pairs = _match_tasks_by_clip(link=link, client=client, clips=unmapped)
+            summary.reconciled = _record_mapping(link=link, pairs=pairs)
+            done |= {c.id for c, _ in pairs}
         todo = [c for c in wanted if c.id not in done]
-        summary.already = len(wanted) - len(todo)
+        summary.already = len(wanted) - len(todo) - summary.reconciled
         for start in range(0, len(todo), PUSH_CHUNK):
             chunk = todo[start : start + PUSH_CHUNK]
             payload = [
@@ -225,39 +241,57 @@ def ls_push_tasks(*, link: LabelStudioLink, clips: Iterable[Clip]) -> PushSummar
                 )
                 for c in chunk
             ]
-            response = _ls_call(
-                "task import",
-                lambda payload=payload: client.projects.import_tasks(
-                    id=link.ls_project_id, request=payload, return_task_ids=True
-                ),
-            )
+            try:
+                response = _ls_call(
+                    "task import",
+                    lambda payload=payload: client.projects.import_tasks(
+                        id=pid, request=payload, return_task_ids=True
+                    ),
+                )
+            except LabelStudioSyncError as exc:
+                failure = exc  # commit what landed before; Label Studio may hold this chunk too
+                break
             task_ids = list(getattr(response, "task_ids", None) or [])
             if len(task_ids) == len(chunk):
                 pairs = list(zip(chunk, task_ids, strict=True))
             else:
                 # An LS that does not return ids in order: map by the clip id stored in the task.
                 pairs = _match_tasks_by_clip(link=link, client=client, clips=chunk)
-            LabelStudioTask.objects.bulk_create(
-                [LabelStudioTask(link=link, clip=c, ls_task_id=int(t)) for c, t in pairs],
-                ignore_conflicts=True,
-            )
-            summary.created += len(pairs)
+            summary.created += _record_mapping(link=link, pairs=pairs)
+    if failure is not None:
+        raise LabelStudioSyncError(
+            f"{failure} (after {summary.created} task(s) created and recorded; push again to "
+            "send the rest: nothing is sent twice)"
+        ) from failure
     return summary
+
+
+def _record_mapping(*, link: LabelStudioLink, pairs: Sequence[tuple[Clip, int]]) -> int:
+    LabelStudioTask.objects.bulk_create(
+        [LabelStudioTask(link=link, clip=c, ls_task_id=int(t)) for c, t in pairs],
+        ignore_conflicts=True,
+    )
+    return len(pairs)
 
 
 def _match_tasks_by_clip(
     *, link: LabelStudioLink, client: LabelStudio, clips: Sequence[Clip]
 ) -> list[tuple[Clip, int]]:
+    """The Label Studio task of each of ``clips`` that the project holds (the oldest, should an
+    earlier failure have left two), by the ``refrain_clip_id`` in its data."""
     by_id = {c.id: c for c in clips}
-    pairs: list[tuple[Clip, int]] = []
-    for task in _ls_call(
+    found: dict[int, int] = {}
+    tasks = _ls_call(
         "task listing",
-        lambda: client.tasks.list(project=link.ls_project_id, fields="task_only", page_size=500),
-    ):
-        clip = by_id.get(_clip_id_of(task.data or {}) or -1)
-        if clip is not None:
-            pairs.append((clip, int(task.id)))
-    return pairs
+        lambda: list(
+            client.tasks.list(project=link.ls_project_id, fields="task_only", page_size=500)
+        ),
+    )
+    for task in tasks:
+        clip_id = _clip_id_of(task.data or {})
+        if clip_id in by_id:
+            found[clip_id] = min(found.get(clip_id, int(task.id)), int(task.id))
+    return [(by_id[c], t) for c, t in found.items()]
 
 
 def model_version_name(model_version_id: int | str) -> str:

@@ -1,0 +1,114 @@
+"""Pushing clips to Label Studio is idempotent under partial failure: a retry creates nothing twice.
+
+A stand-in for Label Studio's project and task endpoints keeps the tasks it created, so the test can
+count them; it fails one import either before creating anything (a refusal) or after (the answer
+is lost, as on a timeout). The live round trip is in test_labelstudio_live.py.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pytest
+
+from annotation.integrations.labelstudio import services
+from annotation.integrations.labelstudio.services import LabelStudioSyncError, ls_push_tasks
+from annotation.models import Clip, LabelStudioLink, LabelStudioTask
+from tests.factories import ClipFactory, ProjectFactory
+
+pytestmark = pytest.mark.django_db
+
+
+class FakeLabelStudio:
+    """Label Studio's task store, with one import made to fail on request."""
+
+    def __init__(self) -> None:
+        self.tasks: list[SimpleNamespace] = []
+        self.imports = 0
+        self.fail_on: int | None = None
+        self.lose_answer = False  # fail after creating the tasks (a lost response)
+        self.projects = SimpleNamespace(get=self._get, import_tasks=self._import)
+        self.tasks_api = SimpleNamespace(list=self._list)
+
+    def _get(self, *, id: int) -> SimpleNamespace:
+        return SimpleNamespace(id=id, task_number=len(self.tasks))
+
+    def _import(self, *, id: int, request: list[dict[str, Any]], return_task_ids: bool) -> Any:
+        self.imports += 1
+        failing = self.imports == self.fail_on
+        if failing and not self.lose_answer:
+            raise httpx.ConnectError("refused")
+        ids = []
+        for item in request:
+            task = SimpleNamespace(id=1000 + len(self.tasks), data=item["data"])
+            self.tasks.append(task)
+            ids.append(task.id)
+        if failing:
+            raise httpx.ReadTimeout("the answer was lost")
+        return SimpleNamespace(task_ids=ids)
+
+    def _list(self, *, project: int, fields: str, page_size: int) -> list[SimpleNamespace]:
+        return list(self.tasks)
+
+    def per_clip(self) -> Counter[int]:
+        return Counter(int(t.data["refrain_clip_id"]) for t in self.tasks)
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeLabelStudio:
+    ls = FakeLabelStudio()
+    client = SimpleNamespace(projects=ls.projects, tasks=ls.tasks_api)
+    monkeypatch.setattr(services, "_client_for", lambda link: client)
+    monkeypatch.setattr(services, "PUSH_CHUNK", 2)
+    return ls
+
+
+@pytest.fixture
+def link_and_clips() -> tuple[LabelStudioLink, list[Clip]]:
+    project = ProjectFactory()
+    link = LabelStudioLink.objects.create(
+        project=project,
+        base_url="http://ls.example:8080",
+        ls_project_id=5,
+        api_key="token",
+        webhook_secret="s3cret",
+        refrain_url="http://refrain.example",
+    )
+    return link, [ClipFactory(project=project) for _ in range(6)]
+
+
+@pytest.mark.parametrize("lose_answer", [False, True], ids=["refused", "answer-lost"])
+def test_a_retry_after_a_failed_chunk_creates_nothing_twice(
+    fake: FakeLabelStudio, link_and_clips: tuple[LabelStudioLink, list[Clip]], lose_answer: bool
+) -> None:
+    link, clips = link_and_clips
+    fake.fail_on, fake.lose_answer = 2, lose_answer
+    with pytest.raises(LabelStudioSyncError, match="push again"):
+        ls_push_tasks(link=link, clips=clips)
+    # The first chunk's mapping survived the failure of the second.
+    assert LabelStudioTask.objects.filter(link=link).count() == 2
+    summary = ls_push_tasks(link=link, clips=clips)
+    assert fake.per_clip() == Counter({c.id: 1 for c in clips})  # one Label Studio task per clip
+    mapped = dict(LabelStudioTask.objects.filter(link=link).values_list("clip_id", "ls_task_id"))
+    assert mapped == {int(t.data["refrain_clip_id"]): t.id for t in fake.tasks}
+    assert summary.reconciled == (2 if lose_answer else 0)
+    assert summary.created == (2 if lose_answer else 4)
+    assert summary.already == 2
+    again = ls_push_tasks(link=link, clips=clips)
+    assert (again.created, again.reconciled, again.already) == (0, 0, 6)
+    assert len(fake.tasks) == 6
+
+
+def test_a_push_lost_whole_is_reconciled_from_label_studio(
+    fake: FakeLabelStudio, link_and_clips: tuple[LabelStudioLink, list[Clip]]
+) -> None:
+    """A crash after Label Studio stored the tasks and before Refrain committed any mapping."""
+    link, clips = link_and_clips
+    ls_push_tasks(link=link, clips=clips[:4])
+    LabelStudioTask.objects.filter(link=link).delete()  # as if the transaction never committed
+    summary = ls_push_tasks(link=link, clips=clips)
+    assert (summary.reconciled, summary.created) == (4, 2)
+    assert fake.per_clip() == Counter({c.id: 1 for c in clips})
