@@ -9,12 +9,12 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.integrations.labelstudio.services import (
-    LabelStudioSyncError,
     ls_project_link,
     ls_pull_annotations,
     ls_push_tasks,
 )
 from annotation.models import Clip, LabelStudioLink, Project
+from refrain.errors import ApplicationError
 
 
 class Command(BaseCommand):
@@ -42,7 +42,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             out = getattr(self, f"_{options['action']}")(options)
-        except LabelStudioSyncError as exc:
+        except ApplicationError as exc:  # unreachable LS, a conflicting link, bad input
             raise CommandError(str(exc)) from exc
         self.stdout.write(json.dumps(out, indent=2))
 

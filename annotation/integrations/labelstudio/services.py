@@ -47,7 +47,7 @@ from annotation.models import (
 )
 from annotation.selectors import TaxonomyIndex, taxonomy_index_cached
 from annotation.services.annotations import LabelError, annotation_create, labels_resolve
-from refrain.errors import Unavailable
+from refrain.errors import Conflict, Unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +123,13 @@ def webhook_url(*, link: LabelStudioLink) -> str:
 # --- link -----------------------------------------------------------------------------------------
 
 
+class LabelStudioLinkConflict(Conflict):
+    """The Label Studio project is linked to another Refrain project, or this project is linked to
+    another Label Studio project on that server; nothing was changed on either side."""
+
+    code = "labelstudio_link_conflict"
+
+
 def ls_project_link(
     *,
     project: Project,
@@ -134,54 +141,90 @@ def ls_project_link(
     """Link ``project`` to a Label Studio project, creating it there unless ``ls_project_id`` names
     an existing one (whose labelling config is then replaced by the taxonomy's).
 
+    Idempotent: linking a project that is already linked to this server updates that link (its
+    token, address, labelling config, overlap and webhook) and never creates a second Label Studio
+    project. Naming a Label Studio project that another Refrain project is linked to, or another
+    project than the one this project is linked to, is refused before anything changes remotely.
+
     With ``refrain_url`` (how Label Studio reaches Refrain; ``REFRAIN_PUBLIC_URL`` when not given), a
-    webhook for created and updated annotations is registered, carrying a fresh shared secret in :data:`WEBHOOK_HEADER`.
+    webhook for created and updated annotations is registered, carrying a shared secret in
+    :data:`WEBHOOK_HEADER`.
     """
     base_url = base_url.rstrip("/")
+    existing = LabelStudioLink.objects.filter(project=project, base_url=base_url).first()
+    if existing is not None and ls_project_id not in (None, existing.ls_project_id):
+        raise LabelStudioLinkConflict(
+            f"project {project.slug} is linked to Label Studio project {existing.ls_project_id} "
+            f"on {base_url}, not {ls_project_id}; unlink it first"
+        )
+    if existing is not None:
+        ls_project_id = existing.ls_project_id
+    if ls_project_id is not None:
+        taken = (
+            LabelStudioLink.objects.filter(base_url=base_url, ls_project_id=ls_project_id)
+            .exclude(project=project)
+            .select_related("project")
+            .first()
+        )
+        if taken is not None:
+            raise LabelStudioLinkConflict(
+                f"Label Studio project {ls_project_id} on {base_url} is linked to Refrain project "
+                f"{taken.project.slug}"
+            )
     index = taxonomy_index_cached(project.taxonomy_version)
     config = label_config_from_taxonomy(index.nodes)
     client = ls_client(base_url=base_url, api_key=api_key)
+    settings_kw: dict[str, Any] = {
+        "label_config": config,
+        "maximum_annotations": project.overlap,
+        "show_collab_predictions": not project.blind,
+    }
     if ls_project_id is None:
         created = _ls_call(
             "project creation",
             lambda: client.projects.create(
                 title=project.name[:LS_TITLE_MAX],
                 description=f"Linked to Refrain project {project.slug}",
-                label_config=config,
-                maximum_annotations=project.overlap,
                 overlap_cohort_percentage=100,
-                show_collab_predictions=not project.blind,
+                **settings_kw,
             ),
         )
         ls_project_id = int(created.id)
     else:
         pid = ls_project_id
-        _ls_call(
-            f"project {pid} update",
-            lambda: client.projects.update(id=pid, label_config=config),
+        _ls_call(f"project {pid} update", lambda: client.projects.update(id=pid, **settings_kw))
+    if existing is None:
+        link = LabelStudioLink.objects.create(
+            project=project,
+            base_url=base_url,
+            ls_project_id=ls_project_id,
+            api_key=api_key,
+            webhook_secret=secrets.token_urlsafe(32),
+            refrain_url=refrain_url.rstrip("/"),
         )
-    link = LabelStudioLink.objects.create(
-        project=project,
-        base_url=base_url,
-        ls_project_id=ls_project_id,
-        api_key=api_key,
-        webhook_secret=secrets.token_urlsafe(32),
-        refrain_url=refrain_url.rstrip("/"),
-    )
+    else:
+        link = existing
+        link.api_key = api_key
+        link.refrain_url = refrain_url.rstrip("/") or link.refrain_url
+        link.save(update_fields=["api_key", "refrain_url"])
     if refrain_base_url(link=link):
-        hook = _ls_call(
-            "webhook registration",
-            lambda: client.webhooks.create(
-                url=webhook_url(link=link),
-                project=link.ls_project_id,
-                headers={WEBHOOK_HEADER: link.webhook_secret},
-                send_payload=True,
-                send_for_all_actions=False,
-                actions=list(WEBHOOK_ACTIONS),
-            ),
-        )
-        link.ls_webhook_id = int(hook.id)
-        link.save(update_fields=["ls_webhook_id"])
+        hook_kw: dict[str, Any] = {
+            "url": webhook_url(link=link),
+            "headers": {WEBHOOK_HEADER: link.webhook_secret},
+            "send_payload": True,
+            "send_for_all_actions": False,
+            "actions": list(WEBHOOK_ACTIONS),
+        }
+        if link.ls_webhook_id is not None:
+            hook_id = link.ls_webhook_id
+            _ls_call("webhook update", lambda: client.webhooks.update(id=hook_id, **hook_kw))
+        else:
+            hook = _ls_call(
+                "webhook registration",
+                lambda: client.webhooks.create(project=link.ls_project_id, **hook_kw),
+            )
+            link.ls_webhook_id = int(hook.id)
+            link.save(update_fields=["ls_webhook_id"])
     return link
 
 

@@ -1,4 +1,5 @@
-"""Pushing clips to Label Studio is idempotent under partial failure: a retry creates nothing twice.
+"""Linking and pushing to Label Studio are idempotent: re-linking updates the link, never a second
+project; a retry after a push failed part-way creates nothing twice.
 
 A stand-in for Label Studio's project and task endpoints keeps the tasks it created, so the test can
 count them; it fails one import either before creating anything (a refusal) or after (the answer
@@ -112,3 +113,78 @@ def test_a_push_lost_whole_is_reconciled_from_label_studio(
     summary = ls_push_tasks(link=link, clips=clips)
     assert (summary.reconciled, summary.created) == (4, 2)
     assert fake.per_clip() == Counter({c.id: 1 for c in clips})
+
+
+class FakeProjects:
+    """Label Studio's project and webhook endpoints, counting what linking does remotely."""
+
+    def __init__(self) -> None:
+        self.created: list[dict[str, Any]] = []
+        self.updated: list[dict[str, Any]] = []
+        self.hooks_created: list[dict[str, Any]] = []
+        self.hooks_updated: list[dict[str, Any]] = []
+
+    def client(self) -> SimpleNamespace:
+        return SimpleNamespace(
+            projects=SimpleNamespace(create=self._create, update=self._update),
+            webhooks=SimpleNamespace(create=self._hook_create, update=self._hook_update),
+        )
+
+    def _create(self, **kw: Any) -> SimpleNamespace:
+        self.created.append(kw)
+        return SimpleNamespace(id=40 + len(self.created))
+
+    def _update(self, *, id: int, **kw: Any) -> None:
+        self.updated.append({"id": id, **kw})
+
+    def _hook_create(self, **kw: Any) -> SimpleNamespace:
+        self.hooks_created.append(kw)
+        return SimpleNamespace(id=7)
+
+    def _hook_update(self, *, id: int, **kw: Any) -> None:
+        self.hooks_updated.append({"id": id, **kw})
+
+
+def test_linking_twice_updates_the_link_and_never_makes_a_second_project(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ls = FakeProjects()
+    monkeypatch.setattr(services, "ls_client", lambda **kw: ls.client())
+    project = ProjectFactory(overlap=1)
+    first = services.ls_project_link(
+        project=project, base_url="http://ls:8080/", api_key="a", refrain_url="http://r"
+    )
+    project.overlap = 2
+    project.save()
+    again = services.ls_project_link(project=project, base_url="http://ls:8080", api_key="b")
+    assert again.pk == first.pk and LabelStudioLink.objects.filter(project=project).count() == 1
+    assert len(ls.created) == 1  # one Label Studio project
+    assert (
+        ls.updated[-1]["id"] == first.ls_project_id and ls.updated[-1]["maximum_annotations"] == 2
+    )
+    assert (again.api_key, again.refrain_url, again.webhook_secret) == (
+        "b",
+        "http://r",
+        first.webhook_secret,
+    )
+    assert len(ls.hooks_created) == 1 and ls.hooks_updated[-1]["id"] == 7
+
+
+def test_a_conflicting_link_is_refused_before_anything_changes_remotely(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ls = FakeProjects()
+    monkeypatch.setattr(services, "ls_client", lambda **kw: ls.client())
+    ours, theirs = ProjectFactory(), ProjectFactory()
+    link = services.ls_project_link(project=theirs, base_url="http://ls:8080", api_key="a")
+    before = (len(ls.created), len(ls.updated))
+    with pytest.raises(services.LabelStudioLinkConflict, match=theirs.slug):
+        services.ls_project_link(
+            project=ours, base_url="http://ls:8080", api_key="a", ls_project_id=link.ls_project_id
+        )
+    with pytest.raises(services.LabelStudioLinkConflict, match="not 99"):
+        services.ls_project_link(
+            project=theirs, base_url="http://ls:8080", api_key="a", ls_project_id=99
+        )
+    assert (len(ls.created), len(ls.updated)) == before
+    assert not LabelStudioLink.objects.filter(project=ours).exists()
