@@ -178,7 +178,12 @@ def ls_project_link(
         "label_config": config,
         "maximum_annotations": project.overlap,
         "show_collab_predictions": not project.blind,
+        # Label Studio then serves first the tasks whose prediction scores lowest: where the model
+        # is least sure (ls_push_predictions scores a prediction by its deepest node's probability).
+        "sampling": "Uncertainty sampling",
     }
+    if existing is not None and existing.model_version:
+        settings_kw["model_version"] = existing.model_version
     if ls_project_id is None:
         created = _ls_call(
             "project creation",

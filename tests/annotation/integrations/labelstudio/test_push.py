@@ -159,6 +159,7 @@ def test_linking_twice_updates_the_link_and_never_makes_a_second_project(
     again = services.ls_project_link(project=project, base_url="http://ls:8080", api_key="b")
     assert again.pk == first.pk and LabelStudioLink.objects.filter(project=project).count() == 1
     assert len(ls.created) == 1  # one Label Studio project
+    assert ls.created[0]["sampling"] == ls.updated[-1]["sampling"] == "Uncertainty sampling"
     assert (
         ls.updated[-1]["id"] == first.ls_project_id and ls.updated[-1]["maximum_annotations"] == 2
     )
