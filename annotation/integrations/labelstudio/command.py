@@ -1,14 +1,17 @@
-"""``manage.py labelstudio {link,push,pull}``: the Label Studio sync from the command line."""
+"""``manage.py labelstudio {link,push,pull,import-file}``: the Label Studio sync from the command line."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from annotation.integrations.labelstudio.export_files import FORMATS
 from annotation.integrations.labelstudio.services import (
+    ls_import_export_file,
     ls_project_link,
     ls_pull_annotations,
     ls_push_tasks,
@@ -38,10 +41,16 @@ class Command(BaseCommand):
         push.add_argument("--limit", type=int, help="at most this many clips")
         pull = sub.add_parser("pull", help="store LS annotations Refrain does not have yet")
         pull.add_argument("link", type=int, help="link id")
+        read = sub.add_parser(
+            "import-file", help="store the annotations of an LS export file (offline)"
+        )
+        read.add_argument("link", type=int, help="link id")
+        read.add_argument("file", help="an export in JSON, JSON_MIN or CSV")
+        read.add_argument("--format", choices=FORMATS, help="default: from the name and content")
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            out = getattr(self, f"_{options['action']}")(options)
+            out = getattr(self, f"_{options['action'].replace('-', '_')}")(options)
         except ApplicationError as exc:  # unreachable LS, a conflicting link, bad input
             raise CommandError(str(exc)) from exc
         self.stdout.write(json.dumps(out, indent=2))
@@ -84,6 +93,23 @@ class Command(BaseCommand):
             "already": summary.already,
             "reconciled": summary.reconciled,
             "skipped": summary.skipped,
+        }
+
+    def _import_file(self, options: dict[str, Any]) -> dict[str, Any]:
+        link = self._get_link(options["link"])
+        path = Path(options["file"])
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CommandError(f"{path}: {exc}") from exc
+        summary = ls_import_export_file(
+            link=link, text=text, fmt=options.get("format"), filename=path.name
+        )
+        return {
+            "created": summary.created,
+            "existing": summary.existing,
+            "skipped": summary.skipped,
+            "errors": summary.errors,
         }
 
     def _pull(self, options: dict[str, Any]) -> dict[str, Any]:

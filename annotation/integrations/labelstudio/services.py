@@ -37,6 +37,7 @@ from annotation.integrations.labelstudio.convert import (
     task_from_clip,
     taxonomy_paths_from_result,
 )
+from annotation.integrations.labelstudio.export_files import export_format_sniff, export_records
 from annotation.models import (
     Annotation,
     Clip,
@@ -613,4 +614,50 @@ def ls_pull_annotations(*, link: LabelStudioLink) -> PullSummary:
                 summary.skipped += 1
     link.last_pulled_at = timezone.now()
     link.save(update_fields=["last_pulled_at"])
+    return summary
+
+
+def offline_email(annotation: Mapping[str, Any]) -> str:
+    """The annotator's email as an export file gives it, without asking Label Studio: from
+    ``created_username``, an expanded ``completed_by``, or ``user-<id>``."""
+    email = _email_from_created_username(annotation.get("created_username"))
+    who = annotation.get("completed_by")
+    if isinstance(who, dict):
+        email = email or str(who.get("email") or "")
+        who = who.get("id")
+    if email:
+        return email
+    return f"user-{who}" if isinstance(who, int) else "unknown"
+
+
+def ls_import_export_file(
+    *, link: LabelStudioLink, text: str, fmt: str | None = None, filename: str = ""
+) -> PullSummary:
+    """Store the annotations of a Label Studio export file (JSON, JSON_MIN or CSV; sniffed when
+    ``fmt`` is None), as a pull would, without calling Label Studio. Idempotent with pulls and the
+    webhook (the same keys); records Refrain cannot read are listed in ``errors``."""
+    fmt = fmt or export_format_sniff(text, filename)
+    summary = PullSummary()
+    index = taxonomy_index_cached(link.project.taxonomy_version)
+    for record in export_records(text, fmt):
+        if record.error or record.task is None or record.annotation is None:
+            summary.errors.append(f"{record.where}: {record.error}")
+            continue
+        try:
+            result = ls_annotation_ingest(
+                link=link,
+                annotation=record.annotation,
+                task=record.task,
+                index=index,
+                email_for=offline_email,
+            )
+        except (LabelStudioFormatError, LabelError) as exc:
+            summary.errors.append(f"{record.where}: {exc}")
+            continue
+        if result.status in ("created", "superseded"):
+            summary.created += 1
+        elif result.status == "existing":
+            summary.existing += 1
+        else:
+            summary.skipped += 1
     return summary
