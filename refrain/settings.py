@@ -276,6 +276,11 @@ CELERY_BEAT_SCHEDULE = {
     },
     # Resume jobs whose worker died (see "Worker loss" above).
     "sweep-orphaned-jobs": {"task": "quality.tasks.sweep_orphans", "schedule": 60.0},
+    # Pull every Label Studio link: what a missed webhook left behind (docs/labelstudio.md).
+    "labelstudio-reconcile": {
+        "task": "annotation.integrations.labelstudio.tasks.ls_reconcile_links",
+        "schedule": float(env.int("REFRAIN_LS_RECONCILE_SECONDS", default=15 * 60)),
+    },
 }
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES = (Queue("default"), Queue("cpu"), Queue("gpu"))

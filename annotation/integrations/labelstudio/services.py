@@ -13,6 +13,7 @@ import logging
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -25,6 +26,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
@@ -583,20 +585,59 @@ def ls_webhook_ingest(*, link: LabelStudioLink, payload: Mapping[str, Any]) -> I
         return IngestResult("error", reason=str(exc))
 
 
+def _known_annotation_ids(link: LabelStudioLink) -> set[int]:
+    """Label Studio annotation ids this link has stored (from their idempotency keys)."""
+    prefix = f"ls:{link.id}:"
+    known: set[int] = set()
+    for key in Annotation.objects.filter(
+        clip__project_id=link.project_id, idempotency_key__startswith=prefix
+    ).values_list("idempotency_key", flat=True):
+        head = key[len(prefix) :].split(":", 1)[0]
+        if head.isdigit():
+            known.add(int(head))
+    return known
+
+
+def _changed_since(annotation: Mapping[str, Any], since: datetime | None) -> bool:
+    """Whether Label Studio changed the annotation after ``since`` (True when it cannot tell)."""
+    if since is None:
+        return True
+    stamp = annotation.get("updated_at")
+    if isinstance(stamp, str):
+        stamp = parse_datetime(stamp)
+    if not isinstance(stamp, datetime):
+        return True
+    if timezone.is_naive(stamp):
+        stamp = timezone.make_aware(stamp, UTC)
+    return stamp > since
+
+
 def ls_pull_annotations(*, link: LabelStudioLink) -> PullSummary:
-    """Store every Label Studio annotation of the linked project that Refrain does not have yet."""
+    """Store every Label Studio annotation of the linked project that Refrain does not have yet.
+
+    Incremental: an annotation this link already stored and that Label Studio has not updated since
+    the previous pull is counted as existing without being read again, so a scheduled pull (the
+    reconciliation for missed webhooks, ``ls_reconcile_links``) costs one task listing and little
+    else when nothing changed. An edit made in Label Studio since then is stored as a correction.
+    """
     summary = PullSummary()
     index = taxonomy_index_cached(link.project.taxonomy_version)
     email_for = EmailLookup(link)
     client = _client_for(link)
+    started = timezone.now()
+    since = link.last_pulled_at
+    known = _known_annotation_ids(link)
     tasks = _ls_call(
         "task listing",
-        lambda: client.tasks.list(project=link.ls_project_id, fields="all", page_size=100),
+        lambda: list(client.tasks.list(project=link.ls_project_id, fields="all", page_size=100)),
     )
     for ls_task in tasks:
         task = {"id": ls_task.id, "data": ls_task.data or {}}
         for raw in ls_task.annotations or []:
             annotation = raw if isinstance(raw, dict) else raw.model_dump()
+            if annotation.get("id") in known and not _changed_since(annotation, since):
+                summary.existing += 1
+                continue
             try:
                 result = ls_annotation_ingest(
                     link=link, annotation=annotation, task=task, index=index, email_for=email_for
@@ -612,7 +653,8 @@ def ls_pull_annotations(*, link: LabelStudioLink) -> PullSummary:
                 summary.existing += 1
             else:
                 summary.skipped += 1
-    link.last_pulled_at = timezone.now()
+    # The start of this pull, not its end: an edit made while it ran is seen by the next one.
+    link.last_pulled_at = started
     link.save(update_fields=["last_pulled_at"])
     return summary
 

@@ -6,11 +6,16 @@ project lists it explicitly (see docs/labelstudio.md).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import shared_task
 
-from annotation.integrations.labelstudio.services import ls_webhook_ingest
+from annotation.integrations.labelstudio.services import (
+    LabelStudioSyncError,
+    ls_pull_annotations,
+    ls_webhook_ingest,
+)
 from annotation.models import LabelStudioLink
 
 
@@ -20,3 +25,28 @@ def ls_ingest_annotation(link_id: int, payload: dict[str, Any]) -> dict[str, Any
     link = LabelStudioLink.objects.select_related("project__taxonomy_version").get(id=link_id)
     result = ls_webhook_ingest(link=link, payload=payload)
     return {"status": result.status, "annotation": result.annotation_id, "reason": result.reason}
+
+
+logger = logging.getLogger(__name__)
+
+
+# Acked early and not retried: a lost reconciliation is simply the next one (beat, every
+# REFRAIN_LS_RECONCILE_SECONDS); pulls are idempotent.
+@shared_task(name="annotation.integrations.labelstudio.tasks.ls_reconcile_links")
+def ls_reconcile_links() -> dict[str, Any]:
+    """Pull every link: what a missed or failed webhook left behind arrives within one period.
+    One unreachable Label Studio does not stop the others."""
+    out: dict[str, Any] = {}
+    for link in LabelStudioLink.objects.select_related("project__taxonomy_version"):
+        try:
+            summary = ls_pull_annotations(link=link)
+        except LabelStudioSyncError as exc:
+            logger.warning("Label Studio link %s: reconciliation failed: %s", link.id, exc)
+            out[str(link.id)] = {"error": str(exc)}
+            continue
+        out[str(link.id)] = {
+            "created": summary.created,
+            "existing": summary.existing,
+            "errors": len(summary.errors),
+        }
+    return out

@@ -17,7 +17,7 @@ import pytest
 
 from annotation.integrations.labelstudio import services
 from annotation.integrations.labelstudio.services import LabelStudioSyncError, ls_push_tasks
-from annotation.models import Clip, LabelStudioLink, LabelStudioTask
+from annotation.models import Annotation, Clip, LabelStudioLink, LabelStudioTask
 from tests.factories import ClipFactory, ProjectFactory
 
 pytestmark = pytest.mark.django_db
@@ -189,3 +189,69 @@ def test_a_conflicting_link_is_refused_before_anything_changes_remotely(
         )
     assert (len(ls.created), len(ls.updated)) == before
     assert not LabelStudioLink.objects.filter(project=ours).exists()
+
+
+def _ls_task(task_id: int, clip_id: int, anns: list[dict[str, Any]]) -> SimpleNamespace:
+    return SimpleNamespace(id=task_id, data={"refrain_clip_id": clip_id}, annotations=anns)
+
+
+def _ann(ann_id: int, paths: list[list[str]], updated_at: str) -> dict[str, Any]:
+    return {
+        "id": ann_id,
+        "result": [{"from_name": "genre", "type": "taxonomy", "value": {"taxonomy": paths}}],
+        "completed_by": {"id": 1, "email": "ann@ls.example"},
+        "updated_at": updated_at,
+    }
+
+
+def test_pull_is_incremental_and_beat_reconciles_every_link(
+    monkeypatch: pytest.MonkeyPatch, link_and_clips: tuple[LabelStudioLink, list[Clip]]
+) -> None:
+    from annotation.integrations.labelstudio import tasks as ls_tasks
+
+    link, clips = link_and_clips
+    store = [
+        _ls_task(1, clips[0].id, [_ann(11, [["Rock", "Rock/Punk"]], "2026-12-01T10:00:00Z")]),
+        _ls_task(2, clips[1].id, [_ann(12, [["Jazz"]], "2026-12-01T10:00:00Z")]),
+    ]
+    client = SimpleNamespace(
+        tasks=SimpleNamespace(list=lambda **kw: list(store)),
+        users=SimpleNamespace(get=lambda **kw: pytest.fail("the email is in the annotation")),
+    )
+    monkeypatch.setattr(services, "_client_for", lambda link: client)
+    ingested: list[int] = []
+    real_ingest = services.ls_annotation_ingest
+
+    def counting_ingest(**kw: Any) -> Any:
+        ingested.append(kw["annotation"]["id"])
+        return real_ingest(**kw)
+
+    monkeypatch.setattr(services, "ls_annotation_ingest", counting_ingest)
+    out = ls_tasks.ls_reconcile_links()  # what beat runs
+    assert out[str(link.id)] == {"created": 2, "existing": 0, "errors": 0}
+    # Nothing changed in Label Studio: the next pull reads no annotation again.
+    ingested.clear()
+    again = services.ls_pull_annotations(link=LabelStudioLink.objects.get(pk=link.pk))
+    assert (again.created, again.existing, ingested) == (0, 2, [])
+    # An edit made in Label Studio after the last pull is read and stored as a correction.
+    store[1].annotations = [_ann(12, [["Rock", "Rock/Metal"]], "2099-01-01T00:00:00Z")]
+    third = services.ls_pull_annotations(link=LabelStudioLink.objects.get(pk=link.pk))
+    assert (third.created, third.existing, ingested) == (1, 1, [12])
+    newest = Annotation.objects.filter(clip=clips[1]).order_by("-id").first()
+    assert newest is not None and newest.supersedes_id is not None
+
+
+def test_reconciliation_goes_on_past_an_unreachable_label_studio(
+    monkeypatch: pytest.MonkeyPatch, link_and_clips: tuple[LabelStudioLink, list[Clip]]
+) -> None:
+    from annotation.integrations.labelstudio import tasks as ls_tasks
+
+    link, _ = link_and_clips
+
+    def refuse(**kw: Any) -> Any:
+        raise httpx.ConnectError("connection refused")
+
+    client = SimpleNamespace(tasks=SimpleNamespace(list=refuse))
+    monkeypatch.setattr(services, "_client_for", lambda link: client)
+    out = ls_tasks.ls_reconcile_links()
+    assert "unreachable" in out[str(link.id)]["error"]
