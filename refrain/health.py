@@ -119,9 +119,7 @@ def _ask_workers() -> Check:
 
     try:
         with _broker_connection(_timeout()) as conn:
-            replies = (
-                app.control.inspect(timeout=_timeout(), connection=conn).active_queues() or {}
-            )
+            replies = app.control.inspect(timeout=_timeout(), connection=conn).active_queues() or {}
     except Exception as exc:
         return _failed("worker broadcast", exc)
     queues = {q.name: 0 for q in settings.CELERY_TASK_QUEUES}
