@@ -172,3 +172,14 @@ def test_healthz_with_the_database_down_is_503_not_500(tmp_path: Path) -> None:
     assert database["detail"] == "query failed (OperationalError)"
     assert answer["body"]["checks"]["storage"]["status"] == "ok"
     assert "db-pa55" not in done.stdout and str(port) not in json.dumps(answer["body"])
+
+
+def test_only_the_url_configuration_imports_the_health_module() -> None:
+    """refrain.health sits above the apps (it asks the Celery app and the storage); the apps never
+    import it (docs/architecture.md's layers)."""
+    import grimp
+
+    graph = grimp.build_graph(
+        "refrain", "annotation", "active_learning", "quality", "taxonomy", cache_dir=None
+    )
+    assert graph.find_modules_that_directly_import("refrain.health") == {"refrain.urls"}
