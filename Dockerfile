@@ -55,7 +55,7 @@ RUN groupadd --system --gid "${REFRAIN_UID}" refrain \
 # Code and environment stay owned by root (read-only to the app); only /data and the JIT cache
 # are the app's to write.
 COPY --from=build /app /app
-RUN chown -R refrain:refrain /app/var/numba
+RUN mkdir -p /app/var/numba && chown -R refrain:refrain /app/var/numba
 WORKDIR /app
 # Shared state lives under /data (volumes; several machines: docs/deploy.md). VAR_DIR keeps what
 # the image ships: static files and model weights.

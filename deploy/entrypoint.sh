@@ -18,7 +18,7 @@ case "$cmd" in
       --hostname "${CELERY_NODE_NAME:-worker}@%h" \
       --loglevel "${LOG_LEVEL:-INFO}" "$@" ;;
   beat)
-    exec celery -A refrain beat --pidfile= --loglevel "${LOG_LEVEL:-INFO}" "$@" ;;
+    exec celery -A refrain beat --loglevel "${LOG_LEVEL:-INFO}" "$@" ;;
   migrate)
     exec python manage.py migrate --noinput "$@" ;;
   *)
