@@ -401,6 +401,22 @@ REFRAIN_IMPORT_MAX_FAILURES = env.int("REFRAIN_IMPORT_MAX_FAILURES", default=100
 # are only listed in the import's problems, so a garbage manifest cannot write 100k rows.
 REFRAIN_IMPORT_MAX_FAILED_CLIPS = env.int("REFRAIN_IMPORT_MAX_FAILED_CLIPS", default=100)
 
+# --- Deployment kit: health checks (issue 16) -----------------------------------------------------
+# /livez touches nothing; /healthz checks the database, the broker and storage (503 if one fails)
+# and asks the workers (a warning only): refrain/health.py, docs/deploy.md. A probe over plain HTTP
+# straight to gunicorn (a container or load-balancer check) is answered, not redirected to HTTPS.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^livez$"]
+# Seconds each check may wait for the broker or the workers' answer.
+REFRAIN_HEALTH_TIMEOUT_SECONDS = env.float("REFRAIN_HEALTH_TIMEOUT_SECONDS", default=1.0)
+# The workers' answer is reused this long, so a polled endpoint sends one broadcast per interval.
+REFRAIN_HEALTH_WORKER_CACHE_SECONDS = env.float("REFRAIN_HEALTH_WORKER_CACHE_SECONDS", default=10.0)
+# libpq waits this long for a PostgreSQL connection (default: the OS's, minutes), so a database
+# host that is gone fails a request, and /healthz, in seconds instead of hanging a gunicorn worker.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5)
+    )
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -4,8 +4,12 @@ from django.urls import include, path
 
 from annotation.auth import ThrottledLoginView
 from refrain.api import api
+from refrain.health import healthz, livez
 
 urlpatterns = [
+    # Health for the proxy, the orchestrator and monitoring: public, no secrets (refrain/health.py).
+    path("healthz", healthz, name="healthz"),
+    path("livez", livez, name="livez"),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
     # Throttled per username and address (annotation.auth; the admin's login shares the backend).

@@ -99,6 +99,9 @@ API_TABLE: dict[str, Rule] = {
 
 PAGE_TABLE: dict[str, Rule] = {
     "GET login/": Rule("public"),
+    # Health (refrain/health.py): statuses and latencies only, no secrets.
+    "GET healthz": Rule("public"),
+    "GET livez": Rule("public"),
     "POST logout/": Rule("public"),
     "GET ": Rule("user"),
     "GET projects/new/": Rule("staff"),
