@@ -116,7 +116,6 @@ PAGE_TABLE: dict[str, Rule] = {
     "GET clips/<int:clip_id>/audio": project("annotator"),
     "GET clips/<int:clip_id>/spectrogram.png": project("annotator"),
     "GET p/<slug:slug>/models/": project("reviewer"),
-    "GET static-vendor/plotly.min.js": Rule("public"),
     "GET p/<slug:slug>/quality/": project("reviewer"),
     "GET p/<slug:slug>/jobs/": project("reviewer"),
     "GET p/<slug:slug>/quality/issues/": project("reviewer"),
