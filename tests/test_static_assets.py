@@ -116,6 +116,7 @@ def test_no_console_page_loads_anything_from_another_origin(tmp_path: Path, sett
         reverse("quality-issues", args=[slug]),
         reverse("quality-clip", args=[slug, w.clips[0].pk]),
         reverse("quality-jobs", args=[slug]),
+        reverse("quality-jobs-rows", args=[slug]),
         reverse("quality-loop-settings", args=[slug]),
         reverse("project-models", args=[slug]),
         reverse("review-list", args=[slug]),
