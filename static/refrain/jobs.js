@@ -10,6 +10,8 @@
   var every = parseInt(live.dataset.refreshMs, 10) || 3000;
   var busy = false;
   var stopped = false;
+  var note = ""; // the answer to the last retry / cancel, kept across refreshes
+  var noteBad = false;
 
   function say(text, bad) {
     if (!status) return;
@@ -31,7 +33,7 @@
         return r.text().then(function (html) {
           if (live.innerHTML !== html) live.innerHTML = html;
           live.dataset.refreshedAt = String(Date.now());
-          say("Updated " + new Date().toLocaleTimeString() + ".");
+          say((note ? note + " " : "") + "Updated " + new Date().toLocaleTimeString() + ".", noteBad);
         });
       })
       .catch(function (e) { say("Could not refresh (" + e.message + "); trying again.", true); })
@@ -56,7 +58,9 @@
                              function () { return { ok: r.ok, body: { detail: "HTTP " + r.status } }; });
       })
       .then(function (a) {
-        say(a.ok ? a.body.kind + " " + a.body.id + ": " + a.body.status + "." : a.body.detail, !a.ok);
+        note = a.ok ? a.body.kind + " " + a.body.id + ": " + a.body.status + "." : a.body.detail;
+        noteBad = !a.ok;
+        say(note, noteBad);
         return refresh();
       })
       .catch(function (e) { say("Request failed: " + e.message, true); })
