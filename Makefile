@@ -53,6 +53,7 @@ test-fast: install
 
 demo: install
 	$(PY) manage.py migrate --noinput -v0
+	$(PY) manage.py collectstatic --noinput -v0
 	$(PY) manage.py demo --clips $(CLIPS) $(if $(filter 0,$(SERVE)),,--serve)
 
 clean:

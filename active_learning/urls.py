@@ -4,5 +4,4 @@ from active_learning import views
 
 urlpatterns = [
     path("p/<slug:slug>/models/", views.project_models, name="project-models"),
-    path("static-vendor/plotly.min.js", views.plotly_js, name="plotly-js"),
 ]

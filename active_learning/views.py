@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import plotly
 import plotly.graph_objects as go
-from django.http import FileResponse, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.views.decorators.cache import cache_control
 
 from active_learning.models import JobStatus
 from active_learning.selectors import (
@@ -20,8 +17,6 @@ from active_learning.selectors import (
 )
 from annotation.models import Membership
 from annotation.views import project_role
-
-PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
 
 def per_depth_f1_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -82,9 +77,3 @@ def project_models(request: HttpRequest, membership: Membership) -> HttpResponse
             "node_rows": per_node_rows(model_version=newest) if newest else [],
         },
     )
-
-
-@cache_control(max_age=86400, public=True)
-def plotly_js(request: HttpRequest) -> FileResponse:
-    # Served from the installed package: pages work offline and the page HTML stays small.
-    return FileResponse(PLOTLY_JS.open("rb"), content_type="text/javascript")

@@ -101,6 +101,12 @@ class JobOut(Schema):
     created_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+    done: int | None = Field(
+        description="items done or failed (a feature set's clips, a cycle's steps)"
+    )
+    total: int | None = Field(
+        description="items in all; null where the job does not count its work"
+    )
 
 
 class JobsOut(Schema):

@@ -450,6 +450,16 @@ class JobRow:
     created_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+    # Items done (or failed) of the total, for a progress bar: a feature set's clips, a cycle's
+    # steps; None where the job does not count its work (an import's source size is not stored).
+    done: int | None = None
+    total: int | None = None
+
+    @property
+    def percent(self) -> int | None:
+        if self.done is None or not self.total:
+            return None
+        return max(0, min(100, round(100 * self.done / self.total)))
 
 
 JOB_KINDS: tuple[tuple[str, str], ...] = (
@@ -462,7 +472,15 @@ JOB_KINDS: tuple[tuple[str, str], ...] = (
 
 
 def _held(
-    kind: str, row: Any, *, name: str, progress: str, now: datetime, stale_s: float
+    kind: str,
+    row: Any,
+    *,
+    name: str,
+    progress: str,
+    now: datetime,
+    stale_s: float,
+    done: int | None = None,
+    total: int | None = None,
 ) -> JobRow:
     hb = row.heartbeat_at
     age = (now - hb).total_seconds() if hb else None
@@ -483,6 +501,8 @@ def _held(
         created_at=getattr(row, "created_at", None) or getattr(row, "started_at", None),
         started_at=getattr(row, "started_at", None),
         finished_at=row.finished_at,
+        done=done,
+        total=total,
     )
 
 
@@ -537,6 +557,8 @@ def jobs_overview(*, project: Project, limit: int = 20) -> dict[str, list[JobRow
                 progress=f"{fs.n_done + fs.n_failed}/{fs.n_clips} clips ({fs.n_failed} failed)",
                 now=now,
                 stale_s=stale_s,
+                done=fs.n_done + fs.n_failed,
+                total=fs.n_clips,
             )
             for fs in feature_sets.order_by("-created_at")[:limit]
         ],
@@ -560,6 +582,8 @@ def jobs_overview(*, project: Project, limit: int = 20) -> dict[str, list[JobRow
                 + (f": {', '.join(c.steps_done)}" if c.steps_done else ""),
                 now=now,
                 stale_s=stale_s,
+                done=len(c.steps_done),
+                total=n_steps,
             )
             for c in cycles.order_by("-created_at")[:limit]
         ],

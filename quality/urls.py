@@ -10,4 +10,15 @@ urlpatterns = [
     path("p/<slug:slug>/settings/loop/", views.loop_settings, name="quality-loop-settings"),
     path("p/<slug:slug>/quality/clips/<int:clip_id>/", views.clip_issues, name="quality-clip"),
     path("p/<slug:slug>/jobs/", views.jobs, name="quality-jobs"),
+    path("p/<slug:slug>/jobs/rows/", views.jobs_rows, name="quality-jobs-rows"),
+    path(
+        "p/<slug:slug>/jobs/<str:kind>/<int:job_pk>/retry/",
+        views.job_retry,
+        name="quality-job-retry",
+    ),
+    path(
+        "p/<slug:slug>/jobs/<str:kind>/<int:job_pk>/cancel/",
+        views.job_cancel,
+        name="quality-job-cancel",
+    ),
 ]

@@ -3,10 +3,13 @@ admins of the project only (annotators are blind to other people's labels and th
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
@@ -18,8 +21,11 @@ from quality import selectors as sel
 from quality.export import FORMATS, labels_download
 from quality.forms import LoopSettingsForm
 from quality.models import LabelIssue
+from quality.services import jobs as jobs_service
 from quality.services.cycle import cycle_enqueue
+from quality.services.jobs import CANCELLABLE
 from quality.services.loop import LoopSettingsError, project_loop_update
+from refrain.errors import Conflict, NotFound
 
 Role = Membership.Role
 PAGE_SIZE = 50
@@ -127,22 +133,69 @@ def dashboard(request: HttpRequest, membership: Membership) -> HttpResponse:
     )
 
 
-@project_role(Role.REVIEWER)
-def jobs(request: HttpRequest, membership: Membership) -> HttpResponse:
-    """Recent background jobs of every kind: status, progress, worker, heartbeat, resumes, errors."""
+#: How often the jobs page fetches its table again (``static/refrain/jobs.js``).
+JOBS_REFRESH_MS = 3000
+
+
+def _jobs_context(membership: Membership) -> dict[str, Any]:
     project = membership.project
     overview = sel.jobs_overview(project=project)
-    return render(
-        request,
-        "quality/jobs.html",
-        {
-            "project": project,
-            "membership": membership,
-            "tab": "jobs",
-            "sections": [(label, overview[key]) for key, label in sel.JOB_KINDS],
-            "stale_seconds": settings.REFRAIN_JOB_STALE_SECONDS,
-        },
-    )
+    return {
+        "project": project,
+        "membership": membership,
+        "tab": "jobs",
+        "sections": [(label, overview[key]) for key, label in sel.JOB_KINDS],
+        "stale_seconds": settings.REFRAIN_JOB_STALE_SECONDS,
+        "can_manage": role_at_least(membership, Role.ADMIN),
+        "cancellable": CANCELLABLE,
+        "refresh_ms": JOBS_REFRESH_MS,
+        "refresh_s": JOBS_REFRESH_MS // 1000,
+    }
+
+
+@project_role(Role.REVIEWER)
+def jobs(request: HttpRequest, membership: Membership) -> HttpResponse:
+    """Recent background jobs of every kind: status, progress, worker, heartbeat, resumes, errors;
+    the table refreshes itself from :func:`jobs_rows`; admins get retry and cancel buttons."""
+    return render(request, "quality/jobs.html", _jobs_context(membership))
+
+
+@project_role(Role.REVIEWER)
+def jobs_rows(request: HttpRequest, membership: Membership) -> HttpResponse:
+    """The jobs page's tables alone, which the page fetches every few seconds."""
+    return render(request, "quality/_jobs_rows.html", _jobs_context(membership))
+
+
+def _job_action(
+    request: HttpRequest,
+    membership: Membership,
+    action: Callable[..., dict[str, Any]],
+    kind: str,
+    job_pk: int,
+) -> JsonResponse:
+    try:
+        done = action(project=membership.project, kind=kind, job_id=job_pk, user=request.user)
+    except (NotFound, Conflict) as exc:
+        # The API's statuses (refrain.api.ERROR_STATUS, a layer above): tests pin that they agree.
+        status = 404 if isinstance(exc, NotFound) else 409
+        return JsonResponse({"detail": exc.message, "code": exc.code}, status=status)
+    return JsonResponse(done, status=202)
+
+
+@require_POST
+@project_role(Role.ADMIN)
+def job_retry(request: HttpRequest, membership: Membership, kind: str, job_pk: int) -> JsonResponse:
+    """Send a failed job again (``quality.services.jobs.job_retry``); JSON, 202 when queued."""
+    return _job_action(request, membership, jobs_service.job_retry, kind, job_pk)
+
+
+@require_POST
+@project_role(Role.ADMIN)
+def job_cancel(
+    request: HttpRequest, membership: Membership, kind: str, job_pk: int
+) -> JsonResponse:
+    """Stop a queued or running feature extraction or cycle at its next boundary; JSON."""
+    return _job_action(request, membership, jobs_service.job_cancel, kind, job_pk)
 
 
 @project_role(Role.REVIEWER)

@@ -191,13 +191,36 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# --- Static files (issue 14) ----------------------------------------------------------------------
+# WhiteNoise serves them from STATIC_ROOT as `collectstatic` wrote them: content-hashed names
+# (cached for a year, immutable), each with a .gz beside it (and .br where the brotli package is
+# installed). plotly.js comes from the installed plotly package (refrain.vendor_static), never a CDN.
+# `make demo` runs collectstatic; so must a deployment, before it serves (a page whose file is
+# missing from the manifest fails loudly rather than load an unhashed file).
+# Test runs (REFRAIN_ENV=test, inherited by their gunicorn and workers) and DEBUG keep plain names
+# served from the source folders, so no collectstatic step is needed there; STATIC_MANIFEST=0 does
+# the same anywhere.
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "staticfiles"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns when it is missing
 STATICFILES_DIRS = [p for p in [BASE_DIR / "static"] if p.is_dir()]
-# Serve static files straight from the app folders, so the demo and a small install need no
-# collectstatic step; a large deployment runs collectstatic and may turn this off.
-WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=True)
+STATICFILES_FINDERS = [
+    "django.contrib.staticfiles.finders.FileSystemFinder",
+    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+    "refrain.vendor_static.VendorFinder",
+]
+STATIC_MANIFEST = env.bool("STATIC_MANIFEST", default=REFRAIN_ENV != "test")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if STATIC_MANIFEST
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+# Without the manifest, WhiteNoise also serves straight from the source folders (finders).
+WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=DEBUG or not STATIC_MANIFEST)
+# --- end of static files --------------------------------------------------------------------------
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 # Feature matrices and model artifacts live next to media, as .npy files loaded with mmap.

@@ -496,10 +496,11 @@ def _record_chunk_progress(
 def feature_set_finalize(*, feature_set: FeatureSet) -> FeatureSet:
     """Consolidate the chunks into the matrix, recount from the files, mark done (or failed).
 
-    Idempotent: a set already done is returned unchanged; chunks still missing leave it running.
+    Idempotent: a set already done is returned unchanged; chunks still missing leave it running. A
+    failed set (cancelled by an admin, given up by the sweep) is left as it is: its chunks stopped.
     """
     feature_set.refresh_from_db()
-    if feature_set.status == JobStatus.DONE:
+    if feature_set.status in (JobStatus.DONE, JobStatus.FAILED):
         return feature_set
     store, name = _store_of(feature_set)
     if not store.exists(name):
@@ -587,5 +588,7 @@ def feature_set_extract_sync(
         return fs
     feature_set_mark_running(feature_set=fs)
     for chunk, clip_ids in feature_set_pending_chunks(feature_set=fs):
+        if FeatureSet.objects.filter(id=fs.id, status=JobStatus.FAILED).exists():
+            break  # cancelled (quality.services.jobs): stop between chunks, as the tasks do
         feature_set_extract_chunk(feature_set=fs, chunk_index=chunk, clip_ids=clip_ids)
     return feature_set_finalize(feature_set=fs)

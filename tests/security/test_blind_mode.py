@@ -143,6 +143,8 @@ def test_the_annotator_receives_no_hint(team: dict[str, Any], hinted: dict[str, 
         ("quality-clip", {"slug": project.slug, "clip_id": clip.pk}),
         ("review-clip", {"slug": project.slug, "clip_id": clip.pk}),
         ("project-models", {"slug": project.slug}),
+        ("quality-jobs", {"slug": project.slug}),
+        ("quality-jobs-rows", {"slug": project.slug}),
     ]:
         url = reverse(name, kwargs=kwargs)
         response = client.get(url)
