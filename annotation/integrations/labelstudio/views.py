@@ -66,6 +66,22 @@ def _webhook_payload(body: bytes) -> dict[str, Any] | str:
     }
 
 
+#: Seconds the webhook may spend reaching the broker (Label Studio waits 1 s for the whole answer).
+PUBLISH_TIMEOUT_S = 0.5
+
+
+def _publish_fast(link_id: int, payload: dict[str, Any]) -> None:
+    """Send the ingest task with one connection attempt and no publish retries: with the broker
+    down this raises ``OperationalError`` in well under a second (Celery's defaults retry for
+    about 6 s), and the scheduled reconciliation (``ls_reconcile_links``) pulls the annotation."""
+    app = ls_ingest_annotation.app
+    with app.pool.acquire(block=True, timeout=PUBLISH_TIMEOUT_S) as conn:
+        conn.ensure_connection(
+            max_retries=1, interval_start=0, interval_step=0, timeout=PUBLISH_TIMEOUT_S
+        )
+        ls_ingest_annotation.apply_async((link_id, payload), connection=conn, retry=False)
+
+
 @csrf_exempt
 @require_POST
 @transaction.non_atomic_requests
@@ -86,9 +102,13 @@ def webhook(request: HttpRequest, link_id: int) -> HttpResponse:
     if "annotation" not in parsed:
         return JsonResponse({"ignored": parsed["action"]})
     try:
-        ls_ingest_annotation.delay_on_commit(link.id, parsed)
+        transaction.on_commit(lambda: _publish_fast(link.id, parsed))
     except OperationalError:
-        return _bad("Refrain's task queue is unavailable", status=503)
+        return _bad(
+            "Refrain's task queue is unavailable; the annotation arrives with the next scheduled "
+            "pull",
+            status=503,
+        )
     return JsonResponse({"queued": True}, status=200)
 
 

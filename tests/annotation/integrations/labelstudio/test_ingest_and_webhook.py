@@ -164,7 +164,12 @@ def post(client: Client, link: LabelStudioLink) -> Callable[..., Any]:
 def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
     # The broker boundary: record what would be published instead of publishing it.
     calls: list[tuple[Any, ...]] = []
-    monkeypatch.setattr(ls_tasks.ls_ingest_annotation, "delay", lambda *a: calls.append(a))
+
+    def publish(args: tuple[Any, ...], **options: Any) -> None:
+        assert options["retry"] is False  # one attempt: fail fast when the broker is down
+        calls.append(args)
+
+    monkeypatch.setattr(ls_tasks.ls_ingest_annotation, "apply_async", publish)
     return calls
 
 
@@ -194,6 +199,26 @@ def test_webhook_only_enqueues_after_commit(
     assert body["task"] == {"id": 9, "data": {"refrain_clip_id": clip.id}}
     assert "project" not in body  # LS's whole project does not travel through the broker
     assert not Annotation.objects.exists()  # nothing ingested in the request
+
+
+@pytest.mark.django_db(transaction=True)  # no test transaction: the publish runs in the request
+def test_webhook_answers_503_at_once_when_the_broker_is_down(
+    post: Callable[..., Any], link: LabelStudioLink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real publish to a broker address nobody listens on, as a stopped broker looks."""
+    app = ls_tasks.ls_ingest_annotation.app
+    monkeypatch.setattr(app.conf, "broker_url", "redis://127.0.0.1:1/0")
+    monkeypatch.setattr(app.conf, "broker_write_url", "redis://127.0.0.1:1/0")
+    monkeypatch.setattr(app, "_pool", None)  # a pool for the dead address, dropped afterwards
+    clip = ClipFactory(project=link.project)
+    post({"action": "PROJECT_UPDATED"})  # the first request of a process loads URLs, middleware
+    started = time.perf_counter()
+    response = post(payload(clip.id))
+    elapsed = time.perf_counter() - started
+    assert response.status_code == 503, response.content
+    assert "next scheduled pull" in response.json()["error"]
+    assert elapsed < 1.0  # Label Studio gives a webhook 1 s (Celery's own retries take ~6 s)
+    assert not Annotation.objects.exists()
 
 
 def test_webhook_ingest_task_stores_the_annotation(link: LabelStudioLink) -> None:
