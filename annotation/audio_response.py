@@ -4,6 +4,11 @@ Single-range requests (``Range: bytes=a-b``, ``bytes=a-``, ``bytes=-n``) get a 2
 ``Content-Range``, so players can seek without downloading the file; an unsatisfiable range gets a
 416; a malformed or multi-range header is ignored and the whole file sent (RFC 9110 allows it).
 Every answer carries the served copy's headers (type, neutral name, nosniff) and ``Accept-Ranges``.
+
+Behind nginx, ``REFRAIN_AUDIO_ACCEL_PREFIX`` hands files under ``MEDIA_ROOT`` (the tag-free served
+copies, uploads) to the proxy instead: the answer is empty with ``X-Accel-Redirect: <prefix><path
+under MEDIA_ROOT>``, and nginx sends the file from its ``internal`` location, ranges included, so no
+gunicorn thread streams audio (``deploy/nginx.conf``). The permission check stays here.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
+from django.conf import settings
 from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
 
 from annotation.models import Clip
@@ -33,12 +40,31 @@ def _file_slice(path: Path, start: int, length: int) -> Iterator[bytes]:
             yield block
 
 
+def _accel_location(path: Path) -> str | None:
+    """The proxy's internal URI of ``path``, when the proxy serves it (a file under MEDIA_ROOT)."""
+    prefix = settings.REFRAIN_AUDIO_ACCEL_PREFIX
+    if not prefix:
+        return None
+    try:
+        relative = path.resolve().relative_to(Path(settings.MEDIA_ROOT).resolve())
+    except ValueError:
+        return None  # an original in an import root: streamed here
+    return f"{prefix.rstrip('/')}/{quote(relative.as_posix())}"
+
+
 def audio_response(request: HttpRequest, *, clip: Clip, path: Path) -> HttpResponse:
     """The file at ``path`` (the clip's served copy, or its original for an admin) as an answer to
     ``request``: the whole file, or the one byte range it asks for."""
-    size = path.stat().st_size
     headers = served_audio_headers(clip=clip, path=path)
     content_type = headers.pop("Content-Type")
+    location = _accel_location(path)
+    if location is not None:
+        response = HttpResponse(content_type=content_type)
+        response["X-Accel-Redirect"] = location
+        for name, value in headers.items():
+            response[name] = value
+        return response
+    size = path.stat().st_size
     header = request.headers.get("Range", "").strip()
     match = _RANGE.match(header) if header else None
     response: HttpResponse

@@ -388,6 +388,10 @@ REFRAIN_TAXONOMY_INLINE_MAX_NODES = env.int("REFRAIN_TAXONOMY_INLINE_MAX_NODES",
 REFRAIN_IMPORT_ROOTS = env.list(
     "REFRAIN_IMPORT_ROOTS", default=[str(VAR_DIR / "imports"), str(VAR_DIR / "demo")]
 )
+# Behind nginx: the internal location (e.g. "/_media/") that serves MEDIA_ROOT, so audio under it is
+# sent by the proxy via X-Accel-Redirect (ranges included) after Refrain's permission check; empty:
+# Refrain streams it itself. deploy/nginx.conf defines the location; both must agree.
+REFRAIN_AUDIO_ACCEL_PREFIX = env.str("REFRAIN_AUDIO_ACCEL_PREFIX", default="")
 # How browsers and Label Studio reach this Refrain (scheme://host[:port], no trailing path): the base
 # of absolute links handed to other systems (Label Studio audio URLs and its webhook) where a link
 # does not name its own. Empty: such links stay relative, and Label Studio needs --refrain-url.

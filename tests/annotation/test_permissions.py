@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from django.test import Client
 
@@ -98,6 +100,24 @@ def test_audio_supports_ranges(world):
     r = c.get(url, HTTP_RANGE="bytes=-10")
     assert b"".join(r.streaming_content) == full[-10:]
     assert c.get(url, HTTP_RANGE=f"bytes={len(full) + 5}-").status_code == 416
+
+
+def test_audio_goes_through_the_proxy_when_it_serves_media(world, settings):
+    """With REFRAIN_AUDIO_ACCEL_PREFIX the permission check stays here and nginx sends the file."""
+    from annotation.services.clip_files import clip_served_file
+
+    settings.REFRAIN_AUDIO_ACCEL_PREFIX = "/_media/"
+    clip = world["clip"]
+    served = clip_served_file(clip=clip)
+    r = _as(world, "ann").get(f"/clips/{clip.pk}/audio")
+    assert r.status_code == 200 and r.content == b""
+    relative = served.resolve().relative_to(Path(settings.MEDIA_ROOT).resolve()).as_posix()
+    assert r["X-Accel-Redirect"] == f"/_media/{relative}"
+    assert r["Content-Disposition"] == f'inline; filename="clip-{clip.pk}{served.suffix}"'
+    assert r["X-Content-Type-Options"] == "nosniff"
+    # Someone the clip was never given still gets 404 before any redirect.
+    r = _as(world, "ann").get(f"/clips/{world['other_clip'].pk}/audio")
+    assert r.status_code == 404 and "X-Accel-Redirect" not in r
 
 
 API_READS = [

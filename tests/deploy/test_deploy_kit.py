@@ -159,6 +159,19 @@ def test_proxy_limits_match_the_settings() -> None:
     assert namespace["timeout"] < read
 
 
+def test_proxy_serves_media_only_as_refrain_redirects() -> None:
+    """compose's REFRAIN_AUDIO_ACCEL_PREFIX names an internal nginx location over MEDIA_ROOT."""
+    nginx = (DEPLOY / "nginx.conf").read_text()
+    compose = (ROOT / "compose.yaml").read_text()
+    prefix = re.search(r"REFRAIN_AUDIO_ACCEL_PREFIX: (\S+)", compose)
+    assert prefix is not None
+    block = re.search(r"location " + re.escape(prefix.group(1)) + r" \{(.*?)\}", nginx, re.S)
+    assert block is not None, f"no nginx location {prefix.group(1)}"
+    assert "internal;" in block.group(1) and "alias /data/media/;" in block.group(1)
+    assert "MEDIA_ROOT=/data/media" in (ROOT / "Dockerfile").read_text()
+    assert "media:/data/media:ro" in compose  # the proxy reads the files, never writes them
+
+
 def test_nginx_config_passes_nginx_t(tmp_path: Path) -> None:
     nginx = shutil.which("nginx") or next(
         (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None
