@@ -76,6 +76,43 @@ def _why(user: Any, what: str, row: Any) -> str:
 
 
 @transaction.atomic
+def job_resend(*, kind: str, row: Model, action: str, reason: str) -> bool:
+    """Put a feature set, training, detection run or clip import back to queued (conditional on
+    the state it was read in, with a note) and send its task again, with the arguments it was first
+    sent with, once the transaction commits. False when the row moved meanwhile (nothing sent).
+    The orphan sweep and an admin's retry both resend through here."""
+    if kind == "features":
+        if not feature_set_requeue(feature_set=row, action=action, reason=reason):
+            return False
+        extract_features_for_project.delay_on_commit(
+            row.project_id, backend=row.backend, feature_set_id=row.pk
+        )
+    elif kind == "training":
+        if not model_version_requeue(model_version=row, action=action, reason=reason):
+            return False
+        train_project_model.delay_on_commit(
+            row.project_id,
+            trigger=row.trigger,
+            model_version_id=row.pk,
+            n_folds=row.n_folds,
+            seed=row.seed,
+            kind=row.kind,
+        )
+    elif kind == "run":
+        if not quality_run_requeue(run=row, action=action, reason=reason):
+            return False
+        from quality.tasks import detect_label_issues  # quality.tasks imports quality's services
+
+        detect_label_issues.delay_on_commit(row.pk)
+    elif kind == "import":
+        if not import_job_requeue(job=row, action=action, reason=reason):
+            return False
+        import_clips.delay_on_commit(row.project_id, **import_task_kwargs(job=row))
+    else:
+        raise ValueError(f"no resend for a {kind!r} job")
+    return True
+
+
 def job_retry(*, project: Project, kind: str, job_id: int, user: Any) -> dict[str, Any]:
     """Send a failed job again; what was queued (``{"kind", "id", "status"}``).
 
@@ -102,37 +139,10 @@ def job_retry(*, project: Project, kind: str, job_id: int, user: Any) -> dict[st
         raise JobStateConflict(f"run {job_id} belongs to relabel cycle {row.cycle_id}: retry it")
     if kind == "import" and not import_job_resumable(job=row):
         raise JobStateConflict(f"import {job_id} was an upload, which cannot be read again")
-    requeue = {
-        "features": lambda: feature_set_requeue(feature_set=row, action="retried", reason=reason),
-        "training": lambda: model_version_requeue(
-            model_version=row, action="retried", reason=reason
-        ),
-        "run": lambda: quality_run_requeue(run=row, action="retried", reason=reason),
-        "import": lambda: import_job_requeue(job=row, action="retried", reason=reason),
-    }[kind]
-    if not requeue():
+    if not job_resend(kind=kind, row=row, action="retried", reason=reason):
         raise JobStateConflict(f"{kind} {job_id} changed meanwhile; reload and try again")
     # A fresh start: no end time, no old error (kept in the note).
     type(row)._default_manager.filter(pk=row.pk).update(error="", finished_at=None)
-    if kind == "features":
-        extract_features_for_project.delay_on_commit(
-            row.project_id, backend=row.backend, feature_set_id=row.pk
-        )
-    elif kind == "training":
-        train_project_model.delay_on_commit(
-            row.project_id,
-            trigger=row.trigger,
-            model_version_id=row.pk,
-            n_folds=row.n_folds,
-            seed=row.seed,
-            kind=row.kind,
-        )
-    elif kind == "run":
-        from quality.tasks import detect_label_issues  # quality.tasks imports quality's services
-
-        detect_label_issues.delay_on_commit(row.pk)
-    else:
-        import_clips.delay_on_commit(row.project_id, **import_task_kwargs(job=row))
     return {"kind": kind, "id": row.pk, "status": "queued"}
 
 

@@ -38,19 +38,13 @@ from django.db.models import Exists, Model, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from active_learning.models import FeatureSet, JobStatus, ModelVersion
-from active_learning.services.features import feature_set_requeue
-from active_learning.services.training import model_version_requeue
-from active_learning.tasks import extract_features_for_project, train_project_model
 from annotation.models import Annotation, AnnotationLabel, ImportJob
 from annotation.services.clips import (
-    import_job_requeue,
     import_job_resumable,
-    import_task_kwargs,
 )
-from annotation.tasks import import_clips
 from quality.models import ACTIVE_STATUSES, ClipConsensus, QualityCycle, QualityRun, RunStatus
 from quality.services.cycle import annotation_settle
-from quality.services.detection import quality_run_requeue
+from quality.services.jobs import job_resend
 from refrain.celery import app
 from refrain.jobs import PROCESS_PREFIX, sweep_note
 
@@ -314,8 +308,6 @@ def _sweep_cycle_leftovers(now: datetime) -> list[SweepAction]:
 def _sweep_runs(
     now: datetime, held_cutoff: datetime, wait_cutoff: datetime, limit: int, probe: WorkerProbe
 ) -> list[SweepAction]:
-    from quality.tasks import detect_label_issues  # (imports this module: see _sweep_cycles)
-
     out = []
     qs = QualityRun.objects.filter(cycle__isnull=True)
     for run, action, reason in _orphans(
@@ -338,8 +330,7 @@ def _sweep_runs(
         )
         if gave_up is not None:
             out += gave_up
-        elif quality_run_requeue(run=run, action=action, reason=reason):
-            detect_label_issues.delay_on_commit(run.pk)
+        elif job_resend(kind="run", row=run, action=action, reason=reason):
             out.append(SweepAction("run", run.pk, action, reason))
     return out
 
@@ -378,10 +369,7 @@ def _sweep_feature_sets(
         )
         if gave_up is not None:
             out += gave_up
-        elif feature_set_requeue(feature_set=fs, action=action, reason=reason):
-            extract_features_for_project.delay_on_commit(
-                fs.project_id, backend=fs.backend, feature_set_id=fs.pk
-            )
+        elif job_resend(kind="features", row=fs, action=action, reason=reason):
             out.append(SweepAction("features", fs.pk, action, reason))
     return out
 
@@ -411,15 +399,7 @@ def _sweep_trainings(
         )
         if gave_up is not None:
             out += gave_up
-        elif model_version_requeue(model_version=mv, action=action, reason=reason):
-            train_project_model.delay_on_commit(
-                mv.project_id,
-                trigger=mv.trigger,
-                model_version_id=mv.pk,
-                n_folds=mv.n_folds,
-                seed=mv.seed,
-                kind=mv.kind,
-            )
+        elif job_resend(kind="training", row=mv, action=action, reason=reason):
             out.append(SweepAction("training", mv.pk, action, reason))
     return out
 
@@ -445,8 +425,7 @@ def _sweep_imports(
             reason = f"{reason}; cannot be resumed (no folder or manifest recorded: import again)"
         elif _tries(job) >= limit:
             reason = f"{reason}; gave up after {_tries(job)} attempt(s)"
-        elif import_job_requeue(job=job, action=action, reason=reason):
-            import_clips.delay_on_commit(job.project_id, **import_task_kwargs(job=job))
+        elif job_resend(kind="import", row=job, action=action, reason=reason):
             out.append(SweepAction("import", job.pk, action, reason))
             continue
         else:
