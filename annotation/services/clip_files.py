@@ -204,7 +204,6 @@ def clip_download_name(*, clip: Clip, path: Path) -> str:
     return f"clip-{clip.pk}{ext}"
 
 
-_NEUTRAL_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".mp3", ".opus"})
 _AUDIO_TYPES = {
     ".wav": "audio/wav",
     ".wave": "audio/wav",
@@ -214,6 +213,7 @@ _AUDIO_TYPES = {
     ".opus": "audio/ogg",
     ".mp3": "audio/mpeg",
 }
+_NEUTRAL_EXTENSIONS = frozenset(_AUDIO_TYPES)  # an extension that names nothing but the format
 
 
 def served_audio_headers(*, clip: Clip, path: Path) -> dict[str, str]:

@@ -460,6 +460,17 @@ def _email_from_created_username(value: Any) -> str:
     return words[-1] if words and "@" in words[-1] else ""
 
 
+def _email_or_user_id(annotation: Mapping[str, Any]) -> tuple[str, int | None]:
+    """The annotator's email as the annotation gives it (``created_username``, an expanded
+    ``completed_by``), and the Label Studio user id ("" and None where absent)."""
+    email = _email_from_created_username(annotation.get("created_username"))
+    who = annotation.get("completed_by")
+    if isinstance(who, dict):  # some exports expand the user
+        email = email or str(who.get("email") or "")
+        who = who.get("id")
+    return email, who if isinstance(who, int) and not isinstance(who, bool) else None
+
+
 class EmailLookup:
     """LS user id → email, from the annotation itself or one ``users.get`` per user."""
 
@@ -469,12 +480,8 @@ class EmailLookup:
         self._client: LabelStudio | None = None
 
     def __call__(self, annotation: Mapping[str, Any]) -> str:
-        email = _email_from_created_username(annotation.get("created_username"))
-        user_id = annotation.get("completed_by")
-        if isinstance(user_id, dict):  # some exports expand the user
-            email = email or str(user_id.get("email") or "")
-            user_id = user_id.get("id")
-        if email or not isinstance(user_id, int):
+        email, user_id = _email_or_user_id(annotation)
+        if email or user_id is None:
             return email or "unknown"
         if user_id not in self._cache:
             self._client = self._client or _client_for(self._link)
@@ -612,6 +619,22 @@ def _changed_since(annotation: Mapping[str, Any], since: datetime | None) -> boo
     return stamp > since
 
 
+def _ingest_counted(summary: PullSummary, where: str, **ingest: Any) -> None:
+    """One :func:`ls_annotation_ingest`, counted into ``summary``; a record Refrain cannot store
+    is listed in ``summary.errors`` under ``where`` and the caller goes on."""
+    try:
+        result = ls_annotation_ingest(**ingest)
+    except (LabelStudioFormatError, LabelError) as exc:
+        summary.errors.append(f"{where}: {exc}")
+        return
+    if result.status in ("created", "superseded"):
+        summary.created += 1
+    elif result.status == "existing":
+        summary.existing += 1
+    else:
+        summary.skipped += 1
+
+
 def ls_pull_annotations(*, link: LabelStudioLink) -> PullSummary:
     """Store every Label Studio annotation of the linked project that Refrain does not have yet.
 
@@ -638,21 +661,15 @@ def ls_pull_annotations(*, link: LabelStudioLink) -> PullSummary:
             if annotation.get("id") in known and not _changed_since(annotation, since):
                 summary.existing += 1
                 continue
-            try:
-                result = ls_annotation_ingest(
-                    link=link, annotation=annotation, task=task, index=index, email_for=email_for
-                )
-            except (LabelStudioFormatError, LabelError) as exc:
-                summary.errors.append(
-                    f"LS task {ls_task.id} annotation {annotation.get('id')}: {exc}"
-                )
-                continue
-            if result.status in ("created", "superseded"):
-                summary.created += 1
-            elif result.status == "existing":
-                summary.existing += 1
-            else:
-                summary.skipped += 1
+            _ingest_counted(
+                summary,
+                f"LS task {ls_task.id} annotation {annotation.get('id')}",
+                link=link,
+                annotation=annotation,
+                task=task,
+                index=index,
+                email_for=email_for,
+            )
     # The start of this pull, not its end: an edit made while it ran is seen by the next one.
     link.last_pulled_at = started
     link.save(update_fields=["last_pulled_at"])
@@ -662,14 +679,10 @@ def ls_pull_annotations(*, link: LabelStudioLink) -> PullSummary:
 def offline_email(annotation: Mapping[str, Any]) -> str:
     """The annotator's email as an export file gives it, without asking Label Studio: from
     ``created_username``, an expanded ``completed_by``, or ``user-<id>``."""
-    email = _email_from_created_username(annotation.get("created_username"))
-    who = annotation.get("completed_by")
-    if isinstance(who, dict):
-        email = email or str(who.get("email") or "")
-        who = who.get("id")
+    email, user_id = _email_or_user_id(annotation)
     if email:
         return email
-    return f"user-{who}" if isinstance(who, int) else "unknown"
+    return f"user-{user_id}" if user_id is not None else "unknown"
 
 
 def ls_import_export_file(
@@ -685,21 +698,13 @@ def ls_import_export_file(
         if record.error or record.task is None or record.annotation is None:
             summary.errors.append(f"{record.where}: {record.error}")
             continue
-        try:
-            result = ls_annotation_ingest(
-                link=link,
-                annotation=record.annotation,
-                task=record.task,
-                index=index,
-                email_for=offline_email,
-            )
-        except (LabelStudioFormatError, LabelError) as exc:
-            summary.errors.append(f"{record.where}: {exc}")
-            continue
-        if result.status in ("created", "superseded"):
-            summary.created += 1
-        elif result.status == "existing":
-            summary.existing += 1
-        else:
-            summary.skipped += 1
+        _ingest_counted(
+            summary,
+            record.where,
+            link=link,
+            annotation=record.annotation,
+            task=record.task,
+            index=index,
+            email_for=offline_email,
+        )
     return summary
