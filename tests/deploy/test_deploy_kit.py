@@ -168,6 +168,10 @@ def test_proxy_serves_media_only_as_refrain_redirects() -> None:
     block = re.search(r"location " + re.escape(prefix.group(1)) + r" \{(.*?)\}", nginx, re.S)
     assert block is not None, f"no nginx location {prefix.group(1)}"
     assert "internal;" in block.group(1) and "alias /data/media/;" in block.group(1)
+    # What nginx drops from a redirecting answer is put back: nosniff, Label Studio's CORS origin.
+    for header in ("X-Content-Type-Options", "Access-Control-Allow-Origin"):
+        variable = "$upstream_http_" + header.lower().replace("-", "_")
+        assert f"add_header {header} {variable} always;" in block.group(1)
     assert "MEDIA_ROOT=/data/media" in (ROOT / "Dockerfile").read_text()
     assert "media:/data/media:ro" in compose  # the proxy reads the files, never writes them
 
