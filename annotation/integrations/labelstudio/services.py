@@ -431,25 +431,29 @@ def ls_request_second_opinion(
     Label Studio gets 3. Nobody who annotated it in Label Studio is served it again.
 
     With ``relabel_task`` (a routed issue's Refrain relabel task), the first Label Studio annotation
-    made after this request answers that task (see :func:`ls_annotation_ingest`). Idempotent per
-    relabel task: asking again for the same one changes nothing remotely.
+    made after the first request for it answers that task (see :func:`ls_annotation_ingest`).
+    Idempotent per relabel task: while the Label Studio task still waits for the annotator asked
+    for, asking again changes nothing; once that annotator answered without closing the relabel (an
+    answer that was not blind), asking again asks one more.
     """
     mapped = LabelStudioTask.objects.filter(link=link, clip=clip).first()
     if mapped is None:
         raise LabelStudioSyncError(f"clip {clip.id} was never pushed to Label Studio")
     client = _client_for(link)
     tid = mapped.ls_task_id
-    if relabel_task is not None and mapped.relabel_task_id == relabel_task.pk:
-        task = _ls_call(f"task {tid} lookup", lambda: client.tasks.get(str(tid)))
-        return SecondOpinion(clip.id, tid, int(task.overlap or 1), -1, already=True)
     annotations = _ls_call(f"task {tid} annotations", lambda: list(client.annotations.list(id=tid)))
     annotators = {a.completed_by for a in annotations if not a.was_cancelled}
+    asked_before = relabel_task is not None and mapped.relabel_task_id == relabel_task.pk
+    if asked_before:
+        task = _ls_call(f"task {tid} lookup", lambda: client.tasks.get(str(tid)))
+        if len(annotators) < int(task.overlap or 1):
+            return SecondOpinion(clip.id, tid, int(task.overlap or 1), len(annotators), True)
     overlap = len(annotators) + 1
     _ls_call(
         f"task {tid} update",
         lambda: client.tasks.update(id=str(tid), overlap=overlap, is_labeled=False),
     )
-    if relabel_task is not None:
+    if relabel_task is not None and not asked_before:
         mapped.relabel_task = relabel_task
         mapped.relabel_after = max((int(a.id) for a in annotations), default=0)
         mapped.relabel_requested_at = timezone.now()

@@ -8,8 +8,10 @@ the real task code without a worker.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -202,8 +204,21 @@ def test_relabel_closes_through_label_studio(
     reopened = client.tasks.get(str(t0))
     assert (reopened.overlap, reopened.is_labeled) == (2, False)  # A's annotation + one more
     assert [t.id for t in client.tasks.list(project=link.ls_project_id) if not t.is_labeled] == [t0]
-    # Routing twice (and the reconciliation) asks nothing more.
+    # Routing twice, the reconciliation, or the command for this issue: nothing more is asked.
     assert ls_relabels_request(task_ids=[relabel.pk]) == {"asked": [], "errors": []}
+    out = StringIO()
+    call_command(
+        "labelstudio", "second-opinion", str(link.pk), "--issue", str(issue.pk), stdout=out
+    )
+    assert json.loads(out.getvalue())["asked"] == [
+        {
+            "clip": suspect.id,
+            "ls_task": t0,
+            "overlap": 2,
+            "relabel_task": relabel.pk,
+            "already": True,
+        }
+    ]
     assert client.tasks.get(str(t0)).overlap == 2
 
     # A, who labelled it, is not served it again; B is, blind: neither A's annotation nor the
