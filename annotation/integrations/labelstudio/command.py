@@ -18,6 +18,7 @@ from annotation.integrations.labelstudio.services import (
     ls_push_tasks,
     ls_relabels_request,
     ls_request_second_opinion,
+    routed_relabel_tasks,
 )
 from annotation.models import Clip, LabelStudioLink, Project, Task
 from refrain.errors import ApplicationError
@@ -133,15 +134,17 @@ class Command(BaseCommand):
         # A routed issue's relabel task is keyed by the issue (annotation.services.enqueue).
         relabels = {
             t.clip_id: t
-            for t in Task.objects.filter(
+            for t in routed_relabel_tasks().filter(
                 project=project,
-                kind=Task.Kind.RELABEL,
+                status=Task.Status.OPEN,
                 dedupe_key__in=[f"issue:{i}" for i in options["issue"]],
             )
         }
-        missing = set(options["issue"]) - {int(t.dedupe_key[6:]) for t in relabels.values()}
-        if missing:
-            raise CommandError(f"no routed relabel task for issue(s) {sorted(missing)}")
+        found = {int(str(t.dedupe_key).removeprefix("issue:")) for t in relabels.values()}
+        if missing := set(options["issue"]) - found:
+            raise CommandError(
+                f"issue(s) {sorted(missing)} of {project.slug}: not routed, or already answered"
+            )
         clips = {c.id: c for c in Clip.objects.filter(project=project, id__in=options["clip"])}
         if set(options["clip"]) - set(clips):
             raise CommandError(
@@ -151,9 +154,7 @@ class Command(BaseCommand):
             clips[clip.id] = clip
         open_relabel = {
             t.clip_id: t
-            for t in Task.objects.filter(
-                clip_id__in=list(clips), kind=Task.Kind.RELABEL, status=Task.Status.OPEN
-            )
+            for t in routed_relabel_tasks().filter(clip_id__in=list(clips), status=Task.Status.OPEN)
         }
         asked = []
         for clip_id, clip in sorted(clips.items()):

@@ -23,7 +23,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core import signing
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -461,11 +461,18 @@ def ls_request_second_opinion(
     return SecondOpinion(clip.id, tid, overlap, len(annotators))
 
 
+def routed_relabel_tasks() -> QuerySet[Task]:
+    """Relabel tasks of routed label issues (keyed ``issue:<id>`` by the ``LabelIssueFound``
+    source); second opinions the acquisition picked and reviewers' send-backs are not among them."""
+    return Task.objects.filter(kind=Task.Kind.RELABEL, dedupe_key__startswith="issue:")
+
+
 def _pending_relabels(task_ids: Iterable[int] | None = None) -> list[tuple[LabelStudioLink, Task]]:
-    """Open Refrain relabel tasks whose clip is in a linked Label Studio project and was not yet
-    asked there (of ``task_ids``, or all)."""
-    tasks = Task.objects.filter(kind=Task.Kind.RELABEL, status=Task.Status.OPEN).filter(
-        Exists(LabelStudioTask.objects.filter(clip_id=OuterRef("clip_id")))
+    """Open relabel tasks of routed label issues whose clip is in a linked Label Studio project and
+    was not yet asked there (of ``task_ids``, or all)."""
+    tasks = routed_relabel_tasks().filter(
+        Exists(LabelStudioTask.objects.filter(clip_id=OuterRef("clip_id"))),
+        status=Task.Status.OPEN,
     )
     if task_ids is not None:
         tasks = tasks.filter(pk__in=list(task_ids))
@@ -508,7 +515,8 @@ def ls_relabels_request_on_commit(*, task_ids: Sequence[int]) -> bool:
     from annotation.integrations.labelstudio.tasks import ls_request_relabels
 
     ids = list(
-        Task.objects.filter(pk__in=list(task_ids), kind=Task.Kind.RELABEL)
+        routed_relabel_tasks()
+        .filter(pk__in=list(task_ids))
         .filter(Exists(LabelStudioTask.objects.filter(clip_id=OuterRef("clip_id"))))
         .values_list("pk", flat=True)
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from annotation.integrations.labelstudio.services import (
     IngestResult,
@@ -101,3 +102,14 @@ def test_asking_while_label_studio_is_down_is_reported_and_retried(
     assert "unreachable" in out["errors"][0]
     mapped.refresh_from_db()
     assert mapped.relabel_task_id is None  # nothing recorded that did not happen: asked again
+
+
+def test_second_opinion_command_refuses_unknown_or_answered_ids(link: LabelStudioLink) -> None:
+    task, _ = relabel_asked(link, after=0)
+    issue_id = int(str(task.dedupe_key).removeprefix("issue:"))
+    Task.objects.filter(pk=task.pk).update(status=Task.Status.DONE)
+    with pytest.raises(CommandError, match=rf"issue\(s\) \[{issue_id}\] .*already answered"):
+        call_command("labelstudio", "second-opinion", str(link.pk), "--issue", str(issue_id))
+    other = ClipFactory()  # another project's clip
+    with pytest.raises(CommandError, match=rf"clip\(s\) \[{other.id}\] not in"):
+        call_command("labelstudio", "second-opinion", str(link.pk), "--clip", str(other.id))
