@@ -446,7 +446,17 @@ def ls_request_second_opinion(
     asked_before = relabel_task is not None and mapped.relabel_task_id == relabel_task.pk
     if asked_before:
         task = _ls_call(f"task {tid} lookup", lambda: client.tasks.get(str(tid)))
-        if len(annotators) < int(task.overlap or 1):
+        # An answer Refrain has not ingested yet may still close the relabel: wait for it too.
+        unread = {
+            f"ls:{link.id}:{a.id}"
+            for a in annotations
+            if not a.was_cancelled and int(a.id) > (mapped.relabel_after or 0)
+        } - set(
+            Annotation.objects.filter(
+                clip=clip, idempotency_key__startswith=f"ls:{link.id}:"
+            ).values_list("idempotency_key", flat=True)
+        )
+        if len(annotators) < int(task.overlap or 1) or unread:
             return SecondOpinion(clip.id, tid, int(task.overlap or 1), len(annotators), True)
     overlap = len(annotators) + 1
     _ls_call(
@@ -467,9 +477,9 @@ def routed_relabel_tasks() -> QuerySet[Task]:
     return Task.objects.filter(kind=Task.Kind.RELABEL, dedupe_key__startswith="issue:")
 
 
-def _pending_relabels(task_ids: Iterable[int] | None = None) -> list[tuple[LabelStudioLink, Task]]:
-    """Open relabel tasks of routed label issues whose clip is in a linked Label Studio project and
-    was not yet asked there (of ``task_ids``, or all)."""
+def _open_relabels(task_ids: Iterable[int] | None = None) -> list[tuple[LabelStudioLink, Task]]:
+    """Open relabel tasks of routed label issues whose clip is in a linked Label Studio project,
+    with the link (of ``task_ids``, or all)."""
     tasks = routed_relabel_tasks().filter(
         Exists(LabelStudioTask.objects.filter(clip_id=OuterRef("clip_id"))),
         status=Task.Status.OPEN,
@@ -477,24 +487,29 @@ def _pending_relabels(task_ids: Iterable[int] | None = None) -> list[tuple[Label
     if task_ids is not None:
         tasks = tasks.filter(pk__in=list(task_ids))
     out = []
-    for task in tasks.select_related("clip"):
+    for task in tasks.select_related("clip").order_by("pk"):
         for mapped in LabelStudioTask.objects.filter(clip_id=task.clip_id).select_related("link"):
-            if mapped.relabel_task_id != task.pk:
-                out.append((mapped.link, task))
+            out.append((mapped.link, task))
     return out
 
 
 def ls_relabels_request(*, task_ids: Iterable[int] | None = None) -> dict[str, Any]:
-    """Ask Label Studio for the second opinions that Refrain relabel tasks want (those of
-    ``task_ids``, or every one not asked yet): one more annotator per task. A Label Studio that
-    cannot be reached is reported per task; the reconciliation (``ls_reconcile_links``) asks again."""
+    """Make Label Studio wait for one more annotator on each open routed relabel task (of
+    ``task_ids``, or all): those not asked yet, and those whose asked annotator answered without
+    closing the relabel (not blind). A task Label Studio still holds open for its annotator is
+    counted as ``waiting`` and left alone. A Label Studio that cannot be reached is reported per
+    task; the reconciliation (``ls_reconcile_links``) runs this again."""
     asked: list[dict[str, Any]] = []
+    waiting = 0
     errors: list[str] = []
-    for link, task in _pending_relabels(task_ids):
+    for link, task in _open_relabels(task_ids):
         try:
             got = ls_request_second_opinion(link=link, clip=task.clip, relabel_task=task)
         except LabelStudioSyncError as exc:
             errors.append(f"relabel task {task.pk} (clip {task.clip_id}): {exc}")
+            continue
+        if got.already:
+            waiting += 1
             continue
         asked.append(
             {
@@ -504,7 +519,7 @@ def ls_relabels_request(*, task_ids: Iterable[int] | None = None) -> dict[str, A
                 "overlap": got.overlap,
             }
         )
-    return {"asked": asked, "errors": errors}
+    return {"asked": asked, "waiting": waiting, "errors": errors}
 
 
 def ls_relabels_request_on_commit(*, task_ids: Sequence[int]) -> bool:

@@ -45,7 +45,8 @@ def ls_request_relabels(task_ids: list[int]) -> dict[str, Any]:
 def ls_reconcile_links() -> dict[str, Any]:
     """Pull every link: what a missed or failed webhook left behind arrives within one period.
     Then ask for the second opinions that routed relabel tasks still want (a lost
-    ``ls_request_relabels``). One unreachable Label Studio does not stop the others."""
+    ``ls_request_relabels``, an answer that was not blind). One unreachable Label Studio does not
+    stop the others."""
     out: dict[str, Any] = {}
     for link in LabelStudioLink.objects.select_related("project__taxonomy_version"):
         try:
@@ -60,5 +61,9 @@ def ls_reconcile_links() -> dict[str, Any]:
             "errors": len(summary.errors),
         }
     relabels = ls_relabels_request()
-    out["relabels"] = {"asked": len(relabels["asked"]), "errors": relabels["errors"]}
+    out["relabels"] = {
+        "asked": len(relabels["asked"]),
+        "waiting": relabels["waiting"],
+        "errors": relabels["errors"],
+    }
     return out

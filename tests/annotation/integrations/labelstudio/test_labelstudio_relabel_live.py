@@ -32,6 +32,7 @@ from annotation.integrations.labelstudio.services import (
 )
 from annotation.models import Annotation, LabelStudioLink, LabelStudioTask, Membership, Task
 from annotation.selectors import current_labels
+from annotation.services.enqueue import LabelIssueFound, task_enqueue
 from quality.models import ClipConsensus, LabelIssue
 from quality.services.cycle import cycle_run
 from tests.annotation.integrations.labelstudio.conftest import LsUser
@@ -205,7 +206,7 @@ def test_relabel_closes_through_label_studio(
     assert (reopened.overlap, reopened.is_labeled) == (2, False)  # A's annotation + one more
     assert [t.id for t in client.tasks.list(project=link.ls_project_id) if not t.is_labeled] == [t0]
     # Routing twice, the reconciliation, or the command for this issue: nothing more is asked.
-    assert ls_relabels_request(task_ids=[relabel.pk]) == {"asked": [], "errors": []}
+    assert ls_relabels_request(task_ids=[relabel.pk]) == {"asked": [], "waiting": 1, "errors": []}
     out = StringIO()
     call_command(
         "labelstudio", "second-opinion", str(link.pk), "--issue", str(issue.pk), stdout=out
@@ -323,3 +324,49 @@ def test_faults_end_in_clear_errors_with_nothing_lost_or_doubled(
     assert len(remote) == 3 and sum(len(t.annotations or []) for t in remote) == 1
     assert LabelStudioTask.objects.filter(link=link).count() == 3
     assert Annotation.objects.filter(clip__project=project).count() == stored_before + 2 == 5
+
+
+def test_an_answer_that_is_not_blind_is_asked_again(
+    ls_server: tuple[str, str],
+    ls_user_make: Callable[[str], LsUser],
+    ls_cleanup: list[int],
+) -> None:
+    """Label Studio does not know who labelled a clip in Refrain: such a person may answer the
+    reopened task. Their answer is stored but does not close the relabel, and the next request
+    (the reconciliation, or the command) asks Label Studio for one more annotator."""
+    url, token = ls_server
+    world = make_world(n_clips=2, planted={}, name=f"Refrain LS not blind {uuid.uuid4().hex[:8]}")
+    project, clip = world.project, world.clips[0]
+    seen, fresh = ls_user_make("seen"), ls_user_make("fresh")
+    labeller = world.users["ann1"]  # labelled every clip in Refrain; in Label Studio as `seen`
+    labeller.email = seen.email  # type: ignore[attr-defined]
+    labeller.save()  # type: ignore[attr-defined]
+    link = ls_project_link(project=project, base_url=url, api_key=token)
+    ls_cleanup.append(link.ls_project_id)
+    ls_push_tasks(link=link, clips=[clip])
+    ls_task = LabelStudioTask.objects.get(link=link, clip=clip).ls_task_id
+    source = LabelIssueFound(clip_id=clip.id, issue_id=4242, run_id=1, issue_type="x", score=0.1)
+    relabel = Task.objects.get(pk=task_enqueue(project=project, sources=[source]).task_id(source))
+    assert ls_relabels_request(task_ids=[relabel.pk])["asked"][0]["overlap"] == 1
+
+    as_seen = ls_client(base_url=url, api_key=seen.token)
+    as_seen.annotations.create(id=ls_task, result=ls_result([as_path(world.truth[0])]))
+    client = ls_client(base_url=url, api_key=token)
+    # Not pulled yet: that answer may still close the relabel, so nothing more is asked.
+    assert ls_relabels_request()["asked"] == []
+    assert ls_pull_annotations(link=link).created == 1
+    relabel.refresh_from_db()
+    assert relabel.status == Task.Status.OPEN
+    assert Annotation.objects.get(clip=clip, user=labeller, task=None, source__contains="@")
+    assert client.tasks.get(str(ls_task)).is_labeled is True
+    again = ls_relabels_request()
+    assert [(a["task"], a["overlap"]) for a in again["asked"]] == [(relabel.pk, 2)]
+    assert next_task(url, seen, link.ls_project_id) is None
+    assert next_task(url, fresh, link.ls_project_id)["id"] == ls_task  # type: ignore[index]
+    as_fresh = ls_client(base_url=url, api_key=fresh.token)
+    as_fresh.annotations.create(id=ls_task, result=ls_result([as_path(world.truth[0])]))
+    assert ls_pull_annotations(link=link).created == 1
+    relabel.refresh_from_db()
+    assert relabel.status == Task.Status.DONE
+    assert Annotation.objects.get(task=relabel).source == f"labelstudio:{fresh.email}"
+    assert ls_relabels_request() == {"asked": [], "waiting": 0, "errors": []}
