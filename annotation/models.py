@@ -595,6 +595,14 @@ class LabelStudioTask(models.Model):
     clip = models.ForeignKey(Clip, on_delete=models.CASCADE, related_name="labelstudio_tasks")
     ls_task_id = models.PositiveIntegerField()
     created_at = models.DateTimeField(default=timezone.now)
+    # A second opinion asked in Label Studio for a Refrain relabel task: the first Label Studio
+    # annotation newer than ``relabel_after`` (the task's highest annotation id when it was asked)
+    # answers that relabel task (services.ls_request_second_opinion).
+    relabel_task = models.ForeignKey(
+        Task, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    relabel_after = models.PositiveIntegerField(null=True, blank=True)
+    relabel_requested_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

@@ -23,10 +23,11 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core import signing
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from kombu.exceptions import OperationalError
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
@@ -47,6 +48,7 @@ from annotation.models import (
     LabelStudioTask,
     Membership,
     Project,
+    Task,
 )
 from annotation.selectors import TaxonomyIndex, taxonomy_index_cached
 from annotation.services.annotations import LabelError, annotation_create, labels_resolve
@@ -180,7 +182,11 @@ def ls_project_link(
     settings_kw: dict[str, Any] = {
         "label_config": config,
         "maximum_annotations": project.overlap,
+        # Blind: no pre-annotation and no history of the annotation shown to the annotator. The
+        # labelling stream (``next``) shows each annotator only their own annotations anyway; what
+        # Label Studio Community cannot hide is in docs/labelstudio.md ("Blind relabels").
         "show_collab_predictions": not project.blind,
+        "show_annotation_history": not project.blind,
         # Label Studio then serves first the tasks whose prediction scores lowest: where the model
         # is least sure (ls_push_predictions scores a prediction by its deepest node's probability).
         "sampling": "Uncertainty sampling",
@@ -404,26 +410,142 @@ def ls_push_predictions(
     return summary
 
 
-def ls_request_second_opinion(*, link: LabelStudioLink, clip: Clip) -> int:
-    """Ask Label Studio for one more annotation of ``clip``; returns the task's new overlap.
+@dataclass
+class SecondOpinion:
+    clip_id: int
+    ls_task_id: int
+    overlap: int  # the Label Studio task's overlap now
+    annotators: int  # distinct Label Studio annotators of the task before this request
+    already: bool = False  # asked before for this relabel task: nothing changed
 
-    Community LS puts a task back in the queue when its overlap grows and ``is_labeled`` is
-    cleared. ``n`` counts what the task already asked for or received, so exactly one more
-    annotator is wanted.
+
+def ls_request_second_opinion(
+    *, link: LabelStudioLink, clip: Clip, relabel_task: Task | None = None
+) -> SecondOpinion:
+    """Reopen ``clip``'s Label Studio task for exactly one more annotator.
+
+    Label Studio 1.23 serves a task to a user who has not annotated it while the number of its
+    distinct annotators (skips left out) is below the task's ``overlap`` (``is_labeled`` and the
+    task lock both count that way), so the overlap becomes that number plus one: a clip labelled
+    only in Refrain (no Label Studio annotation) gets overlap 1, one labelled by two people in
+    Label Studio gets 3. Nobody who annotated it in Label Studio is served it again.
+
+    With ``relabel_task`` (a routed issue's Refrain relabel task), the first Label Studio annotation
+    made after the first request for it answers that task (see :func:`ls_annotation_ingest`).
+    Idempotent per relabel task: while the Label Studio task still waits for the annotator asked
+    for, asking again changes nothing; once that annotator answered without closing the relabel (an
+    answer that was not blind), asking again asks one more.
     """
     mapped = LabelStudioTask.objects.filter(link=link, clip=clip).first()
     if mapped is None:
         raise LabelStudioSyncError(f"clip {clip.id} was never pushed to Label Studio")
     client = _client_for(link)
-    tid = str(mapped.ls_task_id)
-    task = _ls_call(f"task {tid} lookup", lambda: client.tasks.get(tid))
-    received = (task.total_annotations or 0) - (task.cancelled_annotations or 0)
-    n = max(task.overlap or 1, received)
+    tid = mapped.ls_task_id
+    annotations = _ls_call(f"task {tid} annotations", lambda: list(client.annotations.list(id=tid)))
+    annotators = {a.completed_by for a in annotations if not a.was_cancelled}
+    asked_before = relabel_task is not None and mapped.relabel_task_id == relabel_task.pk
+    if asked_before:
+        task = _ls_call(f"task {tid} lookup", lambda: client.tasks.get(str(tid)))
+        # An answer Refrain has not ingested yet may still close the relabel: wait for it too.
+        unread = {
+            f"ls:{link.id}:{a.id}"
+            for a in annotations
+            if not a.was_cancelled and int(a.id) > (mapped.relabel_after or 0)
+        } - set(
+            Annotation.objects.filter(
+                clip=clip, idempotency_key__startswith=f"ls:{link.id}:"
+            ).values_list("idempotency_key", flat=True)
+        )
+        if len(annotators) < int(task.overlap or 1) or unread:
+            return SecondOpinion(clip.id, tid, int(task.overlap or 1), len(annotators), True)
+    overlap = len(annotators) + 1
     _ls_call(
         f"task {tid} update",
-        lambda: client.tasks.update(id=tid, overlap=n + 1, is_labeled=False),
+        lambda: client.tasks.update(id=str(tid), overlap=overlap, is_labeled=False),
     )
-    return n + 1
+    if relabel_task is not None and not asked_before:
+        mapped.relabel_task = relabel_task
+        mapped.relabel_after = max((int(a.id) for a in annotations), default=0)
+        mapped.relabel_requested_at = timezone.now()
+        mapped.save(update_fields=["relabel_task", "relabel_after", "relabel_requested_at"])
+    return SecondOpinion(clip.id, tid, overlap, len(annotators))
+
+
+def routed_relabel_tasks() -> QuerySet[Task]:
+    """Relabel tasks of routed label issues (keyed ``issue:<id>`` by the ``LabelIssueFound``
+    source); second opinions the acquisition picked and reviewers' send-backs are not among them."""
+    return Task.objects.filter(kind=Task.Kind.RELABEL, dedupe_key__startswith="issue:")
+
+
+def _open_relabels(task_ids: Iterable[int] | None = None) -> list[tuple[LabelStudioLink, Task]]:
+    """Open relabel tasks of routed label issues whose clip is in a linked Label Studio project,
+    with the link (of ``task_ids``, or all)."""
+    tasks = routed_relabel_tasks().filter(
+        Exists(LabelStudioTask.objects.filter(clip_id=OuterRef("clip_id"))),
+        status=Task.Status.OPEN,
+    )
+    if task_ids is not None:
+        tasks = tasks.filter(pk__in=list(task_ids))
+    out = []
+    for task in tasks.select_related("clip").order_by("pk"):
+        for mapped in LabelStudioTask.objects.filter(clip_id=task.clip_id).select_related("link"):
+            out.append((mapped.link, task))
+    return out
+
+
+def ls_relabels_request(*, task_ids: Iterable[int] | None = None) -> dict[str, Any]:
+    """Make Label Studio wait for one more annotator on each open routed relabel task (of
+    ``task_ids``, or all): those not asked yet, and those whose asked annotator answered without
+    closing the relabel (not blind). A task Label Studio still holds open for its annotator is
+    counted as ``waiting`` and left alone. A Label Studio that cannot be reached is reported per
+    task; the reconciliation (``ls_reconcile_links``) runs this again."""
+    asked: list[dict[str, Any]] = []
+    waiting = 0
+    errors: list[str] = []
+    for link, task in _open_relabels(task_ids):
+        try:
+            got = ls_request_second_opinion(link=link, clip=task.clip, relabel_task=task)
+        except LabelStudioSyncError as exc:
+            errors.append(f"relabel task {task.pk} (clip {task.clip_id}): {exc}")
+            continue
+        if got.already:
+            waiting += 1
+            continue
+        asked.append(
+            {
+                "task": task.pk,
+                "clip": task.clip_id,
+                "ls_task": got.ls_task_id,
+                "overlap": got.overlap,
+            }
+        )
+    return {"asked": asked, "waiting": waiting, "errors": errors}
+
+
+def ls_relabels_request_on_commit(*, task_ids: Sequence[int]) -> bool:
+    """After the caller's transaction commits, have a worker ask Label Studio for these relabel
+    tasks' second opinions, if any of their clips is in a linked project. Returns whether one was
+    queued. A broker that is down is logged, not raised: the reconciliation asks later."""
+    # tasks.py imports this module (its tasks call these services).
+    from annotation.integrations.labelstudio.tasks import ls_request_relabels
+
+    ids = list(
+        routed_relabel_tasks()
+        .filter(pk__in=list(task_ids))
+        .filter(Exists(LabelStudioTask.objects.filter(clip_id=OuterRef("clip_id"))))
+        .values_list("pk", flat=True)
+    )
+    if not ids:
+        return False
+
+    def send() -> None:
+        try:
+            ls_request_relabels.delay(ids)
+        except (OSError, OperationalError) as exc:  # the broker; the reconciliation asks later
+            logger.warning("Label Studio second opinions for tasks %s not queued: %s", ids, exc)
+
+    transaction.on_commit(send)
+    return True
 
 
 # --- pull and webhook ingest ----------------------------------------------------------------------
@@ -555,16 +677,27 @@ def ls_annotation_ingest(
             if explicit == set(node_ids):
                 return IngestResult("existing", previous.id)
             key = f"{key}:{stored.count()}"
+        relabel = (
+            None
+            if previous is not None
+            else _relabel_answered(
+                link=link, clip=clip, ls_annotation_id=ls_ann_id, user=user, email=email
+            )
+        )
         ann, _ = annotation_create(
             clip=clip,
             index=index,
             explicit_node_ids=node_ids,
             source=f"labelstudio:{email}",
+            kind=Annotation.Kind.RELABEL if relabel is not None else Annotation.Kind.LABEL,
             user=user,
+            task=relabel,
             time_spent_ms=time_spent_ms,
             idempotency_key=key,
             supersedes=previous,
         )
+        if relabel is not None:
+            _relabel_task_count(relabel)
         # Like any other new opinion: consensus, issue closing and the cycle trigger, after commit.
         events.publish(
             events.annotation_committed,
@@ -574,6 +707,56 @@ def ls_annotation_ingest(
             origin="labelstudio",
         )
     return IngestResult("superseded" if previous is not None else "created", ann.id)
+
+
+def _relabel_answered(
+    *,
+    link: LabelStudioLink,
+    clip: Clip,
+    ls_annotation_id: int,
+    user: AbstractBaseUser | None,
+    email: str,
+) -> Task | None:
+    """The open Refrain relabel task that a new Label Studio annotation answers: one asked in Label
+    Studio (:func:`ls_request_second_opinion`) before this annotation was made, whose clip this
+    annotator has not labelled before (in Refrain, or in Label Studio under this email). The
+    caller holds the link's row lock. Locks the task row."""
+    mapped = (
+        LabelStudioTask.objects.filter(
+            link=link,
+            clip=clip,
+            relabel_task__status=Task.Status.OPEN,
+            relabel_after__lt=ls_annotation_id,
+        )
+        .select_related("relabel_task")
+        .first()
+    )
+    if mapped is None or mapped.relabel_task is None:
+        return None
+    earlier = Annotation.objects.filter(clip=clip, source=f"labelstudio:{email}")
+    if user is not None:
+        earlier = earlier | Annotation.objects.filter(clip=clip, user=user)
+    if earlier.exists():
+        logger.info(
+            "Label Studio annotation %s by %s does not answer relabel task %s: not blind "
+            "(they labelled clip %s before)",
+            ls_annotation_id,
+            email,
+            mapped.relabel_task_id,
+            clip.pk,
+        )
+        return None
+    task = Task.objects.select_for_update().get(pk=mapped.relabel_task_id)
+    return task if task.status == Task.Status.OPEN else None
+
+
+def _relabel_task_count(task: Task) -> None:
+    """Count one answer towards ``task`` (locked by the caller), as a Refrain submit does."""
+    task.n_submitted += 1
+    if task.n_submitted >= task.overlap:
+        task.status = Task.Status.DONE
+        task.completed_at = timezone.now()
+    task.save(update_fields=["n_submitted", "status", "completed_at"])
 
 
 def ls_webhook_ingest(*, link: LabelStudioLink, payload: Mapping[str, Any]) -> IngestResult:
