@@ -614,3 +614,21 @@ class LabelStudioTask(models.Model):
 
     def __str__(self) -> str:
         return f"clip {self.clip_id} = LS task {self.ls_task_id}"
+
+
+class LabelStudioUser(models.Model):
+    """A Label Studio user id and the email Refrain learnt for it on a link (from a pull, a webhook
+    or a users file), so export files, which name annotators by id only, map to the same people
+    offline."""
+
+    link = models.ForeignKey(LabelStudioLink, on_delete=models.CASCADE, related_name="users")
+    ls_user_id = models.PositiveIntegerField()
+    email = models.CharField(max_length=254)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["link", "ls_user_id"], name="labelstudio_user_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"LS user {self.ls_user_id} = {self.email}"

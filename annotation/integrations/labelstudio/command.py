@@ -18,6 +18,7 @@ from annotation.integrations.labelstudio.services import (
     ls_push_tasks,
     ls_relabels_request,
     ls_request_second_opinion,
+    ls_users_file_parse,
     routed_relabel_tasks,
 )
 from annotation.models import Clip, LabelStudioLink, Project, Task
@@ -51,6 +52,11 @@ class Command(BaseCommand):
         read.add_argument("link", type=int, help="link id")
         read.add_argument("file", help="an export in JSON, JSON_MIN or CSV")
         read.add_argument("--format", choices=FORMATS, help="default: from the name and content")
+        read.add_argument(
+            "--users",
+            help="who is who: LS's GET /api/users/ answer saved as JSON (exports name annotators "
+            "by LS user id; ids a pull or webhook already saw need no file)",
+        )
         again = sub.add_parser(
             "second-opinion",
             help="reopen clips' LS tasks for one more annotator (a routed issue's answer then "
@@ -114,8 +120,15 @@ class Command(BaseCommand):
             text = path.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             raise CommandError(f"{path}: {exc}") from exc
+        users = None
+        if options.get("users"):
+            users_path = Path(options["users"])
+            try:
+                users = ls_users_file_parse(users_path.read_text(encoding="utf-8-sig"))
+            except (OSError, UnicodeDecodeError) as exc:
+                raise CommandError(f"{users_path}: {exc}") from exc
         summary = ls_import_export_file(
-            link=link, text=text, fmt=options.get("format"), filename=path.name
+            link=link, text=text, fmt=options.get("format"), filename=path.name, users=users
         )
         return {
             "created": summary.created,

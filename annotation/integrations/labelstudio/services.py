@@ -46,6 +46,7 @@ from annotation.models import (
     Clip,
     LabelStudioLink,
     LabelStudioTask,
+    LabelStudioUser,
     Membership,
     Project,
     Task,
@@ -593,24 +594,65 @@ def _email_or_user_id(annotation: Mapping[str, Any]) -> tuple[str, int | None]:
     return email, who if isinstance(who, int) and not isinstance(who, bool) else None
 
 
+def ls_users_remember(*, link: LabelStudioLink, emails: Mapping[int, str]) -> int:
+    """Record Label Studio user id → email for ``link`` (a new email replaces an old one); how
+    many were new or changed. Export files name annotators by id only: these map them offline."""
+    emails = {int(k): v for k, v in emails.items() if "@" in str(v)}
+    if not emails:
+        return 0
+    known = dict(
+        LabelStudioUser.objects.filter(link=link, ls_user_id__in=emails).values_list(
+            "ls_user_id", "email"
+        )
+    )
+    changed = {uid: email for uid, email in emails.items() if known.get(uid) != email}
+    if changed:
+        LabelStudioUser.objects.bulk_create(
+            [LabelStudioUser(link=link, ls_user_id=u, email=e) for u, e in changed.items()],
+            update_conflicts=True,
+            unique_fields=["link", "ls_user_id"],
+            update_fields=["email"],
+        )
+    return len(changed)
+
+
+def _known_emails(link: LabelStudioLink) -> dict[int, str]:
+    return dict(LabelStudioUser.objects.filter(link=link).values_list("ls_user_id", "email"))
+
+
 class EmailLookup:
-    """LS user id → email, from the annotation itself or one ``users.get`` per user."""
+    """LS user id → email: from the annotation itself, what the link learnt before, or one
+    ``users.get`` per user; what it learns is kept on the link (:meth:`remember`)."""
 
     def __init__(self, link: LabelStudioLink) -> None:
         self._link = link
-        self._cache: dict[int, str] = {}
+        self._cache: dict[int, str] = _known_emails(link)
+        self._learnt: dict[int, str] = {}
         self._client: LabelStudio | None = None
 
     def __call__(self, annotation: Mapping[str, Any]) -> str:
         email, user_id = _email_or_user_id(annotation)
-        if email or user_id is None:
+        if user_id is None:
             return email or "unknown"
+        if email:
+            if self._cache.get(user_id) != email:
+                self._cache[user_id] = self._learnt[user_id] = email
+            return email
         if user_id not in self._cache:
             self._client = self._client or _client_for(self._link)
             client = self._client
             user = _ls_call(f"user {user_id} lookup", lambda: client.users.get(id=user_id))
-            self._cache[user_id] = str(getattr(user, "email", "") or f"user-{user_id}")
+            found = str(getattr(user, "email", "") or "")
+            self._cache[user_id] = found or f"user-{user_id}"
+            if found:
+                self._learnt[user_id] = found
         return self._cache[user_id]
+
+    def remember(self) -> None:
+        """Keep the ids and emails learnt in this pull or webhook on the link."""
+        if self._learnt:
+            ls_users_remember(link=self._link, emails=self._learnt)
+            self._learnt = {}
 
 
 def _refrain_user(*, project: Project, email: str) -> AbstractBaseUser | None:
@@ -762,17 +804,20 @@ def _relabel_task_count(task: Task) -> None:
 def ls_webhook_ingest(*, link: LabelStudioLink, payload: Mapping[str, Any]) -> IngestResult:
     """One webhook payload (already shape-checked by the view), from a Celery worker."""
     index = taxonomy_index_cached(link.project.taxonomy_version)
+    email_for = EmailLookup(link)
     try:
         return ls_annotation_ingest(
             link=link,
             annotation=payload["annotation"],
             task=payload["task"],
             index=index,
-            email_for=EmailLookup(link),
+            email_for=email_for,
         )
     except (LabelStudioFormatError, LabelError) as exc:
         logger.warning("Label Studio link %s: annotation not stored: %s", link.id, exc)
         return IngestResult("error", reason=str(exc))
+    finally:
+        email_for.remember()
 
 
 def _known_annotation_ids(link: LabelStudioLink) -> set[int]:
@@ -853,28 +898,79 @@ def ls_pull_annotations(*, link: LabelStudioLink) -> PullSummary:
                 index=index,
                 email_for=email_for,
             )
+    email_for.remember()
     # The start of this pull, not its end: an edit made while it ran is seen by the next one.
     link.last_pulled_at = started
     link.save(update_fields=["last_pulled_at"])
     return summary
 
 
-def offline_email(annotation: Mapping[str, Any]) -> str:
-    """The annotator's email as an export file gives it, without asking Label Studio: from
-    ``created_username``, an expanded ``completed_by``, or ``user-<id>``."""
+def offline_email(annotation: Mapping[str, Any], known: Mapping[int, str] | None = None) -> str:
+    """The annotator's email without asking Label Studio: from ``created_username`` or an
+    expanded ``completed_by`` in the annotation, else ``known`` (user id → email: what the link
+    learnt from pulls and webhooks, and a users file), else ``user-<id>``."""
     email, user_id = _email_or_user_id(annotation)
     if email:
         return email
-    return f"user-{user_id}" if user_id is not None else "unknown"
+    if user_id is None:
+        return "unknown"
+    return (known or {}).get(user_id) or f"user-{user_id}"
+
+
+def ls_users_file_parse(text: str) -> dict[int, str]:
+    """User id → email from a users file: Label Studio's ``GET /api/users/`` answer (a list of
+    users, or a page with ``results``) or a plain ``{"<id>": "<email>"}`` object.
+
+    Raises :class:`LabelStudioFormatError` naming what is wrong."""
+    import json
+
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise LabelStudioFormatError(f"users file is not JSON: {exc}") from exc
+    if isinstance(doc, dict) and isinstance(doc.get("results"), list):
+        doc = doc["results"]
+    out: dict[int, str] = {}
+    if isinstance(doc, dict):
+        items = list(doc.items())
+    elif isinstance(doc, list):
+        items = []
+        for n, user in enumerate(doc):
+            if not isinstance(user, dict) or "id" not in user or "email" not in user:
+                raise LabelStudioFormatError(f"users file: entry {n} has no 'id' and 'email'")
+            items.append((user["id"], user["email"]))
+    else:
+        raise LabelStudioFormatError("users file: expected a list of users or an id → email map")
+    for user_id, email in items:
+        try:
+            uid = int(user_id)
+        except (TypeError, ValueError):
+            raise LabelStudioFormatError(f"users file: {user_id!r} is not a user id") from None
+        if not isinstance(email, str) or "@" not in email:
+            raise LabelStudioFormatError(f"users file: user {uid} has no email ({email!r})")
+        out[uid] = email
+    return out
 
 
 def ls_import_export_file(
-    *, link: LabelStudioLink, text: str, fmt: str | None = None, filename: str = ""
+    *,
+    link: LabelStudioLink,
+    text: str,
+    fmt: str | None = None,
+    filename: str = "",
+    users: Mapping[int, str] | None = None,
 ) -> PullSummary:
     """Store the annotations of a Label Studio export file (JSON, JSON_MIN or CSV; sniffed when
     ``fmt`` is None), as a pull would, without calling Label Studio. Idempotent with pulls and the
-    webhook (the same keys); records Refrain cannot read are listed in ``errors``."""
+    webhook (the same keys); records Refrain cannot read are listed in ``errors``.
+
+    Exports name annotators by Label Studio user id only: ``users`` (id → email, from a users
+    file) and what the link learnt from earlier pulls and webhooks map them to people; ``users``
+    is remembered on the link."""
     fmt = fmt or export_format_sniff(text, filename)
+    if users:
+        ls_users_remember(link=link, emails=users)
+    known = _known_emails(link)
     summary = PullSummary()
     index = taxonomy_index_cached(link.project.taxonomy_version)
     for record in export_records(text, fmt):
@@ -888,6 +984,6 @@ def ls_import_export_file(
             annotation=record.annotation,
             task=record.task,
             index=index,
-            email_for=offline_email,
+            email_for=lambda annotation: offline_email(annotation, known),
         )
     return summary
