@@ -16,6 +16,7 @@ from pathlib import Path
 
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.storage import FileSystemStorage, Storage, storages
+from storages.utils import clean_name
 
 from annotation.services import buckets
 
@@ -48,7 +49,7 @@ def media_local_path(key: str) -> Path | None:
 def media_bucket_key(key: str) -> tuple[str, str]:
     """The bucket and full object key of ``key`` in a bucket media storage (its prefix added)."""
     storage = media_storage()
-    full = storage._normalize_name(storage._clean_name(key))  # type: ignore[attr-defined]
+    full = storage._normalize_name(clean_name(key))  # type: ignore[attr-defined]
     return str(storage.bucket_name), full  # type: ignore[attr-defined]
 
 
