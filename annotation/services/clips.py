@@ -102,6 +102,15 @@ class _Probed:
 def _probe(
     item: ImportItem, *, segment_s: float | None = None, make_visuals: bool = True
 ) -> _Probed:
+    if item.obj is not None and item.obj.size > int(settings.REFRAIN_AUDIO_CACHE_BYTES):
+        # Never downloaded: it could not stay in the worker's bounded cache.
+        return _Probed(
+            item,
+            None,
+            item.obj.size,
+            None,
+            f"{item.obj.size} bytes: larger than a worker's audio cache (REFRAIN_AUDIO_CACHE_BYTES)",
+        )
     if item.obj is not None or item.media_key:
         try:
             path = object_open(item.obj) if item.obj is not None else media_open(item.media_key)

@@ -204,6 +204,23 @@ def test_an_object_gone_between_listing_and_probing_is_a_failed_item_not_a_crash
     assert not [p for p in cache.rglob(".*") if p.is_file()]  # no half-downloaded file left
 
 
+def test_an_object_larger_than_the_cache_is_refused_without_a_download(
+    s3: S3Server, settings: Any, tmp_path: Path
+) -> None:
+    project = ProjectFactory()
+    bucket = s3.bucket()
+    size = len(_put(s3, bucket, "big.wav", _tone(tmp_path, "big.wav", 300, seconds=2.0)))
+    settings.REFRAIN_AUDIO_CACHE_BYTES = size - 1
+    job = clips_import(
+        project=project,
+        items=bucket_items(buckets.bucket_location_parse(f"s3://{bucket}")),
+        source_name=f"s3://{bucket}",
+    )
+    assert (job.n_imported, job.n_failed) == (0, 1)
+    assert "larger than a worker's audio cache" in job.problems[0]["reason"]
+    assert not Path(settings.REFRAIN_AUDIO_CACHE_DIR).exists()
+
+
 def test_the_audio_cache_stays_within_its_bound(
     s3: S3Server, settings: Any, tmp_path: Path
 ) -> None:
@@ -381,6 +398,10 @@ def test_clips_page_imports_a_bucket_on_a_cpu_worker_and_audio_is_presigned(
         "the worker's import",
     )
     assert (done.status, done.n_imported, done.error) == ("done", 2, ""), done.problems
+    page = admin.get(f"/p/{project.slug}/clips/").content.decode()
+    assert "Import from a bucket" in page and f"s3://{source}/in" in page
+    assert admin.post(f"/p/{project.slug}/clips/", {"bucket": "http://x/y"}).status_code == 200
+    assert ImportJob.objects.filter(project=project).count() == 1  # a bad address queues nothing
     clip = Clip.objects.get(project=project, original_name="Rock_Punk_0001.flac")
     # Made by the worker, read here from the media bucket: no disk shared.
     assert clip_visuals_stored(clip) is not None
