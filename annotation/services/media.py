@@ -49,8 +49,8 @@ def media_local_path(key: str) -> Path | None:
 def media_bucket_key(key: str) -> tuple[str, str]:
     """The bucket and full object key of ``key`` in a bucket media storage (its prefix added)."""
     storage = media_storage()
-    full = storage._normalize_name(clean_name(key))  # type: ignore[attr-defined]
-    return str(storage.bucket_name), full  # type: ignore[attr-defined]
+    full = storage._normalize_name(clean_name(key))
+    return str(storage.bucket_name), full
 
 
 def media_exists(key: str) -> bool:

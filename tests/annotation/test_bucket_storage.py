@@ -263,6 +263,15 @@ def test_an_upload_with_the_media_storage_in_a_bucket(
     assert clips_visuals_make(clip_ids=[clip.pk]) == {"made": 1, "failed": 0}
     assert clip_visuals_stored(clip) is not None
     assert clip_audio_open(clip).read_bytes() == data
+    # Label Studio's signed link answers with the same presigned redirect, for its origin.
+    from annotation.integrations.labelstudio.services import clip_audio_url
+    from tests.security.test_sources import _ls_link
+
+    r = Client().get(clip_audio_url(link=_ls_link(project), clip=clip))
+    assert r.status_code == 302 and r["Access-Control-Allow-Origin"] == "http://ls.example:8080"
+    assert f"/{media}/media/{clip.served_key}" in r["Location"] and "Rock_Punk" not in r["Location"]
+    status, _headers, body = _fetch(r["Location"])
+    assert status == 200 and body == Path(clip_audio_open(clip)).read_bytes()
 
 
 def _fetch(url: str, **headers: str) -> tuple[int, Any, bytes]:
