@@ -127,6 +127,8 @@ def media_open(key: str) -> Path:
     ------
     buckets.ObjectMissing, buckets.BucketUnavailable
     """
+    if not key or key.startswith("/") or ".." in key.split("/"):
+        raise buckets.ObjectMissing(f"media:{key}: not a key of the media storage")
     local = media_local_path(key)
     if local is not None:
         return local

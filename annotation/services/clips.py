@@ -115,9 +115,13 @@ def _probe(
         try:
             path = object_open(item.obj) if item.obj is not None else media_open(item.media_key)
         except buckets.ObjectMissing:
-            return _Probed(
-                item, None, 0, None, "the object disappeared from the bucket after it was listed"
+            # A manifest row names an object; a listing saw it, so it went away since.
+            gone = (
+                "is not in the storage"
+                if item.line
+                else "disappeared from the bucket after it was listed"
             )
+            return _Probed(item, None, 0, None, f"the object {gone}")
         except buckets.BucketUnavailable as exc:
             # The bucket itself went away (access revoked, deleted): the whole import stops.
             raise ImportSourceError(str(exc)) from exc
@@ -275,9 +279,22 @@ def manifest_items(manifest: Path) -> Iterator[ImportItem]:
             raw_path = (row.pop("path") or "").strip()
             raw_labels = (row.pop("labels", "") or "").strip()
             labels = tuple(lab.strip() for lab in raw_labels.split("|") if lab.strip())
-            path = Path(raw_path)
-            if not path.is_absolute():
-                path = manifest.parent / path
+            # An export names bucket clips s3://bucket/key and uploads media:<key>: both import.
+            where: dict[str, Any] = {}
+            if raw_path.startswith("s3://"):
+                try:
+                    loc = buckets.bucket_location_parse(raw_path)
+                except Invalid as exc:
+                    raise ImportSourceError(f"{manifest.name} line {line}: {exc}") from exc
+                path = Path(loc.prefix)
+                where["obj"] = buckets.BucketObject(bucket=loc.bucket, key=loc.prefix, size=0)
+            elif raw_path.startswith("media:"):
+                path = Path(raw_path[len("media:") :])
+                where["media_key"] = raw_path[len("media:") :]
+            else:
+                path = Path(raw_path)
+                if not path.is_absolute():
+                    path = manifest.parent / path
             external = row.get("clip_id") or row.get("id") or raw_path
             yield ImportItem(
                 path=path,
@@ -285,6 +302,7 @@ def manifest_items(manifest: Path) -> Iterator[ImportItem]:
                 metadata={k: v for k, v in row.items() if k},
                 external_id=str(external),
                 line=line,
+                **where,
             )
 
 

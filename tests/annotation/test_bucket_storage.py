@@ -204,6 +204,34 @@ def test_an_object_gone_between_listing_and_probing_is_a_failed_item_not_a_crash
     assert not [p for p in cache.rglob(".*") if p.is_file()]  # no half-downloaded file left
 
 
+def test_a_manifest_names_bucket_objects_and_media_keys_as_an_export_writes_them(
+    s3: S3Server, settings: Any, tmp_path: Path
+) -> None:
+    from annotation.services.clips import clips_import_manifest
+    from annotation.services.media import media_put_file
+
+    project = ProjectFactory()
+    bucket = s3.bucket()
+    _put(s3, bucket, "set/a.wav", _tone(tmp_path, "a.wav", 300))
+    media_put_file(key="uploads/old/b.wav", source=_tone(tmp_path, "b.wav", 310))
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(
+        "path,labels\n"
+        f"s3://{bucket}/set/a.wav,Rock/Punk\n"
+        "media:uploads/old/b.wav,Jazz\n"
+        f"s3://{bucket}/set/missing.wav,\n"
+        "media:../../etc/passwd,\n"
+    )
+    job = clips_import_manifest(project=project, manifest=manifest)
+    assert (job.n_imported, job.n_failed) == (2, 2), job.problems
+    a = Clip.objects.get(project=project, storage=Clip.Storage.S3, status=Clip.Status.READY)
+    assert a.storage_key == f"{bucket}/set/a.wav" and _labels_of(a) == {"Rock", "Rock/Punk"}
+    b = Clip.objects.get(project=project, storage=Clip.Storage.MEDIA, status=Clip.Status.READY)
+    assert b.storage_key == "uploads/old/b.wav"
+    reasons = sorted(p["reason"] for p in job.problems)
+    assert reasons == ["the object is not in the storage", "the object is not in the storage"]
+
+
 def test_an_object_larger_than_the_cache_is_refused_without_a_download(
     s3: S3Server, settings: Any, tmp_path: Path
 ) -> None:
