@@ -56,7 +56,7 @@ def keys_to_paths(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("annotation", "0009_loop_policy_moves_to_active_learning"),
+        ("annotation", "0010_labelstudio_task_relabel"),
     ]
 
     operations = [
