@@ -94,7 +94,7 @@ class ClipAdmin(admin.ModelAdmin):
         "channels",
     )
     list_filter = ("status", "format", "project")
-    search_fields = ("external_id", "original_name", "sha256", "source_path")
+    search_fields = ("external_id", "original_name", "sha256", "storage_key")
     # The annotation the consensus agrees with is kept by the consensus service, not edited here.
     readonly_fields = ("sha256", "size_bytes", "error", "consensus_annotation")
 

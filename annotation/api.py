@@ -37,11 +37,12 @@ from annotation.services import members as members_service
 from annotation.services import projects as projects_service
 from annotation.services import review as review_service
 from annotation.services import tasks as queue
+from annotation.services.audio_source import clip_audio_available
 from annotation.services.clips import clip_ids_of_upload, clip_upload
 from annotation.services.enqueue import Manual, task_enqueue
 from annotation.services.taxonomies import taxonomy_import_job_progress, taxonomy_import_submit
 from annotation.services.tokens import api_token_create, api_token_revoke, api_tokens_of
-from annotation.services.visuals import clip_visuals
+from annotation.services.visuals import clip_visuals_request, clip_visuals_stored
 from refrain.errors import NotFound, PermissionDenied
 
 logger = logging.getLogger(__name__)
@@ -540,17 +541,20 @@ def clips_detail(request: HttpRequest, clip_id: PathId) -> dict[str, Any]:
     return clip_out(clip, blind=m.project.blind and not perm.role_at_least(m, Role.REVIEWER))
 
 
-@router.get("/clips/{clip_id}/visual", response=VisualOut)
-def clips_visual(request: HttpRequest, clip_id: PathId) -> dict[str, Any]:
-    """Waveform peaks (max |amplitude| per bin, 0..1) and the spectrogram image's URL."""
+@router.get("/clips/{clip_id}/visual", response={200: VisualOut, 202: ErrorOut, 404: ErrorOut})
+def clips_visual(request: HttpRequest, clip_id: PathId) -> Status:
+    """Waveform peaks (max |amplitude| per bin, 0..1) and the spectrogram image's URL, as a
+    ``cpu`` worker made them at import; 202 while they are being made (ask again shortly)."""
     clip, _ = perm.clip_for_user(clip_id=clip_id, user=_user(request))
-    try:
-        data, _path = clip_visuals(clip)
-    except (OSError, RuntimeError) as exc:  # missing or undecodable file (soundfile errors)
-        # The error names the file on disk: log it for admins, never send it (blind mode).
-        logger.warning("clip %s: cannot read the audio for its visuals: %s", clip_id, exc)
-        raise NotFound(f"cannot read the audio of clip {clip_id}") from exc
-    return {**data, "spectrogram_url": reverse("clip-spectrogram", args=[clip.pk])}
+    data = clip_visuals_stored(clip)
+    if data is None:
+        if not clip_audio_available(clip):
+            raise NotFound(f"cannot read the audio of clip {clip_id}")
+        clip_visuals_request(clip)
+        return Status(
+            202, {"detail": "the waveform is being made; ask again", "code": "visual_pending"}
+        )
+    return Status(200, {**data, "spectrogram_url": reverse("clip-spectrogram", args=[clip.pk])})
 
 
 # --- the queue ------------------------------------------------------------------------------------

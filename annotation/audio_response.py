@@ -9,6 +9,10 @@ Behind nginx, ``REFRAIN_AUDIO_ACCEL_PREFIX`` hands files under ``MEDIA_ROOT`` (t
 copies, uploads) to the proxy instead: the answer is empty with ``X-Accel-Redirect: <prefix><path
 under MEDIA_ROOT>``, and nginx sends the file from its ``internal`` location, ranges included, so no
 gunicorn thread streams audio (``deploy/nginx.conf``). The permission check stays here.
+
+With a bucket media storage the answer is a redirect to a presigned URL of the tag-free copy (named
+by its content hash, with a neutral download name): S3 answers ranges itself, and the link is
+private to the redirect (``no-store``), valid for ``REFRAIN_PRESIGNED_URL_SECONDS``.
 """
 
 from __future__ import annotations
@@ -19,9 +23,16 @@ from pathlib import Path
 from urllib.parse import quote
 
 from django.conf import settings
-from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import (
+    FileResponse,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
 
 from annotation.models import Clip
+from annotation.services.audio_source import ServedAudio
 from annotation.services.clip_files import served_audio_headers
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -52,9 +63,17 @@ def _accel_location(path: Path) -> str | None:
     return f"{prefix.rstrip('/')}/{quote(relative.as_posix())}"
 
 
-def audio_response(request: HttpRequest, *, clip: Clip, path: Path) -> HttpResponse:
-    """The file at ``path`` (the clip's served copy, or its original for an admin) as an answer to
-    ``request``: the whole file, or the one byte range it asks for."""
+def audio_response(request: HttpRequest, *, clip: Clip, served: ServedAudio) -> HttpResponse:
+    """``served`` (the clip's served copy, or its original for an admin) as an answer to
+    ``request``: a redirect to its presigned URL, or the whole local file, or the one byte range
+    it asks for."""
+    if served.url is not None:
+        response: HttpResponse = HttpResponseRedirect(served.url)
+        response["Cache-Control"] = "private, no-store"  # the link expires; never cache it
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
+    assert served.path is not None
+    path = served.path
     headers = served_audio_headers(clip=clip, path=path)
     content_type = headers.pop("Content-Type")
     location = _accel_location(path)
@@ -67,7 +86,6 @@ def audio_response(request: HttpRequest, *, clip: Clip, path: Path) -> HttpRespo
     size = path.stat().st_size
     header = request.headers.get("Range", "").strip()
     match = _RANGE.match(header) if header else None
-    response: HttpResponse
     if match and match.groups() != ("", ""):
         first, last = match.groups()
         if first == "":

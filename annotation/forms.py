@@ -91,6 +91,17 @@ class ClipUploadForm(forms.Form):
     priority = forms.FloatField(initial=0.0, required=False)
 
 
+class BucketImportForm(forms.Form):
+    bucket = forms.CharField(
+        max_length=1000,
+        label="Bucket",
+        help_text="s3://bucket/prefix: every audio object under it; a re-run adds only new ones.",
+    )
+    labels_from_folders = forms.BooleanField(
+        required=False, label="Labels from folders (Rock/Punk/x.ogg is labelled Rock/Punk)"
+    )
+
+
 class ReviewForm(forms.Form):
     decision = forms.ChoiceField(choices=ReviewDecision.Decision.choices)
     annotation = forms.IntegerField(required=False)

@@ -177,15 +177,25 @@ class Clip(models.Model):
         READY = "ready", "Ready"
         FAILED = "failed", "Failed"
 
+    class Storage(models.TextChoices):
+        # A file read in place from an import root (REFRAIN_IMPORT_ROOTS, MEDIA_ROOT), as Label
+        # Studio's local storage does; the key is its absolute path, valid on hosts that mount it.
+        LOCAL = "local", "Local file"
+        # A key in the media storage (STORAGES["default"]: MEDIA_ROOT or the media bucket): uploads.
+        MEDIA = "media", "Media storage"
+        # An object in an S3-compatible bucket, read in place; the key is "<bucket>/<object key>".
+        S3 = "s3", "S3 bucket"
+
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="clips")
     external_id = models.CharField(max_length=255, blank=True)
-    # Absolute path. Folder and manifest imports reference files in place, as Label Studio's local
-    # storage does; uploads are first copied under MEDIA_ROOT/uploads.
-    source_path = models.CharField(max_length=1000, blank=True)
+    # Where the audio is: read only through annotation.services.audio_source.clip_audio_open.
+    storage = models.CharField(max_length=10, choices=Storage.choices, default=Storage.LOCAL)
+    storage_key = models.CharField(max_length=1100, blank=True)
     original_name = models.CharField(max_length=255, blank=True)
-    # The tag-free copy under MEDIA_ROOT/served/ that everyone but admins asking for the original is
-    # served (blind mode: no ID3/Vorbis/INFO tags, no original name). Empty until made; made lazily.
-    served_path = models.CharField(max_length=1000, blank=True)
+    # The key in the media storage (served/<ab>/<sha256>.<ext>) of the tag-free copy that everyone
+    # but admins asking for the original is served (blind mode: no ID3/Vorbis/INFO tags, no original
+    # name). Made at import; empty for rows older than copies, which get one on first use.
+    served_key = models.CharField(max_length=300, blank=True)
     # Null when the file could not even be read (missing, permission denied). A segment of a long
     # file holds sha256("<file sha256>:<start>-<end>"), so each segment is unique and re-imports of
     # the file find every segment as a duplicate.
@@ -217,6 +227,8 @@ class Clip(models.Model):
         indexes = [
             models.Index(fields=["project", "status"], name="clip_project_status_idx"),
             models.Index(fields=["project", "external_id"], name="clip_project_external_idx"),
+            # A bucket import skips the objects it already holds without downloading them.
+            models.Index(fields=["project", "storage_key"], name="clip_project_key_idx"),
         ]
 
     def __str__(self) -> str:
@@ -224,7 +236,13 @@ class Clip(models.Model):
 
     @property
     def file_path(self) -> str:
-        return self.source_path
+        """Where the audio is, for people and manifests: a path, ``media:<key>`` or
+        ``s3://<bucket>/<key>``."""
+        if self.storage == self.Storage.S3:
+            return f"s3://{self.storage_key}"
+        if self.storage == self.Storage.MEDIA:
+            return f"media:{self.storage_key}"
+        return self.storage_key
 
 
 class Task(models.Model):

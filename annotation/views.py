@@ -9,6 +9,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+import numpy as np
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -19,6 +20,7 @@ from django.http import (
     HttpRequest,
     HttpResponse,
     HttpResponseForbidden,
+    HttpResponseRedirect,
 )
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -28,6 +30,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from annotation import permissions as perm
 from annotation.audio_response import audio_response
 from annotation.forms import (
+    BucketImportForm,
     ClipUploadForm,
     InviteForm,
     ProjectCreateForm,
@@ -54,10 +57,17 @@ from annotation.services import projects as projects_service
 from annotation.services import review as review_service
 from annotation.services import tasks as queue
 from annotation.services import tokens as tokens_service
-from annotation.services.clips import clip_ids_of_upload, clip_upload
+from annotation.services.audio_source import clip_audio_available, clip_served_audio
+from annotation.services.clips import (
+    ImportSourceError,
+    clip_ids_of_upload,
+    clip_upload,
+    clips_import_bucket_submit,
+)
 from annotation.services.enqueue import Manual, task_enqueue
+from annotation.services.media import media_local_path, media_presigned_url
 from annotation.services.taxonomies import taxonomy_import_job_progress, taxonomy_import_submit
-from annotation.services.visuals import clip_visuals
+from annotation.services.visuals import clip_spectrogram_key, clip_visuals_request, png_bytes
 from refrain.errors import Throttled
 
 Role = Membership.Role
@@ -302,8 +312,24 @@ def project_members(request: HttpRequest, membership: Membership) -> HttpRespons
 @require_http_methods(["GET", "POST"])
 def project_clips(request: HttpRequest, membership: Membership) -> HttpResponse:
     project = membership.project
-    form = ClipUploadForm(request.POST or None, request.FILES or None)
-    if request.method == "POST" and form.is_valid():
+    bucket_form = BucketImportForm(request.POST if "bucket" in request.POST else None)
+    if request.method == "POST" and "bucket" in request.POST and bucket_form.is_valid():
+        try:
+            job = clips_import_bucket_submit(
+                project=project,
+                uri=bucket_form.cleaned_data["bucket"],
+                labels_from_folders=bucket_form.cleaned_data["labels_from_folders"],
+                user=request.user,
+            )
+        except ImportSourceError as exc:
+            bucket_form.add_error("bucket", str(exc))
+        else:
+            messages.success(request, f"Import of {job.source} queued for a worker.")
+            return redirect("project-clips", slug=project.slug)
+    form = ClipUploadForm(
+        request.POST if "bucket" not in request.POST else None, request.FILES or None
+    )
+    if request.method == "POST" and "bucket" not in request.POST and form.is_valid():
         added, problems = 0, []
         for upload in form.cleaned_data["files"]:
             job, clip = clip_upload(project=project, upload=upload, user=request.user)
@@ -334,6 +360,7 @@ def project_clips(request: HttpRequest, membership: Membership) -> HttpResponse:
             "project": project,
             "membership": membership,
             "form": form,
+            "bucket_form": bucket_form,
             "counts": counts,
             "clips": Clip.objects.filter(project=project).order_by("-pk")[:50],
             "jobs": ImportJob.objects.filter(project=project)[:10],
@@ -514,24 +541,40 @@ def clip_audio(request: HttpRequest, clip_id: int) -> HttpResponse:
     clip, membership = perm.clip_for_user(clip_id=clip_id, user=request.user)  # or NotFound: 404
     original = request.GET.get("original") == "1" and perm.role_at_least(membership, Role.ADMIN)
     try:
-        served = clip_files.clip_served_file(clip=clip, original=original)
+        served = clip_served_audio(clip=clip, original=original)
     except clip_files.ClipFileUnavailable as exc:
         raise Http404("the audio file is missing") from exc
-    response = audio_response(request, clip=clip, path=served)
-    response["Cache-Control"] = "private, max-age=3600"
+    response = audio_response(request, clip=clip, served=served)
+    response.setdefault("Cache-Control", "private, max-age=3600")
     return response
 
 
 @login_required
 def clip_spectrogram(request: HttpRequest, clip_id: int) -> HttpResponse:
+    """The clip's spectrogram as made by a worker; while it is missing, a placeholder with 202 (and
+    a worker is asked for it). Never decodes audio here."""
     clip, _ = perm.clip_for_user(clip_id=clip_id, user=request.user)  # or NotFound: 404
-    try:
-        _data, png = clip_visuals(clip)
-    except (OSError, RuntimeError) as exc:
-        raise Http404("cannot read the audio") from exc
-    response = FileResponse(open(png, "rb"), content_type="image/png")  # noqa: SIM115
-    response["Cache-Control"] = "private, max-age=86400"
+    key = clip_spectrogram_key(clip)
+    if key is None:
+        if not clip_audio_available(clip):
+            raise Http404("cannot read the audio")
+        clip_visuals_request(clip)
+        pending = HttpResponse(_PENDING_PNG, content_type="image/png", status=202)
+        pending["Cache-Control"] = "no-store"
+        return pending
+    path = media_local_path(key)
+    response: HttpResponse
+    if path is not None:
+        response = FileResponse(open(path, "rb"), content_type="image/png")  # noqa: SIM115
+        response["Cache-Control"] = "private, max-age=86400"
+    else:  # the media bucket: named by content hash, nothing to hide
+        response = HttpResponseRedirect(media_presigned_url(key=key, content_type="image/png"))
+        response["Cache-Control"] = "private, no-store"
     return response
+
+
+# A dark 8x2 image shown while a spectrogram is being made.
+_PENDING_PNG = png_bytes(np.full((2, 8, 3), 11, dtype=np.uint8))
 
 
 def project_url(project: Project, name: str) -> str:

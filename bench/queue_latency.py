@@ -276,7 +276,7 @@ def build(n_clips: int, history: int) -> dict:
             Clip(
                 project=project,
                 external_id=f"c{i}",
-                source_path=f"/bench/c{i}.wav",
+                storage_key=f"/bench/c{i}.wav",
                 sha256=f"{i:064x}",
                 duration_s=30.0,
                 sample_rate=22050,

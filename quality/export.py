@@ -131,7 +131,7 @@ def label_export_rows(*, project: Project, labelled_only: bool = False) -> Itera
 
     clips = Clip.objects.filter(project=project).order_by("pk")
     for clip in clips.only(
-        "pk", "external_id", "source_path", "status", "error", "duration_s", "sha256"
+        "pk", "external_id", "storage", "storage_key", "status", "error", "duration_s", "sha256"
     ).iterator(chunk_size=5000):
         node_ids = label_of.get(clip.pk, [])
         if labelled_only and not node_ids:
@@ -142,7 +142,7 @@ def label_export_rows(*, project: Project, labelled_only: bool = False) -> Itera
         issue_status, issue_type = issues.get(clip.pk, ("", ""))
         yield {
             "clip_id": clip.external_id or f"refrain-{clip.pk}",
-            "path": clip.source_path,
+            "path": clip.file_path,
             "labels": labels,
             "label_source": sources.get(ann_of.get(clip.pk, -1), ""),
             "n_annotations": counts.get(clip.pk, 0),

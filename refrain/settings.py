@@ -210,8 +210,60 @@ STATICFILES_FINDERS = [
     "refrain.vendor_static.VendorFinder",
 ]
 STATIC_MANIFEST = env.bool("STATIC_MANIFEST", default=REFRAIN_ENV != "test")
+# --- Media storage (issue 16) ---------------------------------------------------------------------
+# "default" holds uploads, the tag-free served copies and the derived visuals (waveform peaks,
+# spectrograms). REFRAIN_MEDIA_STORAGE=local (the embedded default) keeps them under MEDIA_ROOT; =s3
+# puts them in an S3-compatible bucket (S3, MinIO) so web and workers on several machines share them.
+# The same endpoint and credentials reach buckets clips are imported from (import_clips --storage).
+REFRAIN_MEDIA_STORAGE = env.str("REFRAIN_MEDIA_STORAGE", default="local").strip().lower()
+if REFRAIN_MEDIA_STORAGE not in {"local", "s3"}:
+    raise ImproperlyConfigured(
+        f"REFRAIN_MEDIA_STORAGE={REFRAIN_MEDIA_STORAGE!r}: use 'local' or 's3'"
+    )
+# Empty endpoint: AWS itself. Empty keys: boto3's own chain (instance role, ~/.aws), if any.
+REFRAIN_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default="")
+REFRAIN_S3_REGION = env.str("AWS_S3_REGION_NAME", default="us-east-1")
+REFRAIN_S3_ACCESS_KEY_ID = env.str("AWS_ACCESS_KEY_ID", default="")
+REFRAIN_S3_SECRET_ACCESS_KEY = env.str("AWS_SECRET_ACCESS_KEY", default="")
+REFRAIN_S3_ADDRESSING_STYLE = env.str("AWS_S3_ADDRESSING_STYLE", default="path")
+REFRAIN_MEDIA_BUCKET = env.str("REFRAIN_MEDIA_BUCKET", default="")
+REFRAIN_MEDIA_PREFIX = env.str("REFRAIN_MEDIA_PREFIX", default="media").strip("/")
+# Browsers get bucket audio by a presigned URL valid this long (after Refrain's permission check).
+REFRAIN_PRESIGNED_URL_SECONDS = env.int("REFRAIN_PRESIGNED_URL_SECONDS", default=300)
+if REFRAIN_MEDIA_STORAGE == "s3" and not REFRAIN_MEDIA_BUCKET:
+    raise ImproperlyConfigured("REFRAIN_MEDIA_STORAGE=s3 needs REFRAIN_MEDIA_BUCKET")
+
+
+def s3_media_options() -> dict[str, object]:
+    """django-storages' S3Storage options for the media bucket, from the settings above."""
+    return {
+        "bucket_name": REFRAIN_MEDIA_BUCKET,
+        "location": REFRAIN_MEDIA_PREFIX,
+        "endpoint_url": REFRAIN_S3_ENDPOINT_URL or None,
+        "region_name": REFRAIN_S3_REGION or None,
+        "access_key": REFRAIN_S3_ACCESS_KEY_ID or None,
+        "secret_key": REFRAIN_S3_SECRET_ACCESS_KEY or None,
+        "addressing_style": REFRAIN_S3_ADDRESSING_STYLE or None,
+        "signature_version": "s3v4",
+        "default_acl": None,
+        "querystring_auth": True,
+        "querystring_expire": REFRAIN_PRESIGNED_URL_SECONDS,
+        "file_overwrite": True,  # keys are content hashes: the same key is the same bytes
+    }
+
+
+# Workers decode bucket audio from a local copy: a bounded least-recently-used cache of downloads.
+REFRAIN_AUDIO_CACHE_DIR = Path(
+    env.str("REFRAIN_AUDIO_CACHE_DIR", default=str(VAR_DIR / "cache" / "audio"))
+)
+REFRAIN_AUDIO_CACHE_BYTES = env.int("REFRAIN_AUDIO_CACHE_BYTES", default=2 * 1024**3)
+
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": (
+        {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": s3_media_options()}
+        if REFRAIN_MEDIA_STORAGE == "s3"
+        else {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+    ),
     "staticfiles": {
         "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
         if STATIC_MANIFEST
@@ -314,6 +366,9 @@ CELERY_TASK_ROUTES = {
     "quality.tasks.detect_*": {"queue": "cpu"},
     # Taxonomies above REFRAIN_TAXONOMY_INLINE_MAX_NODES are written on a worker (issue 12).
     "annotation.tasks.import_taxonomy": {"queue": "cpu"},
+    # Clip imports list, download, hash and probe; visuals decode audio (issue 16).
+    "annotation.tasks.import_clips": {"queue": "cpu"},
+    "annotation.tasks.make_clip_visuals": {"queue": "cpu"},
 }
 # The relabel cycle runs as a chain of one task per step, each sent to its queue (others: default):
 # the retrain (features if missing, K-fold training) to a GPU worker, detection to a CPU worker.

@@ -116,14 +116,21 @@ def write_tone(path: Path, *, freq: float = 440.0, seconds: float = 1.0, sr: int
 
 
 class ClipFactory(factory.django.DjangoModelFactory):
-    """A ready clip row. Pass ``source_path`` of a real file where the audio itself matters."""
+    """A ready clip row of a local file. Pass ``storage_key`` (the absolute path of a real file)
+    where the audio itself matters; ``source_path`` is accepted as its older name."""
 
     class Meta:
         model = Clip
 
+    class Params:
+        source_path = None
+
     project = factory.SubFactory(ProjectFactory)
     external_id = factory.Sequence(lambda n: f"clip-{n}")
-    source_path = factory.LazyAttribute(lambda c: f"/nonexistent/{c.external_id}.wav")
+    storage = Clip.Storage.LOCAL
+    storage_key = factory.LazyAttribute(
+        lambda c: c.source_path or f"/nonexistent/{c.external_id}.wav"
+    )
     original_name = factory.LazyAttribute(lambda c: f"{c.external_id}.wav")
     sha256 = factory.LazyAttribute(lambda c: hashlib.sha256(c.external_id.encode()).hexdigest())
     format = "wav"

@@ -44,7 +44,8 @@ from active_learning.core.features import (
 from active_learning.models import FeatureSet, JobStatus
 from active_learning.selectors import feature_set_arrays
 from annotation.models import Clip, Project
-from annotation.services.clip_files import ClipFileUnavailable, clip_source_file
+from annotation.services.audio_source import clip_audio_open
+from annotation.services.clip_files import ClipFileUnavailable
 from refrain.errors import Invalid
 from refrain.jobs import fault_point, heartbeat, holder_fields, sweep_note
 
@@ -333,10 +334,11 @@ def _donor(feature_set: FeatureSet) -> _Donor | None:
 
 
 def _clip_audio(clip: Clip) -> tuple[np.ndarray, int]:
-    # Only files inside the import roots, never a failed clip; the header's frame count is checked
-    # against REFRAIN_MAX_DECODED_FRAMES before a sample is decoded.
+    # Only files inside the import roots or in a storage (bucket audio is streamed into the local
+    # cache), never a failed clip; the header's frame count is checked against
+    # REFRAIN_MAX_DECODED_FRAMES before a sample is decoded.
     try:
-        path = clip_source_file(clip)
+        path = clip_audio_open(clip)
     except ClipFileUnavailable as exc:
         raise AudioDecodeError(str(exc)) from exc
     segment = clip.segment_start_s is not None or clip.segment_end_s is not None

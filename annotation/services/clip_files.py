@@ -1,16 +1,16 @@
-"""Where a clip's audio may come from and what is served for it.
+"""Where a clip's local audio may come from, the tag-free served copy, and how audio is named.
 
-One rule for every reader: a path counts only once it is resolved (``realpath``: ``..`` and symlinks
-followed) and lies inside a configured import root or MEDIA_ROOT. Imports reject anything else;
-serving (``/clips/<id>/audio``, Label Studio links, spectrograms) and feature extraction go through
-:func:`clip_served_file` / :func:`clip_source_file`, which refuse failed clips, missing files and
-paths outside the roots.
+One rule for every local file: a path counts only once it is resolved (``realpath``: ``..`` and
+symlinks followed) and lies inside a configured import root or MEDIA_ROOT. Imports reject anything
+else; readers go through :mod:`annotation.services.audio_source` (``clip_audio_open`` for workers,
+``clip_served_audio`` for browsers), which refuses failed clips, missing files and paths outside
+the roots. Clips in a bucket or in the media storage are named by keys, never by paths.
 """
 
 from __future__ import annotations
 
 import os
-import threading
+import tempfile
 from pathlib import Path
 
 from django.conf import settings
@@ -24,6 +24,7 @@ from annotation.audio import (
     sha256_of,
 )
 from annotation.models import Clip
+from annotation.services.media import media_exists, media_put_file
 from refrain.errors import Invalid, NotFound
 
 
@@ -74,41 +75,30 @@ def source_confine(path: str | os.PathLike[str]) -> Path:
     return real
 
 
-def clip_source_file(clip: Clip) -> Path:
-    """The file to decode for ``clip`` (its original, else its served copy): never a failed clip,
-    never a path outside the roots.
-
-    Raises
-    ------
-    ClipFileUnavailable
-    """
-    _require_ready(clip)
-    for candidate in (clip.source_path, getattr(clip, "served_path", "")):
-        real = path_resolve_in_roots(candidate) if candidate else None
-        if real is not None and real.is_file():
-            return real
-    raise ClipFileUnavailable(f"clip {clip.pk}: the audio file is missing")
+def served_copy_key(*, sha256: str, fmt: str, suffix: str = "") -> str:
+    """The media key of the tag-free copy of the file with content hash ``sha256``: named by the
+    hash and the format only (blind mode: nothing of the original name or its tags)."""
+    ext = SERVED_EXTENSIONS.get(fmt, suffix.lower() or ".audio")
+    return f"served/{sha256[:2]}/{sha256}{ext}"
 
 
 def served_copy_make(
     *, source: Path, sha256: str, fmt: str, original: AudioProbe | None = None
-) -> Path:
-    """The tag-free copy of ``source`` under ``MEDIA_ROOT/served/``, named by content hash (shared
-    by clips with the same bytes), made if missing and checked to decode to the same length.
+) -> str:
+    """The media key of the tag-free copy of the local file ``source`` (shared by clips with the
+    same bytes), made if missing and checked to decode to the same length before it is stored.
 
     Raises
     ------
     AudioProbeError
         When the copy cannot be made or does not decode like the original.
     """
-    ext = SERVED_EXTENSIONS.get(fmt, source.suffix.lower() or ".audio")
-    folder = Path(settings.MEDIA_ROOT) / "served" / sha256[:2]
-    dst = folder / f"{sha256}{ext}"
-    if dst.is_file():
-        return dst
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{sha256}.{os.getpid()}.{threading.get_ident()}{ext}"
-    try:
+    key = served_copy_key(sha256=sha256, fmt=fmt, suffix=source.suffix)
+    if media_exists(key):
+        return key
+    ext = Path(key).suffix
+    with tempfile.TemporaryDirectory(prefix="refrain-served-") as tmpdir:
+        tmp = Path(tmpdir) / f"{sha256}{ext}"
         audio_strip_tags(source, tmp, fmt=fmt)
         original = original or probe_audio(source)
         copy = probe_audio(tmp)
@@ -121,76 +111,14 @@ def served_copy_make(
                 f"the tag-free copy decodes to {copy.frames} frames, the original to "
                 f"{original.frames}"
             )
-        tmp.replace(dst)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dst
+        media_put_file(key=key, source=tmp, content_type=audio_content_type(ext))
+    return key
 
 
-def _require_ready(clip: Clip) -> None:
+def clip_require_ready(clip: Clip) -> None:
+    """Raises :class:`ClipFileUnavailable` for a clip that failed at import (it has no audio)."""
     if clip.status == Clip.Status.FAILED:
         raise ClipFileUnavailable(f"clip {clip.pk} failed at import: it has no audio")
-
-
-def clip_served_copy_on_disk(clip: Clip) -> Path | None:
-    """``clip``'s recorded served copy, if it exists inside the roots; else None."""
-    real = path_resolve_in_roots(clip.served_path) if clip.served_path else None
-    return real if real is not None and real.is_file() else None
-
-
-def clip_served_copy(clip: Clip) -> Path:
-    """``clip``'s served copy, made now (and recorded) for clips imported before copies existed.
-
-    Raises
-    ------
-    ClipFileUnavailable
-    """
-    _require_ready(clip)
-    existing = clip_served_copy_on_disk(clip)
-    if existing is not None:
-        return existing
-    source = clip_source_original(clip)
-    try:
-        sha = clip.sha256 or sha256_of_path(source)
-        dst = served_copy_make(source=source, sha256=sha, fmt=clip.format or _fmt_of(source))
-    except AudioProbeError as exc:
-        raise ClipFileUnavailable(f"clip {clip.pk}: {exc.reason}") from exc
-    Clip.objects.filter(pk=clip.pk).update(served_path=str(dst))
-    clip.served_path = str(dst)
-    return dst
-
-
-def clip_source_original(clip: Clip) -> Path:
-    """The imported file itself: not for a failed clip, not missing, not outside the roots.
-
-    Raises
-    ------
-    ClipFileUnavailable
-    """
-    _require_ready(clip)
-    real = path_resolve_in_roots(clip.source_path) if clip.source_path else None
-    if real is None or not real.is_file():
-        raise ClipFileUnavailable(f"clip {clip.pk}: the audio file is missing")
-    return real
-
-
-def clip_served_file(*, clip: Clip, original: bool = False) -> Path:
-    """The file to send for ``clip``: its tag-free copy, or with ``original`` (admins only: the
-    caller decides) the imported file as is. Never for a failed clip, never a missing file, never a
-    path outside the roots.
-
-    Raises
-    ------
-    ClipFileUnavailable
-    """
-    return clip_source_original(clip) if original else clip_served_copy(clip)
-
-
-def _fmt_of(path: Path) -> str:
-    try:
-        return probe_audio(path).format
-    except AudioProbeError as exc:
-        raise ClipFileUnavailable(f"{path.name}: {exc.reason}") from exc
 
 
 def sha256_of_path(path: Path) -> str:
@@ -198,9 +126,10 @@ def sha256_of_path(path: Path) -> str:
         return sha256_of(fh)[0]
 
 
-def clip_download_name(*, clip: Clip, path: Path) -> str:
+def clip_download_name(*, clip: Clip, path: Path | str) -> str:
     """A neutral file name (``clip-144.ogg``): never the original name, which may name the genre."""
-    ext = path.suffix.lower() if path.suffix.lower() in _NEUTRAL_EXTENSIONS else ""
+    suffix = Path(path).suffix.lower()
+    ext = suffix if suffix in _NEUTRAL_EXTENSIONS else ""
     return f"clip-{clip.pk}{ext}"
 
 
@@ -216,11 +145,15 @@ _AUDIO_TYPES = {
 _NEUTRAL_EXTENSIONS = frozenset(_AUDIO_TYPES)  # an extension that names nothing but the format
 
 
-def served_audio_headers(*, clip: Clip, path: Path) -> dict[str, str]:
+def audio_content_type(suffix: str) -> str:
+    return _AUDIO_TYPES.get(suffix.lower(), "application/octet-stream")
+
+
+def served_audio_headers(*, clip: Clip, path: Path | str) -> dict[str, str]:
     """Headers of every audio response (the app's player and Label Studio's): the type from the
     served file, a neutral name, no content sniffing."""
     return {
-        "Content-Type": _AUDIO_TYPES.get(path.suffix.lower(), "application/octet-stream"),
+        "Content-Type": audio_content_type(Path(path).suffix),
         "Content-Disposition": f'inline; filename="{clip_download_name(clip=clip, path=path)}"',
         "X-Content-Type-Options": "nosniff",
     }

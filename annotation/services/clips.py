@@ -1,4 +1,4 @@
-"""Importing clips: folders, CSV manifests and single uploads.
+"""Importing clips: folders, CSV manifests, buckets and single uploads.
 
 Every file ends as exactly one of: imported (a ready clip), duplicate (its content is already in the
 project, nothing written), or failed (a clip row with status ``failed`` and the reason, so the user
@@ -6,7 +6,12 @@ sees it and nothing is silently dropped). Labels from the source become ``import
 
 Sources are confined to the import roots (:mod:`annotation.services.clip_files`): a folder, manifest
 or file whose resolved path lies elsewhere is rejected, and a rejected path is listed in the job's
-problems but never stored as a clip row.
+problems but never stored as a clip row. A bucket (``s3://bucket/prefix``) is listed page by page;
+each object is streamed into the worker's audio cache, hashed and probed like a file, and its clip
+keeps the object's key (the audio is read in place, never copied into the media storage). A re-run
+skips the objects the project already holds without downloading them: only new objects are read.
+Every imported clip gets its tag-free served copy and its visuals (waveform, spectrogram) from the
+file the import has just read, so no web request ever decodes audio.
 """
 
 from __future__ import annotations
@@ -40,7 +45,10 @@ from annotation.audio import (
 )
 from annotation.models import Annotation, AnnotationLabel, Clip, ImportJob, Project
 from annotation.selectors import taxonomy_index_cached
+from annotation.services import buckets
+from annotation.services.audio_source import media_open, object_open
 from annotation.services.clip_files import ClipSourceError, served_copy_make, source_confine
+from annotation.services.visuals import visuals_key, visuals_make_from_file
 from refrain.errors import Invalid
 from refrain.jobs import fault_point, heartbeat, holder_fields, sweep_note, worker_identity
 
@@ -57,11 +65,23 @@ class ImportSourceError(Invalid, ValueError):
 
 @dataclass(frozen=True)
 class ImportItem:
+    # A local file; for a bucket object or a media key, the key as a path (its name is the name).
     path: Path
     labels: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
     external_id: str = ""
     line: int | None = None  # manifest line, for messages
+    obj: buckets.BucketObject | None = None  # an object in a bucket
+    media_key: str = ""  # a file in the media storage (an upload)
+
+    @property
+    def storage(self) -> tuple[str, str]:
+        """(Clip.storage, Clip.storage_key) of this item, before it is resolved."""
+        if self.obj is not None:
+            return Clip.Storage.S3, f"{self.obj.bucket}/{self.obj.key}"
+        if self.media_key:
+            return Clip.Storage.MEDIA, self.media_key
+        return Clip.Storage.LOCAL, str(self.path)
 
 
 @dataclass
@@ -74,14 +94,38 @@ class _Probed:
     # False for paths that must leave no row (outside the import roots).
     storable: bool = True
     real_path: Path | None = None
-    served_path: Path | None = None
+    served_key: str = ""
     # (start_s, end_s) windows when a long file is cut into segments; None for a whole-file clip.
     segments: list[tuple[float, float]] | None = None
 
 
-def _probe(item: ImportItem, *, segment_s: float | None = None) -> _Probed:
-    sha: str | None = None
-    size = 0
+def _probe(
+    item: ImportItem, *, segment_s: float | None = None, make_visuals: bool = True
+) -> _Probed:
+    if item.obj is not None and item.obj.size > int(settings.REFRAIN_AUDIO_CACHE_BYTES):
+        # Never downloaded: it could not stay in the worker's bounded cache.
+        return _Probed(
+            item,
+            None,
+            item.obj.size,
+            None,
+            f"{item.obj.size} bytes: larger than a worker's audio cache (REFRAIN_AUDIO_CACHE_BYTES)",
+        )
+    if item.obj is not None or item.media_key:
+        try:
+            path = object_open(item.obj) if item.obj is not None else media_open(item.media_key)
+        except buckets.ObjectMissing:
+            # A manifest row names an object; a listing saw it, so it went away since.
+            gone = (
+                "is not in the storage"
+                if item.line
+                else "disappeared from the bucket after it was listed"
+            )
+            return _Probed(item, None, 0, None, f"the object {gone}")
+        except buckets.BucketUnavailable as exc:
+            # The bucket itself went away (access revoked, deleted): the whole import stops.
+            raise ImportSourceError(str(exc)) from exc
+        return _probe_file(item, path, segment_s=segment_s, make_visuals=make_visuals)
     try:
         # Checked before anything else, so whether an outside file exists is not revealed either.
         path = source_confine(item.path)
@@ -89,12 +133,22 @@ def _probe(item: ImportItem, *, segment_s: float | None = None) -> _Probed:
         return _Probed(item, None, 0, None, exc.reason, storable=False)
     if not path.exists():
         return _Probed(item, None, 0, None, "file not found", real_path=path)
+    return _probe_file(item, path, segment_s=segment_s, make_visuals=make_visuals)
+
+
+def _probe_file(
+    item: ImportItem, path: Path, *, segment_s: float | None, make_visuals: bool
+) -> _Probed:
+    """Hash and probe the local file ``path`` of ``item``; make its served copy and visuals."""
+    real = path if item.obj is None and not item.media_key else None
+    sha: str | None = None
+    size = 0
     try:
         with path.open("rb") as fh:
             sha, size = sha256_of(fh)
     except OSError as exc:
         return _Probed(
-            item, None, 0, None, f"cannot read file: {exc.strerror or exc}", real_path=path
+            item, None, 0, None, f"cannot read file: {exc.strerror or exc}", real_path=real
         )
     try:
         probe = probe_audio(path)
@@ -102,10 +156,24 @@ def _probe(item: ImportItem, *, segment_s: float | None = None) -> _Probed:
         # Blind mode: what annotators hear is a copy without the container's tags.
         served = served_copy_make(source=path, sha256=sha, fmt=probe.format, original=probe)
     except AudioProbeError as exc:
-        return _Probed(item, sha, size, None, exc.reason, real_path=path)
-    return _Probed(
-        item, sha, size, probe, "", real_path=path, served_path=served, segments=segments
-    )
+        return _Probed(item, sha, size, None, exc.reason, real_path=real)
+    if make_visuals:
+        windows = (
+            [(None, None, sha)]
+            if not segments
+            else [(a, b, _segment_sha(sha, a, b)) for a, b in segments]
+        )
+        for start, end, window_sha in windows:
+            try:
+                visuals_make_from_file(
+                    path,
+                    key=visuals_key(sha256=window_sha, start_s=start, end_s=end),
+                    start_s=start,
+                    end_s=end,
+                )
+            except (RuntimeError, OSError) as exc:  # the clip stays; a worker retries on request
+                logger.warning("%s: no visuals: %s", item.external_id or item.path, exc)
+    return _Probed(item, sha, size, probe, "", real_path=real, served_key=served, segments=segments)
 
 
 def _segment_sha(file_sha: str, start: float, end: float) -> str:
@@ -211,9 +279,22 @@ def manifest_items(manifest: Path) -> Iterator[ImportItem]:
             raw_path = (row.pop("path") or "").strip()
             raw_labels = (row.pop("labels", "") or "").strip()
             labels = tuple(lab.strip() for lab in raw_labels.split("|") if lab.strip())
-            path = Path(raw_path)
-            if not path.is_absolute():
-                path = manifest.parent / path
+            # An export names bucket clips s3://bucket/key and uploads media:<key>: both import.
+            where: dict[str, Any] = {}
+            if raw_path.startswith("s3://"):
+                try:
+                    loc = buckets.bucket_location_parse(raw_path)
+                except Invalid as exc:
+                    raise ImportSourceError(f"{manifest.name} line {line}: {exc}") from exc
+                path = Path(loc.prefix)
+                where["obj"] = buckets.BucketObject(bucket=loc.bucket, key=loc.prefix, size=0)
+            elif raw_path.startswith("media:"):
+                path = Path(raw_path[len("media:") :])
+                where["media_key"] = raw_path[len("media:") :]
+            else:
+                path = Path(raw_path)
+                if not path.is_absolute():
+                    path = manifest.parent / path
             external = row.get("clip_id") or row.get("id") or raw_path
             yield ImportItem(
                 path=path,
@@ -221,6 +302,7 @@ def manifest_items(manifest: Path) -> Iterator[ImportItem]:
                 metadata={k: v for k, v in row.items() if k},
                 external_id=str(external),
                 line=line,
+                **where,
             )
 
 
@@ -245,8 +327,13 @@ def clips_import(
     max_failed_clips: int | None = None,
     options: dict[str, Any] | None = None,
     chunk_size: int = CHUNK_SIZE,
+    make_visuals: bool = True,
 ) -> ImportJob:
     """Import ``items`` into ``project``; returns the finished :class:`ImportJob` summary.
+
+    With ``make_visuals`` (imports on a worker or the command line) each clip's waveform and
+    spectrogram are made from the file just read; an upload in a web request leaves them to a
+    ``cpu`` worker.
 
     Bounded: the import stops after ``REFRAIN_IMPORT_MAX_FAILURES`` failed files, and at most
     ``max_failed_clips`` (default ``REFRAIN_IMPORT_MAX_FAILED_CLIPS``) of them are stored as failed
@@ -278,6 +365,7 @@ def clips_import(
                 job=job,
                 max_failed_clips=max_failed_clips,
                 chunk_size=chunk_size,
+                make_visuals=make_visuals,
             )
     except Exception as exc:
         # Only while this process still holds it: a resume elsewhere is not failed by a straggler.
@@ -291,6 +379,18 @@ def clips_import(
     return job
 
 
+def _bucket_keys_held(*, project: Project, items: list[ImportItem]) -> set[str]:
+    """The storage keys among the bucket objects in ``items`` that the project already has."""
+    keys = [i.storage[1] for i in items if i.obj is not None]
+    if not keys:
+        return set()
+    return set(
+        Clip.objects.filter(
+            project=project, storage=Clip.Storage.S3, storage_key__in=keys
+        ).values_list("storage_key", flat=True)
+    )
+
+
 def _import_items(
     *,
     project: Project,
@@ -299,6 +399,7 @@ def _import_items(
     job: ImportJob,
     max_failed_clips: int | None,
     chunk_size: int,
+    make_visuals: bool = True,
 ) -> None:
     max_failures = max(1, int(settings.REFRAIN_IMPORT_MAX_FAILURES))
     if max_failed_clips is None:
@@ -330,22 +431,29 @@ def _import_items(
     segment_s = (
         float(project.segment_seconds) if project.long_audio == Project.LongAudio.SEGMENT else None
     )
-    probe_one = functools.partial(_probe, segment_s=segment_s)
+    probe_one = functools.partial(_probe, segment_s=segment_s, make_visuals=make_visuals)
     with ThreadPoolExecutor(max_workers=PROBE_THREADS) as pool:
         chunks = _chunks(items, max(1, chunk_size))
         for n_chunk, chunk in enumerate(chunks):
             if n_chunk:
                 # Tests stop a worker here: the chunks before committed, the rest not begun.
                 fault_point("import.chunk")
-            probed = list(pool.map(probe_one, chunk))
+            # Objects the project already holds are duplicates without being downloaded again.
+            held = _bucket_keys_held(project=project, items=chunk)
+            probed = list(pool.map(probe_one, [i for i in chunk if i.storage[1] not in held]))
+            probed_of = {id(p.item): p for p in probed}
             n_items = 0
             clips: list[Clip] = []
             wanted_labels: list[tuple[int, list[int]]] = []
-            for p in probed:
+            for item in chunk:
                 if job.n_failed >= max_failures:
                     stopped = True
                     break
                 n_items += 1
+                p = probed_of.get(id(item))
+                if p is None:
+                    job.n_duplicate += 1
+                    continue
                 storable = p.storable and (
                     p.probe is not None or n_failed_stored < max_failed_clips
                 )
@@ -380,6 +488,7 @@ def _import_items(
                 for start, end, sha in fresh:
                     if sha is not None:
                         seen.add(sha)
+                    storage, storage_key = p.item.storage
                     clip = Clip(
                         project=project,
                         external_id=(
@@ -387,8 +496,9 @@ def _import_items(
                             if start is None
                             else f"{p.item.external_id}@{start:g}-{end:g}"
                         )[:255],
-                        source_path=str(p.real_path or p.item.path),
-                        served_path=str(p.served_path or ""),
+                        storage=storage,
+                        storage_key=str(p.real_path) if p.real_path else storage_key,
+                        served_key=p.served_key,
                         original_name=p.item.path.name[:255],
                         sha256=sha,
                         size_bytes=p.size,
@@ -531,6 +641,98 @@ def clips_import_manifest(
     )
 
 
+def bucket_items(
+    location: buckets.BucketLocation, *, labels_from_folders: bool = False
+) -> Iterator[ImportItem]:
+    """Every object under ``location`` in key order, except "folder" markers and hidden names
+    (a path part starting with a dot); with ``labels_from_folders`` the key's folder relative to
+    the prefix (``Rock/Punk``) is the label.
+
+    Raises
+    ------
+    ImportSourceError
+        When the bucket is missing, denies listing, or there are no credentials.
+    """
+    prefix = f"{location.prefix}/" if location.prefix else ""
+    try:
+        for obj in buckets.bucket_objects(location):
+            rel = obj.key[len(prefix) :]
+            parts = rel.split("/")
+            if not rel or rel.endswith("/") or any(part.startswith(".") for part in parts):
+                continue
+            folder = "/".join(parts[:-1])
+            yield ImportItem(
+                path=Path(obj.key),
+                labels=(folder,) if labels_from_folders and folder else (),
+                external_id=rel,
+                obj=obj,
+            )
+    except buckets.BucketUnavailable as exc:
+        raise ImportSourceError(str(exc)) from exc
+
+
+def clips_import_bucket(
+    *,
+    project: Project,
+    uri: str,
+    labels_from_folders: bool = False,
+    user: AbstractBaseUser | None = None,
+    job: ImportJob | None = None,
+    chunk_size: int = CHUNK_SIZE,
+) -> ImportJob:
+    """Import every audio object under ``uri`` (``s3://bucket/prefix``) that the project does not
+    hold yet. Raises :class:`ImportSourceError` (the job failed with the reason) for a bucket that
+    does not exist, denies access, or no credentials, before any clip is written."""
+    try:
+        location = buckets.bucket_location_parse(uri)
+    except Invalid as exc:
+        raise ImportSourceError(str(exc)) from exc
+    options: dict[str, Any] = {"bucket": location.uri, "labels_from_folders": labels_from_folders}
+    if chunk_size != CHUNK_SIZE:
+        options["chunk_size"] = chunk_size
+    return clips_import(
+        project=project,
+        items=bucket_items(location, labels_from_folders=labels_from_folders),
+        source_name=location.uri,
+        user=user,
+        job=job,
+        options=options,
+        chunk_size=chunk_size,
+    )
+
+
+def clips_import_bucket_submit(
+    *,
+    project: Project,
+    uri: str,
+    labels_from_folders: bool = False,
+    user: AbstractBaseUser | None = None,
+) -> ImportJob:
+    """Queue a bucket import for a ``cpu`` worker (the clips page): a queued job, sent on commit.
+
+    Raises
+    ------
+    ImportSourceError
+        When ``uri`` is not ``s3://bucket[/prefix]``.
+    """
+    try:
+        location = buckets.bucket_location_parse(uri)
+    except Invalid as exc:
+        raise ImportSourceError(str(exc)) from exc
+    job = ImportJob.objects.create(
+        project=project,
+        source=location.uri,
+        created_by=user,
+        status=ImportJob.Status.QUEUED,
+        options={"bucket": location.uri, "labels_from_folders": labels_from_folders},
+    )
+    # The tasks module imports this one: the task is imported where it is sent.
+    from annotation.tasks import import_clips
+
+    import_clips.delay_on_commit(project.pk, **import_task_kwargs(job=job))
+    return job
+
+
 def import_job_claim(*, job_id: int) -> ImportJob | None:
     """queued -> running, held by this process (one more attempt); None when the job is not
     queued (another worker claimed it, or it ended): a duplicate message does nothing."""
@@ -541,8 +743,10 @@ def import_job_claim(*, job_id: int) -> ImportJob | None:
 
 
 def import_job_resumable(*, job: ImportJob) -> bool:
-    """Its source can be read again by the import task (a folder or a manifest; not an upload)."""
-    return bool(job.options.get("folder") or job.options.get("manifest"))
+    """Its source can be read again by the import task (a folder, a manifest or a bucket; not an
+    upload)."""
+    o = job.options
+    return bool(o.get("folder") or o.get("manifest") or o.get("bucket"))
 
 
 def import_job_requeue(*, job: ImportJob, action: str, reason: str) -> bool:
@@ -567,6 +771,8 @@ def import_task_kwargs(*, job: ImportJob) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"job_id": job.pk}
     if o.get("folder"):
         kwargs |= {"folder": o["folder"], "labels_from_folders": bool(o.get("labels_from_folders"))}
+    elif o.get("bucket"):
+        kwargs |= {"bucket": o["bucket"], "labels_from_folders": bool(o.get("labels_from_folders"))}
     else:
         kwargs["manifest"] = o["manifest"]
     if o.get("chunk_size"):
@@ -581,7 +787,8 @@ def clip_upload(
     labels: tuple[str, ...] = (),
     user: AbstractBaseUser | None = None,
 ) -> tuple[ImportJob, Clip | None]:
-    """Store one uploaded file under MEDIA_ROOT and import it like any other file.
+    """Store one uploaded file in the media storage and import it like any other file; its visuals
+    are left to a ``cpu`` worker (this runs in a web request).
 
     A rejected upload (too large, wrong type, undecodable, out of limits, already in the project)
     leaves no file and no clip row: only the import job saying why.
@@ -606,21 +813,31 @@ def clip_upload(
         job.save()
         return job, None
     stored = default_storage.save(f"uploads/{project.slug}/{name}", upload)
-    path = Path(default_storage.path(stored)).resolve()
     try:
         job = clips_import(
             project=project,
-            items=[ImportItem(path=path, labels=labels, external_id=name)],
+            items=[
+                ImportItem(path=Path(stored), labels=labels, external_id=name, media_key=stored)
+            ],
             source_name=f"upload:{name}",
             user=user,
             max_failed_clips=0,
+            make_visuals=False,
         )
-        clip = Clip.objects.filter(project=project, source_path=str(path)).first()
+        clip = Clip.objects.filter(
+            project=project, storage=Clip.Storage.MEDIA, storage_key=stored
+        ).first()
     except BaseException:
         default_storage.delete(stored)
         raise
     if clip is None:  # rejected or a duplicate: the stored copy is not needed
         default_storage.delete(stored)
+    else:
+        clip_ids = clip_ids_of_upload(clip)
+        # The tasks module imports this one: the task is imported where it is sent.
+        from annotation.tasks import make_clip_visuals
+
+        make_clip_visuals.delay_on_commit(clip_ids)
     return job, clip
 
 
@@ -628,7 +845,10 @@ def clip_ids_of_upload(clip: Clip) -> list[int]:
     """The ready clips an upload made: one, or every segment of a long file cut into segments."""
     return list(
         Clip.objects.filter(
-            project_id=clip.project_id, source_path=clip.source_path, status=Clip.Status.READY
+            project_id=clip.project_id,
+            storage=clip.storage,
+            storage_key=clip.storage_key,
+            status=Clip.Status.READY,
         )
         .order_by("pk")
         .values_list("pk", flat=True)

@@ -121,7 +121,7 @@ _TASK_COLUMNS = _model_order(
 _CLIP_COLUMNS = _model_order(
     Clip,
     {
-        *("id", "project_id", "external_id", "original_name", "source_path", "format"),
+        *("id", "project_id", "external_id", "original_name", "storage", "storage_key", "format"),
         *("status", "duration_s", "segment_start_s", "segment_end_s"),
     },
 )

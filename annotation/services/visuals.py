@@ -1,27 +1,33 @@
 """Waveform peaks and a spectrogram image for the annotator's player, computed once per clip.
 
-Computed server-side with numpy and soundfile so every browser (headless ones included) shows the
-same picture without decoding audio twice. Results are cached under ``MEDIA_ROOT/derived`` by the
-clip's content hash: a clip's audio never changes.
+Computed with numpy and soundfile so every browser (headless ones included) shows the same picture
+without decoding audio twice; stored in the media storage under ``derived/`` by the clip's content
+hash (a clip's audio never changes). They are made on a ``cpu`` worker: by the import, from the
+file it has just probed, or by :func:`clip_visuals_make` (the ``make_clip_visuals`` task) for clips
+that have none. A web request only reads them (:func:`clip_visuals_stored`), never decodes audio.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import os
+import logging
 import struct
-import threading
+import tempfile
 import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import soundfile as sf
-from django.conf import settings
+from django.core.cache import cache
 
 from annotation.models import Clip
-from annotation.services.clip_files import ClipFileUnavailable, clip_source_file
+from annotation.services.audio_source import clip_audio_open
+from annotation.services.clip_files import ClipFileUnavailable
+from annotation.services.media import media_exists, media_put_file, media_read_bytes
+
+logger = logging.getLogger(__name__)
 
 N_PEAKS = 1200
 SPEC_WIDTH = 1000
@@ -76,12 +82,11 @@ def png_bytes(rgb: np.ndarray) -> bytes:
     )
 
 
-def _read_mono(clip: Clip) -> tuple[np.ndarray, int]:
-    # Raises ClipFileUnavailable (an OSError) for failed clips and paths outside the roots.
-    with sf.SoundFile(str(clip_source_file(clip))) as f:
+def _read_mono(path: Path, *, start_s: float | None, end_s: float | None) -> tuple[np.ndarray, int]:
+    with sf.SoundFile(str(path)) as f:
         sr = f.samplerate
-        start = int((clip.segment_start_s or 0.0) * sr)
-        end = int(clip.segment_end_s * sr) if clip.segment_end_s else f.frames
+        start = int((start_s or 0.0) * sr)
+        end = int(end_s * sr) if end_s else f.frames
         end = min(end, start + MAX_SECONDS * sr, f.frames)
         f.seek(start)
         y = f.read(max(end - start, 0), dtype="float32", always_2d=True)
@@ -123,33 +128,94 @@ def spectrogram_rgb(
     return _colormap(db[::-1])
 
 
-def _cache_dir() -> Path:
-    path = Path(settings.MEDIA_ROOT) / "derived"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+def visuals_key(*, sha256: str | None, start_s: float | None, end_s: float | None) -> str:
+    """The media key stem of a clip's visuals (``derived/<sha256>-<start>-<end>``)."""
+    return f"derived/{sha256}-{start_s or 0:g}-{end_s or 0:g}"
 
 
-def _cache_key(clip: Clip) -> str:
-    base = clip.sha256 or f"clip{clip.pk}"
-    return f"{base}-{clip.segment_start_s or 0:g}-{clip.segment_end_s or 0:g}"
+def _clip_key(clip: Clip) -> str:
+    return visuals_key(
+        sha256=clip.sha256 or f"clip{clip.pk}",
+        start_s=clip.segment_start_s,
+        end_s=clip.segment_end_s,
+    )
 
 
-def clip_visuals(clip: Clip) -> tuple[dict[str, Any], Path]:
-    """``({"duration_s", "peaks"}, spectrogram_png_path)``, computed on first use and cached."""
-    if clip.status == Clip.Status.FAILED:  # cached before it was failed: still nothing to show
-        raise ClipFileUnavailable(f"clip {clip.pk} failed at import: it has no audio")
-    key = _cache_key(clip)
-    json_path = _cache_dir() / f"{key}.json"
-    png_path = _cache_dir() / f"{key}.png"
-    if json_path.exists() and png_path.exists():
-        return json.loads(json_path.read_text()), png_path
-    y, sr = _read_mono(clip)
+def visuals_make_from_file(
+    path: Path, *, key: str, start_s: float | None = None, end_s: float | None = None
+) -> dict[str, Any]:
+    """Compute the visuals of ``path`` (a window of it for a segment) and store them as ``key``
+    (``.png`` first, then ``.json``: the JSON's presence says both are there)."""
+    y, sr = _read_mono(path, start_s=start_s, end_s=end_s)
     data = {"duration_s": len(y) / sr, "peaks": waveform_peaks(y)}
-    unique = f"{os.getpid()}.{threading.get_ident()}.tmp"
-    tmp_png = png_path.with_suffix(f".png.{unique}")
-    tmp_png.write_bytes(png_bytes(spectrogram_rgb(y, sr)))
-    tmp_png.replace(png_path)
-    tmp_json = json_path.with_suffix(f".json.{unique}")
-    tmp_json.write_text(json.dumps(data))
-    tmp_json.replace(json_path)
-    return data, png_path
+    with tempfile.TemporaryDirectory(prefix="refrain-visuals-") as tmpdir:
+        png = Path(tmpdir) / "spectrogram.png"
+        png.write_bytes(png_bytes(spectrogram_rgb(y, sr)))
+        media_put_file(key=f"{key}.png", source=png, content_type="image/png")
+        doc = Path(tmpdir) / "visual.json"
+        doc.write_text(json.dumps(data))
+        media_put_file(key=f"{key}.json", source=doc, content_type="application/json")
+    return data
+
+
+def clip_visuals_make(clip: Clip) -> dict[str, Any]:
+    """Make (or find) ``clip``'s visuals, reading its audio through :func:`clip_audio_open`. For
+    a worker, never a web request.
+
+    Raises
+    ------
+    ClipFileUnavailable
+        For a failed clip or one whose audio cannot be read.
+    """
+    if clip.status == Clip.Status.FAILED:
+        raise ClipFileUnavailable(f"clip {clip.pk} failed at import: it has no audio")
+    key = _clip_key(clip)
+    stored = clip_visuals_stored(clip)
+    if stored is not None:
+        return stored
+    path = clip_audio_open(clip)
+    try:
+        return visuals_make_from_file(
+            path, key=key, start_s=clip.segment_start_s, end_s=clip.segment_end_s
+        )
+    except (RuntimeError, sf.LibsndfileError) as exc:
+        raise ClipFileUnavailable(f"clip {clip.pk}: cannot decode the audio: {exc}") from exc
+
+
+def clip_visuals_stored(clip: Clip) -> dict[str, Any] | None:
+    """``{"duration_s", "peaks"}`` if ``clip``'s visuals were made; else None (nothing computed)."""
+    if clip.status == Clip.Status.FAILED:
+        return None
+    raw = media_read_bytes(f"{_clip_key(clip)}.json")
+    return json.loads(raw) if raw is not None else None
+
+
+def clip_spectrogram_key(clip: Clip) -> str | None:
+    """The media key of ``clip``'s spectrogram PNG, if it was made; else None."""
+    if clip.status == Clip.Status.FAILED:
+        return None
+    key = f"{_clip_key(clip)}.png"
+    return key if media_exists(key) else None
+
+
+def clips_visuals_make(*, clip_ids: list[int]) -> dict[str, int]:
+    """Make the visuals of the ready clips among ``clip_ids`` that have none (the ``cpu`` task);
+    a clip whose audio cannot be read is counted and logged, not raised."""
+    made = failed = 0
+    for clip in Clip.objects.filter(pk__in=clip_ids, status=Clip.Status.READY).order_by("pk"):
+        try:
+            clip_visuals_make(clip)
+            made += 1
+        except ClipFileUnavailable as exc:
+            logger.warning("clip %s: no visuals: %s", clip.pk, exc)
+            failed += 1
+    return {"made": made, "failed": failed}
+
+
+def clip_visuals_request(clip: Clip) -> None:
+    """Ask a ``cpu`` worker for ``clip``'s visuals (at most once a minute per clip)."""
+    if cache.add(f"refrain:visuals-queued:{clip.pk}", 1, timeout=60):
+        # The tasks module imports this one: the task is imported where it is sent.
+        from annotation.tasks import make_clip_visuals
+
+        make_clip_visuals.delay_on_commit([clip.pk])

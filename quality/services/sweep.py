@@ -422,7 +422,7 @@ def _sweep_imports(
         created="started_at",
     ):
         if not import_job_resumable(job=job):
-            reason = f"{reason}; cannot be resumed (no folder or manifest recorded: import again)"
+            reason = f"{reason}; cannot be resumed (no folder, manifest or bucket recorded: import again)"
         elif _tries(job) >= limit:
             reason = f"{reason}; gave up after {_tries(job)} attempt(s)"
         elif job_resend(kind="import", row=job, action=action, reason=reason):

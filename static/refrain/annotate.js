@@ -58,7 +58,7 @@
       if (audio.ok) src = URL.createObjectURL(await audio.blob());
     } catch (e) { /* stream it instead */ }
     const visual = fetch("/api/v1/clips/" + task.clip.id + "/visual", { credentials: "same-origin" })
-      .then((r) => (r.ok ? r.json() : null)).catch(() => null);
+      .then((r) => (r.status === 200 ? r.json() : (r.status === 202 ? "pending" : null))).catch(() => null);
     const img = new Image(); img.src = task.clip.spectrogram_url;
     return { task, src, visual };
   }

@@ -27,6 +27,7 @@
 
     load(clip, src, visual) {
       this.audio.pause();
+      this.clipId = clip.id;
       this.offset = clip.segment_start_s || 0;
       this.length = clip.segment_end_s ? clip.segment_end_s - this.offset : (clip.duration_s || null);
       this.loopStart = this.loopEnd = null; this.region.style.display = "none";
@@ -34,10 +35,27 @@
       this.audio.currentTime = this.offset;
       this.spec.src = clip.spectrogram_url;
       this.peaks = []; this.draw();
-      (visual || fetch("/api/v1/clips/" + clip.id + "/visual", { credentials: "same-origin" }).then((r) => r.ok ? r.json() : null))
-        .then((v) => { if (v) { this.peaks = v.peaks; if (!this.length) this.length = v.duration_s; this.draw(); } })
-        .catch(() => {});
+      this._visual(clip, visual, 0);
       this._updatePlay();
+    }
+
+    // A worker makes the waveform at import; 202 means it is still being made: ask again a few
+    // times, then redraw the spectrogram too.
+    _visual(clip, visual, attempt) {
+      const url = "/api/v1/clips/" + clip.id + "/visual";
+      (visual || fetch(url, { credentials: "same-origin" }).then((r) => r.status === 200 ? r.json() : (r.status === 202 ? "pending" : null)))
+        .then((v) => {
+          if (this.clipId !== clip.id) return;
+          if (v === "pending") {
+            if (attempt < 5) setTimeout(() => this._visual(clip, null, attempt + 1), 2000 * (attempt + 1));
+            return;
+          }
+          if (v && v.peaks) {
+            this.peaks = v.peaks; if (!this.length) this.length = v.duration_s; this.draw();
+            if (attempt) this.spec.src = clip.spectrogram_url + (clip.spectrogram_url.includes("?") ? "&" : "?") + "r=" + attempt;
+          }
+        })
+        .catch(() => {});
     }
 
     duration() { return this.length || (this.audio.duration - this.offset) || 0; }

@@ -38,7 +38,7 @@ def test_a_chunk_that_kills_its_worker_every_time_is_given_up(
     clips = [
         ClipFactory(
             project=project,
-            source_path=str(write_tone(tmp_path / f"a{i}.wav", freq=200 + 50 * i, seconds=0.3)),
+            storage_key=str(write_tone(tmp_path / f"a{i}.wav", freq=200 + 50 * i, seconds=0.3)),
         )
         for i in range(6)
     ]

@@ -33,14 +33,14 @@ def _project_with_audio(tmp_path: Path, n: int = 5, *, corrupt: bool = True):  #
     clips = [
         ClipFactory(
             project=project,
-            source_path=str(write_tone(tmp_path / f"a{i}.wav", freq=200 + 50 * i, seconds=0.5)),
+            storage_key=str(write_tone(tmp_path / f"a{i}.wav", freq=200 + 50 * i, seconds=0.5)),
         )
         for i in range(n)
     ]
     if corrupt:
         bad = tmp_path / "bad.wav"
         bad.write_bytes(b"RIFF....not a wave file at all")
-        clips.append(ClipFactory(project=project, source_path=str(bad)))
+        clips.append(ClipFactory(project=project, storage_key=str(bad)))
     return project, clips
 
 
@@ -147,7 +147,7 @@ def test_new_clips_get_a_new_set_that_copies_rows_already_embedded(
     new = [
         ClipFactory(
             project=project,
-            source_path=str(write_tone(tmp_path / f"new{i}.wav", freq=900 + 40 * i, seconds=0.5)),
+            storage_key=str(write_tone(tmp_path / f"new{i}.wav", freq=900 + 40 * i, seconds=0.5)),
         )
         for i in range(2)
     ]

@@ -26,12 +26,12 @@ def test_extract_then_train_on_the_worker(celery_worker_process: Path, tmp_path:
         path = write_tone(
             tmp_path / f"c{i}.wav", freq=(150 if rock else 2500) * (1 + 0.03 * i), seconds=0.5
         )
-        clip = ClipFactory(project=project, source_path=str(path))
+        clip = ClipFactory(project=project, storage_key=str(path))
         clips.append(clip)
         if i < 12:
             label(clip, index, "Rock/Punk" if rock else "Jazz/Bebop")
     (tmp_path / "broken.wav").write_bytes(b"not audio")
-    broken = ClipFactory(project=project, source_path=str(tmp_path / "broken.wav"))
+    broken = ClipFactory(project=project, storage_key=str(tmp_path / "broken.wav"))
 
     # The project task replaces itself with the chunk chord: .get() returns finalize's summary.
     summary = app.send_task(

@@ -21,12 +21,12 @@ def world(team, tmp_path, settings):
     settings.MEDIA_ROOT = tmp_path / "media"
     project = team["project"]
     wav = write_tone(tmp_path / "a.wav")
-    clip = ClipFactory(project=project, source_path=str(wav))
+    clip = ClipFactory(project=project, storage_key=str(wav))
     task = Task.objects.create(project=project, clip=clip)
     queue.task_next_for_annotator(project_id=project.pk, user=team["ann"])
     queue.annotation_submit(task_id=task.pk, user=team["ann"], labels=["Rock/Punk"])
     ann = Annotation.objects.get()
-    other_clip = ClipFactory(project=project, source_path=str(wav))  # nobody worked on it
+    other_clip = ClipFactory(project=project, storage_key=str(wav))  # nobody worked on it
     Task.objects.create(project=project, clip=other_clip)
     return {**team, "clip": clip, "task": task, "annotation": ann, "other_clip": other_clip}
 
@@ -104,11 +104,11 @@ def test_audio_supports_ranges(world):
 
 def test_audio_goes_through_the_proxy_when_it_serves_media(world, settings):
     """With REFRAIN_AUDIO_ACCEL_PREFIX the permission check stays here and nginx sends the file."""
-    from annotation.services.clip_files import clip_served_file
+    from annotation.services.audio_source import clip_served_audio
 
     settings.REFRAIN_AUDIO_ACCEL_PREFIX = "/_media/"
     clip = world["clip"]
-    served = clip_served_file(clip=clip)
+    served = clip_served_audio(clip=clip).path
     r = _as(world, "ann").get(f"/clips/{clip.pk}/audio")
     assert r.status_code == 200 and r.content == b""
     relative = served.resolve().relative_to(Path(settings.MEDIA_ROOT).resolve()).as_posix()

@@ -175,7 +175,11 @@ def scene(tmp_path, settings, fast_passwords):
     clips = []
     for i in range(4):
         wav = write_tune(tmp_path / f"tune{i}.wav", seed=i)
-        clips.append(ClipFactory(project=project, source_path=str(wav), duration_s=8.0))
+        clips.append(ClipFactory(project=project, storage_key=str(wav), duration_s=8.0))
+    # As an import would have: the waveforms and spectrograms a cpu worker makes.
+    from annotation.services.visuals import clips_visuals_make
+
+    clips_visuals_make(clip_ids=[c.pk for c in clips])
     # The first clip was labelled by two people who disagree: a review task is waiting.
     disputed = Task.objects.create(project=project, clip=clips[0], overlap=2, priority=10)
     for who, labels in [("ben", ["Rock/Punk"]), ("cleo", ["Rock/Garage", "Folk/Celtic"])]:

@@ -41,7 +41,7 @@ def test_the_progress_bar_follows_a_real_worker(browser, live_server, settings, 
     MembershipFactory(project=project, user=boss, role=Membership.Role.ADMIN)
     for i in range(CLIPS):
         wav = write_tone(tmp_path / f"audio/{i}.wav", freq=200.0 + 40 * i, seconds=0.4)
-        ClipFactory(project=project, source_path=str(wav), duration_s=0.4)
+        ClipFactory(project=project, storage_key=str(wav), duration_s=0.4)
     faults = tmp_path / "faults"
     env = {
         "DATABASE_URL": _database_url_for_worker(),

@@ -78,7 +78,7 @@ def _project(tmp_path: Path, *, per_genre: int = 7, unlabelled: int = 4):
         for i in range(per_genre + unlabelled // len(GENRES) + 1):
             n += 1
             wav = write_tone(tmp_path / f"audio/{n}.wav", freq=freq * (1 + 0.01 * i), seconds=0.5)
-            clip = ClipFactory(project=project, source_path=str(wav), duration_s=0.5)
+            clip = ClipFactory(project=project, storage_key=str(wav), duration_s=0.5)
             if i >= per_genre:
                 continue
             given = paths[(g + 1) % len(paths)] if i == 0 else path
@@ -196,7 +196,7 @@ def test_cycle_killed_mid_way_resumes_without_duplicates(
     # a new run, still no duplicated task or live issue.
     for i in range(2):
         wav = write_tone(tmp_path / f"audio/late{i}.wav", freq=330.0 + 20 * i, seconds=0.5)
-        ClipFactory(project=project, source_path=str(wav), duration_s=0.5)
+        ClipFactory(project=project, storage_key=str(wav), duration_s=0.5)
     with start_worker() as proc:
         again = _wait_result(app.send_task(CYCLE, args=[project.id]), proc, timeout=400)
     assert again["status"] == "done" and again["cycle"] != cycle.pk

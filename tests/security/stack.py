@@ -489,7 +489,7 @@ def build_project(
                 freq=GENRE_FREQ[genre] * (1 + 0.004 * (i // len(genres))),
                 seconds=seconds,
             )
-            kwargs.update(source_path=str(wav), duration_s=seconds)
+            kwargs.update(storage_key=str(wav), duration_s=seconds)
         clip = ClipFactory(**kwargs)
         truth[clip.pk] = genre
         clip_ids.append(clip.pk)

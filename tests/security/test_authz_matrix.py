@@ -230,7 +230,7 @@ def world(team, tmp_path: Path, settings: Any) -> dict[str, Any]:
     settings.MEDIA_ROOT = tmp_path / "media"
     proj = team["project"]
     audio = write_tone(tmp_path / "media" / "clips" / "matrix.wav")
-    clip = ClipFactory(project=proj, source_path=str(audio))
+    clip = ClipFactory(project=proj, storage_key=str(audio))
     task_enqueue(project=proj, sources=Manual.for_clips([clip.pk]))
     held = task_next_for_annotator(project_id=proj.pk, user=team["ann"], exclude_task_ids=[])
     assert isinstance(held, Assignment) and held.task.clip_id == clip.pk

@@ -46,7 +46,7 @@ def hinted(team: dict[str, Any]) -> dict[str, Any]:
         project=project,
         external_id="Rock_Punk_0001",
         original_name="Rock_Punk_0001.ogg",
-        source_path="/nonexistent/imports/Rock_Punk_0001.ogg",
+        storage_key="/nonexistent/imports/Rock_Punk_0001.ogg",
         import_source="punk_batch.csv",
         metadata={"title": "Sekrit anthem", "genre": "Punk", "composer": "Sekrit Band"},
     )

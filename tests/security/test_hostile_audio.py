@@ -122,7 +122,7 @@ def test_hostile_files_are_rejected_with_their_reason(root: Path) -> None:
     assert "REFRAIN_MIN_CLIP_SECONDS" in reasons["unsized.wav"]
     ready = list(Clip.objects.filter(project=project, status=Clip.Status.READY))
     assert [c.original_name for c in ready] == ["flac_named.wav"] and ready[0].format == "flac"
-    assert ready[0].served_path.endswith(".flac")
+    assert ready[0].served_key.endswith(".flac")
     failed = Clip.objects.filter(project=project, status=Clip.Status.FAILED)
     assert failed.count() == len(expected) and not failed.exclude(error="").count() < len(expected)
 
@@ -218,7 +218,7 @@ from active_learning.services.features import _clip_audio, backend_for
 from annotation.models import Clip
 out = {}
 for name, path in json.loads(sys.argv[1]).items():
-    clip = Clip(pk=1, source_path=path, status=Clip.Status.READY)
+    clip = Clip(pk=1, storage_key=path, status=Clip.Status.READY)
     try:
         audio, sr = _clip_audio(clip)
         seconds = len(audio) / sr
@@ -312,7 +312,7 @@ def test_a_segmenting_project_cuts_long_audio_and_still_bounds_it(
         (20.0, 25.5),
     ]
     assert [c.duration_s for c in long] == pytest.approx([10.0, 10.0, 5.5])
-    assert len({c.sha256 for c in long}) == 3 and len({c.served_path for c in long}) == 1
+    assert len({c.sha256 for c in long}) == 3 and len({c.served_key for c in long}) == 1
     # The 0.1 s tail of the other file is too short to be a clip and too long to join the last one.
     almost = Clip.objects.filter(project=project, original_name="almost.wav").order_by("pk")
     assert [(c.segment_start_s, c.segment_end_s) for c in almost] == [(0.0, 10.0), (10.0, 20.0)]
@@ -329,7 +329,7 @@ def test_the_review_page_plays_only_the_segment(root: Path, team: dict[str, Any]
 
     clip = ClipFactory(
         project=team["project"],
-        source_path=str(write_tone(root / "long.wav", seconds=3.0)),
+        storage_key=str(write_tone(root / "long.wav", seconds=3.0)),
         segment_start_s=1.0,
         segment_end_s=2.5,
         duration_s=1.5,

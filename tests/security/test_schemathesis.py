@@ -88,7 +88,7 @@ def world(team, tmp_path: Path, settings: Any) -> dict[str, Any]:
     settings.MEDIA_ROOT = tmp_path / "media"
     media = Path(settings.MEDIA_ROOT) / "clips"
     clips = [
-        ClipFactory(project=project, source_path=str(write_tone(media / f"c{i}.wav")))
+        ClipFactory(project=project, storage_key=str(write_tone(media / f"c{i}.wav")))
         for i in range(3)
     ]
     task_enqueue(project=project, sources=Manual.for_clips([c.pk for c in clips]))

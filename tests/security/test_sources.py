@@ -61,7 +61,7 @@ def test_manifest_rows_outside_the_roots_are_rejected_and_not_stored(root: Path)
     reasons = [p["reason"] for p in job.problems]
     assert len(reasons) == 6 and all(OUTSIDE in r for r in reasons)
     clips = list(Clip.objects.filter(project=project))
-    assert len(clips) == 1 and clips[0].source_path == str((root / "audio/good.wav").resolve())
+    assert len(clips) == 1 and clips[0].storage_key == str((root / "audio/good.wav").resolve())
     # Nothing in the summary says whether the outside file exists.
     assert "not found" not in str(job.problems)
 
@@ -101,9 +101,9 @@ def test_import_command_refuses_an_outside_folder(root: Path) -> None:
 
 
 def test_check_clip_sources_reports_and_fixes_rows_outside(root: Path) -> None:
-    good = ClipFactory(source_path=str(write_tone(root / "ok.wav")))
-    bad = ClipFactory(project=good.project, source_path="/etc/passwd")
-    sneaky = ClipFactory(project=good.project, source_path=str(root / ".." / "outside" / "x.wav"))
+    good = ClipFactory(storage_key=str(write_tone(root / "ok.wav")))
+    bad = ClipFactory(project=good.project, storage_key="/etc/passwd")
+    sneaky = ClipFactory(project=good.project, storage_key=str(root / ".." / "outside" / "x.wav"))
     out, err = io.StringIO(), io.StringIO()
     with pytest.raises(SystemExit) as exit_:
         call_command("check_clip_sources", stdout=out, stderr=err)
@@ -146,27 +146,28 @@ def test_nothing_is_served_from_outside_the_roots_or_for_failed_clips(
     project = team["project"]
     outside_wav = write_tone(root.parent / "outside" / "secret.wav", freq=500)
     (root / "link.wav").symlink_to(outside_wav)
-    good = ClipFactory(project=project, source_path=str(write_tone(root / "ok.wav")))
+    good = ClipFactory(project=project, storage_key=str(write_tone(root / "ok.wav")))
     rows = [
         # Rows written before the roots existed, as the probe left them.
-        ClipFactory(project=project, source_path="/etc/passwd"),
-        ClipFactory(project=project, source_path=str(outside_wav)),
-        ClipFactory(project=project, source_path=str(root / ".." / "outside" / "secret.wav")),
-        ClipFactory(project=project, source_path=str(root / "link.wav")),
-        ClipFactory(project=project, source_path="/etc/passwd", status=Clip.Status.FAILED),
+        ClipFactory(project=project, storage_key="/etc/passwd"),
+        ClipFactory(project=project, storage_key=str(outside_wav)),
+        ClipFactory(project=project, storage_key=str(root / ".." / "outside" / "secret.wav")),
+        ClipFactory(project=project, storage_key=str(root / "link.wav")),
+        ClipFactory(project=project, storage_key="/etc/passwd", status=Clip.Status.FAILED),
         # A failed clip serves nothing even when its file is inside the roots.
         ClipFactory(
             project=project,
-            source_path=str(write_tone(root / "f.wav", freq=700)),
+            storage_key=str(write_tone(root / "f.wav", freq=700)),
             status=Clip.Status.FAILED,
         ),
     ]
     link = _ls_link(project)
     assert reviewer_client.get(f"/clips/{good.pk}/audio").status_code == 200
-    assert reviewer_client.get(f"/api/v1/clips/{good.pk}/visual").status_code == 200
+    # No visuals yet (a factory row, not an import): 202, and a worker is asked for them.
+    assert reviewer_client.get(f"/api/v1/clips/{good.pk}/visual").status_code == 202
     assert reviewer_client.get(clip_audio_url(link=link, clip=good)).status_code == 200
     for clip in rows:
-        assert reviewer_client.get(f"/clips/{clip.pk}/audio").status_code == 404, clip.source_path
+        assert reviewer_client.get(f"/clips/{clip.pk}/audio").status_code == 404, clip.storage_key
         assert reviewer_client.get(f"/clips/{clip.pk}/spectrogram.png").status_code == 404
         assert reviewer_client.get(f"/api/v1/clips/{clip.pk}/visual").status_code == 404
         assert reviewer_client.get(clip_audio_url(link=link, clip=clip)).status_code == 404
@@ -186,7 +187,7 @@ def test_signed_audio_links_expire_and_cannot_be_forged(
     from django.core import signing
 
     settings.REFRAIN_SIGNED_LINK_MAX_AGE = 3600
-    clip = ClipFactory(source_path=str(write_tone(root / "ok.wav")))
+    clip = ClipFactory(storage_key=str(write_tone(root / "ok.wav")))
     link = _ls_link(clip.project)
     url = clip_audio_url(link=link, clip=clip)
     anonymous = Client()
@@ -286,14 +287,15 @@ def test_strip_command_makes_served_copies_for_older_clips(
 ) -> None:
     source = _tagged(root, "flac")
     clip = ClipFactory(
-        project=team["project"], source_path=str(source), format="flac", served_path=""
+        project=team["project"], storage_key=str(source), format="flac", served_key=""
     )
     out = io.StringIO()
     call_command("check_clip_sources", "--strip", stdout=out)
     assert "1 tag-free served copies made" in out.getvalue()
     clip.refresh_from_db()
-    served = Path(clip.served_path)
-    assert served.is_file() and served.is_relative_to(root.parent / "media")
+    assert clip.served_key.startswith("served/")
+    served = root.parent / "media" / clip.served_key
+    assert served.is_file()
     assert not any(s in served.read_bytes() for s in SECRETS)
 
 

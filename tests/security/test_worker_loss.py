@@ -150,7 +150,7 @@ def _project(tmp_path: Path, *, per_genre: int = 7, unlabelled: int = 3) -> Proj
         for i in range(per_genre + unlabelled // len(GENRES)):
             n += 1
             wav = write_tone(tmp_path / f"audio/{n}.wav", freq=freq * (1 + 0.01 * i), seconds=0.5)
-            clip = ClipFactory(project=project, source_path=str(wav), duration_s=0.5)
+            clip = ClipFactory(project=project, storage_key=str(wav), duration_s=0.5)
             if i >= per_genre:
                 continue
             given = paths[(g + 1) % len(paths)] if i == 0 else path
@@ -177,7 +177,7 @@ def test_feature_extraction_killed_mid_chunk_resumes_the_missing_chunks_once(
     project = ProjectFactory()
     for i in range(8):
         wav = write_tone(tmp_path / f"audio/{i}.wav", freq=200.0 * (i + 1), seconds=0.3)
-        ClipFactory(project=project, source_path=str(wav), duration_s=0.3)
+        ClipFactory(project=project, storage_key=str(wav), duration_s=0.3)
     fs = feature_set_create(project=project, chunk_size=2)  # 4 chunks
     with start_worker(pause_at="features.chunk:1") as proc:
         app.send_task(

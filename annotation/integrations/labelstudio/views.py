@@ -22,10 +22,8 @@ from annotation.integrations.labelstudio.services import (
 )
 from annotation.integrations.labelstudio.tasks import ls_ingest_annotation
 from annotation.models import Clip, LabelStudioLink
-from annotation.services.clip_files import (
-    ClipFileUnavailable,
-    clip_served_file,
-)
+from annotation.services.audio_source import clip_served_audio
+from annotation.services.clip_files import ClipFileUnavailable
 
 
 def _bad(message: str, status: int = 400) -> JsonResponse:
@@ -124,11 +122,11 @@ def clip_audio(request: HttpRequest, token: str) -> HttpResponse:
     if link is None or clip is None or clip.project_id != link.project_id:
         raise Http404("unknown audio link")
     try:
-        served = clip_served_file(clip=clip)
+        served = clip_served_audio(clip=clip)
     except ClipFileUnavailable as exc:
         raise Http404("the audio file is missing") from exc
     # With Range support: Label Studio's waveform player seeks with byte ranges.
-    response = audio_response(request, clip=clip, path=served)
+    response = audio_response(request, clip=clip, served=served)
     # LS's waveform player fetches the file with XHR from its own origin.
     origin = urlsplit(link.base_url)
     response["Access-Control-Allow-Origin"] = f"{origin.scheme}://{origin.netloc}"

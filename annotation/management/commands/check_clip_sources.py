@@ -11,12 +11,9 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db.models import Q, QuerySet
 
 from annotation.models import Clip
-from annotation.services.clip_files import (
-    ClipFileUnavailable,
-    clip_served_copy,
-    clip_served_copy_on_disk,
-    path_resolve_in_roots,
-)
+from annotation.services.audio_source import clip_served_copy
+from annotation.services.clip_files import ClipFileUnavailable, path_resolve_in_roots
+from annotation.services.media import media_exists
 
 OUTSIDE_REASON = "source outside the import roots (REFRAIN_IMPORT_ROOTS and MEDIA_ROOT)"
 
@@ -45,14 +42,16 @@ class Command(BaseCommand):
             clips = clips.filter(project__slug=opts["project"])
         outside: list[int] = []
         shown = 0
-        for clip in clips.only("pk", "project_id", "source_path", "status").iterator(2000):
-            if clip.source_path and path_resolve_in_roots(clip.source_path) is not None:
+        fields = ("pk", "project_id", "storage", "storage_key", "status")
+        # Keys in the media storage or a bucket are not paths: only local files can lie outside.
+        for clip in clips.filter(storage=Clip.Storage.LOCAL).only(*fields).iterator(2000):
+            if clip.storage_key and path_resolve_in_roots(clip.storage_key) is not None:
                 continue
             outside.append(clip.pk)
             if shown < int(opts["show"]):  # type: ignore[call-overload]
                 self.stdout.write(
                     f"clip {clip.pk} (project {clip.project_id}, {clip.status}): "
-                    f"{clip.source_path or '(no path)'}"
+                    f"{clip.storage_key or '(no path)'}"
                 )
                 shown += 1
         if opts["strip"]:
@@ -80,7 +79,7 @@ class Command(BaseCommand):
     def _strip(self, clips: QuerySet[Clip]) -> None:
         made = failed = 0
         for clip in clips.filter(status=Clip.Status.READY).iterator(500):
-            if clip_served_copy_on_disk(clip) is not None:
+            if clip.served_key and media_exists(clip.served_key):
                 continue
             try:
                 clip_served_copy(clip)

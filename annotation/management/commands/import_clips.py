@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from annotation.models import ImportJob, Project
 from annotation.services.clips import (
     ImportSourceError,
+    clips_import_bucket,
     clips_import_folder,
     clips_import_manifest,
 )
@@ -27,7 +28,8 @@ def format_summary(job: ImportJob, *, show_problems: int = 20) -> str:
 class Command(BaseCommand):
     help = (
         "Import audio clips into a project from a folder (optionally one folder per label) or a "
-        "CSV manifest (path,labels with |-separated taxonomy paths; other columns kept as metadata)."
+        "CSV manifest (path,labels with |-separated taxonomy paths; other columns kept as metadata), "
+        "or an S3-compatible bucket (--storage s3://bucket/prefix; a re-run adds only new objects)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -35,6 +37,11 @@ class Command(BaseCommand):
         src = parser.add_mutually_exclusive_group(required=True)
         src.add_argument("--folder", type=Path)
         src.add_argument("--manifest", type=Path)
+        src.add_argument(
+            "--storage",
+            metavar="s3://BUCKET/PREFIX",
+            help="Every audio object under the prefix of a bucket (AWS_* settings: endpoint, keys)",
+        )
         parser.add_argument(
             "--labels-from-folders",
             action="store_true",
@@ -47,7 +54,13 @@ class Command(BaseCommand):
         except Project.DoesNotExist as exc:
             raise CommandError(f"no project with slug {opts['project']!r}") from exc
         try:
-            if opts["folder"]:
+            if opts["storage"]:
+                job = clips_import_bucket(
+                    project=project,
+                    uri=str(opts["storage"]),
+                    labels_from_folders=bool(opts["labels_from_folders"]),
+                )
+            elif opts["folder"]:
                 job = clips_import_folder(
                     project=project,
                     folder=opts["folder"],  # type: ignore[arg-type]

@@ -287,7 +287,7 @@ def test_webhook_is_post_only(client: Client, link: LabelStudioLink) -> None:
 
 def test_signed_audio_url(client: Client, link: LabelStudioLink, tmp_path: Any) -> None:
     wav = write_tone(tmp_path / "a.wav")
-    clip = ClipFactory(project=link.project, source_path=str(wav))
+    clip = ClipFactory(project=link.project, storage_key=str(wav))
     url = clip_audio_url(link=link, clip=clip)
     assert url.startswith("http://refrain.example/integrations/label-studio/audio/")
     path = url.removeprefix("http://refrain.example")
