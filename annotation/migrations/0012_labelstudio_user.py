@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotation', '0010_labelstudio_task_relabel'),
+        ('annotation', '0011_clip_storage_keys'),
     ]
 
     operations = [
