@@ -96,7 +96,7 @@ def _storage_failed(what: str, exc: BaseException) -> Check:
     # An S3 error carries a code that says what to fix (AccessDenied, NoSuchBucket); never the URL.
     error = getattr(exc, "response", None)
     code = (error.get("Error") or {}).get("Code") if isinstance(error, dict) else None
-    reason = f"{type(exc).__name__}: {code}" if code else type(exc).__name__
+    reason = f"S3 {code}" if code else type(exc).__name__
     return {"status": FAIL, "detail": f"{what} failed ({reason})"}
 
 

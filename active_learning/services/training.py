@@ -303,7 +303,9 @@ def _train(mv: ModelVersion) -> None:
     hierarchy = Hierarchy(data.index.parents_array, tuple(data.index.paths))
     labelled = data.labels.labelled
     training_labels_check(labels=data.labels, hierarchy=hierarchy, n_folds=mv.n_folds)
-    params = {k: v for k, v in mv.hyperparameters.items() if k != "device"}
+    # The stored hyperparameters include the fitted estimator's (``seed`` among them), which the
+    # version's own ``seed`` field supplies: a version trained again must not pass it twice.
+    params = {k: v for k, v in mv.hyperparameters.items() if k not in ("device", "seed")}
     make_estimator: Callable[[], Any]
     if mv.kind == "cnn":
         # torch (here and below): loaded only in the process that trains, not by the web.
