@@ -258,6 +258,9 @@ def artifact_storage_config(url: str) -> dict:
     region = os.environ.get("AWS_S3_REGION_NAME", "") or os.environ.get("AWS_DEFAULT_REGION", "")
     if region:
         options["region_name"] = region
+    # Path-style URLs (bucket in the path): what MinIO and most S3-compatible servers expect.
+    options["addressing_style"] = os.environ.get("AWS_S3_ADDRESSING_STYLE", "") or "path"
+    options["signature_version"] = "s3v4"
     return {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": options}
 
 

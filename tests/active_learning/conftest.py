@@ -68,3 +68,7 @@ def project_with_features(
     fs.n_done = len(clips)
     fs.save()
     return project, clips, truth
+
+
+# The S3 bucket fixtures of the artifact tests (a moto server over HTTP).
+from tests.active_learning.bucket import bucket, moto_endpoint  # noqa: E402, F401

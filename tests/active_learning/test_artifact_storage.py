@@ -8,8 +8,6 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,6 @@ import numpy as np
 import pytest
 import requests
 from django.core.files.base import ContentFile
-from moto.server import ThreadedMotoServer
 
 from active_learning.artifacts import (
     ArtifactStorageError,
@@ -35,18 +32,20 @@ from active_learning.selectors import prediction_matrix
 from active_learning.services.features import feature_set_extract_sync, musicnn_weights_dir
 from active_learning.services.training import model_train_for_project, model_version_requeue
 from active_learning.tasks import train_project_model
-from annotation.selectors import TaxonomyIndex
 from quality.models import RunStatus
 from quality.services.detection import quality_run_detect
 from refrain import health
-from refrain.settings import artifact_storage_config
-from tests.active_learning.conftest import LEAVES, label
-from tests.factories import ClipFactory, ProjectFactory, write_tone
-from tests.security.stack import free_port
+from tests.active_learning.bucket import (
+    ADMIN,
+    REGION,
+    Bucket,
+    label_leaves,
+    tone_project,
+    use_bucket,
+)
+from tests.factories import ProjectFactory
 
 pytestmark = pytest.mark.django_db
-REGION = "us-east-1"
-ADMIN = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 MODEL_FILES = {
     "clip_ids.npy",
     "metrics.json",
@@ -56,89 +55,14 @@ MODEL_FILES = {
 }
 
 
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
-@dataclass
-class Bucket:
-    endpoint: str
-    name: str
-    prefix: str
-    cache: Path
-    local_root: Path
-
-    def client(self, **creds: str) -> Any:
-        return boto3.client(
-            "s3", endpoint_url=self.endpoint, region_name=REGION, **(creds or ADMIN)
-        )
-
-    def keys(self) -> list[str]:
-        listed = self.client().list_objects_v2(Bucket=self.name, Prefix=f"{self.prefix}/")
-        return sorted(o["Key"].removeprefix(f"{self.prefix}/") for o in listed.get("Contents", []))
-
-
-def _use_bucket(settings: Any, name: str, prefix: str) -> None:
-    # A new STORAGES dict: Django drops its cached storage instances (and their S3 connections).
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "artifacts": artifact_storage_config(f"s3://{name}/{prefix}"),
-    }
-
-
-@pytest.fixture
-def bucket(settings: Any, monkeypatch: Any, tmp_path: Path, moto_endpoint: str) -> Bucket:
-    for var, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_S3_ENDPOINT_URL": moto_endpoint,
-    }.items():
-        monkeypatch.setenv(var, value)
-    b = Bucket(
-        moto_endpoint, f"refrain-{uuid.uuid4().hex[:12]}", "art", tmp_path / "cache", tmp_path / "v"
-    )
-    b.client().create_bucket(Bucket=b.name)
-    _use_bucket(settings, b.name, b.prefix)
-    # No local artifact folder is used: it must stay absent.
-    settings.ARTIFACT_ROOT = b.local_root
-    settings.REFRAIN_CACHE_DIR = b.cache
-    return b
-
-
-def _tone_project(tmp_path: Path, *, per_leaf: int = 5, unlabelled: int = 4) -> Any:
-    """Clips whose tone frequency follows their leaf (log-mel statistics separate them)."""
-    project = ProjectFactory()
-    index = TaxonomyIndex.for_version(project.taxonomy_version)
-    freqs = (220.0, 330.0, 1760.0, 2640.0)
-    clips = []
-    for i in range(per_leaf * len(LEAVES) + unlabelled):
-        leaf = i % len(LEAVES)
-        path = write_tone(tmp_path / "audio" / f"c{i}.wav", freq=freqs[leaf] + 7 * i, seconds=0.4)
-        clips.append((ClipFactory(project=project, source_path=str(path)), leaf))
-    return project, index, clips
-
-
-def _label(index: TaxonomyIndex, clips: list, per_leaf: int = 5) -> None:
-    for clip, leaf in clips[: per_leaf * len(LEAVES)]:
-        label(clip, index, LEAVES[leaf])
-
-
 def test_extract_train_detect_with_artifacts_in_the_bucket_survive_a_deleted_cache(
     bucket: Bucket, tmp_path: Path
 ) -> None:
-    project, index, clips = _tone_project(tmp_path)
+    project, index, clips = tone_project(tmp_path)
     fs = feature_set_extract_sync(project=project)
     assert fs.status == JobStatus.DONE, fs.error
     assert fs.store_key == f"project_{project.id}/features/fs_{fs.id}.npy"
-    _label(index, clips)
+    label_leaves(index, clips)
     first = model_train_for_project(project=project, n_folds=3)
     assert first.status == JobStatus.DONE, first.error
     assert first.artifact_key == f"project_{project.id}/model_1"
@@ -149,7 +73,7 @@ def test_extract_train_detect_with_artifacts_in_the_bucket_survive_a_deleted_cac
     expected = {f"{features}.npy", f"{features}.json", f"{features}.plan.npy"} | {
         f"project_{project.id}/model_1/{f}" for f in MODEL_FILES
     }
-    assert set(bucket.keys()) == expected  # no chunk left behind, nothing twice
+    assert set(bucket.object_keys()) == expected  # no chunk left behind, nothing twice
     assert not bucket.local_root.exists()  # nothing written to a local artifact folder
     assert any(bucket.cache.rglob("pred_probs.npy"))  # read through the cache
 
@@ -164,7 +88,7 @@ def test_extract_train_detect_with_artifacts_in_the_bucket_survive_a_deleted_cac
     assert second.metrics["leaf_accuracy"] == first.metrics["leaf_accuracy"]
     again = quality_run_detect(project=project)
     assert again.status == RunStatus.DONE, again.error
-    assert set(bucket.keys()) == expected | {
+    assert set(bucket.object_keys()) == expected | {
         f"project_{project.id}/model_2/{f}" for f in MODEL_FILES
     }
 
@@ -172,9 +96,9 @@ def test_extract_train_detect_with_artifacts_in_the_bucket_survive_a_deleted_cac
 def test_a_training_task_run_again_writes_its_artifacts_once(
     bucket: Bucket, tmp_path: Path
 ) -> None:
-    project, index, clips = _tone_project(tmp_path)
+    project, index, clips = tone_project(tmp_path)
     assert feature_set_extract_sync(project=project).status == JobStatus.DONE
-    _label(index, clips)
+    label_leaves(index, clips)
     mv = ModelVersion.objects.create(
         project=project, number=1, taxonomy_version=project.taxonomy_version, n_folds=3
     )
@@ -182,7 +106,7 @@ def test_a_training_task_run_again_writes_its_artifacts_once(
         args=[project.id], kwargs={"model_version_id": mv.id, "n_folds": 3}
     )
     assert done.get()["status"] == JobStatus.DONE
-    keys = bucket.keys()
+    keys = bucket.object_keys()
     model_keys = [k for k in keys if k.startswith(f"project_{project.id}/model_1/")]
     assert {k.rsplit("/", 1)[1] for k in model_keys} == MODEL_FILES
     # A duplicate delivery finds the version claimed and writes nothing.
@@ -200,7 +124,7 @@ def test_a_training_task_run_again_writes_its_artifacts_once(
         args=[project.id], kwargs={"model_version_id": mv.id, "n_folds": 3}
     )
     assert rerun.get()["status"] == JobStatus.DONE
-    assert bucket.keys() == keys
+    assert bucket.object_keys() == keys
     assert ModelVersion.objects.filter(project=project).count() == 1
 
 
@@ -213,16 +137,16 @@ def _enable_auth(endpoint: str, value: str) -> None:
 def test_a_bucket_that_denies_access_fails_the_training_with_that_reason(
     bucket: Bucket, tmp_path: Path, settings: Any, monkeypatch: Any
 ) -> None:
-    project, index, clips = _tone_project(tmp_path)
+    project, index, clips = tone_project(tmp_path)
     assert feature_set_extract_sync(project=project).status == JobStatus.DONE
-    _label(index, clips)
+    label_leaves(index, clips)
     iam = boto3.client("iam", endpoint_url=bucket.endpoint, region_name=REGION, **ADMIN)
     user = f"no-access-{uuid.uuid4().hex[:8]}"
     iam.create_user(UserName=user)  # no policy: every S3 action is denied
     key = iam.create_access_key(UserName=user)["AccessKey"]
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
-    _use_bucket(settings, bucket.name, bucket.prefix)
+    use_bucket(settings, bucket.name, bucket.prefix)
     _enable_auth(bucket.endpoint, "0")
     try:
         mv = model_train_for_project(project=project, n_folds=3)
@@ -242,8 +166,8 @@ def test_healthz_reports_a_missing_bucket_and_passes_on_a_real_one(
     bucket: Bucket, settings: Any
 ) -> None:
     assert health.check_storage() == {"status": "ok"}
-    assert bucket.keys() == []  # the probe is deleted
-    _use_bucket(settings, "refrain-no-such-bucket", "art")
+    assert bucket.object_keys() == []  # the probe is deleted
+    use_bucket(settings, "refrain-no-such-bucket", "art")
     check = health.check_storage()
     assert check == {
         "status": "fail",
@@ -262,7 +186,7 @@ def test_musicnn_weights_are_read_from_the_bucket_and_cached(
     monkeypatch.delenv("MUSICNN_WEIGHTS_DIR", raising=False)
     keys = musicnn_seed(source=installed)
     assert keys == musicnn_seed(source=installed)  # seeding again uploads nothing new
-    assert set(keys) <= set(bucket.keys())
+    assert set(keys) <= set(bucket.object_keys())
     local = musicnn_weights_dir()
     assert local is not None and bucket.cache in local.parents
     assert (local / "MSD_musicnn" / ".index").read_bytes() == (
