@@ -97,12 +97,21 @@ def artifact_storage() -> Storage:
     return storages[ARTIFACTS]
 
 
-def storage_error_reason(exc: BaseException) -> str:
-    """A short, credential-free reason for a storage exception (the S3 error code when there is one)."""
+def s3_error_code(exc: BaseException) -> str:
+    """The S3 error code of a botocore ClientError (``AccessDenied``, ``NoSuchKey``, ``404``), or ""."""
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
-        error = response.get("Error") or {}
-        code = error.get("Code") or type(exc).__name__
+        return str((response.get("Error") or {}).get("Code") or "")
+    return ""
+
+
+NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+
+
+def storage_error_reason(exc: BaseException) -> str:
+    """A short, credential-free reason for a storage exception (the S3 error code when there is one)."""
+    if s3_error_code(exc):
+        code = s3_error_code(exc)
         names = {
             "AccessDenied": "access denied",
             "403": "access denied",
@@ -134,9 +143,7 @@ def _failing_as(op: str, key: str, storage: Storage) -> Iterator[None]:
     except FileNotFoundError:
         raise
     except Exception as exc:
-        if type(exc).__name__ == "ClientError" and storage_error_reason(exc).startswith(
-            "not found"
-        ):
+        if s3_error_code(exc) in NOT_FOUND_CODES:
             raise FileNotFoundError(key) from exc
         raise ArtifactStorageError(
             f"artifact storage: {op} {key!r} in {_where(storage)} failed: "

@@ -275,6 +275,7 @@ def retrain(ns: list[int], *, d: int = 200) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 
 ROWS = 200_000
+SCRATCH_DB = "refrain_bench_dbsize"
 LABELS_PER_ANNOTATION = 4
 
 
@@ -282,16 +283,10 @@ def database_size(database_url: str) -> dict[str, Any]:
     """Bytes per row of the annotation tables (generated copies, indexes included)."""
     import psycopg
 
-    base, _, _ = database_url.rpartition("/")
-    scratch = "refrain_bench_dbsize"
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {scratch}")
-        admin.execute(f"CREATE DATABASE {scratch}")
-    os.environ["DATABASE_URL"] = f"{base}/{scratch}"
-    import django
+    # Django is set up on the scratch database (see main): migrate it to this checkout.
     from django.core.management import call_command
 
-    django.setup()
+    base, _, scratch = database_url.rpartition("/")
     call_command("migrate", verbosity=0)
     from django.db import connection
 
@@ -339,6 +334,9 @@ def database_size(database_url: str) -> dict[str, Any]:
             ]
             for t in ("g_annotation", "g_label")
         }
+    from django.db import connections
+
+    connections.close_all()
     with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {scratch}")
     rows = {"g_task": n, "g_assignment": n, "g_annotation": n, "g_label": n_labels}
@@ -368,9 +366,22 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "refrain.settings")
+    os.environ["REFRAIN_ENV"] = "development"  # a benchmark database, not production
     database_url = os.environ.get("DATABASE_URL", "")
     scratch_var = Path(tempfile.mkdtemp(prefix="bench-var-"))
     os.environ["REFRAIN_VAR_DIR"] = str(scratch_var)
+    measure_db = not args.skip_db and database_url.startswith("postgres")
+    if measure_db:
+        import psycopg
+
+        base = database_url.rpartition("/")[0]
+        with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {SCRATCH_DB}")
+            admin.execute(f"CREATE DATABASE {SCRATCH_DB}")
+        database_url = f"{base}/{SCRATCH_DB}"
+    else:
+        database_url = f"sqlite:///{scratch_var / 'bench.sqlite3'}"
+    os.environ["DATABASE_URL"] = database_url
     for k, v in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}.items():
         os.environ[k] = v
     os.environ["AWS_DEFAULT_REGION"] = REGION
@@ -400,7 +411,8 @@ def main() -> None:
             "note": "shared with other sessions; see load averages",
         },
         "corpus": {"clips": len(rels), "clip_seconds": 10.0, "mean_clip_mb": round(clip_mb, 3)},
-        "s3": "moto server (HTTP, localhost, same process as the driver)",
+        "s3": "moto server (HTTP, localhost), a thread of the driver process: with 2 extraction "
+        "processes it serves both under one GIL, so the bucket x2 figure understates a real S3",
         "extraction": [],
     }
     plan = [("logmel-stats", rels, p) for p in (1, 2)]
@@ -442,7 +454,7 @@ def main() -> None:
         "here) at 100k clips",
         flush=True,
     )
-    if not args.skip_db and database_url.startswith("postgres"):
+    if measure_db:
         result["database"] = database_size(database_url)
         db = result["database"]
         print(

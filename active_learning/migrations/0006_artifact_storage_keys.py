@@ -5,6 +5,10 @@
 machine (or a bucket) resolves them. Rows whose path lies under this machine's ``ARTIFACT_ROOT``
 are rewritten; a path outside it is left as it was (it could not be reached before either) and
 reads of it fail with "not found".
+
+Musicnn feature sets stored the local folder of the weights in their options; the folder now comes
+from each machine's copy of the artifacts storage (it differs between workers), so it is dropped
+from the options, which are part of a set's identity (an unchanged request finds the set again).
 """
 
 from __future__ import annotations
@@ -41,6 +45,24 @@ def _to_keys(apps, schema_editor) -> None:
             ModelVersion.objects.filter(id=mv.id).update(artifact_key=key)
 
 
+def _without_weights_dir(options):
+    if not isinstance(options, dict):
+        return options
+    return {
+        k: _without_weights_dir(v) if isinstance(v, dict) else v
+        for k, v in options.items()
+        if k != "weights_dir"
+    }
+
+
+def _drop_weights_dirs(apps, schema_editor) -> None:
+    FeatureSet = apps.get_model("active_learning", "FeatureSet")
+    for fs in FeatureSet.objects.filter(backend__contains="musicnn").only("id", "options"):
+        cleaned = _without_weights_dir(fs.options)
+        if cleaned != fs.options:
+            FeatureSet.objects.filter(id=fs.id).update(options=cleaned)
+
+
 def _to_paths(apps, schema_editor) -> None:
     root = Path(settings.ARTIFACT_ROOT)
     FeatureSet = apps.get_model("active_learning", "FeatureSet")
@@ -60,4 +82,5 @@ class Migration(migrations.Migration):
         migrations.RenameField("featureset", "store_path", "store_key"),
         migrations.RenameField("modelversion", "artifact_path", "artifact_key"),
         migrations.RunPython(_to_keys, _to_paths),
+        migrations.RunPython(_drop_weights_dirs, migrations.RunPython.noop),
     ]

@@ -245,6 +245,14 @@ def test_the_migration_turns_paths_under_artifact_root_into_keys(
     assert inside.store_key == "project_1/features/fs_1.npy"
     assert outside.store_key == "/elsewhere/fs_2.npy"
     assert mv.artifact_key == "project_1/model_1"
+    musicnn = FeatureSet.objects.create(
+        project=project,
+        backend="musicnn-msd+logmel-stats",
+        options={"musicnn-msd": {"weights_dir": "/old/var/models/musicnn"}, "logmel-stats": {}},
+    )
+    migration._drop_weights_dirs(apps, None)
+    musicnn.refresh_from_db()
+    assert musicnn.options == {"musicnn-msd": {}, "logmel-stats": {}}
     migration._to_paths(apps, None)
     mv.refresh_from_db()
     assert mv.artifact_key == str(tmp_path / "artifacts" / "project_1" / "model_1")
