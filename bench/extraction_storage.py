@@ -17,7 +17,9 @@ What is measured (all on this machine, the same corpus clips, the same backend s
    matrix written with ``FeatureStore`` over the artifacts storage and loaded back (cold: download into
    the cache + mmap + a full read; warm: from the cache), local folder vs bucket.
 4. **Retrain time**: the K-fold hierarchical classifier (``cross_val_predict_proba``, 5 folds, the
-   FMA tree, D=200) at two N, a line through them, read at 100k.
+   FMA tree, D=200) at two N (10k and 100k by default), a line through them: its slope is the cost of
+   each further 100k clips. The classifier's steps are capped (``max_steps``), so past ~10k clips the
+   fit stops growing with N and only scaling and prediction do; a line through small N overstates.
 5. **Database size per million annotations**: bytes per row of annotation, label (4 per
    annotation: explicit leaf + ancestors), task and assignment, from ``pg_total_relation_size`` over
    generated copies (``CREATE TABLE ... (LIKE ... INCLUDING ALL)``, indexes included) of the real
@@ -257,6 +259,7 @@ def retrain(ns: list[int], *, d: int = 200) -> dict[str, Any]:
             "fixed_s": round(fixed, 2),
             "s_per_1k_clips": round(1000 * slope, 3),
             "extrapolated_100k_s": round(fixed + slope * 100_000, 1),
+            "each_further_100k_s": round(slope * 100_000, 1),
         },
         # CPU seconds: what the run costs a worker that has its core to itself (this machine's
         # wall time is inflated by other sessions' load).
@@ -264,6 +267,7 @@ def retrain(ns: list[int], *, d: int = 200) -> dict[str, Any]:
             "fixed_s": round(fixed_cpu, 2),
             "s_per_1k_clips": round(1000 * slope_cpu, 3),
             "extrapolated_100k_s": round(fixed_cpu + slope_cpu * 100_000, 1),
+            "each_further_100k_s": round(slope_cpu * 100_000, 1),
         },
         "cross_check": "bench/results/al_catalogue_scale.json measured N=100k, D=200, K=163 "
         "directly: 25.5 s wall, 34.2 s CPU (2 threads, unloaded)",
@@ -360,7 +364,8 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=48)
     parser.add_argument("--musicnn-clips", type=int, default=16)
     parser.add_argument("--matrix-rows", type=int, default=20_000)
-    parser.add_argument("--retrain-n", default="5000,20000")
+    parser.add_argument("--retrain-n", default="10000,100000")
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-db", action="store_true")
     parser.add_argument("--out", default=str(RESULTS / "extraction_storage.json"))
     args = parser.parse_args()
@@ -418,23 +423,54 @@ def main() -> None:
     plan = [("logmel-stats", rels, p) for p in (1, 2)]
     if (ROOT / "var" / "models" / "musicnn" / "MSD_musicnn").is_dir() and args.musicnn_clips:
         plan.append(("musicnn-msd", rels[: args.musicnn_clips], 1))
-    for backend, subset, processes in plan:
-        for source in ("local", "bucket"):
-            r = extraction_run(
-                source=source,
-                backend=backend,
-                rels=subset,
-                processes=processes,
-                endpoint=endpoint,
-                bucket=bucket,
+    # Repeats interleave local and bucket runs so both meet the same background load; medians.
+    runs: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
+    for _ in range(args.repeats):
+        for backend, subset, processes in plan:
+            for source in ("local", "bucket"):
+                r = extraction_run(
+                    source=source,
+                    backend=backend,
+                    rels=subset,
+                    processes=processes,
+                    endpoint=endpoint,
+                    bucket=bucket,
+                )
+                runs.setdefault((backend, processes, source), []).append(r)
+    for (backend, processes, source), rs in runs.items():
+        med = {
+            k: float(np.median([r[k] for r in rs]))
+            for k in (
+                "wall_s",
+                "clips_per_s",
+                "clips_per_hour",
+                "fetch_s_per_clip",
+                "decode_embed_s_per_clip",
+                "cpu_s_per_clip",
+                "load_avg_1min_before",
             )
-            result["extraction"].append(r)
-            print(
-                f"extraction {backend:13s} {source:6s} x{processes}: {r['clips_per_s']:6.2f} clips/s "
-                f"({r['clips_per_hour']} clips/h; fetch {1000 * r['fetch_s_per_clip']:.0f} ms/clip, "
-                f"load {r['load_avg_1min_before']})",
-                flush=True,
-            )
+        }
+        # A worker with a core to itself: CPU per clip plus the wait for the object.
+        med["clips_per_hour_per_core"] = round(
+            3600 / (med["cpu_s_per_clip"] + (med["fetch_s_per_clip"] if source == "bucket" else 0))
+        )
+        result["extraction"].append(
+            {
+                "source": source,
+                "backend": backend,
+                "processes": processes,
+                "clips": rs[0]["clips"],
+                "median": med,
+                "runs": rs,
+            }
+        )
+        print(
+            f"extraction {backend:13s} {source:6s} x{processes}: {med['clips_per_s']:6.2f} clips/s "
+            f"wall ({med['clips_per_hour']:.0f} clips/h here; {med['cpu_s_per_clip'] * 1000:.0f} ms "
+            f"CPU + {1000 * med['fetch_s_per_clip']:.0f} ms fetch per clip -> "
+            f"{med['clips_per_hour_per_core']} clips/h per core; load {med['load_avg_1min_before']})",
+            flush=True,
+        )
     import django
 
     django.setup()
