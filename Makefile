@@ -23,7 +23,8 @@ $(UV):
 .venv/.installed: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen --python $(PYTHON)
 	@if [ -f active_learning/core/musicnn/fetch.py ]; then \
-	  $(PY) -m active_learning.core.musicnn.fetch --dest $(MUSICNN_DIR); fi
+	  $(PY) -m active_learning.core.musicnn.fetch --dest $(MUSICNN_DIR) && \
+	  $(PY) manage.py artifacts_seed --source $(MUSICNN_DIR); fi
 	$(PY) scripts/warm_caches.py
 	touch $@
 

@@ -1,6 +1,7 @@
 """The loop's policy, feature sets, model versions and their predictions.
 
-Large arrays live on disk next to the rows (``ARTIFACT_ROOT``), as .npy files that load with mmap:
+Large arrays live in the artifacts storage (``active_learning.artifacts``: a local folder or a bucket),
+keyed by the rows, as .npy files that load with mmap (from a local cache when the storage is remote):
 a feature set is an (N, D) float32 matrix, a model version's predictions an (N, K) float32 matrix.
 The rows hold what pages, filters and audits need; the predictions are read from the model
 version's ``pred_probs.npy`` (``active_learning.selectors.prediction_matrix``).
@@ -99,7 +100,8 @@ class FeatureSet(HeldJob):
     # so a re-run enqueues exactly the chunks whose files are missing.
     chunk_size = models.PositiveIntegerField(default=64)
     n_chunks = models.PositiveIntegerField(default=0)
-    store_path = models.CharField(max_length=1000, blank=True)
+    # Key of the (N, D) matrix in the artifacts storage ("project_3/features/fs_12.npy").
+    store_key = models.CharField(max_length=1000, blank=True)
     attempts = models.PositiveSmallIntegerField(
         default=0, help_text="How many times a worker started or resumed this extraction."
     )
@@ -151,7 +153,8 @@ class ModelVersion(HeldJob):
     n_folds = models.PositiveSmallIntegerField(default=5)
     seed = models.IntegerField(default=0)
     device = models.CharField(max_length=20, blank=True)
-    artifact_path = models.CharField(max_length=1000, blank=True)
+    # Key prefix of the version's files in the artifacts storage ("project_3/model_4").
+    artifact_key = models.CharField(max_length=1000, blank=True)
     # The Celery task that asked for this version: a redelivered message finds its row again.
     task_id = models.CharField(max_length=255, null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(

@@ -1,7 +1,8 @@
 """Reads of features, models and predictions for the other apps (quality, acquisition, pages).
 
-Arrays come from the on-disk artifacts, memory-mapped: loading 100k x D features or 100k x K
-probabilities costs a page-table walk, not a query per row.
+Arrays come from the artifacts storage (``active_learning.artifacts``), memory-mapped from the local
+folder or from the local cache of a bucket: loading 100k x D features or 100k x K probabilities costs
+a page-table walk (after one download per machine), not a query per row.
 
 Training labels are the label that stands for each clip (:func:`annotation.selectors.current_labels`,
 the one answer every reader uses), turned into arrays by :func:`training_labels`.
@@ -11,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from active_learning.artifacts import StorageBlobs, artifact_local_path
 from active_learning.core.features import FeatureStore, backend_name
 from active_learning.models import FeatureSet, JobStatus, ModelVersion
 from annotation.models import Project
@@ -41,8 +42,9 @@ def latest_feature_set(
 
 def feature_set_arrays(*, feature_set: FeatureSet) -> tuple[np.ndarray, np.ndarray]:
     """(clip_ids (N,) int64, X (N, D) float32 memory-mapped) of a done feature set."""
-    matrix = Path(feature_set.store_path)
-    loaded = FeatureStore(matrix.parent).load(matrix.stem, mmap=True)
+    folder, _, file = feature_set.store_key.rpartition("/")
+    store = FeatureStore(StorageBlobs(), prefix=folder)
+    loaded = store.load(file.removesuffix(".npy"), mmap=True)
     return np.asarray(loaded.clip_ids, dtype=np.int64), loaded.X
 
 
@@ -82,10 +84,10 @@ def prediction_matrix(*, model_version: ModelVersion) -> tuple[np.ndarray, np.nd
     Columns follow ``TaxonomyNode.index`` of the model's taxonomy version; ``out_of_sample`` is True
     for labelled clips whose probabilities come from a fold model that did not see them.
     """
-    root = Path(model_version.artifact_path)
-    clip_ids = np.load(root / "clip_ids.npy")
-    probs = np.load(root / "pred_probs.npy", mmap_mode="r")
-    oos = np.load(root / "out_of_sample.npy")
+    root = model_version.artifact_key
+    clip_ids = np.load(artifact_local_path(f"{root}/clip_ids.npy"))
+    probs = np.load(artifact_local_path(f"{root}/pred_probs.npy"), mmap_mode="r")
+    oos = np.load(artifact_local_path(f"{root}/out_of_sample.npy"))
     return clip_ids, probs, oos
 
 

@@ -7,7 +7,9 @@ liveness check, the proxy's upstream check). ``/healthz`` checks, each with a sh
   connect, ``DATABASE_CONNECT_TIMEOUT``);
 - ``broker``: a connection to ``CELERY_BROKER_URL`` (Redis answers a PING);
 - ``storage``: a probe written to and deleted from the media storage (``default_storage``, uploads
-  and served copies) and from ``ARTIFACT_ROOT`` (features and models);
+  and served copies) and from the artifacts storage (``STORAGES["artifacts"]``: features, models,
+  the musicnn weights), a folder or a bucket; a bucket's failure names its S3 error code
+  (``AccessDenied``, ``NoSuchBucket``, ...);
 - ``workers``: one ``inspect().active_queues()`` broadcast: how many Celery workers answer and how
   many consume each configured queue. Cached for ``REFRAIN_HEALTH_WORKER_CACHE_SECONDS`` so a
   polled or abused endpoint does not flood the workers with broadcasts.
@@ -22,18 +24,16 @@ exception's class, never a URL, host or credential); details go to the log. Not 
 from __future__ import annotations
 
 import logging
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from contextlib import suppress
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
+from django.core.files.storage import default_storage, storages
 from django.db import connections, transaction
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
@@ -91,21 +91,29 @@ def check_broker() -> Check:
     return {"status": OK}
 
 
+def _storage_failed(what: str, exc: BaseException) -> Check:
+    logger.warning("healthz: %s check failed", what, exc_info=exc)
+    # An S3 error carries a code that says what to fix (AccessDenied, NoSuchBucket); never the URL.
+    error = getattr(exc, "response", None)
+    code = (error.get("Error") or {}).get("Code") if isinstance(error, dict) else None
+    reason = f"S3 {code}" if code else type(exc).__name__
+    return {"status": FAIL, "detail": f"{what} failed ({reason})"}
+
+
+def _probe(storage: Any) -> None:
+    name = storage.save(f"healthz-{uuid.uuid4().hex}.probe", ContentFile(b"ok"))
+    storage.delete(name)
+
+
 def check_storage() -> Check:
-    probe = f"healthz-{uuid.uuid4().hex}.probe"
     try:
-        name = default_storage.save(probe, ContentFile(b"ok"))
-        default_storage.delete(name)
+        _probe(default_storage)
     except Exception as exc:
-        return _failed("media write", exc)
+        return _storage_failed("media write", exc)
     try:
-        artifacts = Path(settings.ARTIFACT_ROOT)
-        artifacts.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=artifacts, prefix=".healthz-") as fh:
-            fh.write(b"ok")
-            fh.flush()
+        _probe(storages["artifacts"])
     except Exception as exc:
-        return _failed("artifact write", exc)
+        return _storage_failed("artifact write", exc)
     return {"status": OK}
 
 

@@ -275,8 +275,48 @@ WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=DEBUG or not
 # --- end of static files --------------------------------------------------------------------------
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
-# Feature matrices and model artifacts live next to media, as .npy files loaded with mmap.
+# --- Artifacts: feature sets, model files, the musicnn weights (active_learning.artifacts) ----------
+# STORAGES["artifacts"]: a local folder, ARTIFACT_ROOT (the embedded default), or with
+# REFRAIN_ARTIFACT_STORAGE=s3://bucket/prefix an S3-compatible bucket (AWS_S3_ENDPOINT_URL for
+# MinIO and the like; credentials from boto3's usual chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
+# a profile or an instance role). Readers that need a local file (mmap) copy it into
+# REFRAIN_CACHE_DIR, kept least-recently-used within REFRAIN_CACHE_MAX_BYTES; deleting it loses nothing.
 ARTIFACT_ROOT = Path(env.str("ARTIFACT_ROOT", default=str(VAR_DIR / "artifacts")))
+REFRAIN_ARTIFACT_STORAGE = env.str("REFRAIN_ARTIFACT_STORAGE", default="")
+REFRAIN_CACHE_DIR = Path(env.str("REFRAIN_CACHE_DIR", default=str(VAR_DIR / "artifact-cache")))
+REFRAIN_CACHE_MAX_BYTES = env.int("REFRAIN_CACHE_MAX_BYTES", default=5 * 1024**3)
+
+
+def artifact_storage_config(url: str) -> dict:
+    """STORAGES["artifacts"] for a REFRAIN_ARTIFACT_STORAGE value ("" or s3://bucket/prefix)."""
+    if not url:
+        return {"BACKEND": "active_learning.artifacts.LocalArtifactStorage"}
+    scheme, _, rest = url.partition("://")
+    bucket, _, prefix = rest.partition("/")
+    if scheme != "s3" or not bucket:
+        raise ImproperlyConfigured(
+            f"REFRAIN_ARTIFACT_STORAGE must be empty (local) or s3://bucket/prefix, not {url!r}"
+        )
+    options = {
+        "bucket_name": bucket,
+        "location": prefix.strip("/"),
+        "file_overwrite": True,  # one object per key: a re-run task overwrites, never duplicates
+        "default_acl": None,
+        "querystring_auth": True,
+    }
+    endpoint = os.environ.get("AWS_S3_ENDPOINT_URL", "")
+    if endpoint:
+        options["endpoint_url"] = endpoint
+    region = os.environ.get("AWS_S3_REGION_NAME", "") or os.environ.get("AWS_DEFAULT_REGION", "")
+    if region:
+        options["region_name"] = region
+    # Path-style URLs (bucket in the path): what MinIO and most S3-compatible servers expect.
+    options["addressing_style"] = os.environ.get("AWS_S3_ADDRESSING_STYLE", "") or "path"
+    options["signature_version"] = "s3v4"
+    return {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": options}
+
+
+STORAGES["artifacts"] = artifact_storage_config(REFRAIN_ARTIFACT_STORAGE)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 

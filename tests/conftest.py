@@ -47,6 +47,8 @@ def celery_worker_process(transactional_db: None, tmp_path: Path) -> Iterator[Pa
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "CELERY_RESULT_BACKEND": "django-db",
         "REFRAIN_VAR_DIR": str(tmp_path / "var"),
+        # Rows hold storage keys: the worker's artifacts storage is this process's.
+        "ARTIFACT_ROOT": str(settings.ARTIFACT_ROOT),
         "REFRAIN_IMPORT_ROOTS": ",".join(map(str, settings.REFRAIN_IMPORT_ROOTS)),
         "LOG_LEVEL": "WARNING",
     }
@@ -76,6 +78,10 @@ def pytest_configure(config: pytest.Config) -> None:
     # var/imports is in a deployment. Security tests narrow the roots with the ``settings`` fixture.
     base = config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
     settings.REFRAIN_IMPORT_ROOTS = [*settings.REFRAIN_IMPORT_ROOTS, str(base)]
+    # Artifacts (keyed by row ids, which restart with each test database) go to the session's temp
+    # folder, never into the checkout's var/artifacts; tests that need their own point it elsewhere.
+    settings.ARTIFACT_ROOT = base / "artifacts"
+    settings.REFRAIN_CACHE_DIR = base / "artifact-cache"
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

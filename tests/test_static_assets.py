@@ -105,7 +105,7 @@ def test_no_console_page_loads_anything_from_another_origin(tmp_path: Path, sett
 
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     w = make_world()
-    make_model(w, tmp_path)
+    make_model(w)
     run = quality_run_detect(project=w.project, budget=len(w.clips))
     issues_route(run=run, budget=2)
     consensus_recompute_project(project=w.project)

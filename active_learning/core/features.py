@@ -22,6 +22,7 @@ and :meth:`FeatureStore.consolidate` joins them; :meth:`FeatureStore.load` memor
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -41,11 +42,13 @@ Array = npt.NDArray[Any]
 
 __all__ = [
     "AudioDecodeError",
+    "Blobs",
     "CQTPatchBackend",
     "ConcatBackend",
     "EmbeddingBackend",
     "FeatureSet",
     "FeatureStore",
+    "LocalBlobs",
     "LogMelStatsBackend",
     "TorchCheckpointBackend",
     "available_backends",
@@ -640,33 +643,122 @@ def _atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
         raise
 
 
-class FeatureStore:
-    """Feature sets on disk: ``<root>/<set>.npy`` (N, D) float32 + ``<root>/<set>.json`` sidecar.
+def _npy_bytes(arr: Array) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
 
-    During extraction, chunks are written as ``<root>/<set>.chunks/<chunk:06d>.npy`` with a
-    ``.json`` of their clip ids and failures; each chunk file is written atomically, so a chunk either
-    exists whole or not at all. :meth:`pending_chunks` tells a resumed job what is left;
+
+@runtime_checkable
+class Blobs(Protocol):
+    """Where a :class:`FeatureStore` keeps its files: keys (``/``-separated, relative) to bytes.
+
+    A local folder (:class:`LocalBlobs`) or, in the Django layer, a storage backend (a bucket). A
+    write is atomic (a reader sees the old bytes or the new ones, never a part) and overwrites, so
+    writing the same key twice leaves one object.
+    """
+
+    def read(self, key: str) -> bytes: ...
+
+    def write(self, key: str, data: bytes) -> None: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def names(self, folder: str) -> list[str]:
+        """File names directly inside ``folder`` (empty when it does not exist)."""
+        ...
+
+    def delete_folder(self, folder: str) -> None: ...
+
+    def local_path(self, key: str) -> Path:
+        """A local file holding the key's bytes, to memory-map (the file itself, or a cached copy).
+
+        Raises FileNotFoundError when the key does not exist."""
+        ...
+
+
+class LocalBlobs:
+    """:class:`Blobs` over a local folder: keys are paths below ``root``; writes are temp + rename."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def read(self, key: str) -> bytes:
+        return (self.root / key).read_bytes()
+
+    def write(self, key: str, data: bytes) -> None:
+        _atomic_write_bytes(self.root / key, lambda fh: fh.write(data))
+
+    def exists(self, key: str) -> bool:
+        return (self.root / key).is_file()
+
+    def names(self, folder: str) -> list[str]:
+        d = self.root / folder
+        return [p.name for p in d.iterdir() if p.is_file()] if d.is_dir() else []
+
+    def delete_folder(self, folder: str) -> None:
+        d = self.root / folder
+        if d.is_dir():
+            for p in d.iterdir():
+                p.unlink()
+            d.rmdir()
+
+    def local_path(self, key: str) -> Path:
+        path = self.root / key
+        if not path.is_file():
+            raise FileNotFoundError(str(path))
+        return path
+
+
+class FeatureStore:
+    """Feature sets as ``<set>.npy`` (N, D) float32 + ``<set>.json`` sidecar in a :class:`Blobs`.
+
+    During extraction, chunks are written as ``<set>.chunks/<chunk:06d>.npy`` with a ``.json`` of
+    their clip ids and failures; each chunk file is written atomically, so a chunk either exists
+    whole or not at all. :meth:`pending_chunks` tells a resumed job what is left;
     :meth:`consolidate` stacks the chunks (in chunk order) into the single matrix.
 
     Parameters
     ----------
-    root : path-like
-        Directory holding feature sets (created on demand).
+    root : path-like or Blobs
+        A directory holding feature sets (created on demand), or any :class:`Blobs` (a bucket).
+    prefix : str
+        Key prefix of this store's sets inside ``root`` (``"project_3/features"``).
     """
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
+    def __init__(self, root: str | os.PathLike[str] | Blobs, *, prefix: str = "") -> None:
+        self.blobs: Blobs = root if isinstance(root, Blobs) else LocalBlobs(root)
+        self.prefix = prefix.strip("/")
         self._lock = threading.Lock()
 
-    # paths ----------------------------------------------------------------------------------------
+    # keys -----------------------------------------------------------------------------------------
+    def key(self, rel: str) -> str:
+        return f"{self.prefix}/{rel}" if self.prefix else rel
+
+    def matrix_key(self, name: str) -> str:
+        return self.key(f"{name}.npy")
+
+    def sidecar_key(self, name: str) -> str:
+        return self.key(f"{name}.json")
+
+    def chunk_folder(self, name: str) -> str:
+        return self.key(f"{name}.chunks")
+
+    # local paths (a store over a local folder) -----------------------------------------------------
+    @property
+    def root(self) -> Path:
+        if not isinstance(self.blobs, LocalBlobs):
+            raise TypeError("this feature store is not a local folder")
+        return self.blobs.root
+
     def matrix_path(self, name: str) -> Path:
-        return self.root / f"{name}.npy"
+        return self.root / self.matrix_key(name)
 
     def sidecar_path(self, name: str) -> Path:
-        return self.root / f"{name}.json"
+        return self.root / self.sidecar_key(name)
 
     def chunk_dir(self, name: str) -> Path:
-        return self.root / f"{name}.chunks"
+        return self.root / self.chunk_folder(name)
 
     # one-shot -------------------------------------------------------------------------------------
     def write(
@@ -678,12 +770,12 @@ class FeatureStore:
         backend: str,
         version: str,
         extra: dict[str, Any] | None = None,
-    ) -> Path:
-        """Write a whole (N, D) matrix and its sidecar at once; returns the matrix path."""
+    ) -> str:
+        """Write a whole (N, D) matrix and its sidecar at once; returns the matrix key."""
         arr = np.ascontiguousarray(np.asarray(X, dtype=np.float32))
         if arr.ndim != 2 or arr.shape[0] != len(clip_ids):
             raise ValueError(f"X has shape {arr.shape} but {len(clip_ids)} clip ids were given")
-        _atomic_write_bytes(self.matrix_path(name), lambda fh: np.save(fh, arr))
+        self.blobs.write(self.matrix_key(name), _npy_bytes(arr))
         meta = {
             "backend": backend,
             "version": version,
@@ -693,18 +785,20 @@ class FeatureStore:
             "clip_ids": [str(c) for c in clip_ids],
             **(extra or {}),
         }
-        _atomic_write_bytes(
-            self.sidecar_path(name), lambda fh: fh.write(json.dumps(meta).encode("utf-8"))
-        )
-        return self.matrix_path(name)
+        # The sidecar last: a set exists only when both are written.
+        self.blobs.write(self.sidecar_key(name), json.dumps(meta).encode("utf-8"))
+        return self.matrix_key(name)
 
     def exists(self, name: str) -> bool:
-        return self.matrix_path(name).is_file() and self.sidecar_path(name).is_file()
+        return self.blobs.exists(self.sidecar_key(name)) and self.blobs.exists(
+            self.matrix_key(name)
+        )
 
     def load(self, name: str, *, mmap: bool = True) -> FeatureSet:
         """Load a consolidated feature set; the matrix is memory-mapped read-only by default."""
-        meta = json.loads(self.sidecar_path(name).read_text("utf-8"))
-        X = np.load(self.matrix_path(name), mmap_mode="r" if mmap else None)
+        meta = json.loads(self.blobs.read(self.sidecar_key(name)).decode("utf-8"))
+        path = self.blobs.local_path(self.matrix_key(name))
+        X = np.load(path, mmap_mode="r" if mmap else None)
         if X.shape != (meta["n"], meta["dim"]):
             raise ValueError(f"{name}: matrix shape {X.shape} disagrees with sidecar")
         return FeatureSet(
@@ -735,7 +829,7 @@ class FeatureStore:
         arr = np.ascontiguousarray(np.asarray(X, dtype=np.float32))
         if arr.ndim != 2 or arr.shape[0] != len(clip_ids):
             raise ValueError(f"chunk rows {arr.shape} disagree with {len(clip_ids)} clip ids")
-        d = self.chunk_dir(name)
+        d = self.chunk_folder(name)
         meta = {
             "backend": backend,
             "version": version,
@@ -744,20 +838,16 @@ class FeatureStore:
             "failures": dict(failures or {}),
         }
         # Rows first, then the sidecar: a chunk counts as done only when its .json exists.
-        _atomic_write_bytes(d / f"{chunk:06d}.npy", lambda fh: np.save(fh, arr))
-        _atomic_write_bytes(
-            d / f"{chunk:06d}.json", lambda fh: fh.write(json.dumps(meta).encode("utf-8"))
-        )
+        self.blobs.write(f"{d}/{chunk:06d}.npy", _npy_bytes(arr))
+        self.blobs.write(f"{d}/{chunk:06d}.json", json.dumps(meta).encode("utf-8"))
 
     def done_chunks(self, name: str) -> list[int]:
         """Sorted indices of chunks written completely."""
-        d = self.chunk_dir(name)
-        if not d.is_dir():
-            return []
+        names = set(self.blobs.names(self.chunk_folder(name)))
         return sorted(
-            int(p.stem)
-            for p in d.glob("*.json")
-            if p.stem.isdigit() and p.with_suffix(".npy").is_file()
+            int(n[:-5])
+            for n in names
+            if n.endswith(".json") and n[:-5].isdigit() and f"{n[:-5]}.npy" in names
         )
 
     def pending_chunks(self, name: str, n_chunks: int) -> list[int]:
@@ -766,10 +856,10 @@ class FeatureStore:
         return [c for c in range(n_chunks) if c not in done]
 
     def iter_chunks(self, name: str) -> Iterator[tuple[int, Array, dict[str, Any]]]:
+        d = self.chunk_folder(name)
         for c in self.done_chunks(name):
-            d = self.chunk_dir(name)
-            meta = json.loads((d / f"{c:06d}.json").read_text("utf-8"))
-            yield c, np.load(d / f"{c:06d}.npy"), meta
+            meta = json.loads(self.blobs.read(f"{d}/{c:06d}.json").decode("utf-8"))
+            yield c, np.load(io.BytesIO(self.blobs.read(f"{d}/{c:06d}.npy"))), meta
 
     def consolidate(self, name: str, *, remove_chunks: bool = True) -> FeatureSet:
         """Stack all written chunks (chunk order) into ``<name>.npy`` + sidecar and load it.
@@ -803,8 +893,5 @@ class FeatureStore:
             extra={"failures": failures, "n_chunks": len(chunks)},
         )
         if remove_chunks:
-            d = self.chunk_dir(name)
-            for p in d.iterdir():
-                p.unlink()
-            d.rmdir()
+            self.blobs.delete_folder(self.chunk_folder(name))
         return self.load(name)

@@ -3,7 +3,8 @@
 The life of a :class:`~active_learning.models.FeatureSet`:
 
 1. :func:`feature_set_create` fixes the plan: the backend (name, version, dimension) and the clip ids
-   in chunks of ``chunk_size``, written as ``<store>/fs_<id>.plan.npy`` next to the future matrix.
+   in chunks of ``chunk_size``, written as ``fs_<id>.plan.npy`` next to the future matrix, in the
+   artifacts storage (``active_learning.artifacts``: a local folder or a bucket).
 2. :func:`feature_set_extract_chunk` embeds one chunk and writes it atomically with
    :class:`~active_learning.core.features.FeatureStore`; a chunk whose file exists is skipped, so a
    redelivered or re-run chunk costs nothing and a killed worker loses at most its chunk.
@@ -16,6 +17,7 @@ steps in-process for the CLI and the benchmarks.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -30,6 +32,13 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from active_learning.artifacts import (
+    StorageBlobs,
+    artifact_read,
+    artifact_write,
+    musicnn_install_dir,
+    musicnn_weights_local,
+)
 from active_learning.core.features import (
     CHECKPOINT_BACKENDS,
     DEFAULT_BACKEND,
@@ -64,17 +73,24 @@ class FeatureBackendError(Invalid, ValueError):
 
 
 def musicnn_weights_dir() -> Path | None:
-    """Where the musicnn checkpoints are: ``MUSICNN_WEIGHTS_DIR``, else ``var/models/musicnn``."""
-    candidates = [
-        os.environ.get("MUSICNN_WEIGHTS_DIR", ""),
-        str(getattr(settings, "MUSICNN_WEIGHTS_DIR", "") or ""),
-        str(Path(settings.VAR_DIR) / "models" / "musicnn"),
-        # Workers started with a scratch REFRAIN_VAR_DIR (tests, benches) still find the install.
-        str(Path(settings.BASE_DIR) / "var" / "models" / "musicnn"),
-    ]
-    for c in candidates:
-        if c and Path(c).is_dir() and any(Path(c).iterdir()):
-            return Path(c)
+    """A local folder with the musicnn checkpoints, never fetched from the internet at run time.
+
+    In order: ``MUSICNN_WEIGHTS_DIR`` (an operator's explicit folder); ``models/musicnn/`` in the
+    artifacts storage (seeded by ``make install`` or ``manage.py artifacts_seed``; from a bucket,
+    copied into the local cache once); the folder ``make install`` fetched into
+    (``var/models/musicnn`` of the checkout, for processes started with a scratch storage).
+    """
+    explicit = os.environ.get("MUSICNN_WEIGHTS_DIR", "") or str(
+        getattr(settings, "MUSICNN_WEIGHTS_DIR", "") or ""
+    )
+    if explicit and Path(explicit).is_dir() and any(Path(explicit).iterdir()):
+        return Path(explicit)
+    stored = musicnn_weights_local()
+    if stored is not None:
+        return stored
+    installed = musicnn_install_dir()
+    if installed.is_dir() and any(installed.iterdir()):
+        return installed
     return None
 
 
@@ -82,7 +98,9 @@ def backend_resolve(name: str | None, options: dict[str, Any] | None = None) -> 
     """(registry name, backend options) for a name, a model file path, or None (default).
 
     A path to a model file means the ``torch-export`` backend (``.pt2``) or the ``torchscript`` one
-    (other suffixes) with that ``path``; musicnn gets its ``weights_dir`` filled in.
+    (other suffixes) with that ``path``. A musicnn backend must find its weights here, but their
+    local folder is not an option: it differs between machines (each worker's cache), and the
+    options are part of a feature set's identity; :func:`backend_for` fills it in.
     """
     opts = dict(options or {})
     name = name or DEFAULT_BACKEND
@@ -98,16 +116,32 @@ def backend_resolve(name: str | None, options: dict[str, Any] | None = None) -> 
         opts.setdefault("path", name)
         name = backend_name(name)
     if name.startswith("musicnn") and "weights_dir" not in opts:
-        found = musicnn_weights_dir()
-        if found is None:
-            raise FeatureBackendError(
-                f"{name}: no musicnn weights; run `python -m active_learning.core.musicnn.fetch "
-                "--dest var/models/musicnn` or set MUSICNN_WEIGHTS_DIR"
-            )
-        opts["weights_dir"] = str(found)
+        _musicnn_weights_or_raise(name)
     if name in CHECKPOINT_BACKENDS and "path" in opts:
         opts["path"] = str(Path(opts["path"]).resolve())
     return name, opts
+
+
+def _musicnn_weights_or_raise(name: str) -> Path:
+    found = musicnn_weights_dir()
+    if found is None:
+        raise FeatureBackendError(
+            f"{name}: no musicnn weights in the artifact storage; run `make install` (or "
+            "`manage.py artifacts_seed` after fetching them) or set MUSICNN_WEIGHTS_DIR"
+        )
+    return found
+
+
+def _local_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Options with this machine's musicnn weights folder filled in (a set's stored options never
+    name one; an older row's folder that this machine lacks is replaced)."""
+    if "+" in name:
+        return {part: _local_options(part, options.get(part) or {}) for part in name.split("+")}
+    if name.startswith("musicnn"):
+        stored = options.get("weights_dir")
+        if not stored or not Path(stored).is_dir():
+            return {**options, "weights_dir": str(_musicnn_weights_or_raise(name))}
+    return options
 
 
 _BACKENDS: dict[str, EmbeddingBackend] = {}
@@ -119,8 +153,9 @@ def backend_for(name: str, options: dict[str, Any]) -> EmbeddingBackend:
     key = json.dumps([name, options], sort_keys=True, default=str)
     with _BACKENDS_LOCK:
         if key not in _BACKENDS:
+            local = _local_options(name, options)
             try:
-                _BACKENDS[key] = get_backend(name, **options)
+                _BACKENDS[key] = get_backend(name, **local)
             except (KeyError, FileNotFoundError, ValueError, OSError) as exc:
                 raise FeatureBackendError(f"{name}: {exc}") from exc
         return _BACKENDS[key]
@@ -144,19 +179,22 @@ def backend_warm_up(name: str = DEFAULT_BACKEND, options: dict[str, Any] | None 
 # --------------------------------------------------------------------------------------------------
 
 
-def _store_root(project: Project) -> Path:
-    return Path(settings.ARTIFACT_ROOT) / f"project_{project.id}" / "features"
+def _store_prefix(project: Project) -> str:
+    return f"project_{project.id}/features"
 
 
 def _store_of(feature_set: FeatureSet) -> tuple[FeatureStore, str]:
-    """The FeatureStore and set name behind a row (its ``store_path`` is the matrix path)."""
-    matrix = Path(feature_set.store_path)
-    return FeatureStore(matrix.parent), matrix.stem
+    """The FeatureStore (over the artifacts storage) and set name behind a row.
+
+    Its ``store_key`` is the matrix key, ``project_<id>/features/fs_<id>.npy``.
+    """
+    folder, _, file = feature_set.store_key.rpartition("/")
+    return FeatureStore(StorageBlobs(), prefix=folder), file.removesuffix(".npy")
 
 
-def _plan_path(feature_set: FeatureSet) -> Path:
+def _plan_key(feature_set: FeatureSet) -> str:
     store, name = _store_of(feature_set)
-    return store.root / f"{name}.plan.npy"
+    return store.key(f"{name}.plan.npy")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -198,17 +236,18 @@ def feature_set_create(
             chunk_size=chunk_size,
             n_chunks=-(-int(clip_ids.size) // chunk_size),
         )
-        fs.store_path = str(_store_root(project) / f"fs_{fs.id}.npy")
-        fs.save(update_fields=["store_path"])
-        plan = _plan_path(fs)
-        plan.parent.mkdir(parents=True, exist_ok=True)
-        np.save(plan, clip_ids)
+        fs.store_key = f"{_store_prefix(project)}/fs_{fs.id}.npy"
+        fs.save(update_fields=["store_key"])
+        buf = io.BytesIO()
+        np.save(buf, clip_ids)
+        # Inside the transaction: a storage that refuses the plan leaves no row behind.
+        artifact_write(_plan_key(fs), buf.getvalue())
     return fs
 
 
 def feature_set_plan(*, feature_set: FeatureSet) -> list[list[int]]:
     """The clip ids of every chunk, in chunk order."""
-    ids = np.load(_plan_path(feature_set)).tolist()
+    ids = np.load(io.BytesIO(artifact_read(_plan_key(feature_set)))).tolist()
     size = feature_set.chunk_size
     return [ids[i : i + size] for i in range(0, len(ids), size)]
 
@@ -380,14 +419,12 @@ def _chunk_attempt(store: FeatureStore, name: str, chunk_index: int) -> int:
 
     A chunk is started again only when no earlier start finished it: its worker died.
     """
-    folder = store.chunk_dir(name)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{chunk_index:06d}.attempts"
+    key = f"{store.chunk_folder(name)}/{chunk_index:06d}.attempts"
     try:
-        n = int(path.read_text()) + 1
+        n = int(artifact_read(key)) + 1
     except (FileNotFoundError, ValueError):
         n = 1
-    path.write_text(str(n))
+    artifact_write(key, str(n).encode())
     return n
 
 

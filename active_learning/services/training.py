@@ -9,19 +9,22 @@ delivery of the same message finds nothing to claim and stops; :func:`model_vers
   ``annotation.selectors.current_labels``), ancestor-closed (N, K), and which annotations gave it;
 * ``cross_val_predict_proba``: out-of-sample probabilities for labelled clips, full-model ones for
   unlabelled clips, then metrics on the out-of-sample rows only;
-* artifacts under ``ARTIFACT_ROOT/project_<id>/model_<n>/``: ``pred_probs.npy`` (N, K) float32,
-  ``clip_ids.npy`` (N,), ``out_of_sample.npy`` (N,), ``model.joblib``, ``metrics.json`` (readers
-  load them with ``active_learning.selectors.prediction_matrix``).
+* artifacts under the key ``project_<id>/model_<n>/`` of the artifacts storage (a local folder or a
+  bucket, ``active_learning.artifacts``): ``pred_probs.npy`` (N, K) float32, ``clip_ids.npy`` (N,),
+  ``out_of_sample.npy`` (N,), ``model.joblib``, ``metrics.json`` (readers load them with
+  ``active_learning.selectors.prediction_matrix``). The keys depend only on the version, so a
+  re-run overwrites them: each artifact exists once.
 
-Data problems (no features, too few labels) fail the version with a reason a person can act on and
-never raise, so no retry loop can start.
+Data problems (no features, too few labels) and a storage that refuses the artifacts (a bucket that
+does not exist or denies access) fail the version with a reason a person can act on and never raise,
+so no retry loop can start.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
+from active_learning.artifacts import ArtifactStorageError, artifact_write, artifact_write_file
 from active_learning.core.cv import cross_val_predict_proba
 from active_learning.core.features import CQTPatchBackend
 from active_learning.core.metrics import per_node_report
@@ -180,7 +183,7 @@ def model_version_run(*, model_version: ModelVersion) -> ModelVersion:
         with heartbeat(ModelVersion, mv.pk):
             fault_point("training.fit")
             _train(mv)
-    except TrainingDataError as exc:
+    except (TrainingDataError, ArtifactStorageError) as exc:
         _fail(mv, str(exc))
     except Exception as exc:
         logger.exception("training %s failed", mv)
@@ -300,7 +303,9 @@ def _train(mv: ModelVersion) -> None:
     hierarchy = Hierarchy(data.index.parents_array, tuple(data.index.paths))
     labelled = data.labels.labelled
     training_labels_check(labels=data.labels, hierarchy=hierarchy, n_folds=mv.n_folds)
-    params = {k: v for k, v in mv.hyperparameters.items() if k != "device"}
+    # The stored hyperparameters include the fitted estimator's (``seed`` among them), which the
+    # version's own ``seed`` field supplies: a version trained again must not pass it twice.
+    params = {k: v for k, v in mv.hyperparameters.items() if k not in ("device", "seed")}
     make_estimator: Callable[[], Any]
     if mv.kind == "cnn":
         # torch (here and below): loaded only in the process that trains, not by the web.
@@ -331,14 +336,18 @@ def _train(mv: ModelVersion) -> None:
     )
     metrics["train_seconds"] = round(time.perf_counter() - t0, 3)
 
-    root = Path(settings.ARTIFACT_ROOT) / f"project_{mv.project_id}" / f"model_{mv.number}"
-    _save_npy(root / "pred_probs.npy", pred_probs.astype(np.float32))
-    _save_npy(root / "clip_ids.npy", data.clip_ids.astype(np.int64))
-    _save_npy(root / "out_of_sample.npy", oos.astype(bool))
+    root = f"project_{mv.project_id}/model_{mv.number}"
+    _save_npy(f"{root}/pred_probs.npy", pred_probs.astype(np.float32))
+    _save_npy(f"{root}/clip_ids.npy", data.clip_ids.astype(np.int64))
+    _save_npy(f"{root}/out_of_sample.npy", oos.astype(bool))
     import joblib
 
-    joblib.dump(model, root / "model.joblib")
-    (root / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    with tempfile.TemporaryDirectory(prefix="refrain-model-") as tmp:
+        path = Path(tmp) / "model.joblib"
+        joblib.dump(model, path)
+        artifact_write_file(f"{root}/model.joblib", path)
+    # The metrics last: a version's files are all there once metrics.json is.
+    artifact_write(f"{root}/metrics.json", json.dumps(metrics, indent=1).encode())
 
     mv.feature_set = data.feature_set
     mv.metrics = metrics
@@ -350,7 +359,7 @@ def _train(mv: ModelVersion) -> None:
     mv.hyperparameters = {**mv.hyperparameters, **_estimator_params(model)}
     mv.n_labelled = int(labelled.sum())
     mv.n_unlabelled = int((~labelled).sum())
-    mv.artifact_path = str(root)
+    mv.artifact_key = root
     mv.status = JobStatus.DONE
     mv.error = ""
     mv.finished_at = timezone.now()
@@ -365,12 +374,10 @@ def _estimator_params(model: Any) -> dict[str, Any]:
     return {k: v for k, v in params.items() if isinstance(v, str | int | float | bool | None)}
 
 
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
-    with os.fdopen(fd, "wb") as fh:
-        np.save(fh, arr)
-    os.replace(tmp, path)
+def _save_npy(key: str, arr: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    artifact_write(key, buf.getvalue())
 
 
 # --------------------------------------------------------------------------------------------------

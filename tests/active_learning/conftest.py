@@ -54,7 +54,8 @@ def project_with_features(
     fs = FeatureSet.objects.create(
         project=project, backend="synthetic", backend_version="1", dim=16, n_clips=len(clips)
     )
-    store = FeatureStore(root / f"project_{project.id}" / "features")
+    # ``root`` is the ARTIFACT_ROOT the ``artifacts`` fixture set: rows hold keys relative to it.
+    store = FeatureStore(root, prefix=f"project_{project.id}/features")
     store.write(
         f"fs_{fs.id}",
         np.stack(rows),
@@ -62,8 +63,12 @@ def project_with_features(
         backend="synthetic",
         version="1",
     )
-    fs.store_path = str(store.matrix_path(f"fs_{fs.id}"))
+    fs.store_key = store.matrix_key(f"fs_{fs.id}")
     fs.status = JobStatus.DONE
     fs.n_done = len(clips)
     fs.save()
     return project, clips, truth
+
+
+# The S3 bucket fixtures of the artifact tests (a moto server over HTTP).
+from tests.active_learning.bucket import bucket, moto_endpoint  # noqa: E402, F401

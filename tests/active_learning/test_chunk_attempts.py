@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from active_learning.artifacts import artifact_write
 from active_learning.models import JobStatus
 from active_learning.services.features import (
     _store_of,
@@ -25,8 +26,7 @@ pytestmark = pytest.mark.django_db
 def _starts(fs: Any, chunk: int, n: int) -> None:
     """Pretend the chunk was started ``n`` times by workers that died."""
     store, name = _store_of(fs)
-    store.chunk_dir(name).mkdir(parents=True, exist_ok=True)
-    (store.chunk_dir(name) / f"{chunk:06d}.attempts").write_text(str(n))
+    artifact_write(f"{store.chunk_folder(name)}/{chunk:06d}.attempts", str(n).encode())
 
 
 def test_a_chunk_that_kills_its_worker_every_time_is_given_up(

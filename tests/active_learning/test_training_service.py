@@ -58,7 +58,7 @@ def test_training_writes_consistent_out_of_sample_predictions(artifacts: Path) -
     labelled_leaves = [k for k in leaves if per_node["support"][k]]
     assert len(labelled_leaves) == 4
     assert min(per_node["sibling_accuracy"][k] for k in labelled_leaves) >= 0.5
-    assert (Path(mv.artifact_path) / "model.joblib").is_file()
+    assert (artifacts / mv.artifact_key / "model.joblib").is_file()
 
     # The most probable leaf is the true one for (nearly) every clip, labelled or not.
     row = {cid: i for i, cid in enumerate(clip_ids.tolist())}
@@ -72,7 +72,7 @@ def test_too_few_labels_fail_the_version_with_a_reason(artifacts: Path) -> None:
     mv = model_train_for_project(project=project, n_folds=5)
     assert mv.status == JobStatus.FAILED
     assert mv.error.startswith("too few labels: 4 labelled clip(s)")
-    assert not mv.artifact_path
+    assert not mv.artifact_key
 
 
 def test_one_labelled_genre_is_too_few_classes(artifacts: Path) -> None:
@@ -127,7 +127,7 @@ def _add_patch_feature_set(project: object, clips: list, truth: dict, root: Path
         dim=96,
         n_clips=len(clips),
     )
-    store = FeatureStore(root / "patches")
+    store = FeatureStore(root, prefix="patches")
     store.write(
         f"fs_{fs.id}",
         np.stack(rows),
@@ -135,7 +135,7 @@ def _add_patch_feature_set(project: object, clips: list, truth: dict, root: Path
         backend="cqt-patches",
         version="1",
     )
-    fs.store_path = str(store.matrix_path(f"fs_{fs.id}"))
+    fs.store_key = store.matrix_key(f"fs_{fs.id}")
     fs.status = JobStatus.DONE
     fs.save()
     return fs
@@ -158,7 +158,7 @@ def test_cnn_kind_trains_on_patches_and_embeddings_stay_for_the_mlp(artifacts: P
     assert mv.feature_set_id == patches.id and mv.hyperparameters["freq_shift"] == 3
     import joblib
 
-    model = joblib.load(Path(mv.artifact_path) / "model.joblib")
+    model = joblib.load(artifacts / mv.artifact_key / "model.joblib")
     assert isinstance(model, LogMelCNN) and model.n_mels == 8
     clip_ids, P, oos = prediction_matrix(model_version=mv)
     index = TaxonomyIndex.for_version(project.taxonomy_version)

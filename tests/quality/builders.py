@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
+from active_learning.artifacts import StorageBlobs, artifact_write
 from active_learning.core.features import FeatureStore
 from active_learning.models import FeatureSet, JobStatus, ModelVersion
 from annotation.models import Annotation, Clip, Membership, Project
@@ -93,42 +94,46 @@ def truth_probs(world: World, *, hi: float = 0.92, lo: float = 0.04) -> np.ndarr
     return hier.make_consistent(p)
 
 
-def make_model(
-    world: World, root: Path, probs: np.ndarray | None = None, *, number: int = 1
-) -> ModelVersion:
-    """A finished ModelVersion whose artifacts hold ``probs`` (out-of-sample for labelled clips)."""
+def _save_npy(key: str, arr: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    artifact_write(key, buf.getvalue())
+
+
+def make_model(world: World, probs: np.ndarray | None = None, *, number: int = 1) -> ModelVersion:
+    """A finished ModelVersion whose artifacts (in the artifacts storage, which tests/conftest.py
+    points at the session's temp folder) hold ``probs`` (out-of-sample for labelled clips)."""
     probs = truth_probs(world) if probs is None else probs
-    art = root / f"model_{world.project.pk}_{number}"
-    art.mkdir(parents=True, exist_ok=True)
-    np.save(art / "clip_ids.npy", np.array([c.pk for c in world.clips], dtype=np.int64))
-    np.save(art / "pred_probs.npy", probs.astype(np.float32))
+    key = f"project_{world.project.pk}/model_{number}"
+    _save_npy(f"{key}/clip_ids.npy", np.array([c.pk for c in world.clips], dtype=np.int64))
+    _save_npy(f"{key}/pred_probs.npy", probs.astype(np.float32))
     labelled = set(
         Annotation.objects.filter(clip__project=world.project).values_list("clip_id", flat=True)
     )
-    np.save(art / "out_of_sample.npy", np.array([c.pk in labelled for c in world.clips]))
+    _save_npy(f"{key}/out_of_sample.npy", np.array([c.pk in labelled for c in world.clips]))
     return ModelVersion.objects.create(
         project=world.project,
         number=number,
         taxonomy_version=world.project.taxonomy_version,
         status=JobStatus.DONE,
-        artifact_path=str(art),
+        artifact_key=key,
     )
 
 
-def make_features(world: World, root: Path, *, dim: int = 6, seed: int = 0) -> FeatureSet:
-    """A finished FeatureSet of random embeddings for every clip."""
+def make_features(world: World, *, dim: int = 6, seed: int = 0) -> FeatureSet:
+    """A finished FeatureSet of random embeddings for every clip (in the artifacts storage)."""
     rng = np.random.default_rng(seed)
-    store = FeatureStore(root / f"features_{world.project.pk}")
+    store = FeatureStore(StorageBlobs(), prefix=f"project_{world.project.pk}/features")
     fs = FeatureSet.objects.create(
         project=world.project, backend="test", dim=dim, status=JobStatus.DONE
     )
-    path = store.write(
+    key = store.write(
         f"fs_{fs.pk}",
         rng.normal(size=(len(world.clips), dim)),
         [str(c.pk) for c in world.clips],
         backend="test",
         version="1",
     )
-    fs.store_path = str(path)
-    fs.save(update_fields=["store_path"])
+    fs.store_key = key
+    fs.save(update_fields=["store_key"])
     return fs

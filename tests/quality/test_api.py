@@ -26,7 +26,7 @@ API = "/api/v1"
 @pytest.fixture
 def world(tmp_path: Path, fast_passwords: None):
     w = make_world()
-    make_model(w, tmp_path)
+    make_model(w)
     run = quality_run_detect(project=w.project, budget=len(w.clips))
     issues_route(run=run, budget=2)
     consensus_recompute_project(project=w.project)

@@ -52,7 +52,7 @@ def _most_specific(world, node_ids) -> list[str]:
 
 def test_every_reader_agrees_on_the_label_that_stands(tmp_path: Path) -> None:
     world = make_world()
-    make_model(world, tmp_path)
+    make_model(world)
     run = quality_run_detect(project=world.project, budget=len(world.clips))
     issues_route(run=run, budget=len(world.clips))
     other = {t: ("Rock/Punk" if t != "Rock/Punk" else "Rock/Metal") for t in set(world.truth)}

@@ -48,6 +48,8 @@ def start_worker(transactional_db: None, tmp_path: Path) -> Iterator[WorkerStart
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "CELERY_RESULT_BACKEND": "django-db",
         "REFRAIN_VAR_DIR": str(tmp_path / "var"),
+        # Rows hold storage keys: the workers' artifacts storage is this process's.
+        "ARTIFACT_ROOT": str(settings.ARTIFACT_ROOT),
         # The clips' audio lies under tmp_path: the worker reads only inside the import roots.
         "REFRAIN_IMPORT_ROOTS": ",".join(map(str, settings.REFRAIN_IMPORT_ROOTS)),
         "LOG_LEVEL": "WARNING",

@@ -35,7 +35,7 @@ def world(tmp_path: Path, fast_passwords: None):
     """28 labelled clips (4 planted sibling swaps), one fixed by two second opinions, a multi-label
     clip, an unlabelled clip and a failed one; a detection run and a consensus pass."""
     w = make_world()
-    make_model(w, tmp_path)
+    make_model(w)
     quality_run_detect(project=w.project, budget=len(w.clips))
     fixed = w.clips[0]  # planted Rock/Metal, truly Rock/Punk
     annotate(w, fixed, w.truth[0], user=w.users["ann2"])

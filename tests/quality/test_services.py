@@ -60,7 +60,7 @@ def _relabel(world, issue: LabelIssue, path: str, user: str = "ann2") -> Annotat
 
 def test_detection_ranks_planted_sibling_swaps_first(tmp_path: Path) -> None:
     world = make_world()
-    make_model(world, tmp_path)
+    make_model(world)
     run = quality_run_detect(project=world.project)
     assert run.status == RunStatus.DONE and run.n_clips == len(world.clips)
     issues = list(run.issues.order_by("rank"))
@@ -97,7 +97,7 @@ def test_structural_check_needs_no_model() -> None:
 
 def test_rerun_supersedes_open_issues_and_never_duplicates_live_ones(tmp_path: Path) -> None:
     world = make_world()
-    make_model(world, tmp_path)
+    make_model(world)
     first = quality_run_detect(project=world.project)
     issues_route(run=first, budget=2)
     second = quality_run_detect(project=world.project)
@@ -113,7 +113,7 @@ def test_rerun_supersedes_open_issues_and_never_duplicates_live_ones(tmp_path: P
 
 def test_routing_respects_the_budget_and_is_idempotent(tmp_path: Path) -> None:
     world = make_world(loop_policy__relabel_budget=3)
-    make_model(world, tmp_path)
+    make_model(world)
     run = quality_run_detect(project=world.project)
     out = issues_route(run=run)
     assert out["routed"] == 3
@@ -138,7 +138,7 @@ def test_routing_respects_the_budget_and_is_idempotent(tmp_path: Path) -> None:
 
 def test_new_opinion_that_changes_the_label_confirms_the_issue(tmp_path: Path) -> None:
     world = make_world()
-    make_model(world, tmp_path)
+    make_model(world)
     issues_route(run=quality_run_detect(project=world.project), budget=10)
     issue = _issue_for(world, 0)
     ann = _relabel(world, issue, world.truth[0])
@@ -157,7 +157,7 @@ def test_new_opinion_that_changes_the_label_confirms_the_issue(tmp_path: Path) -
 
 def test_new_opinion_that_agrees_with_the_original_rejects_the_issue(tmp_path: Path) -> None:
     world = make_world()
-    make_model(world, tmp_path)
+    make_model(world)
     run = quality_run_detect(project=world.project, budget=len(world.clips))
     issues_route(run=run, budget=len(world.clips))
     issue = _issue_for(world, 1)  # a correct label, routed because the budget took everything
@@ -172,7 +172,7 @@ def test_an_even_split_goes_to_a_reviewer_who_adjudicates(tmp_path: Path) -> Non
     probs = truth_probs(world)
     hier = Hierarchy(world.index.parents_array)
     probs[2] = chance_probs(hier, 1)[0]  # the model has no opinion on clip 2
-    make_model(world, tmp_path, probs)
+    make_model(world, probs)
     run = quality_run_detect(project=world.project, budget=len(world.clips))
     issues_route(run=run, budget=len(world.clips))
     issue = _issue_for(world, 2)
@@ -240,7 +240,7 @@ def _add_unlabelled(world, n: int) -> None:
 def test_cold_start_acquires_diverse_new_clips(tmp_path: Path) -> None:
     world = make_world(n_clips=6, planted={}, loop_policy__acquisition_batch_size=4)
     _add_unlabelled(world, 10)
-    make_features(world, tmp_path)
+    make_features(world)
     result = acquire_batch(project=world.project, model_version=None)
     assert result.cold_start and result.strategy == "diversity"
     tasks = Task.objects.filter(project=world.project, reason="active_learning:diversity")
@@ -260,8 +260,8 @@ def test_relabel_or_new_mixes_task_kinds_within_the_relabel_share(tmp_path: Path
     _add_unlabelled(world, 12)
     probs = truth_probs(world)
     probs[len(world.clips) - 12 :] = chance_probs(Hierarchy(world.index.parents_array), 12)
-    mv = make_model(world, tmp_path, probs)
-    make_features(world, tmp_path)
+    mv = make_model(world, probs)
+    make_features(world)
     result = acquire_batch(project=world.project, model_version=mv)
     tasks = Task.objects.filter(project=world.project, reason="active_learning:relabel_or_new")
     kinds = list(tasks.values_list("kind", flat=True))
@@ -283,7 +283,7 @@ def test_relabel_or_new_mixes_task_kinds_within_the_relabel_share(tmp_path: Path
 def test_acquisition_raises_priority_of_an_imported_label_task(tmp_path: Path) -> None:
     world = make_world(n_clips=4, planted={}, loop_policy__acquisition_batch_size=2)
     _add_unlabelled(world, 2)
-    make_features(world, tmp_path)
+    make_features(world)
     waiting = [
         Task.objects.create(project=world.project, clip=c, dedupe_key=f"imp:{c.pk}")
         for c in world.clips[4:]
@@ -299,8 +299,8 @@ def test_acquisition_raises_priority_of_an_imported_label_task(tmp_path: Path) -
 def test_cycle_resumes_after_a_crash_without_duplicates(tmp_path: Path) -> None:
     world = make_world(loop_policy__relabel_budget=3, loop_policy__acquisition_batch_size=4)
     _add_unlabelled(world, 6)
-    make_model(world, tmp_path)
-    make_features(world, tmp_path)
+    make_model(world)
+    make_features(world)
     steps = ("detect", "route", "acquire")
     # A worker that died after routing: its cycle is still marked running.
     cycle = cycle_run(project=world.project, steps=("detect", "route"))
@@ -340,7 +340,7 @@ def test_schedule_is_a_periodic_task_admins_can_edit() -> None:
 def test_probabilities_stay_consistent_after_float32_round_trip(tmp_path: Path) -> None:
     world = make_world(n_clips=7, planted={})
     probs = truth_probs(world) + np.float32(1e-7)  # a child may now exceed its parent by an ulp
-    make_model(world, tmp_path, probs)
+    make_model(world, probs)
     assert quality_run_detect(project=world.project).status == RunStatus.DONE
 
 
@@ -348,7 +348,7 @@ def test_training_labels_follow_the_consensus_where_people_disagreed(tmp_path: P
     from active_learning.selectors import training_labels
 
     world = make_world()
-    make_model(world, tmp_path)
+    make_model(world)
     clip_ids = [c.pk for c in world.clips]
     before = training_labels(world.project, world.index, clip_ids)
     run = quality_run_detect(project=world.project, budget=len(world.clips))
@@ -378,7 +378,7 @@ def test_training_labels_follow_the_consensus_where_people_disagreed(tmp_path: P
 
 def test_a_rejected_second_opinion_is_not_judged_again_as_the_label(tmp_path: Path) -> None:
     world = make_world()
-    make_model(world, tmp_path)
+    make_model(world)
     run = quality_run_detect(project=world.project, budget=len(world.clips))
     issues_route(run=run, budget=len(world.clips))
     original = world.annotations[world.clips[1].pk]

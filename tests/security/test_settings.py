@@ -3,6 +3,7 @@ the production environment that docs/deployment.md documents."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -31,7 +32,7 @@ def _manage(*args: str, env: dict[str, str], var_dir: Path) -> subprocess.Comple
         k: v
         for k, v in os.environ.items()
         if k not in {"REFRAIN_ENV", "SECRET_KEY", "DEBUG", "DATABASE_URL", "CACHE_URL"}
-        and not k.startswith(("SECURE_", "REDIS_"))
+        and not k.startswith(("SECURE_", "REDIS_", "AWS_", "REFRAIN_ARTIFACT"))
     }
     return subprocess.run(
         [sys.executable, "manage.py", *args],
@@ -56,6 +57,38 @@ def test_check_deploy_is_clean_with_the_documented_production_environment(tmp_pa
     assert "no issues" in done.stdout
     # The key came from the environment: nothing was generated.
     assert not (tmp_path / "secret_key").exists()
+
+
+def test_check_deploy_is_clean_with_artifacts_in_a_bucket(tmp_path: Path) -> None:
+    """The several-machine environment of docs/deploy.md: artifacts in an S3-compatible bucket."""
+    env = {
+        **PRODUCTION_ENV,
+        "SECRET_KEY": STRONG_KEY,
+        "REFRAIN_ARTIFACT_STORAGE": "s3://refrain-artifacts/prod",
+        "AWS_S3_ENDPOINT_URL": "http://minio.internal:9000",
+        "REFRAIN_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    code = (
+        "from django.conf import settings; import json; "
+        "print(json.dumps(settings.STORAGES['artifacts']))"
+    )
+    shown = _manage("shell", "-c", code, env=env, var_dir=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    artifacts = json.loads(shown.stdout.strip().splitlines()[-1])
+    assert artifacts["BACKEND"] == "storages.backends.s3.S3Storage"
+    assert artifacts["OPTIONS"]["bucket_name"] == "refrain-artifacts"
+    assert artifacts["OPTIONS"]["location"] == "prod"
+    assert artifacts["OPTIONS"]["file_overwrite"] is True
+    done = _manage("check", "--deploy", "--fail-level", "WARNING", env=env, var_dir=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "no issues" in done.stdout
+
+
+def test_an_artifact_storage_that_is_not_a_bucket_url_is_refused(tmp_path: Path) -> None:
+    env = {**PRODUCTION_ENV, "SECRET_KEY": STRONG_KEY, "REFRAIN_ARTIFACT_STORAGE": "gs://x/y"}
+    done = _manage("check", env=env, var_dir=tmp_path)
+    assert done.returncode != 0
+    assert "REFRAIN_ARTIFACT_STORAGE must be empty (local) or s3://bucket/prefix" in done.stderr
 
 
 def test_production_without_a_secret_key_refuses_to_start(tmp_path: Path) -> None:
