@@ -34,17 +34,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+def _wait_port(
+    port: int,
+    timeout: float,
+    proc: subprocess.Popen[bytes] | None = None,
+    *,
+    host: str = "127.0.0.1",
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before listening")
         with socket.socket() as s:
             s.settimeout(0.5)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
+            if s.connect_ex((host, port)) == 0:
                 return
         time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+    raise RuntimeError(f"nothing listens on {host}:{port} after {timeout} s")
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None, *, grace: float = 15) -> None:
@@ -71,7 +77,10 @@ class PrivatePostgres:
     (initdb refuses root). Trust authentication, loopback only, fsync off (tests, not durability:
     a ``-m fast`` restart checkpoints, so committed rows survive it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, listen: str = "") -> None:
+        """``listen``: an address besides loopback to accept connections on (trust from its /24),
+        for clients in other network namespaces (tests/multihost)."""
+        self.listen = listen
         bins = sorted(glob("/usr/lib/postgresql/*/bin/pg_ctl"))
         if not bins:
             raise RuntimeError("no PostgreSQL server binaries under /usr/lib/postgresql")
@@ -109,9 +118,14 @@ class PrivatePostgres:
             "-E",
             "UTF8",
         )
+        addresses = ",".join(["127.0.0.1", *([self.listen] if self.listen else [])])
+        if self.listen:
+            net = ".".join(self.listen.split(".")[:3]) + ".0/24"
+            with (self.data / "pg_hba.conf").open("a") as f:
+                f.write(f"host all all {net} trust\n")
         with (self.data / "postgresql.conf").open("a") as f:
             f.write(
-                f"port = {self.port}\nlisten_addresses = '127.0.0.1'\n"
+                f"port = {self.port}\nlisten_addresses = '{addresses}'\n"
                 f"unix_socket_directories = '{self.root}'\nfsync = off\n"
                 "synchronous_commit = off\nfull_page_writes = off\nshared_buffers = 32MB\n"
                 "max_connections = 100\n"
@@ -167,8 +181,9 @@ class PrivateRedis:
     """``redis-server`` on a free loopback port with an append-only file in ``root``, so a stop and
     a start keep the queued messages (as a production broker's persistence does)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, bind: str = "127.0.0.1") -> None:
         self.root = root
+        self.bind = bind
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -180,7 +195,7 @@ class PrivateRedis:
             "--port",
             str(self.port),
             "--bind",
-            "127.0.0.1",
+            self.bind,
             "--dir",
             str(self.root),
             "--appendonly",
@@ -189,13 +204,15 @@ class PrivateRedis:
             "always",
             "--save",
             "",
+            # Off only when bound to a test network's address (tests/multihost): protected mode
+            # refuses every client not on loopback when no password is set.
             "--protected-mode",
-            "yes",
+            "yes" if self.bind == "127.0.0.1" else "no",
         ]
         log = (self.root / "redis.log").open("ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         log.close()
-        _wait_port(self.port, 20, self.proc)
+        _wait_port(self.port, 20, self.proc, host=self.bind)
         return self
 
     def start_again(self) -> None:
@@ -206,7 +223,7 @@ class PrivateRedis:
         """Messages waiting in the Celery queues (unacknowledged ones not counted)."""
         import redis
 
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        client = redis.Redis(host=self.bind, port=self.port, socket_timeout=5)
         try:
             return sum(int(client.llen(q)) for q in ("default", "cpu", "gpu"))
         finally:
@@ -385,7 +402,8 @@ def django_run(
 class Api:
     """One keep-alive HTTP connection with a bearer token (one per client thread)."""
 
-    def __init__(self, port: int, token: str, timeout: float = 30) -> None:
+    def __init__(self, port: int, token: str, timeout: float = 30, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.port = port
         self.token = token
         self.timeout = timeout
@@ -395,7 +413,7 @@ class Api:
         """Status, headers and JSON (or text) body. Connection failures raise ``OSError`` or
         ``http.client.HTTPException``; the connection is then dropped and reopened next time."""
         if self.conn is None:
-            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         headers = {"Authorization": f"Bearer {self.token}"}
         data = None
         if body is not None:
