@@ -123,4 +123,7 @@ def sweep_orphans() -> dict[str, Any]:
 @shared_task(name="quality.tasks.refresh_dashboards")
 def refresh_dashboards(project_id: int) -> dict[str, Any]:
     """Recompute the console's snapshots of one project (``quality.dashboards.snapshots``)."""
-    return {"project": project_id, "seconds": dashboards_refresh(project=Project.objects.get(pk=project_id))}
+    return {
+        "project": project_id,
+        "seconds": dashboards_refresh(project=Project.objects.get(pk=project_id)),
+    }

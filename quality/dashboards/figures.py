@@ -131,7 +131,12 @@ def taxonomy_sunburst(nodes: pd.DataFrame, *, few: int, explore_urls: Sequence[s
             "mean consensus quality %{customdata[1]}<extra></extra>",
             marker={
                 "colors": colours,
-                "colorscale": [[0.0, "#d0d5dd"], [0.0001, "#d73027"], [0.5, "#fee08b"], [1, "#1a9850"]],
+                "colorscale": [
+                    [0.0, "#d0d5dd"],
+                    [0.0001, "#d73027"],
+                    [0.5, "#fee08b"],
+                    [1, "#1a9850"],
+                ],
                 "cmin": -0.0001,
                 "cmax": 1.0,
                 "line": {"color": outline, "width": widths},
@@ -142,14 +147,18 @@ def taxonomy_sunburst(nodes: pd.DataFrame, *, few: int, explore_urls: Sequence[s
             insidetextorientation="radial",
         )
     )
-    fig.update_layout(title=title, **{**_LAYOUT, "height": 560, "margin": {"l": 10, "r": 10, "t": 50, "b": 10}})
+    fig.update_layout(
+        title=title, **{**_LAYOUT, "height": 560, "margin": {"l": 10, "r": 10, "t": 50, "b": 10}}
+    )
     return fig
 
 
 # --- annotators -----------------------------------------------------------------------------------
 
 
-def agreement_matrix(pairs: pd.DataFrame, annotators: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def agreement_matrix(
+    pairs: pd.DataFrame, annotators: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
     """(M, M) agreement rates (NaN where two never labelled a clip in common, 1 on the diagonal)
     and (M, M) clips in common. Columns of ``pairs``: a, b, n, agree, rate."""
     pos = {a: i for i, a in enumerate(annotators)}
@@ -278,9 +287,7 @@ def issues_per_run_figure(df: pd.DataFrame, runs: pd.DataFrame, *, by: str) -> g
     fig = go.Figure()
     for key, part in part_df.groupby(by, sort=True):
         sums = part.groupby("run")["n"].sum()
-        name = (
-            str(key) if by == "issue_type" else ("no node" if key == -1 else f"depth {int(key)}")
-        )
+        name = str(key) if by == "issue_type" else ("no node" if key == -1 else f"depth {int(key)}")
         fig.add_bar(x=[labels[r] for r in sums.index], y=sums.values, name=name)
     fig.update_layout(title=title, barmode="stack", xaxis={"type": "category"}, **_LAYOUT)
     return fig
@@ -311,7 +318,12 @@ def relabel_outcomes_figure(df: pd.DataFrame, runs: pd.DataFrame) -> go.Figure:
     df = df.sort_values("run")
     x = _run_labels(runs, list(df["run"]))
     fig = go.Figure()
-    colours = {"confirmed": "#1a9850", "rejected": "#d73027", "tie": "#fdae61", "waiting": "#bdbdbd"}
+    colours = {
+        "confirmed": "#1a9850",
+        "rejected": "#d73027",
+        "tie": "#fdae61",
+        "waiting": "#bdbdbd",
+    }
     for col, colour in colours.items():
         fig.add_bar(x=x, y=df[col], name=col, marker_color=colour)
     fig.add_scatter(
@@ -335,7 +347,14 @@ def relabel_outcomes_figure(df: pd.DataFrame, runs: pd.DataFrame) -> go.Figure:
         barmode="stack",
         xaxis={"type": "category"},
         yaxis={"title": "routed issues"},
-        yaxis2={"title": "precision", "overlaying": "y", "side": "right", "range": [0, 1.05]},
+        yaxis2={
+            "title": "precision",
+            "overlaying": "y",
+            "side": "right",
+            "range": [0, 1.05],
+            "tickvals": [0, 0.25, 0.5, 0.75, 1],
+            "showgrid": False,
+        },
         **_LAYOUT,
     )
     return fig
@@ -351,16 +370,19 @@ def model_metrics_figure(df: pd.DataFrame) -> go.Figure:
         return empty_figure(title, "no model has finished training yet")
     fig = go.Figure()
     for metric, part in df.sort_values("version").groupby("metric", sort=False):
-        fig.add_scatter(
-            x=part["version"], y=part["value"], name=str(metric), mode="lines+markers"
-        )
+        fig.add_scatter(x=part["version"], y=part["value"], name=str(metric), mode="lines+markers")
     fig.update_layout(title=title, xaxis_title="model version", yaxis_range=[0, 1.02], **_LAYOUT)
     fig.update_xaxes(dtick=1)
     return fig
 
 
 def confusion_figure(
-    counts: pd.DataFrame, *, rows: Sequence[str], cols: Sequence[str], names: dict[str, str], title: str
+    counts: pd.DataFrame,
+    *,
+    rows: Sequence[str],
+    cols: Sequence[str],
+    names: dict[str, str],
+    title: str,
 ) -> go.Figure:
     """Row-normalised confusion heatmap, counts as text. Columns of ``counts``: true, pred, n
     (keys); ``rows``/``cols`` fix the order; ``names`` maps keys to what the axes show."""
@@ -393,7 +415,7 @@ def confusion_figure(
         title=title,
         xaxis_title="predicted (most probable path)",
         yaxis_title="label that stands",
-        **{**_LAYOUT, "height": side, "margin": {"l": 140, "r": 20, "t": 50, "b": 120}},
+        **{**_LAYOUT, "height": side, "margin": {"l": 160, "r": 20, "t": 50, "b": 60}},
     )
     fig.update_yaxes(autorange="reversed")
     return fig
@@ -407,7 +429,14 @@ def near_chance_figure(rows: list[dict[str, Any]]) -> go.Figure:
         return empty_figure(title, "no genre is near chance (or no model yet)")
     names = [r["path"] for r in rows]
     fig = go.Figure()
-    fig.add_bar(y=names, x=[r["sibling_accuracy"] for r in rows], orientation="h", name="model")
+    fig.add_bar(
+        y=names,
+        x=[r["sibling_accuracy"] for r in rows],
+        orientation="h",
+        name="model",
+        text=[f"{r['sibling_accuracy']:.2f} (chance {r['sibling_chance']:.2f})" for r in rows],
+        textposition="outside",
+    )
     fig.add_scatter(
         y=names,
         x=[r["sibling_chance"] for r in rows],
@@ -418,7 +447,7 @@ def near_chance_figure(rows: list[dict[str, Any]]) -> go.Figure:
     fig.update_layout(
         title=title,
         xaxis={"range": [0, 1], "title": "share picked first among siblings"},
-        **{**_LAYOUT, "height": max(300, 28 * len(rows) + 140)},
+        **{**_LAYOUT, "height": max(240, 28 * len(rows) + 160)},
     )
     return fig
 
@@ -440,14 +469,27 @@ def learning_curve_figure(
     if pts.empty and not simulations:
         return empty_figure(title, "no model has finished training yet")
     fig = go.Figure()
-    for strategy, part in pts.sort_values("spent").groupby("strategy", sort=False):
+    pts = pts.sort_values(["spent", "version"]) if not pts.empty else pts
+    if not pts.empty:
+        fig.add_scatter(
+            x=pts["spent"],
+            y=pts[metric],
+            mode="lines",
+            line={"color": "#98a2b3"},
+            name="project",
+            hoverinfo="skip",
+        )
+    for strategy, part in pts.groupby("strategy", sort=False):
         fig.add_scatter(
             x=part["spent"],
             y=part[metric],
-            mode="lines+markers",
+            mode="markers",
+            marker={"size": 11},
             name=f"project · {strategy}",
             text=[f"v{v}" for v in part["version"]],
-            hovertemplate="%{text}: %{y:.3f} after %{x} annotations<extra></extra>",
+            hovertemplate="%{text}: %{y:.3f} after %{x} annotations<extra>"
+            + str(strategy)
+            + "</extra>",
         )
     if metric == "hier_f1":
         for sim in simulations:
@@ -460,6 +502,9 @@ def learning_curve_figure(
                 name=f"simulation {sim['experiment']} · {sim['strategy']}",
             )
     fig.update_layout(
-        title=title, xaxis_title="annotations spent", yaxis={"title": metric, "range": [0, 1.02]}, **_LAYOUT
+        title=title,
+        xaxis_title="annotations spent",
+        yaxis={"title": metric, "range": [0, 1.02]},
+        **_LAYOUT,
     )
     return fig

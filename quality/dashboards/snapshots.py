@@ -156,9 +156,7 @@ def progress_payload(*, project: Project) -> dict[str, Any]:
             days[_iso(d)][col] += int(n)
     since = timezone.now() - timedelta(days=ANNOTATOR_DAYS)
     per_user = (
-        Annotation.objects.filter(
-            clip__project=project, user__isnull=False, created_at__gte=since
-        )
+        Annotation.objects.filter(clip__project=project, user__isnull=False, created_at__gte=since)
         .exclude(kind=Annotation.Kind.REVIEW)
         .annotate(d=TruncDate("created_at"))
         .values_list("user_id", "user__username", "d")
@@ -497,10 +495,15 @@ def learning_payload(*, project: Project) -> dict[str, Any]:
     )
     spent: dict[str, int] = {}
     if versions:
-        spent = Annotation.objects.filter(clip__project=project).exclude(
-            kind=Annotation.Kind.REVIEW
-        ).aggregate(
-            **{f"v{pk}": Count("pk", filter=Q(created_at__lte=at)) for pk, _, at, _, _ in versions}
+        spent = (
+            Annotation.objects.filter(clip__project=project)
+            .exclude(kind=Annotation.Kind.REVIEW)
+            .aggregate(
+                **{
+                    f"v{pk}": Count("pk", filter=Q(created_at__lte=at))
+                    for pk, _, at, _, _ in versions
+                }
+            )
         )
     acquisitions = [
         (c.finished_at or c.created_at, str(c.results["acquire"].get("strategy", "?")))

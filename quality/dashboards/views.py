@@ -100,8 +100,6 @@ def _payload(snapshot: DashboardSnapshot | None) -> dict[str, Any]:
     return snapshot.payload if snapshot is not None else {}
 
 
-
-
 def _int_param(request: HttpRequest, name: str) -> int | None:
     raw = request.GET.get(name, "").strip()
     if raw == "":
@@ -265,7 +263,7 @@ def issues(request: HttpRequest, membership: Membership) -> HttpResponse:
         title="Label issues over runs",
         snapshot=None,
         figs=figs,
-        outcomes=outcomes.to_dict("records"),
+        outcomes=outcomes.astype(object).where(outcomes.notna(), None).to_dict("records"),
         live=True,
     )
 
@@ -288,7 +286,9 @@ def _confusion_view(
         if parent.is_leaf:
             raise Invalid(f"{parent.path} is a leaf: there is no level below it")
         if level is not None and level != parent.depth + 1:
-            raise Invalid(f"level {level} does not match node {parent.path} (its children are level {parent.depth + 1})")
+            raise Invalid(
+                f"level {level} does not match node {parent.path} (its children are level {parent.depth + 1})"
+            )
         level = parent.depth + 1
     level = 0 if level is None else level
     if not 0 <= level <= max_depth:
@@ -297,9 +297,7 @@ def _confusion_view(
         [c for c in data.get("cells", []) if c[0] == level], columns=["depth", "true", "pred", "n"]
     )
     names = {n.key: n.name for n in index.nodes}
-    parent_of = {
-        n.key: (index.by_id[n.parent_id].key if n.parent_id else "") for n in index.nodes
-    }
+    parent_of = {n.key: (index.by_id[n.parent_id].key if n.parent_id else "") for n in index.nodes}
     if parent is not None:
         cells = cells[cells["true"].map(parent_of) == parent.key]
         other = "another branch"
@@ -307,16 +305,24 @@ def _confusion_view(
             pred=cells["pred"].where(cells["pred"].map(parent_of) == parent.key, other)
         )
         names[other] = other
+    if parent is None:
+        names = {n.key: n.path for n in index.nodes}  # a leaf's name alone can be ambiguous
+    # The most labelled genres of the level, shown in taxonomy order so branches stay together.
+    order = {n.key: n.index for n in index.nodes}
     truth_n = cells.groupby("true")["n"].sum().sort_values(ascending=False)
-    rows = list(truth_n.index[:CONFUSION_MAX])
+    rows = sorted(truth_n.index[:CONFUSION_MAX], key=lambda k: order.get(k, len(order)))
     pred_n = cells.groupby("pred")["n"].sum().sort_values(ascending=False)
-    cols = rows + [p for p in pred_n.index if p not in rows]
-    cols = cols[: max(CONFUSION_MAX, len(rows))]
-    drill = [
-        {"key": k, "name": names[k], "url": f"?{urlencode({'parent': k})}"}
-        for k in rows
-        if not index.by_key[k].is_leaf
-    ] if rows and rows[0] in index.by_key else []
+    extra = [p for p in pred_n.index if p not in rows][: max(0, CONFUSION_MAX - len(rows))]
+    cols = rows + sorted(extra, key=lambda k: order.get(k, len(order)))
+    drill = (
+        [
+            {"key": k, "name": names[k], "url": f"?{urlencode({'parent': k})}"}
+            for k in rows
+            if not index.by_key[k].is_leaf
+        ]
+        if rows and rows[0] in index.by_key
+        else []
+    )
     where = f"children of {parent.path}" if parent is not None else f"level {level}"
     return {
         "cells": cells,
