@@ -169,9 +169,10 @@ def test_progress_series_queue_pace_and_eta(console) -> None:
     assert list(_trace(figs["progress"], "relabel tasks open").y) == [0, 0, 1]
     queue = {t.name: dict(zip(t.x, t.y, strict=True)) for t in figs["queue"].data}
     assert queue == {"label": {"import": 3}, "relabel": {"label_issue": 1}}
-    per_user = {t.name: list(t.y) for t in figs["per-annotator"].data}
-    ann = {n: console.world.users[n].username for n in ("ann1", "ann2", "ann3")}
-    assert per_user == {ann["ann1"]: [8], ann["ann2"]: [4], ann["ann3"]: [1]}
+    heat = figs["per-annotator"].data[0]
+    ann = [console.world.users[n].username for n in ("ann1", "ann2", "ann3")]
+    assert list(heat.y) == ann and len(heat.x) == 2  # the two days people labelled on
+    assert [list(row) for row in heat.z] == [[8, 0], [0, 4], [0, 1]]
     assert stats["labelled"] == 8 and stats["second"] == 4 and stats["open_tasks"] == 4
     assert stats["opinions_left"] == 3 * 2 + 1
     assert stats["median_seconds"] == 10.0  # 8 x 10 s, 4 x 20 s, 1 x 30 s
