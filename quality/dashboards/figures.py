@@ -122,7 +122,7 @@ def annotator_daily_figure(df: pd.DataFrame) -> go.Figure:
     table = table.sort_index().reindex(sorted(table.columns), axis=1)
     fig = go.Figure(
         go.Heatmap(
-            z=table.to_numpy().tolist(),
+            z=table.to_numpy(),
             x=[str(d) for d in table.columns],
             y=[str(a) for a in table.index],
             colorscale="Blues",
@@ -134,6 +134,7 @@ def annotator_daily_figure(df: pd.DataFrame) -> go.Figure:
         fig,
         title=title,
         xaxis={"type": "category", "title": "day"},
+        yaxis={"autorange": "reversed"},
         height=max(300, 22 * len(table.index) + 150),
     )
     return fig
@@ -232,7 +233,7 @@ def agreement_figure(pairs: pd.DataFrame, annotators: Sequence[str]) -> go.Figur
     z = np.where(np.eye(len(annotators), dtype=bool), np.nan, rate)
     fig = go.Figure(
         go.Heatmap(
-            z=[[None if np.isnan(v) else round(float(v), 4) for v in row] for row in z],
+            z=np.round(z, 4),  # NaN (no clip in common, the diagonal) is drawn empty
             x=list(annotators),
             y=list(annotators),
             text=text,
@@ -282,7 +283,7 @@ def annotator_quality_figure(df: pd.DataFrame) -> go.Figure:
             marker={"symbol": "diamond", "size": 10},
             name="CROWDLAB quality",
         )
-    _style(fig, title=title, xaxis={"range": [0, 1.02], "title": "quality"})
+    _style(fig, title=title, xaxis={"range": [0, 1.02]})
     return fig
 
 
@@ -437,7 +438,7 @@ def confusion_figure(
     share = np.divide(n, totals, out=np.zeros(n.shape), where=totals > 0)
     fig = go.Figure(
         go.Heatmap(
-            z=np.round(share, 4).tolist(),
+            z=np.round(share, 4),
             x=[names.get(c, c) for c in cols],
             y=[names.get(r, r) for r in rows],
             text=n.tolist(),
