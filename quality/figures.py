@@ -51,14 +51,18 @@ def score_distribution_figure(df: pd.DataFrame) -> go.Figure:
 
 
 def consensus_quality_figure(df: pd.DataFrame) -> go.Figure:
-    """Histogram of per-clip consensus quality, by number of annotations. Columns: quality, n."""
+    """Histogram of per-clip consensus quality, by number of annotations, from binned counts.
+
+    Columns: quality (the bin's centre), n (annotations per clip), count (clips).
+    """
     title = "Consensus quality per clip"
     if df.empty:
         return _empty(title)
+    width = 1.0 / 30
     fig = go.Figure()
     for n, part in df.groupby("n"):
-        fig.add_histogram(x=part["quality"], name=f"{int(n)} annotation(s)", nbinsx=30)
-    fig.update_layout(title=title, barmode="stack", xaxis_title="quality", **_LAYOUT)
+        fig.add_bar(x=part["quality"], y=part["count"], width=width, name=f"{int(n)} annotation(s)")
+    fig.update_layout(title=title, barmode="stack", bargap=0, xaxis_title="quality", **_LAYOUT)
     return fig
 
 

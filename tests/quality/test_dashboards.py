@@ -413,3 +413,23 @@ def test_snapshots_of_an_empty_project_render(fast_passwords) -> None:
         response = _get(SimpleNamespace(world=w), page)
         assert response.status_code == 200, page
         assert response.content.count(b"plotly-graph-div") >= 1
+
+
+def test_the_label_quality_dashboard_bins_consensus_quality_in_sql(console) -> None:
+    from quality.selectors import CONSENSUS_BINS, dashboard_frames
+
+    project = console.world.project
+    frame = dashboard_frames(project=project)["consensus"]
+    qualities = list(
+        ClipConsensus.objects.filter(project=project, quality__isnull=False).values_list(
+            "quality", flat=True
+        )
+    )
+    assert frame["count"].sum() == len(qualities) == 8
+    expected = sorted(min(int(q * CONSENSUS_BINS), CONSENSUS_BINS - 1) for q in qualities)
+    got = sorted(b for b, c in zip(frame["bin"], frame["count"], strict=True) for _ in range(c))
+    assert got == expected
+    page = _client(console.world.users["admin"]).get(
+        reverse("quality-dashboard", args=[project.slug])
+    )
+    assert page.status_code == 200 and page.content.count(b"plotly-graph-div") == 5
