@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 # The empty template and plotly.js's own defaults (a white plot, light grid), styled here: a
 # named template such as "plotly_white" is deep-copied and validated into every figure, about
 # 20 ms a figure, most of a page's render time.
-_LAYOUT: dict[str, Any] = {
+BASE_LAYOUT: dict[str, Any] = {
     "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
     "height": 340,
     "template": "none",
@@ -30,6 +30,7 @@ _LAYOUT: dict[str, Any] = {
     "yaxis": {"gridcolor": "#ebf0f8", "zerolinecolor": "#ebf0f8", "automargin": True},
     "legend": {"orientation": "h", "y": -0.2},
 }
+_LAYOUT = BASE_LAYOUT
 
 QUALITY_SCALE = "RdYlGn"
 FEW_COLOUR = "#b42318"

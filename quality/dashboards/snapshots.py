@@ -432,8 +432,8 @@ def models_payload(*, project: Project) -> dict[str, Any]:
     if use:
         path = most_probable_path(probs.pred_probs[rows[use]], hier)
         for j, i in enumerate(use):
-            chosen = [index.by_id[n] for n in current.explicit[i] or current.node_ids[i]]
-            chosen = [n for n in chosen if n.id in index.by_id]
+            given = current.explicit[i] or current.node_ids[i]
+            chosen = [index.by_id[n] for n in given if n in index.by_id]
             if not chosen:
                 continue
             primary = max(chosen, key=lambda n: n.depth)  # as training: the first wins a tie

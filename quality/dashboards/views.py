@@ -314,15 +314,11 @@ def _confusion_view(
     pred_n = cells.groupby("pred")["n"].sum().sort_values(ascending=False)
     extra = [p for p in pred_n.index if p not in rows][: max(0, CONFUSION_MAX - len(rows))]
     cols = rows + sorted(extra, key=lambda k: order.get(k, len(order)))
-    drill = (
-        [
-            {"key": k, "name": names[k], "url": f"?{urlencode({'parent': k})}"}
-            for k in rows
-            if not index.by_key[k].is_leaf
-        ]
-        if rows and rows[0] in index.by_key
-        else []
-    )
+    drill = [
+        {"key": k, "name": names.get(k, k), "url": f"?{urlencode({'parent': k})}"}
+        for k in rows
+        if k in index.by_key and not index.by_key[k].is_leaf
+    ]
     where = f"children of {parent.path}" if parent is not None else f"level {level}"
     return {
         "cells": cells,

@@ -116,5 +116,9 @@ def test_every_dashboard_draws_its_figures(browser, live_server, settings, tmp_p
             # URL is what this page promises).
             page.locator("#fig-sunburst g.slice", has_text="Bebop").first.click()
             page.wait_for_url(f"{base}/p/{slug}/explore/?node=Jazz%2FBebop", timeout=10000)
+    # The label-quality dashboard that was there before, in the console's style.
+    page.goto(f"{base}/p/{slug}/quality/")
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 5")
+    page.screenshot(path=str(SHOTS / "console-label-quality.png"), full_page=True)
     assert not errors, errors
     assert not outside, outside
