@@ -462,7 +462,11 @@ def main() -> None:
         {
             "what": "server-side render of each console dashboard (Django test client, DEBUG off, "
             "PostgreSQL), after one warm-up render; snapshot refresh = the worker's side",
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+            },
             "project": built,
             "repeat": args.repeat,
             "refresh_s": refresh,
