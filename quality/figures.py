@@ -5,10 +5,13 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
+from quality.dashboards.figures import BASE_LAYOUT
+
+# The console's style (the empty template styled by hand): "plotly_white" cost ~20 ms a figure.
 _LAYOUT = {
+    **{k: v for k, v in BASE_LAYOUT.items() if k not in ("legend", "xaxis", "yaxis")},
     "margin": {"l": 50, "r": 20, "t": 40, "b": 40},
     "height": 320,
-    "template": "plotly_white",
 }
 
 
@@ -51,14 +54,24 @@ def score_distribution_figure(df: pd.DataFrame) -> go.Figure:
 
 
 def consensus_quality_figure(df: pd.DataFrame) -> go.Figure:
-    """Histogram of per-clip consensus quality, by number of annotations. Columns: quality, n."""
+    """Histogram of per-clip consensus quality, by number of annotations, from binned counts.
+
+    Columns: quality (the bin's centre), n (annotations per clip), count (clips).
+    """
     title = "Consensus quality per clip"
     if df.empty:
         return _empty(title)
+    width = 1.0 / 30
     fig = go.Figure()
     for n, part in df.groupby("n"):
-        fig.add_histogram(x=part["quality"], name=f"{int(n)} annotation(s)", nbinsx=30)
-    fig.update_layout(title=title, barmode="stack", xaxis_title="quality", **_LAYOUT)
+        fig.add_bar(x=part["quality"], y=part["count"], width=width, name=f"{int(n)} annotation(s)")
+    fig.update_layout(
+        title=title,
+        barmode="stack",
+        bargap=0,
+        xaxis={"title": "quality", "range": [0, 1], "dtick": 0.1},
+        **_LAYOUT,
+    )
     return fig
 
 
@@ -76,7 +89,7 @@ def annotator_quality_figure(df: pd.DataFrame) -> go.Figure:
             text=df["n"].map(lambda n: f"{int(n)} labels"),
         )
     )
-    fig.update_layout(title=title, xaxis_title="quality", **_LAYOUT)
+    fig.update_layout(title=title, xaxis_title="quality", yaxis={"automargin": True}, **_LAYOUT)
     return fig
 
 

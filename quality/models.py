@@ -245,3 +245,28 @@ class AnnotatorQuality(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} in {self.project_id}: {self.quality}"
+
+
+class DashboardSnapshot(models.Model):
+    """One console page's precomputed aggregates for a project (``quality.dashboards``).
+
+    The aggregates that cannot be read per request at 100k clips (the label distribution over the
+    tree, pairwise agreement, daily series, the confusion per level) are computed by a worker
+    (``quality.tasks.refresh_dashboards``: after each relabel cycle, and when a page finds its
+    snapshot older than ``REFRAIN_DASHBOARD_MAX_AGE_SECONDS``); the page reads this one row and
+    says when it was computed.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    page = models.CharField(max_length=20)
+    payload = models.JSONField(default=dict, blank=True)
+    computed_at = models.DateTimeField(default=timezone.now)
+    seconds = models.FloatField(default=0.0, help_text="How long computing it took.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "page"], name="dashboard_snapshot_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.page} snapshot of {self.project_id} ({self.computed_at:%Y-%m-%d %H:%M})"

@@ -13,6 +13,7 @@ from celery import Task, chain, shared_task
 from django.conf import settings
 
 from annotation.models import Annotation, Project, ReviewDecision
+from quality.dashboards.snapshots import dashboards_refresh
 from quality.models import QualityRun
 from quality.services.consensus import consensus_recompute_project, issue_adjudicate_by_review
 from quality.services.cycle import (
@@ -116,3 +117,13 @@ def consensus_project(project_id: int) -> dict[str, Any]:
 def sweep_orphans() -> dict[str, Any]:
     """Resume (or fail) the jobs whose worker is gone; see ``quality.services.sweep``."""
     return sweep_summary(orphans_sweep())
+
+
+# Acked early: a lost refresh is asked again by the next page view that finds its snapshot old.
+@shared_task(name="quality.tasks.refresh_dashboards")
+def refresh_dashboards(project_id: int) -> dict[str, Any]:
+    """Recompute the console's snapshots of one project (``quality.dashboards.snapshots``)."""
+    return {
+        "project": project_id,
+        "seconds": dashboards_refresh(project=Project.objects.get(pk=project_id)),
+    }

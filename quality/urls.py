@@ -1,6 +1,7 @@
 from django.urls import path
 
 from quality import views
+from quality.dashboards import views as dashboards
 
 urlpatterns = [
     path("p/<slug:slug>/quality/", views.dashboard, name="quality-dashboard"),
@@ -21,4 +22,13 @@ urlpatterns = [
         views.job_cancel,
         name="quality-job-cancel",
     ),
+    path("p/<slug:slug>/dashboards/", dashboards.progress, name="dashboards-progress"),
+    path("p/<slug:slug>/dashboards/taxonomy/", dashboards.taxonomy, name="dashboards-taxonomy"),
+    path(
+        "p/<slug:slug>/dashboards/annotators/", dashboards.annotators, name="dashboards-annotators"
+    ),
+    path("p/<slug:slug>/dashboards/issues/", dashboards.issues, name="dashboards-issues"),
+    path("p/<slug:slug>/dashboards/models/", dashboards.models, name="dashboards-models"),
+    path("p/<slug:slug>/dashboards/learning/", dashboards.learning, name="dashboards-learning"),
+    path("p/<slug:slug>/dashboards/refresh/", dashboards.refresh, name="dashboards-refresh"),
 ]

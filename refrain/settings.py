@@ -365,6 +365,9 @@ REFRAIN_JOB_HEARTBEAT_SECONDS = env.float("REFRAIN_JOB_HEARTBEAT_SECONDS", defau
 REFRAIN_JOB_STALE_SECONDS = env.int("REFRAIN_JOB_STALE_SECONDS", default=120)
 REFRAIN_JOB_QUEUED_STALE_SECONDS = env.int("REFRAIN_JOB_QUEUED_STALE_SECONDS", default=30 * 60)
 REFRAIN_JOB_MAX_ATTEMPTS = env.int("REFRAIN_JOB_MAX_ATTEMPTS", default=3)
+# The console's dashboards read snapshots a worker computes (quality.dashboards.snapshots): after
+# each relabel cycle, and when a page finds its snapshot older than this.
+REFRAIN_DASHBOARD_MAX_AGE_SECONDS = env.int("REFRAIN_DASHBOARD_MAX_AGE_SECONDS", default=10 * 60)
 # A new annotation's consensus update is a message; when the broker is down at commit it is only
 # logged. The sweep recomputes, inline, the consensus of clips whose newest opinion (of the last
 # LOOKBACK hours) is older than STALE seconds and newer than their consensus, BATCH clips a sweep.

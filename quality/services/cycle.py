@@ -49,6 +49,7 @@ from active_learning.services.training import (
     model_version_summary,
 )
 from annotation.models import Annotation, Project
+from quality.dashboards.snapshots import dashboards_refresh_request
 from quality.models import ACTIVE_STATUSES, QualityCycle, QualityRun, RunStatus
 from quality.selectors import latest_done_model, relabel_evidence
 from quality.services.consensus import annotation_consensus_update, consensus_recompute_project
@@ -381,6 +382,9 @@ def cycle_step_run(*, cycle: QualityCycle, step: str, finish: bool = False) -> Q
             status=RunStatus.DONE, finished_at=timezone.now()
         )
         cycle.refresh_from_db()
+        if cycle.status == RunStatus.DONE:
+            # The console's snapshots show what the cycle changed (on a worker, after the commit).
+            dashboards_refresh_request(project=cycle.project, force=True)
     return cycle
 
 

@@ -137,3 +137,130 @@ def make_features(world: World, *, dim: int = 6, seed: int = 0) -> FeatureSet:
     fs.store_key = key
     fs.save(update_fields=["store_key"])
     return fs
+
+
+def make_console_project(root: Path, *, n_clips: int = 84, seed: int = 0, **project_kw) -> World:
+    """A demo-like project for the console's pages: ``n_clips`` clips labelled by ann1 over five
+    days (one in twelve given a sibling), about a third relabelled by ann2 and ann3 (who
+    sometimes disagree), three model versions that improve, three quality runs whose routed
+    issues people confirmed, rejected or tied, two cycles with their acquisition strategy, and an
+    open queue. Times spent and dates are drawn from ``seed``."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from active_learning.services.training import per_node_metrics
+    from annotation.models import Task
+    from annotation.services.enqueue import Manual, task_enqueue
+    from quality.models import LabelIssue, QualityCycle, QualityRun
+    from quality.selectors import dense_labels
+    from quality.services.consensus import consensus_recompute_project
+
+    rng = np.random.default_rng(seed)
+    now = timezone.now().replace(minute=0, second=0, microsecond=0)
+    planted = {i: LEAVES[(i + 1) % len(LEAVES)] for i in range(0, n_clips, 12)}
+    world = make_world(n_clips=n_clips, planted=planted, **project_kw)
+    for k, clip in enumerate(world.clips):
+        Annotation.objects.filter(clip=clip).update(
+            created_at=now - timedelta(days=5 - (5 * k) // n_clips, hours=int(rng.integers(0, 6))),
+            time_spent_ms=int(rng.normal(12_000, 3_000)),
+        )
+    for name, share, accuracy in (("ann2", 0.4, 0.85), ("ann3", 0.25, 0.7)):
+        user = world.users[name]
+        for i in np.flatnonzero(rng.random(n_clips) < share):
+            truth = world.truth[i]
+            sibs = [leaf for leaf in LEAVES if leaf.split("/")[0] == truth.split("/")[0]]
+            given = truth if rng.random() < accuracy else str(rng.choice(sibs))
+            annotate(world, world.clips[i], given, user=user)
+        for ann_id in Annotation.objects.filter(user=user).values_list("pk", flat=True):
+            Annotation.objects.filter(pk=ann_id).update(
+                created_at=now
+                - timedelta(days=int(rng.integers(0, 3)), hours=int(rng.integers(1, 9))),
+                time_spent_ms=int(rng.normal(20_000 if name == "ann2" else 9_000, 2_000)),
+            )
+    hier = Hierarchy(world.index.parents_array)
+    y = dense_labels([sorted(world.closed(t)) for t in world.truth], world.index)
+    mv = None
+    for number, (noise, days) in enumerate(((0.35, 4), (0.2, 2), (0.1, 0)), start=1):
+        probs = truth_probs(world, hi=0.92 - noise, lo=0.04 + noise / 3)
+        mv = make_model(world, root, probs, number=number)
+        # The per-node report: every Rock/Metal clip ranked Rock/Punk (near chance).
+        report = probs.copy()
+        punk, metal = world.index.lookup("Rock/Punk").index, world.index.lookup("Rock/Metal").index  # type: ignore[union-attr]
+        for i, path in enumerate(world.truth):
+            if path == "Rock/Metal":
+                report[i, metal], report[i, punk] = report[i, punk] / 3, report[i, metal]
+        ModelVersion.objects.filter(pk=mv.pk).update(
+            created_at=now - timedelta(days=days, hours=-1),
+            kind="hierarchical",
+            n_labelled=n_clips,
+            metrics={
+                "hier_f1": round(0.55 + 0.12 * number, 3),
+                "leaf_accuracy": round(0.45 + 0.13 * number, 3),
+                "top_level_accuracy": round(0.7 + 0.08 * number, 3),
+                "mAP": round(0.5 + 0.1 * number, 3),
+                "per_depth_macro_f1": {"0": 0.7 + 0.08 * number, "1": 0.4 + 0.12 * number},
+                "per_node": per_node_metrics(y, report, hier),
+            },
+        )
+    for days, strategy in ((3, "diversity"), (1, "uncertainty")):
+        QualityCycle.objects.create(
+            project=world.project,
+            status="done",
+            steps_done=list(QualityCycle.STEPS),
+            results={"acquire": {"strategy": strategy, "created_label": 6}},
+            created_at=now - timedelta(days=days, hours=2),
+            started_at=now - timedelta(days=days, hours=2),
+            finished_at=now - timedelta(days=days, hours=1),
+        )
+    consensus_recompute_project(project=world.project, model_version=mv)
+    types = ("wrong_sibling", "wrong_sibling", "wrong_branch", "missing_genre", "extra_genre")
+    outcomes = (
+        LabelIssue.Status.CONFIRMED,
+        LabelIssue.Status.CONFIRMED,
+        LabelIssue.Status.REJECTED,
+        LabelIssue.Status.IN_REVIEW,
+        LabelIssue.Status.ROUTED,
+    )
+    order = rng.permutation(n_clips)
+    pos = 0
+    for days in (4, 2, 0):
+        run = QualityRun.objects.create(
+            project=world.project, status="done", created_at=now - timedelta(days=days)
+        )
+        n = int(rng.integers(6, 12))
+        for rank in range(1, n + 1):
+            i = int(order[pos % n_clips])
+            pos += 1
+            kind = str(rng.choice(types))
+            node = world.index.lookup(world.truth[i] if kind != "wrong_branch" else "Rock")
+            routed = rank <= 5
+            status = (
+                (outcomes[rank - 1] if days else LabelIssue.Status.ROUTED)
+                if routed
+                else LabelIssue.Status.SUPERSEDED
+            )
+            LabelIssue.objects.create(
+                run=run,
+                project=world.project,
+                clip=world.clips[i],
+                score=float(rng.uniform(0.02, 0.4)),
+                rank=rank,
+                issue_type=kind,
+                node=node,
+                depth=node.depth if node else None,
+                status=status,
+                routed_at=now - timedelta(days=days) if routed else None,
+            )
+    unlabelled = [ClipFactory(project=world.project) for _ in range(6)]
+    task_enqueue(
+        project=world.project,
+        sources=[
+            *Manual.for_clips([c.pk for c in unlabelled], overlap=2),
+            *(
+                Manual(clip_id=world.clips[i].pk, kind=Task.Kind.RELABEL, reason="label_issue:x")
+                for i in range(3)
+            ),
+        ],
+    )
+    return world

@@ -130,6 +130,14 @@ PAGE_TABLE: dict[str, Rule] = {
     "GET p/<slug:slug>/quality/export/": project("reviewer"),
     "GET p/<slug:slug>/settings/loop/": project("admin"),
     "GET p/<slug:slug>/quality/clips/<int:clip_id>/": project("reviewer"),
+    # The console's dashboards (quality/dashboards): reviewers read, admins ask for a recompute.
+    "GET p/<slug:slug>/dashboards/": project("reviewer"),
+    "GET p/<slug:slug>/dashboards/taxonomy/": project("reviewer"),
+    "GET p/<slug:slug>/dashboards/annotators/": project("reviewer"),
+    "GET p/<slug:slug>/dashboards/issues/": project("reviewer"),
+    "GET p/<slug:slug>/dashboards/models/": project("reviewer"),
+    "GET p/<slug:slug>/dashboards/learning/": project("reviewer"),
+    "POST p/<slug:slug>/dashboards/refresh/": project("admin"),
     "POST integrations/label-studio/<int:link_id>/webhook": Rule("secret", refusal=403),
     "GET integrations/label-studio/audio/<str:token>": Rule("secret", refusal=404),
 }

@@ -145,6 +145,10 @@ def test_the_annotator_receives_no_hint(team: dict[str, Any], hinted: dict[str, 
         ("project-models", {"slug": project.slug}),
         ("quality-jobs", {"slug": project.slug}),
         ("quality-jobs-rows", {"slug": project.slug}),
+        *(
+            (f"dashboards-{page}", {"slug": project.slug})
+            for page in ("progress", "taxonomy", "annotators", "issues", "models", "learning")
+        ),
     ]:
         url = reverse(name, kwargs=kwargs)
         response = client.get(url)
