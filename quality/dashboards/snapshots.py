@@ -26,16 +26,15 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Q
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from active_learning.artifacts import ArtifactStorageError, artifact_read
 from active_learning.models import JobStatus, ModelVersion
 from annotation.models import Annotation, AnnotationLabel, Clip, Project, Task
 from annotation.selectors import TaxonomyIndex, current_labels, taxonomy_index_cached
@@ -457,11 +456,17 @@ def models_payload(*, project: Project) -> dict[str, Any]:
 
 
 def _simulation_curves(project: Project) -> tuple[list[dict[str, Any]], str]:
-    path = Path(settings.ARTIFACT_ROOT) / f"project_{project.pk}" / SIMULATION_FILE
-    if not path.exists():
-        return [], str(path)
+    # In the artifacts storage (a folder or a bucket), beside the project's models.
+    path = f"project_{project.pk}/{SIMULATION_FILE}"
     try:
-        summary = json.loads(path.read_text()).get("summary") or {}
+        raw = artifact_read(path)
+    except FileNotFoundError:
+        return [], path
+    except ArtifactStorageError as exc:
+        logger.warning("simulation file %s not read: %s", path, exc)
+        return [], path
+    try:
+        summary = json.loads(raw).get("summary") or {}
         curves = [
             {
                 "experiment": str(exp),
