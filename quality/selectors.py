@@ -599,3 +599,20 @@ def jobs_overview(*, project: Project, limit: int = 20) -> dict[str, list[JobRow
             for r in runs.order_by("-created_at")[:limit]
         ],
     }
+
+
+def model_probs_rows(
+    *, model_version: ModelVersion, hierarchy: Hierarchy, clip_ids: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(n, K) hierarchy-consistent probabilities of ``clip_ids`` (rows of absent clips are zero) and
+    the (n,) present mask; reads only those rows of the memory-mapped matrix."""
+    all_ids, probs, _oos = prediction_matrix(model_version=model_version)
+    pos = {int(c): i for i, c in enumerate(np.asarray(all_ids, dtype=np.int64))}
+    rows = np.array([pos.get(c, -1) for c in clip_ids], dtype=np.int64)
+    present = rows >= 0
+    out = np.zeros((len(clip_ids), probs.shape[1]), dtype=np.float64)
+    if present.any():
+        picked = np.asarray(probs[np.sort(rows[present])], dtype=np.float64)
+        order = np.argsort(np.argsort(rows[present]))
+        out[present] = hierarchy.make_consistent(np.clip(picked[order], 0.0, 1.0))
+    return out, present

@@ -130,6 +130,9 @@ PAGE_TABLE: dict[str, Rule] = {
     "GET p/<slug:slug>/quality/export/": project("reviewer"),
     "GET p/<slug:slug>/settings/loop/": project("admin"),
     "GET p/<slug:slug>/quality/clips/<int:clip_id>/": project("reviewer"),
+    "GET p/<slug:slug>/explore/": project("reviewer"),
+    # No body: a reviewer's answer is a 400 (no action named), below them a refusal.
+    "POST p/<slug:slug>/explore/action/": project("reviewer"),
     "POST integrations/label-studio/<int:link_id>/webhook": Rule("secret", refusal=403),
     "GET integrations/label-studio/audio/<str:token>": Rule("secret", refusal=404),
 }
