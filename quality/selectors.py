@@ -331,11 +331,11 @@ def clip_quality_view(*, clip: Clip) -> dict[str, Any]:
     mv = latest_done_model(project=project)
     probs: np.ndarray | None = None
     if mv is not None:
+        # This clip's row only: the whole (N, K) matrix made consistent costs seconds at 100k clips.
         hier = Hierarchy(index.parents_array)
-        mp = model_probs(model_version=mv, hierarchy=hier)
-        rows, present = mp.rows_for([clip.pk])
+        rows, present = model_probs_rows(model_version=mv, hierarchy=hier, clip_ids=[clip.pk])
         if present[0]:
-            probs = mp.pred_probs[rows[0]]
+            probs = rows[0]
     cons_ids = set(consensus.node_ids) if consensus else set()
     # Depth-first order, so the indented list reads as the tree.
     children: dict[int | None, list[TaxonomyNode]] = defaultdict(list)

@@ -12,12 +12,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import messages
+from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from annotation.models import Membership
+from annotation.models import Membership, Project
 from annotation.selectors import taxonomy_index_cached
 from annotation.views import project_role
 from quality.explorer import services
@@ -25,13 +26,18 @@ from quality.explorer.filters import SORTS, STATUSES, ExplorerQuery, explorer_qu
 from quality.explorer.selectors import explorer_page
 from quality.export import FORMATS, labels_download
 from quality.models import LabelIssue
-from quality.services.summary import clip_summaries_fill_missing, clip_summaries_missing
+from quality.services.summary import (
+    clip_summaries_behind,
+    clip_summaries_fill_missing,
+    clip_summaries_missing,
+)
 from refrain.errors import Invalid
 
 Role = Membership.Role
 #: Up to this many clips without a summary row (an import since the last refresh) are indexed while
 #: the page loads; more are left to a worker and the page says so.
 SYNC_FILL = 2_000
+REFRESH_EVERY_S = 300
 ACTIONS = ("relabel", "queue", "export")
 
 #: Table columns: (sort key or "", heading).
@@ -50,19 +56,20 @@ HEADINGS = (
 )
 
 
-def _summaries_ready(request: HttpRequest, membership: Membership) -> int:
+def _summaries_ready(project: Project) -> int:
     """Index clips that have no summary row yet; returns how many are left to a worker."""
-    project = membership.project
-    missing = clip_summaries_missing(project=project)
-    if not missing:
+    if not clip_summaries_behind(project=project):
         return 0
+    missing = clip_summaries_missing(project=project)
     if missing <= SYNC_FILL:
         clip_summaries_fill_missing(project=project)
         return 0
     # Sent here, not from a service: a page asks a worker to catch up, nothing else waits on it.
+    # Once per few minutes per project, however many people open the page meanwhile.
     from quality.tasks import refresh_clip_summaries
 
-    refresh_clip_summaries.delay_on_commit(project.pk)
+    if cache.add(f"explorer-refresh:{project.pk}", 1, timeout=REFRESH_EVERY_S):
+        refresh_clip_summaries.delay_on_commit(project.pk)
     return missing
 
 
@@ -71,7 +78,7 @@ def _summaries_ready(request: HttpRequest, membership: Membership) -> int:
 def explore(request: HttpRequest, membership: Membership) -> HttpResponse:
     project = membership.project
     query = explorer_query_parse(request.GET)
-    pending = _summaries_ready(request, membership)
+    pending = _summaries_ready(project)
     page = explorer_page(project=project, query=query)
     types, statuses = dict(LabelIssue.Type.choices), dict(LabelIssue.Status.choices)
     for row in page.rows:

@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.db.models import Count
+from django.db.models import Count, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from annotation.models import Annotation, Clip, Project
@@ -207,11 +208,20 @@ def clip_summaries_refresh(*, project: Project, clip_ids: Iterable[int] | None =
     return written
 
 
+def clip_summaries_behind(*, project: Project) -> bool:
+    """Whether a clip newer than the newest summary row exists (an import since the last refresh).
+
+    One query of two index probes, cheap enough for every page view; clip ids only grow, so a row
+    missing below the newest one can only come from a failed refresh, which the next full refresh
+    (every detection step) repairs.
+    """
+    newest = ClipSummary.objects.filter(project=project).order_by("-clip").values("clip")[:1]
+    return Clip.objects.filter(project=project, pk__gt=Coalesce(Subquery(newest), 0)).exists()
+
+
 def clip_summaries_missing(*, project: Project) -> int:
-    """How many of the project's clips have no summary row yet (two index-only counts)."""
-    n_clips = Clip.objects.filter(project=project).count()
-    n_rows = ClipSummary.objects.filter(project=project).count()
-    return max(n_clips - n_rows, 0)
+    """How many of the project's clips have no summary row (an anti-join: when behind only)."""
+    return Clip.objects.filter(project=project, summary__isnull=True).count()
 
 
 def clip_summaries_fill_missing(*, project: Project) -> int:

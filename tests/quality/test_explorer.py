@@ -153,6 +153,28 @@ def test_the_page_indexes_clips_imported_since_the_last_refresh(world) -> None:
     assert f'data-clip="{new.pk}"' in r.content.decode()
 
 
+def test_a_large_import_is_left_to_a_worker_and_the_page_says_so(
+    world, monkeypatch, django_capture_on_commit_callbacks
+) -> None:
+    from django.core.cache import cache
+
+    from quality.explorer import views
+    from quality.tasks import refresh_clip_summaries
+
+    cache.delete(f"explorer-refresh:{world.project.pk}")
+    monkeypatch.setattr(views, "SYNC_FILL", 1)
+    sent: list[tuple] = []
+    monkeypatch.setattr(refresh_clip_summaries, "delay", lambda *a, **k: sent.append(a))
+    for _ in range(3):
+        ClipFactory(project=world.project)
+    client = _client(world.users["reviewer"])
+    with django_capture_on_commit_callbacks(execute=True):
+        r = client.get(_url(world))
+        client.get(_url(world))  # a second view does not queue it again
+    assert "3 new clips still being indexed" in r.content.decode()
+    assert sent == [(world.project.pk,)]
+
+
 # --- filters -------------------------------------------------------------------------------------
 
 
@@ -459,3 +481,20 @@ def test_members_of_another_role_see_their_own_project_only(world) -> None:
     project = ProjectFactory()
     rev = MembershipFactory(project=project, role=Membership.Role.REVIEWER).user
     assert _client(rev).get(_url(world)).status_code == 404
+
+
+def test_the_api_gives_the_same_page(world) -> None:
+    client = _client(world.users["reviewer"])
+    url = f"/api/v1/projects/{world.project.pk}/clips/explore"
+    r = client.get(url, {"node": "Rock", "sort": "-quality"})
+    assert r.status_code == 200, r.content[:300]
+    body = r.json()
+    page = explorer_page(project=world.project, query=ExplorerQuery(node="Rock", sort="-quality"))
+    assert body["count"] == page.count and not body["count_capped"]
+    assert [row["clip_id"] for row in body["rows"]] == [row["clip_id"] for row in page.rows]
+    first = body["rows"][0]
+    assert all(path.startswith("Rock/") for path in first["label"])
+    bad = client.get(url, {"quality": "0.9-0.1"})
+    assert bad.status_code == 422 and "lower bound" in bad.json()["detail"]
+    assert client.get(url, {"page": "99"}).status_code == 404
+    assert _client(world.users["ann1"]).get(url).status_code == 403

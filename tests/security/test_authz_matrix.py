@@ -88,6 +88,7 @@ API_TABLE: dict[str, Rule] = {
     "GET /api/v1/projects/{project_id}/models": project("reviewer"),
     "POST /api/v1/projects/{project_id}/models": project("admin"),
     "GET /api/v1/projects/{project_id}/issues": project("reviewer"),
+    "GET /api/v1/projects/{project_id}/clips/explore": project("reviewer"),
     "GET /api/v1/projects/{project_id}/export": project("reviewer"),
     "GET /api/v1/projects/{project_id}/cycles": project("reviewer"),
     "POST /api/v1/projects/{project_id}/cycles": project("admin"),
