@@ -263,7 +263,8 @@ class ClipSummary(models.Model):
     clip = models.OneToOneField(
         Clip, on_delete=models.CASCADE, primary_key=True, related_name="summary"
     )
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    # Not indexed alone: every index of this table starts with the project.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
     # The clip's own fields.
     name = models.CharField(max_length=255, blank=True)
     duration_s = models.FloatField(null=True, blank=True)
@@ -293,7 +294,9 @@ class ClipSummary(models.Model):
     prediction_prob = models.FloatField(null=True, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
 
-    #: Sortable columns whose NULLs must sort last both ways: two indexes each.
+    #: Sortable columns that may be NULL. Their NULLs sort last both ways: ascending, this index
+    #: serves (PostgreSQL's default order); descending, a second one in ``DESC NULLS LAST`` order,
+    #: which migration 0005 adds on PostgreSQL only (SQLite cannot index that order).
     NULLABLE_SORTS: tuple[str, ...] = ("duration_s", "quality", "agreement", "prediction_prob")
     #: Sortable columns that are never NULL: one index each, read backwards for descending sorts.
     PLAIN_SORTS: tuple[str, ...] = (
@@ -309,7 +312,7 @@ class ClipSummary(models.Model):
         indexes = [
             models.Index(fields=["project", "clip"], name="clip_summary_id_idx"),
             *[
-                models.Index(fields=["project", f, "clip"], name=f"clip_summary_{f[:12]}_idx")
+                models.Index(fields=["project", f, "clip"], name=f"clip_sum_{f}_idx")
                 for f in (
                     "name",
                     "clip_status",
@@ -317,25 +320,11 @@ class ClipSummary(models.Model):
                     "n_annotators",
                     "issue_status",
                     "prediction",
+                    "duration_s",
+                    "quality",
+                    "agreement",
+                    "prediction_prob",
                 )
-            ],
-            *[
-                models.Index(
-                    models.F("project"),
-                    models.F(f).asc(nulls_last=True),
-                    models.F("clip"),
-                    name=f"clip_summary_{f[:10]}_a_idx",
-                )
-                for f in ("duration_s", "quality", "agreement", "prediction_prob")
-            ],
-            *[
-                models.Index(
-                    models.F("project"),
-                    models.F(f).desc(nulls_last=True),
-                    models.F("clip").desc(),
-                    name=f"clip_summary_{f[:10]}_d_idx",
-                )
-                for f in ("duration_s", "quality", "agreement", "prediction_prob")
             ],
         ]
 

@@ -149,8 +149,9 @@ def explorer_page(
     the clip id), and only the page's 50 rows are read from the table (a "deferred join").
     """
     qs = explorer_queryset(project=project, query=query)
-    count = qs.order_by()[:COUNT_CAP].count()
-    capped = count >= COUNT_CAP
+    count = qs.order_by()[: COUNT_CAP + 1].count()
+    capped = count > COUNT_CAP
+    count = min(count, COUNT_CAP)
     n_pages = max(1, -(-count // page_size))
     offset = (query.page - 1) * page_size
     if not capped and query.page > n_pages:

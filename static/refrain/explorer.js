@@ -21,6 +21,10 @@
       window.location.href = tr.dataset.href;
     });
   }
+  // Empty filters stay out of the URL, so a shared link says only what it filters.
+  $("explorer-filters").addEventListener("submit", () => {
+    for (const el of $("explorer-filters").elements) if (el.name && !el.value) el.disabled = true;
+  });
   $("bulk-form").addEventListener("submit", (ev) => {
     if (scope.value === "selected" && !checks().some((c) => c.checked)) {
       ev.preventDefault();

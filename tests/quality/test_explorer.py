@@ -272,6 +272,26 @@ def test_pages_cover_the_match_once_and_past_the_end_is_not_found(world) -> None
         explorer_page(project=world.project, query=ExplorerQuery(page=4), page_size=12)
 
 
+def test_the_count_stops_at_its_cap_and_the_page_says_so(world, monkeypatch) -> None:
+    from quality.explorer import selectors
+
+    monkeypatch.setattr(selectors, "COUNT_CAP", 10)
+    first = explorer_page(project=world.project, query=ExplorerQuery(), page_size=4)
+    assert (first.count, first.capped, first.has_next) == (10, True, True)
+    # Pages past the cap are still there (30 clips: page 8 holds the last two) ...
+    last = explorer_page(project=world.project, query=ExplorerQuery(page=8), page_size=4)
+    assert len(last.rows) == 2 and not last.has_next
+    # ... and past the real end is still "not found".
+    with pytest.raises(NotFound, match="past the end"):
+        explorer_page(project=world.project, query=ExplorerQuery(page=9), page_size=4)
+    body = _client(world.users["reviewer"]).get(_url(world)).content.decode()
+    assert "more than 10" in body and "count capped" in body
+    # At the cap exactly, the count is exact.
+    monkeypatch.setattr(selectors, "COUNT_CAP", 30)
+    exact = explorer_page(project=world.project, query=ExplorerQuery(), page_size=4)
+    assert (exact.count, exact.capped) == (30, False)
+
+
 def test_the_url_round_trips() -> None:
     query = ExplorerQuery(
         node="Rock/Punk",
