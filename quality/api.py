@@ -9,12 +9,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.http import HttpRequest
+from django.http import HttpRequest, QueryDict
 from ninja import Field, P, PathEx, Query, QueryEx, Router, Schema, Status
 
 from annotation import permissions as perm
 from annotation.models import Membership, TaxonomyNode
 from quality import selectors as sel
+from quality.explorer.filters import PARAMS, explorer_query_parse
+from quality.explorer.selectors import explorer_page
 from quality.export import ExportFormat, labels_download
 from quality.models import LabelIssue, QualityCycle
 from quality.services.cycle import cycle_enqueue
@@ -60,6 +62,48 @@ class IssueFilters(Schema):
 class ExportParams(Schema):
     format: ExportFormat = Field("csv", description="csv (a manifest import_clips reads) or jsonl")
     labelled_only: bool = Field(False, description="leave out clips nobody has labelled yet")
+
+
+class ExplorerParams(Schema):
+    """The clip explorer's URL parameters (``quality.explorer.filters``), same meaning."""
+
+    node: str | None = Field(None, description="taxonomy node key or path, with descendants")
+    status: str | None = Field(None, description="ready, failed, labelled or unlabelled")
+    issue_type: str | None = Field(None, description="newest issue's type, or none")
+    issue_status: str | None = Field(None, description="newest issue's status, or none")
+    annotator: str | None = Field(None, description="username of a member who annotated")
+    quality: str | None = Field(None, description="consensus quality range lo-hi, e.g. 0.2-0.6")
+    disagreement: str | None = Field(None, description="1: annotators disagree; 0: the rest")
+    q: str | None = Field(None, description="text in the name, external id or metadata")
+    sort: str | None = Field(None, description="a column, - first to descend: -quality")
+    page: str | None = Field(None, description="1-based page number")
+
+
+class ExplorerRowOut(Schema):
+    clip_id: int
+    name: str
+    duration_s: float | None
+    clip_status: str
+    label: list[str] = Field(description="most specific paths of the label that stands")
+    annotators: list[str]
+    n_annotations: int
+    agreement: float | None
+    quality: float | None
+    issue_id: int | None
+    issue_type: str
+    issue_status: str
+    prediction: str = Field(description="the newest model's most probable path (deepest node)")
+    prediction_prob: float | None
+    model_number: int | None
+
+
+class ExplorerOut(Schema):
+    count: int
+    count_capped: bool = Field(description="True: more clips match than count says")
+    page: int
+    n_pages: int
+    page_size: int
+    rows: list[ExplorerRowOut]
 
 
 class CycleOut(Schema):
@@ -199,6 +243,39 @@ def list_issues(request: HttpRequest, project_id: PathId, filters: Query[IssueFi
         }
         for issue in issues
     ]
+
+
+@router.get(
+    "/projects/{project_id}/clips/explore",
+    response={200: ExplorerOut, 404: ErrorOut, 422: ErrorOut},
+    summary="Explore clips (the clip explorer's table)",
+)
+def explore_clips(request: HttpRequest, project_id: PathId, params: Query[ExplorerParams]) -> Any:
+    """One page of the clip explorer: filters, sort and page as on ``/p/<slug>/explore/``."""
+    project = perm.require_role(
+        project_id=project_id, user=_user(request), role=Role.REVIEWER
+    ).project
+    given = QueryDict(mutable=True)
+    for name in PARAMS:
+        value = getattr(params, name)
+        if value is not None:
+            given[name] = value
+    page = explorer_page(project=project, query=explorer_query_parse(given))
+    return {
+        "count": page.count,
+        "count_capped": page.capped,
+        "page": page.page,
+        "n_pages": page.n_pages,
+        "page_size": page.page_size,
+        "rows": [
+            {
+                **r,
+                "label": r["label"].split("|") if r["label"] else [],
+                "annotators": r["annotators"].split(", ") if r["annotators"] else [],
+            }
+            for r in page.rows
+        ],
+    }
 
 
 @router.get(

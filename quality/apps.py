@@ -16,3 +16,12 @@ class QualityConfig(AppConfig):
         events.review_decided.connect(
             receivers.on_review_decided, dispatch_uid="quality.on_review_decided"
         )
+        from django.db.models.signals import post_save
+
+        from active_learning.models import ModelVersion
+
+        post_save.connect(
+            receivers.on_model_version_saved,
+            sender=ModelVersion,
+            dispatch_uid="quality.on_model_version_saved",
+        )

@@ -8,8 +8,9 @@ already stored: the sweep's consensus catch-up (``quality.services.sweep``) redo
 
 from __future__ import annotations
 
+from active_learning.models import JobStatus, ModelVersion
 from annotation.models import ReviewDecision
-from quality.tasks import adjudicate_on_review, consensus_on_annotation
+from quality.tasks import adjudicate_on_review, consensus_on_annotation, refresh_clip_summaries
 
 
 def on_annotation_committed(*, annotation_id: int, **_: object) -> None:
@@ -22,3 +23,10 @@ def on_review_decided(*, decision_id: int, decision: str, **_: object) -> None:
     """An *accept* may close a tied issue."""
     if decision == ReviewDecision.Decision.ACCEPT:
         adjudicate_on_review.delay(decision_id)
+
+
+def on_model_version_saved(*, instance: ModelVersion, created: bool, **_: object) -> None:
+    """A training that finished (outside a cycle too): the explorer's prediction column follows.
+    A row created already done (an import of a model, a test) is left to the next refresh."""
+    if not created and instance.status == JobStatus.DONE:
+        refresh_clip_summaries.delay_on_commit(instance.project_id)

@@ -342,11 +342,11 @@ def clip_quality_view(*, clip: Clip) -> dict[str, Any]:
     mv = latest_done_model(project=project)
     probs: np.ndarray | None = None
     if mv is not None:
+        # This clip's row only: the whole (N, K) matrix made consistent costs seconds at 100k clips.
         hier = Hierarchy(index.parents_array)
-        mp = model_probs(model_version=mv, hierarchy=hier)
-        rows, present = mp.rows_for([clip.pk])
+        rows, present = model_probs_rows(model_version=mv, hierarchy=hier, clip_ids=[clip.pk])
         if present[0]:
-            probs = mp.pred_probs[rows[0]]
+            probs = rows[0]
     cons_ids = set(consensus.node_ids) if consensus else set()
     # Depth-first order, so the indented list reads as the tree.
     children: dict[int | None, list[TaxonomyNode]] = defaultdict(list)
@@ -610,3 +610,20 @@ def jobs_overview(*, project: Project, limit: int = 20) -> dict[str, list[JobRow
             for r in runs.order_by("-created_at")[:limit]
         ],
     }
+
+
+def model_probs_rows(
+    *, model_version: ModelVersion, hierarchy: Hierarchy, clip_ids: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(n, K) hierarchy-consistent probabilities of ``clip_ids`` (rows of absent clips are zero) and
+    the (n,) present mask; reads only those rows of the memory-mapped matrix."""
+    all_ids, probs, _oos = prediction_matrix(model_version=model_version)
+    pos = {int(c): i for i, c in enumerate(np.asarray(all_ids, dtype=np.int64))}
+    rows = np.array([pos.get(c, -1) for c in clip_ids], dtype=np.int64)
+    present = rows >= 0
+    out = np.zeros((len(clip_ids), probs.shape[1]), dtype=np.float64)
+    if present.any():
+        picked = np.asarray(probs[np.sort(rows[present])], dtype=np.float64)
+        order = np.argsort(np.argsort(rows[present]))
+        out[present] = hierarchy.make_consistent(np.clip(picked[order], 0.0, 1.0))
+    return out, present

@@ -24,6 +24,7 @@ from quality.services.cycle import (
     cycle_summary,
 )
 from quality.services.detection import quality_run_execute, quality_run_summary
+from quality.services.summary import clip_summaries_refresh
 from quality.services.sweep import orphans_sweep, sweep_summary
 
 #: Seconds before a cycle step that found its project locked tries again.
@@ -102,13 +103,23 @@ def consensus_on_annotation(annotation_id: int) -> dict[str, Any]:
 
 @shared_task(name="quality.tasks.adjudicate_on_review", acks_late=True)
 def adjudicate_on_review(decision_id: int) -> dict[str, Any]:
-    issue = issue_adjudicate_by_review(decision=ReviewDecision.objects.get(pk=decision_id))
+    decision = ReviewDecision.objects.select_related("clip__project").get(pk=decision_id)
+    issue = issue_adjudicate_by_review(decision=decision)
+    if issue is not None:
+        clip_summaries_refresh(project=decision.clip.project, clip_ids=[decision.clip_id])
     return {"issue": issue.pk if issue else None, "status": issue.status if issue else None}
 
 
 @shared_task(name="quality.tasks.consensus_project", acks_late=True)
 def consensus_project(project_id: int) -> dict[str, Any]:
     return consensus_recompute_project(project=Project.objects.get(pk=project_id))
+
+
+@shared_task(name="quality.tasks.refresh_clip_summaries", acks_late=True)
+def refresh_clip_summaries(project_id: int, clip_ids: list[int] | None = None) -> dict[str, Any]:
+    """Recompute the explorer's summary rows (idempotent: a redelivery writes the same rows)."""
+    project = Project.objects.select_related("taxonomy_version").get(pk=project_id)
+    return {"written": clip_summaries_refresh(project=project, clip_ids=clip_ids)}
 
 
 # Acked early and not retried: a lost sweep is simply the next minute's. Safe on two beats at once

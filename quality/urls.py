@@ -2,6 +2,7 @@ from django.urls import path
 
 from quality import views
 from quality.dashboards import views as dashboards
+from quality.explorer import views as explorer
 
 urlpatterns = [
     path("p/<slug:slug>/quality/", views.dashboard, name="quality-dashboard"),
@@ -10,6 +11,8 @@ urlpatterns = [
     path("p/<slug:slug>/quality/export/", views.labels_export, name="quality-export"),
     path("p/<slug:slug>/settings/loop/", views.loop_settings, name="quality-loop-settings"),
     path("p/<slug:slug>/quality/clips/<int:clip_id>/", views.clip_issues, name="quality-clip"),
+    path("p/<slug:slug>/explore/", explorer.explore, name="quality-explore"),
+    path("p/<slug:slug>/explore/action/", explorer.explore_action, name="quality-explore-action"),
     path("p/<slug:slug>/jobs/", views.jobs, name="quality-jobs"),
     path("p/<slug:slug>/jobs/rows/", views.jobs_rows, name="quality-jobs-rows"),
     path(

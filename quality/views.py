@@ -11,6 +11,7 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from annotation.models import Clip, Membership, TaxonomyNode
@@ -102,6 +103,18 @@ def clip_issues(request: HttpRequest, membership: Membership, clip_id: int) -> H
             "membership": membership,
             "tab": "quality",
             "clip": clip,
+            # The annotator's player: the served (tag-free) copy at /clips/<id>/audio, as everyone
+            # but an admin asking for the original hears it (docs/security.md, blind mode).
+            "player_config": {
+                "audio_url": reverse("clip-audio", args=[clip.pk]),
+                "clip": {
+                    "id": clip.pk,
+                    "duration_s": clip.duration_s,
+                    "segment_start_s": clip.segment_start_s,
+                    "segment_end_s": clip.segment_end_s,
+                    "spectrogram_url": reverse("clip-spectrogram", args=[clip.pk]),
+                },
+            },
             **sel.clip_quality_view(clip=clip),
         },
     )

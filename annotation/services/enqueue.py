@@ -16,12 +16,16 @@ source              kind            priority
 ``ConsensusTie``    review          2.0
 ``Disagreement``    review          the disagreeing task's own priority
 ``SentBack``        relabel         the top open priority + 1 (someone is waiting on it)
+``Requested``       relabel         2.0, the top of the label-issue band (an admin or
+                                    reviewer asked for a second opinion in the explorer)
 ==================  ==============  =====================================================
 
 Dedupe keys (unique per project; their formats are stored in old rows, so they never change):
 ``<kind>:<reason>:<clip>`` (manual and imports), ``al:label:<clip>``, ``al:relabel:<clip>:<n>``
 (n = the clip's annotation count), ``issue:<issue>``, ``issue-review:<issue>``,
-``review:disagreement:<task>``, ``relabel:send_back:<clip>:<n>`` (n = earlier review decisions).
+``review:disagreement:<task>``, ``relabel:send_back:<clip>:<n>`` (n = earlier review decisions),
+``relabel:requested:<clip>:<n>`` (n = the clip's annotation count: asking again before anyone
+answered finds the same task, asking after an answer queues a new one).
 
 Blind mode: annotators never see ``reason_detail`` (and in blind projects see a relabel's reason only
 as ``second_opinion``); still, the machine sources record ids and scores there, never the labels given
@@ -42,6 +46,7 @@ from annotation.models import Project, Task
 ACQUISITION_TOP = 1.0
 LABEL_ISSUE_BASE = 1.0
 TIE_PRIORITY = 2.0
+REQUESTED_PRIORITY = LABEL_ISSUE_BASE + 1.0
 
 
 @dataclass(frozen=True)
@@ -142,7 +147,21 @@ class SentBack:
         return f"relabel:send_back:{self.clip_id}:{self.n_decisions_before}"
 
 
-TaskSource = Manual | Acquired | LabelIssueFound | ConsensusTie | Disagreement | SentBack
+@dataclass(frozen=True)
+class Requested:
+    """A reviewer or admin asked for a blind second opinion on the clip (the clip explorer)."""
+
+    clip_id: int
+    requested_by: str
+    n_annotations: int
+
+    def key(self) -> str:
+        return f"relabel:requested:{self.clip_id}:{self.n_annotations}"
+
+
+TaskSource = (
+    Manual | Acquired | LabelIssueFound | ConsensusTie | Disagreement | SentBack | Requested
+)
 
 
 @dataclass(frozen=True)
@@ -189,6 +208,9 @@ def _row(project: Project, source: TaskSource) -> Task:
         case SentBack():
             kind, priority, reason = Task.Kind.RELABEL, 0.0, "review:send_back"
             detail = {"reviewer": source.reviewer, "note": source.note[:200]}
+        case Requested():
+            kind, priority, reason = Task.Kind.RELABEL, REQUESTED_PRIORITY, "requested"
+            detail = {"requested_by": source.requested_by}
     return Task(
         project=project,
         clip_id=source.clip_id,

@@ -60,6 +60,7 @@ from quality.services.detection import (
     quality_run_summary,
 )
 from quality.services.routing import issues_route
+from quality.services.summary import clip_summaries_refresh
 from refrain.errors import Conflict
 from refrain.jobs import fault_point, heartbeat, holder_fields, sweep_note
 
@@ -164,6 +165,7 @@ def annotation_settle(*, annotation: Annotation) -> dict[str, object]:
     (:func:`quality.services.consensus.annotation_consensus_update`), then the "after N new
     annotations" trigger of the relabel cycle. Safe to run twice."""
     out = annotation_consensus_update(annotation=annotation)
+    clip_summaries_refresh(project=annotation.clip.project, clip_ids=[annotation.clip_id])
     cycle = cycle_start_if_due(project=annotation.clip.project)
     return {**out, "cycle_started": cycle.pk if cycle else None}
 
@@ -229,7 +231,9 @@ def _step_detect(cycle: QualityCycle) -> dict[str, Any]:
         )
     run = quality_run_execute(run=run)
     consensus = consensus_recompute_project(project=project, model_version=mv)
-    return {**quality_run_summary(run), "consensus": consensus}
+    # New issues, a new model's predictions, a project-wide consensus: every explorer row moves.
+    n_summaries = clip_summaries_refresh(project=project)
+    return {**quality_run_summary(run), "consensus": consensus, "summaries": n_summaries}
 
 
 def _step_route(cycle: QualityCycle) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from annotation.integrations.labelstudio.services import ls_relabels_request_on_
 from annotation.models import Task
 from annotation.services.enqueue import LabelIssueFound, task_enqueue
 from quality.models import LabelIssue, QualityRun, RunStatus
+from quality.services.summary import clip_summaries_refresh
 
 
 def issues_route(*, run: QualityRun, budget: int | None = None) -> dict[str, Any]:
@@ -68,6 +69,7 @@ def issues_route(*, run: QualityRun, budget: int | None = None) -> dict[str, Any
         # A clip of a project linked to Label Studio is also re-asked there, for one more annotator;
         # the answer comes back (webhook or pull) as this relabel task's annotation.
         labelstudio = ls_relabels_request_on_commit(task_ids=list(by_key.values()))
+    clip_summaries_refresh(project=project, clip_ids=[i.clip_id for i in issues])
     return {
         "routed": len(issues),
         "routed_before": already,

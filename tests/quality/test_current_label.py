@@ -20,11 +20,12 @@ from annotation.selectors import current_labels
 from annotation.services.annotations import annotation_create
 from annotation.services.review import review_decide
 from quality.export import label_export_rows
-from quality.models import ClipConsensus, LabelIssue
+from quality.models import ClipConsensus, ClipSummary, LabelIssue
 from quality.selectors import clip_quality_view
 from quality.services.consensus import annotation_consensus_update
 from quality.services.detection import quality_run_detect
 from quality.services.routing import issues_route
+from quality.services.summary import clip_summaries_refresh
 from tests.quality.builders import PLANTED, annotate, make_model, make_world
 
 pytestmark = pytest.mark.django_db
@@ -119,6 +120,14 @@ def test_every_reader_agrees_on_the_label_that_stands(tmp_path: Path) -> None:
     for clip in world.clips[:4]:
         view = clip_quality_view(clip=Clip.objects.get(pk=clip.pk))
         assert sorted(n.id for n in view["given"]) == stands[clip.pk][1]
+
+    # The clip explorer's summary rows (written by the same refresh the services run).
+    clip_summaries_refresh(project=world.project)
+    for clip_id, ann_id, label in ClipSummary.objects.filter(project=world.project).values_list(
+        "clip_id", "label_annotation_id", "label"
+    ):
+        assert ann_id == stands[clip_id][0]
+        assert sorted(label.split("|")) == _most_specific(world, stands[clip_id][1])
 
     # Detection judges the label that stands: a new run's issues name those annotations.
     run2 = quality_run_detect(project=world.project, budget=len(world.clips))

@@ -88,6 +88,7 @@ API_TABLE: dict[str, Rule] = {
     "GET /api/v1/projects/{project_id}/models": project("reviewer"),
     "POST /api/v1/projects/{project_id}/models": project("admin"),
     "GET /api/v1/projects/{project_id}/issues": project("reviewer"),
+    "GET /api/v1/projects/{project_id}/clips/explore": project("reviewer"),
     "GET /api/v1/projects/{project_id}/export": project("reviewer"),
     "GET /api/v1/projects/{project_id}/cycles": project("reviewer"),
     "POST /api/v1/projects/{project_id}/cycles": project("admin"),
@@ -138,6 +139,9 @@ PAGE_TABLE: dict[str, Rule] = {
     "GET p/<slug:slug>/dashboards/models/": project("reviewer"),
     "GET p/<slug:slug>/dashboards/learning/": project("reviewer"),
     "POST p/<slug:slug>/dashboards/refresh/": project("admin"),
+    "GET p/<slug:slug>/explore/": project("reviewer"),
+    # No body: a reviewer's answer is a 400 (no action named), below them a refusal.
+    "POST p/<slug:slug>/explore/action/": project("reviewer"),
     "POST integrations/label-studio/<int:link_id>/webhook": Rule("secret", refusal=403),
     "GET integrations/label-studio/audio/<str:token>": Rule("secret", refusal=404),
 }
