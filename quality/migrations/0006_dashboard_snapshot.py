@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('annotation', '0009_loop_policy_moves_to_active_learning'),
-        ('quality', '0003_backfill_consensus_annotation'),
+        ('quality', '0005_clip_summary_pg_indexes'),
     ]
 
     operations = [
