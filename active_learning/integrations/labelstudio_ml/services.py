@@ -269,7 +269,8 @@ def ml_backend_connect(*, link: LabelStudioLink) -> dict[str, Any]:
         bid = int(mine[0].id)
         backend = ls_call(
             "ML backend update",
-            lambda: client.ml.update(id=bid, url=url, title=ML_TITLE, **auth),
+            # Label Studio re-validates (health, setup) on update, and its setup needs the project.
+            lambda: client.ml.update(id=bid, project=pid, url=url, title=ML_TITLE, **auth),
         )
     else:
         backend = ls_call(
@@ -292,16 +293,22 @@ def ml_backend_connect(*, link: LabelStudioLink) -> dict[str, Any]:
                 ),
             )
     version = ml_model_version(link=link)
-    if version != UNTRAINED:
-        # Label Studio sorts by the predictions of the project's model version only.
-        ls_call(
-            "model version update", lambda: client.projects.update(id=pid, model_version=version)
-        )
-        link.model_version = version
-        link.save(update_fields=["model_version"])
+    # Label Studio sorts by the predictions of the project's model version only, and accepts one
+    # only once it holds predictions of it (or an ML backend has it as title): set it when the
+    # version's predictions are there (a push, or Label Studio's own "Retrieve predictions").
+    if version != UNTRAINED and link.model_version != version:
+        listed = ls_call("prediction listing", lambda: client.predictions.list(project=pid))
+        if any(getattr(p, "model_version", None) == version for p in listed):
+            ls_call(
+                "model version update",
+                lambda: client.projects.update(id=pid, model_version=version),
+            )
+            link.model_version = version
+            link.save(update_fields=["model_version"])
     return {
         "ml_backend": int(backend.id),
         "state": getattr(backend, "state", None),
         "url": url,
         "model_version": version,
+        "project_model_version_set": link.model_version == version,
     }

@@ -276,12 +276,19 @@ def _config_check(*, client: LabelStudio, ls_project_id: int, index: TaxonomyInd
             annotation = raw if isinstance(raw, dict) else raw.model_dump()
             if annotation.get("was_cancelled"):
                 continue
+            where = f"LS task {task.id} annotation {annotation.get('id')}"
             try:
                 paths = taxonomy_paths_from_result(annotation.get("result") or [])
-                labels = labels_from_taxonomy_paths(paths, known_keys=index.by_key)
-                labels_resolve(index=index, labels=labels)
-            except (LabelStudioFormatError, LabelError) as exc:
-                unreadable.append(f"LS task {task.id} annotation {annotation.get('id')}: {exc}")
+            except LabelStudioFormatError as exc:
+                unreadable.append(f"{where}: {exc}")
+                continue
+            for path in paths:
+                try:
+                    labels = labels_from_taxonomy_paths([path], known_keys=index.by_key)
+                    labels_resolve(index=index, labels=labels)
+                except LabelError:
+                    # As Label Studio shows it: the path's items (aliases or names), root first.
+                    unreadable.append(f"{where}: {' > '.join(path)}")
     if unreadable:
         shown = "; ".join(unreadable[:MISMATCH_SHOWN])
         more = len(unreadable) - MISMATCH_SHOWN
@@ -290,7 +297,8 @@ def _config_check(*, client: LabelStudio, ls_project_id: int, index: TaxonomyInd
             f"taxonomy {index.version} cannot read, so its labelling config was not changed and "
             f"nothing was lost: {shown}"
             + (f" (and {more} more)" if more > 0 else "")
-            + ". Pull them with the old version, or add the genres back in a new version."
+            + ". Add these genres back in a new version, or move the project back to the version "
+            "Label Studio holds and pull before moving on."
         )
 
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import time
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.test import Client
 
 from active_learning.integrations.labelstudio_ml.services import (
@@ -425,3 +428,35 @@ def test_a_finished_training_queues_a_push_per_link(
 def test_push_task_without_a_model_reports_and_calls_nothing(link: LabelStudioLink) -> None:
     # No model: nothing to push, and Label Studio (an unreachable address here) is never called.
     assert ls_push_model_predictions.run(link.id) == {"skipped": "no trained model"}
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+
+def run_command(*args: str) -> dict[str, Any]:
+    out = StringIO()
+    call_command("labelstudio", *args, stdout=out)
+    return dict(json.loads(out.getvalue()))
+
+
+def test_ml_backend_command_prints_what_label_studio_needs(link: LabelStudioLink) -> None:
+    out = run_command("ml-backend", str(link.id))
+    assert out == {
+        "url": ml_backend_url(link=link),
+        "auth_method": "BASIC_AUTH",
+        "user": ML_USER,
+        "password": ml_backend_password(link=link),
+    }
+
+
+def test_commands_name_what_is_missing(link: LabelStudioLink, make_model: ModelMaker) -> None:
+    with pytest.raises(CommandError, match="no trained model yet"):
+        run_command("push-predictions", str(link.id))
+    with pytest.raises(CommandError, match="no Label Studio link"):
+        run_command("push-predictions", str(link.id + 1000))
+    make_model(link.project, {ClipFactory(project=link.project).id: "Rock/Punk"})
+    with pytest.raises(CommandError, match="has no model v7"):
+        run_command("push-predictions", str(link.id), "--model-version", "7")
+    no_url = make_link(link.project, ls_project_id=8, refrain_url="")
+    with pytest.raises(CommandError, match="cannot reach Refrain"):
+        run_command("ml-backend", str(no_url.id), "--connect")
