@@ -604,6 +604,14 @@ class LabelStudioTask(models.Model):
     clip = models.ForeignKey(Clip, on_delete=models.CASCADE, related_name="labelstudio_tasks")
     ls_task_id = models.PositiveIntegerField()
     created_at = models.DateTimeField(default=timezone.now)
+    # A second opinion asked in Label Studio for a Refrain relabel task: the first Label Studio
+    # annotation newer than ``relabel_after`` (the task's highest annotation id when it was asked)
+    # answers that relabel task (services.ls_request_second_opinion).
+    relabel_task = models.ForeignKey(
+        Task, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    relabel_after = models.PositiveIntegerField(null=True, blank=True)
+    relabel_requested_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -615,3 +623,21 @@ class LabelStudioTask(models.Model):
 
     def __str__(self) -> str:
         return f"clip {self.clip_id} = LS task {self.ls_task_id}"
+
+
+class LabelStudioUser(models.Model):
+    """A Label Studio user id and the email Refrain learnt for it on a link (from a pull, a webhook
+    or a users file), so export files, which name annotators by id only, map to the same people
+    offline."""
+
+    link = models.ForeignKey(LabelStudioLink, on_delete=models.CASCADE, related_name="users")
+    ls_user_id = models.PositiveIntegerField()
+    email = models.CharField(max_length=254)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["link", "ls_user_id"], name="labelstudio_user_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"LS user {self.ls_user_id} = {self.email}"

@@ -4,7 +4,7 @@
 # It cannot share Refrain's virtualenv (it pins its own Django, DRF and more), so it lives in its own
 # venv under var/. Usage:
 #
-#   scripts/labelstudio_service.sh install   # venv + label-studio==1.23.* (uv if present, else pip)
+#   scripts/labelstudio_service.sh install   # venv + the label-studio pinned in labelstudio-constraints.txt
 #   scripts/labelstudio_service.sh start     # headless on 127.0.0.1:$LS_PORT, waits until it answers
 #   scripts/labelstudio_service.sh env       # prints LABEL_STUDIO_URL / LABEL_STUDIO_TOKEN exports
 #   scripts/labelstudio_service.sh stop
@@ -17,6 +17,8 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 LS_VENV="${LS_VENV:-$ROOT/var/labelstudio-venv}"
 LS_DATA="${LS_DATA:-$ROOT/var/labelstudio-data}"
 LS_PORT="${LS_PORT:-8089}"
+LS_CONSTRAINTS="$ROOT/scripts/labelstudio-constraints.txt"
+LS_VERSION="$(sed -n 's/^label-studio==//p' "$LS_CONSTRAINTS")"
 LS_USERNAME="${LS_USERNAME:-refrain@example.org}"
 LS_PASSWORD="${LS_PASSWORD:-refrain-ls-pass}"
 # A legacy token (40 hex chars) for the default user; change it anywhere that is not a test box.
@@ -26,17 +28,26 @@ PIDFILE="$LS_DATA/labelstudio.pid"
 LOGFILE="$LS_DATA/labelstudio.log"
 
 cmd_install() {
+  # Cached: the venv is reused while its stamp matches the constraints file (every package pinned).
+  local stamp="$LS_VENV/.refrain-constraints.sha256" want
+  want="$(sha256sum "$LS_CONSTRAINTS" | cut -d' ' -f1)"
+  if [[ -x "$LS_VENV/bin/label-studio" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    echo "label-studio $LS_VERSION already installed in $LS_VENV"
+    return 0
+  fi
   local start=$SECONDS
   if [[ ! -x "$LS_VENV/bin/python" ]]; then
     python3.11 -m venv "$LS_VENV"
   fi
   local uv="${UV:-$ROOT/.tools/bin/uv}"
   if [[ -x "$uv" ]]; then
-    "$uv" pip install --python "$LS_VENV/bin/python" 'label-studio==1.23.*'
+    "$uv" pip install --quiet --python "$LS_VENV/bin/python" -c "$LS_CONSTRAINTS" \
+      "label-studio==$LS_VERSION"
   else
-    "$LS_VENV/bin/pip" install 'label-studio==1.23.*'
+    "$LS_VENV/bin/pip" install --quiet -c "$LS_CONSTRAINTS" "label-studio==$LS_VERSION"
   fi
-  echo "label-studio installed in $LS_VENV in $((SECONDS - start)) s"
+  echo "$want" >"$stamp"
+  echo "label-studio $LS_VERSION installed in $LS_VENV in $((SECONDS - start)) s"
 }
 
 is_running() {

@@ -4,6 +4,11 @@ A relabel task comes from :func:`annotation.services.enqueue.task_enqueue` with 
 ``LabelIssueFound`` source (``kind=relabel``, ``overlap=1``, keyed ``issue:<id>``, so re-routing the
 same run creates nothing), and the queue offers it only to annotators who never heard the clip. The budget
 counts every issue of the run that was ever routed, so routing a run twice routes it once.
+
+Where the project is linked to Label Studio, routing also reopens the clip's Label Studio task for one
+more annotator (``annotation.integrations.labelstudio``, on a worker after the routing commits); the
+Label Studio answer is stored as the relabel task's annotation, so the issue closes as it would
+after a relabel in Refrain (``annotation_committed`` → ``quality.receivers``).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
+from annotation.integrations.labelstudio.services import ls_relabels_request_on_commit
 from annotation.models import Task
 from annotation.services.enqueue import LabelIssueFound, task_enqueue
 from quality.models import LabelIssue, QualityRun, RunStatus
@@ -59,9 +65,13 @@ def issues_route(*, run: QualityRun, budget: int | None = None) -> dict[str, Any
             issue.routed_at = now
         LabelIssue.objects.bulk_update(issues, ["relabel_task", "status", "routed_at"])
         QualityRun.objects.filter(pk=run.pk).update(n_routed=already + len(issues))
+        # A clip of a project linked to Label Studio is also re-asked there, for one more annotator;
+        # the answer comes back (webhook or pull) as this relabel task's annotation.
+        labelstudio = ls_relabels_request_on_commit(task_ids=list(by_key.values()))
     return {
         "routed": len(issues),
         "routed_before": already,
         "budget": budget,
         "tasks": sorted(by_key.values()),
+        "labelstudio": labelstudio,
     }

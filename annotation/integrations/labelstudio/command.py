@@ -1,5 +1,5 @@
-"""``manage.py labelstudio {link,push,pull,import-file,update-config,...}``: the Label Studio sync
-from the command line.
+"""``manage.py labelstudio {link,push,pull,import-file,second-opinion,update-config,...}``: the
+Label Studio sync from the command line.
 
 Actions that need a layer above annotation (``push-predictions`` and ``ml-backend`` need the models
 of ``active_learning``) are registered by that layer with :func:`command_action_register` from its
@@ -24,8 +24,12 @@ from annotation.integrations.labelstudio.services import (
     ls_project_link,
     ls_pull_annotations,
     ls_push_tasks,
+    ls_relabels_request,
+    ls_request_second_opinion,
+    ls_users_file_parse,
+    routed_relabel_tasks,
 )
-from annotation.models import Clip, LabelStudioLink, Project
+from annotation.models import Clip, LabelStudioLink, Project, Task
 from refrain.errors import ApplicationError
 
 
@@ -90,6 +94,19 @@ class Command(BaseCommand):
         read.add_argument("link", type=int, help="link id")
         read.add_argument("file", help="an export in JSON, JSON_MIN or CSV")
         read.add_argument("--format", choices=FORMATS, help="default: from the name and content")
+        read.add_argument(
+            "--users",
+            help="who is who: LS's GET /api/users/ answer saved as JSON (exports name annotators "
+            "by LS user id; ids a pull or webhook already saw need no file)",
+        )
+        again = sub.add_parser(
+            "second-opinion",
+            help="reopen clips' LS tasks for one more annotator (a routed issue's answer then "
+            "closes it); without ids: every routed relabel task not asked in LS yet",
+        )
+        again.add_argument("link", type=int, help="link id")
+        again.add_argument("--clip", type=int, nargs="*", default=[], help="clip ids")
+        again.add_argument("--issue", type=int, nargs="*", default=[], help="label issue ids")
         config = sub.add_parser(
             "update-config",
             help="give LS the labelling config of the project's taxonomy version; prints the diff",
@@ -160,8 +177,15 @@ class Command(BaseCommand):
             text = path.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             raise CommandError(f"{path}: {exc}") from exc
+        users = None
+        if options.get("users"):
+            users_path = Path(options["users"])
+            try:
+                users = ls_users_file_parse(users_path.read_text(encoding="utf-8-sig"))
+            except (OSError, UnicodeDecodeError) as exc:
+                raise CommandError(f"{users_path}: {exc}") from exc
         summary = ls_import_export_file(
-            link=link, text=text, fmt=options.get("format"), filename=path.name
+            link=link, text=text, fmt=options.get("format"), filename=path.name, users=users
         )
         return {
             "created": summary.created,
@@ -169,6 +193,53 @@ class Command(BaseCommand):
             "skipped": summary.skipped,
             "errors": summary.errors,
         }
+
+    def _second_opinion(self, options: dict[str, Any]) -> dict[str, Any]:
+        link = self._get_link(options["link"])
+        project = link.project
+        if not options["clip"] and not options["issue"]:
+            return ls_relabels_request(
+                task_ids=Task.objects.filter(project=project).values_list("pk", flat=True)
+            )
+        # A routed issue's relabel task is keyed by the issue (annotation.services.enqueue).
+        relabels = {
+            t.clip_id: t
+            for t in routed_relabel_tasks().filter(
+                project=project,
+                status=Task.Status.OPEN,
+                dedupe_key__in=[f"issue:{i}" for i in options["issue"]],
+            )
+        }
+        found = {int(str(t.dedupe_key).removeprefix("issue:")) for t in relabels.values()}
+        if missing := set(options["issue"]) - found:
+            raise CommandError(
+                f"issue(s) {sorted(missing)} of {project.slug}: not routed, or already answered"
+            )
+        clips = {c.id: c for c in Clip.objects.filter(project=project, id__in=options["clip"])}
+        if set(options["clip"]) - set(clips):
+            raise CommandError(
+                f"clip(s) {sorted(set(options['clip']) - set(clips))} not in {project}"
+            )
+        for clip in Clip.objects.filter(id__in=list(relabels)):
+            clips[clip.id] = clip
+        open_relabel = {
+            t.clip_id: t
+            for t in routed_relabel_tasks().filter(clip_id__in=list(clips), status=Task.Status.OPEN)
+        }
+        asked = []
+        for clip_id, clip in sorted(clips.items()):
+            relabel = relabels.get(clip_id) or open_relabel.get(clip_id)
+            got = ls_request_second_opinion(link=link, clip=clip, relabel_task=relabel)
+            asked.append(
+                {
+                    "clip": clip_id,
+                    "ls_task": got.ls_task_id,
+                    "overlap": got.overlap,
+                    "relabel_task": relabel.pk if relabel else None,
+                    "already": got.already,
+                }
+            )
+        return {"asked": asked}
 
     def _pull(self, options: dict[str, Any]) -> dict[str, Any]:
         summary = ls_pull_annotations(link=self._get_link(options["link"]))

@@ -24,10 +24,11 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core import signing
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from kombu.exceptions import OperationalError
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
@@ -46,8 +47,10 @@ from annotation.models import (
     Clip,
     LabelStudioLink,
     LabelStudioTask,
+    LabelStudioUser,
     Membership,
     Project,
+    Task,
 )
 from annotation.selectors import TaxonomyIndex, taxonomy_index_cached
 from annotation.services.annotations import LabelError, annotation_create, labels_resolve
@@ -192,7 +195,11 @@ def ls_project_link(
     settings_kw: dict[str, Any] = {
         "label_config": config,
         "maximum_annotations": project.overlap,
+        # Blind: no pre-annotation and no history of the annotation shown to the annotator. The
+        # labelling stream (``next``) shows each annotator only their own annotations anyway; what
+        # Label Studio Community cannot hide is in docs/labelstudio.md ("Blind relabels").
         "show_collab_predictions": not project.blind,
+        "show_annotation_history": not project.blind,
         # Label Studio then serves first the tasks whose prediction scores lowest: where the model
         # is least sure (ls_push_predictions scores a prediction by its deepest node's probability).
         "sampling": "Uncertainty sampling",
@@ -561,26 +568,142 @@ def ls_push_predictions(
     return summary
 
 
-def ls_request_second_opinion(*, link: LabelStudioLink, clip: Clip) -> int:
-    """Ask Label Studio for one more annotation of ``clip``; returns the task's new overlap.
+@dataclass
+class SecondOpinion:
+    clip_id: int
+    ls_task_id: int
+    overlap: int  # the Label Studio task's overlap now
+    annotators: int  # distinct Label Studio annotators of the task before this request
+    already: bool = False  # asked before for this relabel task: nothing changed
 
-    Community LS puts a task back in the queue when its overlap grows and ``is_labeled`` is
-    cleared. ``n`` counts what the task already asked for or received, so exactly one more
-    annotator is wanted.
+
+def ls_request_second_opinion(
+    *, link: LabelStudioLink, clip: Clip, relabel_task: Task | None = None
+) -> SecondOpinion:
+    """Reopen ``clip``'s Label Studio task for exactly one more annotator.
+
+    Label Studio 1.23 serves a task to a user who has not annotated it while the number of its
+    distinct annotators (skips left out) is below the task's ``overlap`` (``is_labeled`` and the
+    task lock both count that way), so the overlap becomes that number plus one: a clip labelled
+    only in Refrain (no Label Studio annotation) gets overlap 1, one labelled by two people in
+    Label Studio gets 3. Nobody who annotated it in Label Studio is served it again.
+
+    With ``relabel_task`` (a routed issue's Refrain relabel task), the first Label Studio annotation
+    made after the first request for it answers that task (see :func:`ls_annotation_ingest`).
+    Idempotent per relabel task: while the Label Studio task still waits for the annotator asked
+    for, asking again changes nothing; once that annotator answered without closing the relabel (an
+    answer that was not blind), asking again asks one more.
     """
     mapped = LabelStudioTask.objects.filter(link=link, clip=clip).first()
     if mapped is None:
         raise LabelStudioSyncError(f"clip {clip.id} was never pushed to Label Studio")
     client = _client_for(link)
-    tid = str(mapped.ls_task_id)
-    task = _ls_call(f"task {tid} lookup", lambda: client.tasks.get(tid))
-    received = (task.total_annotations or 0) - (task.cancelled_annotations or 0)
-    n = max(task.overlap or 1, received)
+    tid = mapped.ls_task_id
+    annotations = _ls_call(f"task {tid} annotations", lambda: list(client.annotations.list(id=tid)))
+    annotators = {a.completed_by for a in annotations if not a.was_cancelled}
+    asked_before = relabel_task is not None and mapped.relabel_task_id == relabel_task.pk
+    if asked_before:
+        task = _ls_call(f"task {tid} lookup", lambda: client.tasks.get(str(tid)))
+        # An answer Refrain has not ingested yet may still close the relabel: wait for it too.
+        unread = {
+            f"ls:{link.id}:{a.id}"
+            for a in annotations
+            if not a.was_cancelled and int(a.id) > (mapped.relabel_after or 0)
+        } - set(
+            Annotation.objects.filter(
+                clip=clip, idempotency_key__startswith=f"ls:{link.id}:"
+            ).values_list("idempotency_key", flat=True)
+        )
+        if len(annotators) < int(task.overlap or 1) or unread:
+            return SecondOpinion(clip.id, tid, int(task.overlap or 1), len(annotators), True)
+    overlap = len(annotators) + 1
     _ls_call(
         f"task {tid} update",
-        lambda: client.tasks.update(id=tid, overlap=n + 1, is_labeled=False),
+        lambda: client.tasks.update(id=str(tid), overlap=overlap, is_labeled=False),
     )
-    return n + 1
+    if relabel_task is not None and not asked_before:
+        mapped.relabel_task = relabel_task
+        mapped.relabel_after = max((int(a.id) for a in annotations), default=0)
+        mapped.relabel_requested_at = timezone.now()
+        mapped.save(update_fields=["relabel_task", "relabel_after", "relabel_requested_at"])
+    return SecondOpinion(clip.id, tid, overlap, len(annotators))
+
+
+def routed_relabel_tasks() -> QuerySet[Task]:
+    """Relabel tasks of routed label issues (keyed ``issue:<id>`` by the ``LabelIssueFound``
+    source); second opinions the acquisition picked and reviewers' send-backs are not among them."""
+    return Task.objects.filter(kind=Task.Kind.RELABEL, dedupe_key__startswith="issue:")
+
+
+def _open_relabels(task_ids: Iterable[int] | None = None) -> list[tuple[LabelStudioLink, Task]]:
+    """Open relabel tasks of routed label issues whose clip is in a linked Label Studio project,
+    with the link (of ``task_ids``, or all)."""
+    tasks = routed_relabel_tasks().filter(
+        Exists(LabelStudioTask.objects.filter(clip_id=OuterRef("clip_id"))),
+        status=Task.Status.OPEN,
+    )
+    if task_ids is not None:
+        tasks = tasks.filter(pk__in=list(task_ids))
+    out = []
+    for task in tasks.select_related("clip").order_by("pk"):
+        for mapped in LabelStudioTask.objects.filter(clip_id=task.clip_id).select_related("link"):
+            out.append((mapped.link, task))
+    return out
+
+
+def ls_relabels_request(*, task_ids: Iterable[int] | None = None) -> dict[str, Any]:
+    """Make Label Studio wait for one more annotator on each open routed relabel task (of
+    ``task_ids``, or all): those not asked yet, and those whose asked annotator answered without
+    closing the relabel (not blind). A task Label Studio still holds open for its annotator is
+    counted as ``waiting`` and left alone. A Label Studio that cannot be reached is reported per
+    task; the reconciliation (``ls_reconcile_links``) runs this again."""
+    asked: list[dict[str, Any]] = []
+    waiting = 0
+    errors: list[str] = []
+    for link, task in _open_relabels(task_ids):
+        try:
+            got = ls_request_second_opinion(link=link, clip=task.clip, relabel_task=task)
+        except LabelStudioSyncError as exc:
+            errors.append(f"relabel task {task.pk} (clip {task.clip_id}): {exc}")
+            continue
+        if got.already:
+            waiting += 1
+            continue
+        asked.append(
+            {
+                "task": task.pk,
+                "clip": task.clip_id,
+                "ls_task": got.ls_task_id,
+                "overlap": got.overlap,
+            }
+        )
+    return {"asked": asked, "waiting": waiting, "errors": errors}
+
+
+def ls_relabels_request_on_commit(*, task_ids: Sequence[int]) -> bool:
+    """After the caller's transaction commits, have a worker ask Label Studio for these relabel
+    tasks' second opinions, if any of their clips is in a linked project. Returns whether one was
+    queued. A broker that is down is logged, not raised: the reconciliation asks later."""
+    # tasks.py imports this module (its tasks call these services).
+    from annotation.integrations.labelstudio.tasks import ls_request_relabels
+
+    ids = list(
+        routed_relabel_tasks()
+        .filter(pk__in=list(task_ids))
+        .filter(Exists(LabelStudioTask.objects.filter(clip_id=OuterRef("clip_id"))))
+        .values_list("pk", flat=True)
+    )
+    if not ids:
+        return False
+
+    def send() -> None:
+        try:
+            ls_request_relabels.delay(ids)
+        except (OSError, OperationalError) as exc:  # the broker; the reconciliation asks later
+            logger.warning("Label Studio second opinions for tasks %s not queued: %s", ids, exc)
+
+    transaction.on_commit(send)
+    return True
 
 
 # --- pull and webhook ingest ----------------------------------------------------------------------
@@ -628,24 +751,65 @@ def _email_or_user_id(annotation: Mapping[str, Any]) -> tuple[str, int | None]:
     return email, who if isinstance(who, int) and not isinstance(who, bool) else None
 
 
+def ls_users_remember(*, link: LabelStudioLink, emails: Mapping[int, str]) -> int:
+    """Record Label Studio user id → email for ``link`` (a new email replaces an old one); how
+    many were new or changed. Export files name annotators by id only: these map them offline."""
+    emails = {int(k): v for k, v in emails.items() if "@" in str(v)}
+    if not emails:
+        return 0
+    known = dict(
+        LabelStudioUser.objects.filter(link=link, ls_user_id__in=emails).values_list(
+            "ls_user_id", "email"
+        )
+    )
+    changed = {uid: email for uid, email in emails.items() if known.get(uid) != email}
+    if changed:
+        LabelStudioUser.objects.bulk_create(
+            [LabelStudioUser(link=link, ls_user_id=u, email=e) for u, e in changed.items()],
+            update_conflicts=True,
+            unique_fields=["link", "ls_user_id"],
+            update_fields=["email"],
+        )
+    return len(changed)
+
+
+def _known_emails(link: LabelStudioLink) -> dict[int, str]:
+    return dict(LabelStudioUser.objects.filter(link=link).values_list("ls_user_id", "email"))
+
+
 class EmailLookup:
-    """LS user id → email, from the annotation itself or one ``users.get`` per user."""
+    """LS user id → email: from the annotation itself, what the link learnt before, or one
+    ``users.get`` per user; what it learns is kept on the link (:meth:`remember`)."""
 
     def __init__(self, link: LabelStudioLink) -> None:
         self._link = link
-        self._cache: dict[int, str] = {}
+        self._cache: dict[int, str] = _known_emails(link)
+        self._learnt: dict[int, str] = {}
         self._client: LabelStudio | None = None
 
     def __call__(self, annotation: Mapping[str, Any]) -> str:
         email, user_id = _email_or_user_id(annotation)
-        if email or user_id is None:
+        if user_id is None:
             return email or "unknown"
+        if email:
+            if self._cache.get(user_id) != email:
+                self._cache[user_id] = self._learnt[user_id] = email
+            return email
         if user_id not in self._cache:
             self._client = self._client or _client_for(self._link)
             client = self._client
             user = _ls_call(f"user {user_id} lookup", lambda: client.users.get(id=user_id))
-            self._cache[user_id] = str(getattr(user, "email", "") or f"user-{user_id}")
+            found = str(getattr(user, "email", "") or "")
+            self._cache[user_id] = found or f"user-{user_id}"
+            if found:
+                self._learnt[user_id] = found
         return self._cache[user_id]
+
+    def remember(self) -> None:
+        """Keep the ids and emails learnt in this pull or webhook on the link."""
+        if self._learnt:
+            ls_users_remember(link=self._link, emails=self._learnt)
+            self._learnt = {}
 
 
 def _refrain_user(*, project: Project, email: str) -> AbstractBaseUser | None:
@@ -712,16 +876,27 @@ def ls_annotation_ingest(
             if explicit == set(node_ids):
                 return IngestResult("existing", previous.id)
             key = f"{key}:{stored.count()}"
+        relabel = (
+            None
+            if previous is not None
+            else _relabel_answered(
+                link=link, clip=clip, ls_annotation_id=ls_ann_id, user=user, email=email
+            )
+        )
         ann, _ = annotation_create(
             clip=clip,
             index=index,
             explicit_node_ids=node_ids,
             source=f"labelstudio:{email}",
+            kind=Annotation.Kind.RELABEL if relabel is not None else Annotation.Kind.LABEL,
             user=user,
+            task=relabel,
             time_spent_ms=time_spent_ms,
             idempotency_key=key,
             supersedes=previous,
         )
+        if relabel is not None:
+            _relabel_task_count(relabel)
         # Like any other new opinion: consensus, issue closing and the cycle trigger, after commit.
         events.publish(
             events.annotation_committed,
@@ -733,20 +908,73 @@ def ls_annotation_ingest(
     return IngestResult("superseded" if previous is not None else "created", ann.id)
 
 
+def _relabel_answered(
+    *,
+    link: LabelStudioLink,
+    clip: Clip,
+    ls_annotation_id: int,
+    user: AbstractBaseUser | None,
+    email: str,
+) -> Task | None:
+    """The open Refrain relabel task that a new Label Studio annotation answers: one asked in Label
+    Studio (:func:`ls_request_second_opinion`) before this annotation was made, whose clip this
+    annotator has not labelled before (in Refrain, or in Label Studio under this email). The
+    caller holds the link's row lock. Locks the task row."""
+    mapped = (
+        LabelStudioTask.objects.filter(
+            link=link,
+            clip=clip,
+            relabel_task__status=Task.Status.OPEN,
+            relabel_after__lt=ls_annotation_id,
+        )
+        .select_related("relabel_task")
+        .first()
+    )
+    if mapped is None or mapped.relabel_task is None:
+        return None
+    earlier = Annotation.objects.filter(clip=clip, source=f"labelstudio:{email}")
+    if user is not None:
+        earlier = earlier | Annotation.objects.filter(clip=clip, user=user)
+    if earlier.exists():
+        logger.info(
+            "Label Studio annotation %s by %s does not answer relabel task %s: not blind "
+            "(they labelled clip %s before)",
+            ls_annotation_id,
+            email,
+            mapped.relabel_task_id,
+            clip.pk,
+        )
+        return None
+    task = Task.objects.select_for_update().get(pk=mapped.relabel_task_id)
+    return task if task.status == Task.Status.OPEN else None
+
+
+def _relabel_task_count(task: Task) -> None:
+    """Count one answer towards ``task`` (locked by the caller), as a Refrain submit does."""
+    task.n_submitted += 1
+    if task.n_submitted >= task.overlap:
+        task.status = Task.Status.DONE
+        task.completed_at = timezone.now()
+    task.save(update_fields=["n_submitted", "status", "completed_at"])
+
+
 def ls_webhook_ingest(*, link: LabelStudioLink, payload: Mapping[str, Any]) -> IngestResult:
     """One webhook payload (already shape-checked by the view), from a Celery worker."""
     index = taxonomy_index_cached(link.project.taxonomy_version)
+    email_for = EmailLookup(link)
     try:
         return ls_annotation_ingest(
             link=link,
             annotation=payload["annotation"],
             task=payload["task"],
             index=index,
-            email_for=EmailLookup(link),
+            email_for=email_for,
         )
     except (LabelStudioFormatError, LabelError) as exc:
         logger.warning("Label Studio link %s: annotation not stored: %s", link.id, exc)
         return IngestResult("error", reason=str(exc))
+    finally:
+        email_for.remember()
 
 
 def _known_annotation_ids(link: LabelStudioLink) -> set[int]:
@@ -854,6 +1082,7 @@ def ls_pull_annotations(*, link: LabelStudioLink) -> PullSummary:
                 index=index,
                 email_for=email_for,
             )
+    email_for.remember()
     # Stored earlier, on tasks Label Studio has not changed since: not listed, still there.
     summary.existing += len(known - seen)
     if not summary.errors:
@@ -863,22 +1092,72 @@ def ls_pull_annotations(*, link: LabelStudioLink) -> PullSummary:
     return summary
 
 
-def offline_email(annotation: Mapping[str, Any]) -> str:
-    """The annotator's email as an export file gives it, without asking Label Studio: from
-    ``created_username``, an expanded ``completed_by``, or ``user-<id>``."""
+def offline_email(annotation: Mapping[str, Any], known: Mapping[int, str] | None = None) -> str:
+    """The annotator's email without asking Label Studio: from ``created_username`` or an
+    expanded ``completed_by`` in the annotation, else ``known`` (user id → email: what the link
+    learnt from pulls and webhooks, and a users file), else ``user-<id>``."""
     email, user_id = _email_or_user_id(annotation)
     if email:
         return email
-    return f"user-{user_id}" if user_id is not None else "unknown"
+    if user_id is None:
+        return "unknown"
+    return (known or {}).get(user_id) or f"user-{user_id}"
+
+
+def ls_users_file_parse(text: str) -> dict[int, str]:
+    """User id → email from a users file: Label Studio's ``GET /api/users/`` answer (a list of
+    users, or a page with ``results``) or a plain ``{"<id>": "<email>"}`` object.
+
+    Raises :class:`LabelStudioFormatError` naming what is wrong."""
+    import json
+
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise LabelStudioFormatError(f"users file is not JSON: {exc}") from exc
+    if isinstance(doc, dict) and isinstance(doc.get("results"), list):
+        doc = doc["results"]
+    out: dict[int, str] = {}
+    if isinstance(doc, dict):
+        items = list(doc.items())
+    elif isinstance(doc, list):
+        items = []
+        for n, user in enumerate(doc):
+            if not isinstance(user, dict) or "id" not in user or "email" not in user:
+                raise LabelStudioFormatError(f"users file: entry {n} has no 'id' and 'email'")
+            items.append((user["id"], user["email"]))
+    else:
+        raise LabelStudioFormatError("users file: expected a list of users or an id → email map")
+    for user_id, email in items:
+        try:
+            uid = int(user_id)
+        except (TypeError, ValueError):
+            raise LabelStudioFormatError(f"users file: {user_id!r} is not a user id") from None
+        if not isinstance(email, str) or "@" not in email:
+            raise LabelStudioFormatError(f"users file: user {uid} has no email ({email!r})")
+        out[uid] = email
+    return out
 
 
 def ls_import_export_file(
-    *, link: LabelStudioLink, text: str, fmt: str | None = None, filename: str = ""
+    *,
+    link: LabelStudioLink,
+    text: str,
+    fmt: str | None = None,
+    filename: str = "",
+    users: Mapping[int, str] | None = None,
 ) -> PullSummary:
     """Store the annotations of a Label Studio export file (JSON, JSON_MIN or CSV; sniffed when
     ``fmt`` is None), as a pull would, without calling Label Studio. Idempotent with pulls and the
-    webhook (the same keys); records Refrain cannot read are listed in ``errors``."""
+    webhook (the same keys); records Refrain cannot read are listed in ``errors``.
+
+    Exports name annotators by Label Studio user id only: ``users`` (id → email, from a users
+    file) and what the link learnt from earlier pulls and webhooks map them to people; ``users``
+    is remembered on the link."""
     fmt = fmt or export_format_sniff(text, filename)
+    if users:
+        ls_users_remember(link=link, emails=users)
+    known = _known_emails(link)
     summary = PullSummary()
     index = taxonomy_index_cached(link.project.taxonomy_version)
     for record in export_records(text, fmt):
@@ -892,6 +1171,6 @@ def ls_import_export_file(
             annotation=record.annotation,
             task=record.task,
             index=index,
-            email_for=offline_email,
+            email_for=lambda annotation: offline_email(annotation, known),
         )
     return summary

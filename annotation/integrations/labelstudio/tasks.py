@@ -16,6 +16,7 @@ from annotation.integrations.labelstudio.services import (
     LabelStudioSyncError,
     ls_config_update,
     ls_pull_annotations,
+    ls_relabels_request,
     ls_webhook_ingest,
 )
 from annotation.models import LabelStudioLink
@@ -32,12 +33,22 @@ def ls_ingest_annotation(link_id: int, payload: dict[str, Any]) -> dict[str, Any
 logger = logging.getLogger(__name__)
 
 
+# Acked early: a lost message is caught up by the reconciliation (it asks for every relabel task
+# not asked yet); asking twice for one relabel task changes nothing.
+@shared_task(name="annotation.integrations.labelstudio.tasks.ls_request_relabels")
+def ls_request_relabels(task_ids: list[int]) -> dict[str, Any]:
+    """Reopen the Label Studio tasks of these routed relabel tasks for one more annotator each."""
+    return ls_relabels_request(task_ids=task_ids)
+
+
 # Acked early and not retried: a lost reconciliation is simply the next one (beat, every
 # REFRAIN_LS_RECONCILE_SECONDS); pulls are idempotent.
 @shared_task(name="annotation.integrations.labelstudio.tasks.ls_reconcile_links")
 def ls_reconcile_links() -> dict[str, Any]:
     """Pull every link: what a missed or failed webhook left behind arrives within one period.
-    One unreachable Label Studio does not stop the others."""
+    Then ask for the second opinions that routed relabel tasks still want (a lost
+    ``ls_request_relabels``, an answer that was not blind). One unreachable Label Studio does not
+    stop the others."""
     out: dict[str, Any] = {}
     for link in LabelStudioLink.objects.select_related("project__taxonomy_version"):
         try:
@@ -51,6 +62,12 @@ def ls_reconcile_links() -> dict[str, Any]:
             "existing": summary.existing,
             "errors": len(summary.errors),
         }
+    relabels = ls_relabels_request()
+    out["relabels"] = {
+        "asked": len(relabels["asked"]),
+        "waiting": relabels["waiting"],
+        "errors": relabels["errors"],
+    }
     return out
 
 

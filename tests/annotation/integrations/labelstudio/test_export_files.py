@@ -21,11 +21,11 @@ from tests.factories import ClipFactory, ProjectFactory
 pytestmark = pytest.mark.django_db
 
 
-def _link() -> LabelStudioLink:
+def _link(ls_project_id: int = 5) -> LabelStudioLink:
     return LabelStudioLink.objects.create(
         project=ProjectFactory(),
         base_url="http://ls.example:8080",
-        ls_project_id=5,
+        ls_project_id=ls_project_id,
         api_key="token",
         webhook_secret="s3cret",
     )
@@ -174,3 +174,72 @@ def test_the_command_reads_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[
     call_command("labelstudio", "import-file", str(link.id), str(path))
     out = json.loads(capsys.readouterr().out)
     assert (out["created"], out["errors"]) == (3, [])
+
+
+def _ids_only(export: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The export as Label Studio 1.23 really writes it: ``completed_by`` is the user id alone."""
+    for task in export:
+        for ann in task["annotations"]:
+            ann["completed_by"] = ann["completed_by"]["id"]
+    return export
+
+
+def test_annotators_named_by_id_map_through_a_users_file_or_what_the_link_learnt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    link = _link()
+    clips = [ClipFactory(project=link.project) for _ in range(3)]
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(_ids_only(_export([c.id for c in clips]))))
+    users = tmp_path / "users.json"
+    # Label Studio's GET /api/users/ answer, as an admin saves it.
+    users.write_text(
+        json.dumps(
+            [
+                {"id": 3, "email": "ann@ls.example", "username": "ann"},
+                {"id": 4, "email": "other@ls.example", "username": "other"},
+            ]
+        )
+    )
+    call_command("labelstudio", "import-file", str(link.id), str(path), "--users", str(users))
+    assert json.loads(capsys.readouterr().out)["created"] == 3
+    assert {a.source for a in Annotation.objects.filter(clip__project=link.project)} == {
+        "labelstudio:ann@ls.example",
+        "labelstudio:other@ls.example",
+    }
+    # The link keeps who is who: the next export file needs no users file.
+    second = _link(6)
+    second.users.create(ls_user_id=3, email="ann@ls.example")
+    other_clips = [ClipFactory(project=second.project) for _ in range(3)]
+    text = json.dumps(_ids_only(_export([c.id for c in other_clips])))
+    assert ls_import_export_file(link=second, text=text).created == 3
+    assert {a.source for a in Annotation.objects.filter(clip__project=second.project)} == {
+        "labelstudio:ann@ls.example",
+        "labelstudio:user-4",  # nobody said who 4 is
+    }
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("not json", "not JSON"),
+        ('[{"id": 3}]', "entry 0 has no 'id' and 'email'"),
+        ('{"x": "a@b"}', "'x' is not a user id"),
+        ('{"3": "nobody"}', "user 3 has no email"),
+        ('"users"', "expected a list of users"),
+    ],
+)
+def test_a_bad_users_file_is_refused_before_anything_is_stored(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    from django.core.management.base import CommandError
+
+    link = _link()
+    clips = [ClipFactory(project=link.project) for _ in range(3)]
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(_ids_only(_export([c.id for c in clips]))))
+    users = tmp_path / "users.json"
+    users.write_text(content)
+    with pytest.raises(CommandError, match=message):
+        call_command("labelstudio", "import-file", str(link.id), str(path), "--users", str(users))
+    assert Annotation.objects.filter(clip__project=link.project).count() == 0

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotation', '0009_loop_policy_moves_to_active_learning'),
+        ('annotation', '0011_labelstudio_user'),
     ]
 
     operations = [
