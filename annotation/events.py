@@ -12,6 +12,8 @@ event                  sent when                                          qualit
 annotation_committed   an annotation is stored: a submit, a reviewer's    consensus update, issue
                        correction, a Label Studio annotation pulled in    resolution, cycle trigger
 review_decided         a reviewer accepts, corrects or sends back a clip  a tied issue is closed
+taxonomy_changed       a project moves to another taxonomy version         (the Label Studio link
+                                                                          updates its config)
 =====================  =================================================  ===========================
 
 Receivers are called with ``sender=None`` and the keyword arguments named in each signal's comment.
@@ -32,6 +34,8 @@ logger = logging.getLogger(__name__)
 annotation_committed = Signal()
 #: kwargs: ``decision_id``, ``clip_id``, ``project_id``, ``decision`` (ReviewDecision.Decision).
 review_decided = Signal()
+#: kwargs: ``project_id``, ``old_version_id``, ``new_version_id``.
+taxonomy_changed = Signal()
 
 
 def publish(signal: Signal, **kwargs: Any) -> None:

@@ -592,6 +592,15 @@ class LabelStudioLink(models.Model):
     refrain_url = models.URLField(max_length=500, blank=True)
     ls_webhook_id = models.PositiveIntegerField(null=True, blank=True)
     model_version = models.CharField(max_length=100, blank=True)
+    # The taxonomy version whose labelling config Label Studio holds (null: linked before this was
+    # recorded); a project on another version has its config updated by ``ls_config_update``.
+    taxonomy_version = models.ForeignKey(
+        TaxonomyVersion,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="labelstudio_links",
+    )
     created_at = models.DateTimeField(default=timezone.now)
     last_pulled_at = models.DateTimeField(null=True, blank=True)
 

@@ -10,7 +10,9 @@ app = Celery("refrain")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 # Task modules outside an app's top-level ``tasks.py``.
-app.autodiscover_tasks(["annotation.integrations.labelstudio"])
+app.autodiscover_tasks(
+    ["annotation.integrations.labelstudio", "active_learning.integrations.labelstudio_ml"]
+)
 
 
 @app.task(name="refrain.ping")

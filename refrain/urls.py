@@ -16,6 +16,7 @@ urlpatterns = [
     path("login/", ThrottledLoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("annotation.integrations.labelstudio.urls")),
+    path("", include("active_learning.integrations.labelstudio_ml.urls")),
     path("", include("annotation.urls")),
     path("", include("active_learning.urls")),
     path("", include("quality.urls")),

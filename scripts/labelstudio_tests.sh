@@ -18,5 +18,6 @@ svc=scripts/labelstudio_service.sh
 trap '"$svc" stop' EXIT
 "$svc" start
 eval "$("$svc" env)"
-.venv/bin/pytest -q -m labelstudio -p no:cacheprovider tests/annotation/integrations/labelstudio "$@"
+.venv/bin/pytest -q -m labelstudio -p no:cacheprovider tests/annotation/integrations/labelstudio \
+  tests/active_learning/integrations/labelstudio_ml "$@"
 echo "test-labelstudio: Label Studio stage finished in $((SECONDS - start)) s"

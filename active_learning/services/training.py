@@ -41,6 +41,7 @@ from active_learning.artifacts import ArtifactStorageError, artifact_write, arti
 from active_learning.core.cv import cross_val_predict_proba
 from active_learning.core.features import CQTPatchBackend
 from active_learning.core.metrics import per_node_report
+from active_learning.events import model_version_done
 from active_learning.models import FeatureSet, JobStatus, ModelVersion
 from active_learning.selectors import (
     PATCH_BACKEND,
@@ -50,6 +51,7 @@ from active_learning.selectors import (
     latest_feature_set,
     training_labels,
 )
+from annotation import events
 from annotation.models import Project
 from annotation.selectors import TaxonomyIndex, taxonomy_index_cached
 from refrain.errors import Invalid
@@ -364,6 +366,7 @@ def _train(mv: ModelVersion) -> None:
     mv.error = ""
     mv.finished_at = timezone.now()
     mv.save()
+    events.publish(model_version_done, model_version_id=mv.pk, project_id=mv.project_id)
 
 
 def _estimator_params(model: Any) -> dict[str, Any]:

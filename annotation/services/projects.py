@@ -8,6 +8,7 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
 
+from annotation import events
 from annotation.models import Membership, Project, Task, TaxonomyVersion
 from refrain.errors import Invalid
 
@@ -106,6 +107,12 @@ def project_update_policy(
             project.lease_seconds = new_lease
             fields.append("lease_seconds")
         if taxonomy_version is not None and taxonomy_version.pk != project.taxonomy_version_id:
+            events.publish(
+                events.taxonomy_changed,
+                project_id=project.pk,
+                old_version_id=project.taxonomy_version_id,
+                new_version_id=taxonomy_version.pk,
+            )
             project.taxonomy_version = taxonomy_version
             fields.append("taxonomy_version")
         if fields:

@@ -1,10 +1,17 @@
-"""``manage.py labelstudio {link,push,pull,import-file,second-opinion}``: the Label Studio sync from
-the command line."""
+"""``manage.py labelstudio {link,push,pull,import-file,second-opinion,update-config,...}``: the
+Label Studio sync from the command line.
+
+Actions that need a layer above annotation (``push-predictions`` and ``ml-backend`` need the models
+of ``active_learning``) are registered by that layer with :func:`command_action_register` from its
+``AppConfig.ready()``, so this module never imports it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +19,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from annotation.integrations.labelstudio.export_files import FORMATS
 from annotation.integrations.labelstudio.services import (
+    ls_config_update,
     ls_import_export_file,
     ls_project_link,
     ls_pull_annotations,
@@ -23,6 +31,40 @@ from annotation.integrations.labelstudio.services import (
 )
 from annotation.models import Clip, LabelStudioLink, Project, Task
 from refrain.errors import ApplicationError
+
+
+@dataclass(frozen=True)
+class CommandAction:
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    handle: Callable[[dict[str, Any]], dict[str, Any]]
+
+
+#: Actions registered by the layers above annotation (see the module docstring).
+EXTRA_ACTIONS: dict[str, CommandAction] = {}
+
+
+def command_action_register(
+    name: str,
+    *,
+    help: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    handle: Callable[[dict[str, Any]], dict[str, Any]],
+) -> None:
+    """Add ``manage.py labelstudio <name>``; ``handle`` gets the parsed options, returns JSON."""
+    EXTRA_ACTIONS[name] = CommandAction(help=help, add_arguments=add_arguments, handle=handle)
+
+
+def link_get(link_id: int) -> LabelStudioLink:
+    """The link with this id, for command actions; CommandError when there is none."""
+    found = (
+        LabelStudioLink.objects.select_related("project__taxonomy_version", "taxonomy_version")
+        .filter(id=link_id)
+        .first()
+    )
+    if found is None:
+        raise CommandError(f"no Label Studio link {link_id}")
+    return found
 
 
 class Command(BaseCommand):
@@ -65,10 +107,21 @@ class Command(BaseCommand):
         again.add_argument("link", type=int, help="link id")
         again.add_argument("--clip", type=int, nargs="*", default=[], help="clip ids")
         again.add_argument("--issue", type=int, nargs="*", default=[], help="label issue ids")
+        config = sub.add_parser(
+            "update-config",
+            help="give LS the labelling config of the project's taxonomy version; prints the diff",
+        )
+        config.add_argument("link", type=int, help="link id")
+        for name, action in EXTRA_ACTIONS.items():
+            action.add_arguments(sub.add_parser(name, help=action.help))
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            out = getattr(self, f"_{options['action'].replace('-', '_')}")(options)
+            extra = EXTRA_ACTIONS.get(options["action"])
+            if extra is not None:
+                out = extra.handle(options)
+            else:
+                out = getattr(self, f"_{options['action'].replace('-', '_')}")(options)
         except ApplicationError as exc:  # unreachable LS, a conflicting link, bad input
             raise CommandError(str(exc)) from exc
         self.stdout.write(json.dumps(out, indent=2))
@@ -92,13 +145,17 @@ class Command(BaseCommand):
         }
 
     def _get_link(self, link_id: int) -> LabelStudioLink:
-        link = LabelStudioLink.objects.select_related("project__taxonomy_version").filter(
-            id=link_id
-        )
-        found = link.first()
-        if found is None:
-            raise CommandError(f"no Label Studio link {link_id}")
-        return found
+        return link_get(link_id)
+
+    def _update_config(self, options: dict[str, Any]) -> dict[str, Any]:
+        update = ls_config_update(link=self._get_link(options["link"]))
+        return {
+            "changed": update.changed,
+            "from_version": update.old_version,
+            "to_version": update.new_version,
+            "summary": update.summary(),
+            "diff": update.diff,
+        }
 
     def _push(self, options: dict[str, Any]) -> dict[str, Any]:
         link = self._get_link(options["link"])

@@ -157,11 +157,14 @@ def prediction_from_probs(
     control_name: str = CONTROL_NAME,
     object_name: str = OBJECT_NAME,
     stop_below: float | None = None,
+    score: float | None = None,
 ) -> dict[str, Any]:
     """A Label Studio prediction (without ``task``) from one clip's (K,) probabilities.
 
-    ``score`` is the probability of the deepest node on the path, which for hierarchy-consistent
-    probabilities is the smallest along it: Label Studio orders by it in uncertainty sampling.
+    The result names the full path, root first, of node keys (the config's aliases). ``score`` is
+    what Label Studio's uncertainty sampling sorts by, lowest first: given, it is used as is (the
+    caller's order, e.g. Refrain's acquisition priority); otherwise it is the probability of the
+    deepest node on the path, which for hierarchy-consistent probabilities is the smallest along it.
     """
     probs = np.asarray(probs, dtype=np.float64)
     if probs.shape != (len(nodes),):
@@ -171,7 +174,7 @@ def prediction_from_probs(
     roots, children = _children_by_index(nodes)
     by_index = {n.index: n for n in nodes}
     path = argmax_path(probs, roots=roots, children=children, stop_below=stop_below)
-    score = float(probs[path[-1]])
+    score = float(probs[path[-1]]) if score is None else float(score)
     return {
         "model_version": model_version,
         "score": score if math.isfinite(score) else 0.0,

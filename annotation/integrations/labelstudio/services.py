@@ -9,11 +9,12 @@ new Refrain annotation that supersedes the previous one (history is never overwr
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -54,6 +55,7 @@ from annotation.models import (
 from annotation.selectors import TaxonomyIndex, taxonomy_index_cached
 from annotation.services.annotations import LabelError, annotation_create, labels_resolve
 from refrain.errors import Conflict, Unavailable
+from taxonomy.diff import diff_taxonomies
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +88,10 @@ def _ls_call(what: str, fn: Callable[[], Any]) -> Any:
         ) from exc
     except httpx.HTTPError as exc:
         raise LabelStudioSyncError(f"Label Studio unreachable during {what}: {exc}") from exc
+
+
+#: For the Label Studio integrations of the layers above (``active_learning``'s ML backend).
+ls_call = _ls_call
 
 
 def _client_for(link: LabelStudioLink) -> LabelStudio:
@@ -180,6 +186,12 @@ def ls_project_link(
     index = taxonomy_index_cached(project.taxonomy_version)
     config = label_config_from_taxonomy(index.nodes)
     client = ls_client(base_url=base_url, api_key=api_key)
+    if ls_project_id is not None and (
+        existing is None or existing.taxonomy_version_id != project.taxonomy_version_id
+    ):
+        # The config is about to be replaced: refuse while Label Studio holds annotations that the
+        # project's taxonomy version cannot read, before anything changes remotely.
+        _config_check(client=client, ls_project_id=ls_project_id, index=index)
     settings_kw: dict[str, Any] = {
         "label_config": config,
         "maximum_annotations": project.overlap,
@@ -216,12 +228,14 @@ def ls_project_link(
             api_key=api_key,
             webhook_secret=secrets.token_urlsafe(32),
             refrain_url=refrain_url.rstrip("/"),
+            taxonomy_version=project.taxonomy_version,
         )
     else:
         link = existing
         link.api_key = api_key
         link.refrain_url = refrain_url.rstrip("/") or link.refrain_url
-        link.save(update_fields=["api_key", "refrain_url"])
+        link.taxonomy_version = project.taxonomy_version
+        link.save(update_fields=["api_key", "refrain_url", "taxonomy_version"])
     if refrain_base_url(link=link):
         hook_kw: dict[str, Any] = {
             "url": webhook_url(link=link),
@@ -241,6 +255,117 @@ def ls_project_link(
             link.ls_webhook_id = int(hook.id)
             link.save(update_fields=["ls_webhook_id"])
     return link
+
+
+# --- labelling config after a taxonomy change ------------------------------------------------------
+
+
+class LabelStudioConfigMismatch(Conflict):
+    """Label Studio holds annotations naming genres the project's taxonomy version lacks; its
+    labelling config was left as it was, so none of them is lost."""
+
+    code = "labelstudio_config_mismatch"
+
+
+#: How many unreadable annotations a mismatch error names (all are counted).
+MISMATCH_SHOWN = 10
+
+
+def _config_check(*, client: LabelStudio, ls_project_id: int, index: TaxonomyIndex) -> None:
+    """Raise :class:`LabelStudioConfigMismatch` when an annotation in the Label Studio project
+    names a genre that is not a node of ``index``'s version (by key, or by display path)."""
+    tasks = _ls_call(
+        "task listing",
+        lambda: list(client.tasks.list(project=ls_project_id, fields="all", page_size=100)),
+    )
+    unreadable: list[str] = []
+    for task in tasks:
+        for raw in task.annotations or []:
+            annotation = raw if isinstance(raw, dict) else raw.model_dump()
+            if annotation.get("was_cancelled"):
+                continue
+            where = f"LS task {task.id} annotation {annotation.get('id')}"
+            try:
+                paths = taxonomy_paths_from_result(annotation.get("result") or [])
+            except LabelStudioFormatError as exc:
+                unreadable.append(f"{where}: {exc}")
+                continue
+            for path in paths:
+                try:
+                    labels = labels_from_taxonomy_paths([path], known_keys=index.by_key)
+                    labels_resolve(index=index, labels=labels)
+                except LabelError:
+                    # As Label Studio shows it: the path's items (aliases or names), root first.
+                    unreadable.append(f"{where}: {' > '.join(path)}")
+    if unreadable:
+        shown = "; ".join(unreadable[:MISMATCH_SHOWN])
+        more = len(unreadable) - MISMATCH_SHOWN
+        raise LabelStudioConfigMismatch(
+            f"Label Studio project {ls_project_id} holds {len(unreadable)} annotation(s) that "
+            f"taxonomy {index.version} cannot read, so its labelling config was not changed and "
+            f"nothing was lost: {shown}"
+            + (f" (and {more} more)" if more > 0 else "")
+            + ". Add these genres back in a new version, or move the project back to the version "
+            "Label Studio holds and pull before moving on."
+        )
+
+
+@dataclass
+class ConfigUpdate:
+    """What :func:`ls_config_update` did: the versions and the diff between them (node keys)."""
+
+    old_version: int | None
+    new_version: int
+    changed: bool
+    diff: dict[str, list[Any]] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        if not self.changed:
+            return f"Label Studio already holds taxonomy v{self.new_version}: nothing to update"
+        counts = ", ".join(f"{len(v)} {k}" for k, v in self.diff.items() if v)
+        before = f"v{self.old_version}" if self.old_version is not None else "an unrecorded version"
+        return f"labelling config updated from {before} to v{self.new_version}: {counts or 'no node changes'}"
+
+
+def ls_config_update(*, link: LabelStudioLink) -> ConfigUpdate:
+    """Give the linked Label Studio project the labelling config of the project's taxonomy
+    version, when it holds another one, and report what changed (``taxonomy.diff``).
+
+    Refused with :class:`LabelStudioConfigMismatch` (nothing changed on either side) while Label
+    Studio holds annotations the new version cannot read: they would be unreadable on every pull.
+    """
+    from annotation.services.taxonomies import parsed_from_version  # the import path, not a cycle
+
+    project = link.project
+    new = project.taxonomy_version
+    old = link.taxonomy_version
+    if old is not None and old.pk == new.pk:
+        return ConfigUpdate(old_version=old.number, new_version=new.number, changed=False)
+    diff: dict[str, list[Any]] = {}
+    if old is not None:
+        d = diff_taxonomies(parsed_from_version(old), parsed_from_version(new))
+        diff = {
+            "added": list(d.added),
+            "removed": list(d.removed),
+            "renamed": [asdict(r) for r in d.renamed],
+            "moved": [asdict(m) for m in d.moved],
+        }
+    index = taxonomy_index_cached(new)
+    client = _client_for(link)
+    pid = link.ls_project_id
+    _config_check(client=client, ls_project_id=pid, index=index)
+    config = label_config_from_taxonomy(index.nodes)
+    _ls_call(
+        f"project {pid} config update", lambda: client.projects.update(id=pid, label_config=config)
+    )
+    link.taxonomy_version = new
+    link.save(update_fields=["taxonomy_version"])
+    return ConfigUpdate(
+        old_version=old.number if old is not None else None,
+        new_version=new.number,
+        changed=True,
+        diff=diff,
+    )
 
 
 # --- push -----------------------------------------------------------------------------------------
@@ -360,7 +485,23 @@ def model_version_name(model_version_id: int | str) -> str:
 class PredictionSummary:
     model_version: str
     created: int = 0
+    already: int = 0  # tasks that held a prediction of this model version already
     not_pushed: list[int] = field(default_factory=list)
+
+
+def _tasks_with_prediction(
+    *, link: LabelStudioLink, client: LabelStudio, model_version: str
+) -> set[int]:
+    """Label Studio task ids of the linked project that hold a prediction of ``model_version``."""
+    listed = _ls_call(
+        "prediction listing",
+        lambda: client.predictions.list(project=link.ls_project_id),
+    )
+    return {
+        int(p.task)
+        for p in listed
+        if getattr(p, "model_version", None) == model_version and p.task is not None
+    }
 
 
 def ls_push_predictions(
@@ -369,12 +510,20 @@ def ls_push_predictions(
     model_version_id: int | str,
     probs_by_clip: Mapping[int, npt.NDArray[np.floating[Any]]],
     stop_below: float | None = None,
+    scores_by_clip: Mapping[int, float] | None = None,
 ) -> PredictionSummary:
-    """Send each clip's argmax path as a prediction and make it the project's model version.
+    """Send each clip's argmax path (full, root first) as a prediction and make it the project's
+    model version.
 
     ``probs_by_clip`` maps clip ids to (K,) hierarchy-consistent probabilities in node-index
-    order. Label Studio orders by predictions only when their ``model_version`` equals the
-    project's, so the project is switched to this one. Clips never pushed are reported, not sent.
+    order. ``scores_by_clip`` gives the score Label Studio sorts by (lowest first; without it, the
+    deepest node's probability). Label Studio orders by predictions only when their
+    ``model_version`` equals the project's, so the project is switched to this one. Clips never
+    pushed are reported, not sent.
+
+    Idempotent: tasks that already hold a prediction of this model version in Label Studio (an
+    earlier push, or one whose chunk failed half way) are left alone, so pushing one model version
+    again creates nothing twice.
     """
     summary = PredictionSummary(model_version=model_version_name(model_version_id))
     nodes = taxonomy_index_cached(link.project.taxonomy_version).nodes
@@ -383,16 +532,24 @@ def ls_push_predictions(
             "clip_id", "ls_task_id"
         )
     )
+    client = _client_for(link)
+    held = _tasks_with_prediction(link=link, client=client, model_version=summary.model_version)
     requests: list[dict[str, Any]] = []
     for clip_id, probs in probs_by_clip.items():
         if clip_id not in task_of:
             summary.not_pushed.append(clip_id)
             continue
+        if task_of[clip_id] in held:
+            summary.already += 1
+            continue
         pred = prediction_from_probs(
-            probs, nodes=nodes, model_version=summary.model_version, stop_below=stop_below
+            probs,
+            nodes=nodes,
+            model_version=summary.model_version,
+            stop_below=stop_below,
+            score=None if scores_by_clip is None else scores_by_clip.get(clip_id),
         )
         requests.append({"task": task_of[clip_id], **pred})
-    client = _client_for(link)
     for start in range(0, len(requests), PUSH_CHUNK):
         chunk = requests[start : start + PUSH_CHUNK]
         _ls_call(
@@ -863,13 +1020,34 @@ def _ingest_counted(summary: PullSummary, where: str, **ingest: Any) -> None:
         summary.skipped += 1
 
 
+#: How far before the previous pull's start an incremental pull asks Label Studio for changed
+#: tasks: Label Studio stamps ``updated_at`` with its own clock.
+PULL_CLOCK_MARGIN = timedelta(minutes=2)
+
+
+def _changed_tasks_query(since: datetime) -> str:
+    """A Data Manager filter for the tasks Label Studio changed after ``since`` (saving an
+    annotation stamps its task's ``updated_at``). Label Studio parses only this time format."""
+    after = (since - PULL_CLOCK_MARGIN).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    item = {
+        "filter": "filter:tasks:updated_at",
+        "operator": "greater",
+        "type": "Datetime",
+        "value": after,
+    }
+    return json.dumps({"filters": {"conjunction": "and", "items": [item]}})
+
+
 def ls_pull_annotations(*, link: LabelStudioLink) -> PullSummary:
     """Store every Label Studio annotation of the linked project that Refrain does not have yet.
 
-    Incremental: an annotation this link already stored and that Label Studio has not updated since
-    the previous pull is counted as existing without being read again, so a scheduled pull (the
-    reconciliation for missed webhooks, ``ls_reconcile_links``) costs one task listing and little
-    else when nothing changed. An edit made in Label Studio since then is stored as a correction.
+    Incremental: after a clean pull, the next one lists only the tasks Label Studio changed since
+    (by their ``updated_at``), and an annotation this link already stored that Label Studio has not
+    updated since is counted as existing without being read again; so a scheduled pull (the
+    reconciliation for missed webhooks, ``ls_reconcile_links``) costs one short listing when
+    nothing changed. An edit made in Label Studio since then is stored as a correction. A pull
+    that could not store some annotation (a genre the version lacks) does not move the mark: the
+    next pull reads those again.
     """
     summary = PullSummary()
     index = taxonomy_index_cached(link.project.taxonomy_version)
@@ -878,14 +1056,20 @@ def ls_pull_annotations(*, link: LabelStudioLink) -> PullSummary:
     started = timezone.now()
     since = link.last_pulled_at
     known = _known_annotation_ids(link)
+    changed: dict[str, Any] = {} if since is None else {"query": _changed_tasks_query(since)}
     tasks = _ls_call(
         "task listing",
-        lambda: list(client.tasks.list(project=link.ls_project_id, fields="all", page_size=100)),
+        lambda: list(
+            client.tasks.list(project=link.ls_project_id, fields="all", page_size=100, **changed)
+        ),
     )
+    seen: set[int] = set()
     for ls_task in tasks:
         task = {"id": ls_task.id, "data": ls_task.data or {}}
         for raw in ls_task.annotations or []:
             annotation = raw if isinstance(raw, dict) else raw.model_dump()
+            if isinstance(annotation.get("id"), int):
+                seen.add(annotation["id"])
             if annotation.get("id") in known and not _changed_since(annotation, since):
                 summary.existing += 1
                 continue
@@ -899,9 +1083,12 @@ def ls_pull_annotations(*, link: LabelStudioLink) -> PullSummary:
                 email_for=email_for,
             )
     email_for.remember()
-    # The start of this pull, not its end: an edit made while it ran is seen by the next one.
-    link.last_pulled_at = started
-    link.save(update_fields=["last_pulled_at"])
+    # Stored earlier, on tasks Label Studio has not changed since: not listed, still there.
+    summary.existing += len(known - seen)
+    if not summary.errors:
+        # The start of this pull, not its end: an edit made while it ran is seen by the next one.
+        link.last_pulled_at = started
+        link.save(update_fields=["last_pulled_at"])
     return summary
 
 

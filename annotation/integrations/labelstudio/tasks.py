@@ -12,7 +12,9 @@ from typing import Any
 from celery import shared_task
 
 from annotation.integrations.labelstudio.services import (
+    LabelStudioConfigMismatch,
     LabelStudioSyncError,
+    ls_config_update,
     ls_pull_annotations,
     ls_relabels_request,
     ls_webhook_ingest,
@@ -67,3 +69,20 @@ def ls_reconcile_links() -> dict[str, Any]:
         "errors": relabels["errors"],
     }
     return out
+
+
+@shared_task(name="annotation.integrations.labelstudio.tasks.ls_update_config")
+def ls_update_config(link_id: int) -> dict[str, Any]:
+    """Give a linked Label Studio project the config of its project's new taxonomy version; a
+    mismatch or an unreachable Label Studio is reported (``manage.py labelstudio update-config``
+    retries by hand), never retried in a loop."""
+    link = LabelStudioLink.objects.select_related(
+        "project__taxonomy_version", "taxonomy_version"
+    ).get(id=link_id)
+    try:
+        update = ls_config_update(link=link)
+    except (LabelStudioSyncError, LabelStudioConfigMismatch) as exc:
+        logger.warning("Label Studio link %s: config not updated: %s", link.id, exc)
+        return {"error": str(exc)}
+    logger.info("Label Studio link %s: %s", link.id, update.summary())
+    return {"summary": update.summary(), "diff": update.diff}

@@ -24,13 +24,14 @@ from annotation.integrations.labelstudio.tasks import ls_ingest_annotation
 from annotation.models import Clip, LabelStudioLink
 from annotation.services.audio_source import clip_served_audio
 from annotation.services.clip_files import ClipFileUnavailable
+from refrain.jobs import publish_fast
 
 
 def _bad(message: str, status: int = 400) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
 
 
-def _webhook_payload(body: bytes) -> dict[str, Any] | str:
+def webhook_payload(body: bytes) -> dict[str, Any] | str:
     """The parts of an LS annotation webhook the worker needs, or a message saying what is wrong."""
     try:
         payload = json.loads(body)
@@ -64,20 +65,11 @@ def _webhook_payload(body: bytes) -> dict[str, Any] | str:
     }
 
 
-#: Seconds the webhook may spend reaching the broker (Label Studio waits 1 s for the whole answer).
-PUBLISH_TIMEOUT_S = 0.5
-
-
 def _publish_fast(link_id: int, payload: dict[str, Any]) -> None:
-    """Send the ingest task with one connection attempt and no publish retries: with the broker
-    down this raises ``OperationalError`` in well under a second (Celery's defaults retry for
-    about 6 s), and the scheduled reconciliation (``ls_reconcile_links``) pulls the annotation."""
-    app = ls_ingest_annotation.app
-    with app.pool.acquire(block=True, timeout=PUBLISH_TIMEOUT_S) as conn:
-        conn.ensure_connection(
-            max_retries=1, interval_start=0, interval_step=0, timeout=PUBLISH_TIMEOUT_S
-        )
-        ls_ingest_annotation.apply_async((link_id, payload), connection=conn, retry=False)
+    """Send the ingest task failing fast (:func:`refrain.jobs.publish_fast`): with the broker down
+    the webhook answers 503 within Label Studio's 1 s, and the scheduled reconciliation
+    (``ls_reconcile_links``) pulls the annotation."""
+    publish_fast(ls_ingest_annotation, args=(link_id, payload))
 
 
 @csrf_exempt
@@ -94,7 +86,7 @@ def webhook(request: HttpRequest, link_id: int) -> HttpResponse:
         body = request.body
     except RequestDataTooBig:
         return _bad("payload too large", status=413)
-    parsed = _webhook_payload(body)
+    parsed = webhook_payload(body)
     if isinstance(parsed, str):
         return _bad(parsed)
     if "annotation" not in parsed:
