@@ -27,6 +27,7 @@ per Refrain project and server. Writes ``bench/results/labelstudio_sync.json``.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -34,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from bench import FMA, RESULTS, write_json
@@ -161,17 +161,23 @@ def run(
             # --- push predictions --------------------------------------------------------------------
             rng = np.random.default_rng(0)
             probs = hier.make_consistent(rng.random((n, len(index.nodes))))
-            art = Path(var_dir) / "artifacts" / "model_1"
-            art.mkdir(parents=True)
-            np.save(art / "clip_ids.npy", np.array([c.id for c in clips], dtype=np.int64))
-            np.save(art / "pred_probs.npy", probs.astype(np.float32))
-            np.save(art / "out_of_sample.npy", np.zeros(n, dtype=bool))
+            from active_learning.artifacts import artifact_write
+
+            key = f"project_{project.pk}/model_1"
+            for name, array in (
+                ("clip_ids", np.array([c.id for c in clips], dtype=np.int64)),
+                ("pred_probs", probs.astype(np.float32)),
+                ("out_of_sample", np.zeros(n, dtype=bool)),
+            ):
+                buf = io.BytesIO()
+                np.save(buf, array)
+                artifact_write(f"{key}/{name}.npy", buf.getvalue())
             mv = ModelVersion.objects.create(
                 project=project,
                 number=1,
                 taxonomy_version=tax.version,
                 status=JobStatus.DONE,
-                artifact_path=str(art),
+                artifact_key=key,
             )
             preds, t_preds = timed(lambda: ml_predictions_push(link=link, model_version=mv))
             assert preds is not None and preds.created == n, preds

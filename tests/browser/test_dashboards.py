@@ -75,7 +75,7 @@ def _login(page, base: str, username: str) -> None:
 def test_every_dashboard_draws_its_figures(browser, live_server, settings, tmp_path) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.ARTIFACT_ROOT = tmp_path / "artifacts"
-    world = make_console_project(tmp_path, name="Console demo")
+    world = make_console_project(name="Console demo")
     admin = world.users["admin"]
     admin.set_password(PASSWORD)
     admin.save()

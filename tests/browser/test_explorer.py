@@ -46,7 +46,7 @@ def test_filter_check_and_send_for_relabel(browser, live_server, settings, tmp_p
         annotate(world, world.clips[i], world.truth[i], user=world.users["ann3"])
     rng = np.random.default_rng(3)
     probs = truth_probs(world, hi=0.9) * rng.uniform(0.7, 1.0, (len(world.clips), 1))
-    make_model(world, tmp_path, probs=probs)
+    make_model(world, probs)
     run = quality_run_detect(project=world.project, budget=len(world.clips))
     issues_route(run=run, budget=3)
     consensus_recompute_project(project=world.project)

@@ -139,7 +139,7 @@ def make_features(world: World, *, dim: int = 6, seed: int = 0) -> FeatureSet:
     return fs
 
 
-def make_console_project(root: Path, *, n_clips: int = 84, seed: int = 0, **project_kw) -> World:
+def make_console_project(*, n_clips: int = 84, seed: int = 0, **project_kw) -> World:
     """A demo-like project for the console's pages: ``n_clips`` clips labelled by ann1 over five
     days (one in twelve given a sibling), about a third relabelled by ann2 and ann3 (who
     sometimes disagree), three model versions that improve, three quality runs whose routed
@@ -183,7 +183,7 @@ def make_console_project(root: Path, *, n_clips: int = 84, seed: int = 0, **proj
     mv = None
     for number, (noise, days) in enumerate(((0.35, 4), (0.2, 2), (0.1, 0)), start=1):
         probs = truth_probs(world, hi=0.92 - noise, lo=0.04 + noise / 3)
-        mv = make_model(world, root, probs, number=number)
+        mv = make_model(world, probs, number=number)
         # The per-node report: every Rock/Metal clip ranked Rock/Punk (near chance).
         report = probs.copy()
         punk, metal = world.index.lookup("Rock/Punk").index, world.index.lookup("Rock/Metal").index  # type: ignore[union-attr]

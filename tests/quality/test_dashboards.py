@@ -65,8 +65,8 @@ def console(tmp_path: Path, fast_passwords: None, settings) -> SimpleNamespace:
         if path == "Rock/Metal":
             report_probs[i, metal], report_probs[i, punk] = 0.04, 0.92
     y = dense_labels([sorted(w.closed(t)) for t in w.truth], w.index)
-    v1 = make_model(w, tmp_path, probs, number=1)
-    v2 = make_model(w, tmp_path, probs, number=2)
+    v1 = make_model(w, probs, number=1)
+    v2 = make_model(w, probs, number=2)
     ModelVersion.objects.filter(pk=v1.pk).update(
         created_at=_at(2, 18),
         metrics={

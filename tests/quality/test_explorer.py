@@ -44,7 +44,7 @@ def world(tmp_path: Path, fast_passwords: None):
     w.clips[4].save(update_fields=["metadata"])
     w.clips.append(ClipFactory(project=w.project, original_name="fresh-unlabelled.wav"))
     w.clips.append(ClipFactory(project=w.project, status=Clip.Status.FAILED, duration_s=None))
-    make_model(w, tmp_path)
+    make_model(w)
     run = quality_run_detect(project=w.project, budget=len(w.clips))
     issues_route(run=run, budget=2)
     consensus_recompute_project(project=w.project)

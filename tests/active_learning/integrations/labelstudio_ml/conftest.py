@@ -5,13 +5,14 @@ and ``LABEL_STUDIO_TOKEN`` (``scripts/labelstudio_service.sh``)."""
 from __future__ import annotations
 
 import base64
+import io
 import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from active_learning.artifacts import artifact_write
 from active_learning.models import JobStatus, ModelVersion
 from annotation.models import LabelStudioLink, Project
 from annotation.selectors import taxonomy_index_cached
@@ -43,7 +44,7 @@ ModelMaker = Callable[..., ModelVersion]
 
 
 @pytest.fixture
-def make_model(tmp_path: Path) -> ModelMaker:
+def make_model() -> ModelMaker:
     """``make_model(project, {clip_id: "Jazz/Bebop", ...}, number=1)``: a done ModelVersion whose
     artifacts put ``hi`` on each named clip's path (``lo`` elsewhere, ``sure`` overrides ``hi``
     per clip), as training writes them."""
@@ -66,17 +67,22 @@ def make_model(tmp_path: Path) -> ModelMaker:
             for nid in (node.id, *index.ancestors[node.id]):
                 probs[row, index.by_id[nid].index] = p
         probs = Hierarchy(index.parents_array).make_consistent(probs)
-        art = tmp_path / f"model_{project.pk}_{number}"
-        art.mkdir(parents=True)
-        np.save(art / "clip_ids.npy", clip_ids)
-        np.save(art / "pred_probs.npy", probs.astype(np.float32))
-        np.save(art / "out_of_sample.npy", np.zeros(clip_ids.size, dtype=bool))
+        # In the artifacts storage (tests/conftest.py points it at the session's temp folder).
+        key = f"project_{project.pk}/model_{number}"
+        for name, array in (
+            ("clip_ids", clip_ids),
+            ("pred_probs", probs.astype(np.float32)),
+            ("out_of_sample", np.zeros(clip_ids.size, dtype=bool)),
+        ):
+            buf = io.BytesIO()
+            np.save(buf, array)
+            artifact_write(f"{key}/{name}.npy", buf.getvalue())
         return ModelVersion.objects.create(
             project=project,
             number=number,
             taxonomy_version=project.taxonomy_version,
             status=JobStatus.DONE,
-            artifact_path=str(art),
+            artifact_key=key,
         )
 
     return make

@@ -191,7 +191,7 @@ def test_relabel_closes_through_label_studio(
         return set(found.node_ids[found.clip_ids.index(suspect.id)])
 
     assert label_that_stands() == world.closed("Rock/Metal")
-    make_model(world, tmp_path)  # the cycle's retrain, out-of-sample over the labels pulled in
+    make_model(world)  # the cycle's retrain, out-of-sample over the labels pulled in
 
     # The cycle's detection flags clip 0; routing reopens its Label Studio task for one more.
     with django_capture_on_commit_callbacks(execute=True):
