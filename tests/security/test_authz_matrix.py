@@ -144,6 +144,12 @@ PAGE_TABLE: dict[str, Rule] = {
     "POST p/<slug:slug>/explore/action/": project("reviewer"),
     "POST integrations/label-studio/<int:link_id>/webhook": Rule("secret", refusal=403),
     "GET integrations/label-studio/audio/<str:token>": Rule("secret", refusal=404),
+    # Refrain as Label Studio's ML backend: the link's basic-auth password, whoever is signed in.
+    "GET integrations/label-studio/<int:link_id>/ml/health": Rule("secret", refusal=401),
+    "POST integrations/label-studio/<int:link_id>/ml/setup": Rule("secret", refusal=401),
+    "POST integrations/label-studio/<int:link_id>/ml/predict": Rule("secret", refusal=401),
+    "POST integrations/label-studio/<int:link_id>/ml/webhook": Rule("secret", refusal=401),
+    "POST integrations/label-studio/<int:link_id>/ml/train": Rule("secret", refusal=401),
 }
 
 # Bodies that pass each write's schema, so the answer is about who asks, not what was sent.
