@@ -30,6 +30,8 @@ COMPOSE_ENV = {
     "SECRET_KEY": "compose-config-test-key-" + "x" * 40,
     "POSTGRES_PASSWORD": "compose-test-pw",
     "REFRAIN_HOST": "refrain.example.org",
+    "S3_ACCESS_KEY": "refrain",
+    "S3_SECRET_KEY": "compose-test-s3-secret",
 }
 APP_SERVICES = {"migrate", "web", "worker-cpu", "beat"}
 
@@ -119,6 +121,34 @@ def test_compose_refuses_to_run_without_a_secret_key(tmp_path: Path) -> None:
     done = _compose_config(tmp_path, "config", "-q", env=env)
     assert done.returncode != 0
     assert "set SECRET_KEY" in done.stderr
+
+
+def test_compose_keeps_artifacts_in_its_s3_server_and_no_process_shares_an_artifacts_volume() -> (
+    None
+):
+    """Read as YAML (no Docker needed): every app process names the artifacts bucket on the s3
+    service and waits for the bucket to exist; no service mounts an artifacts volume."""
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services = doc["services"]
+    assert {"s3", "s3-init"} <= set(services)
+    assert "artifacts" not in doc["volumes"]
+    for name in (*APP_SERVICES, "worker-gpu"):
+        env = services[name]["environment"]
+        assert env["REFRAIN_ARTIFACT_STORAGE"].startswith("s3://"), name
+        assert env["AWS_S3_ENDPOINT_URL"].endswith("http://s3:9000}"), name
+        volumes = services[name].get("volumes", [])
+        assert not [v for v in volumes if "artifacts" in str(v)], (name, volumes)
+        if name != "migrate":
+            assert services[name]["depends_on"]["s3-init"] == {
+                "condition": "service_completed_successfully"
+            }, name
+    assert services["migrate"]["depends_on"]["s3-init"]["condition"] == (
+        "service_completed_successfully"
+    )
+    init = " ".join(services["s3-init"]["entrypoint"])
+    assert "mb --ignore-existing" in init and "$$S3_ARTIFACT_BUCKET" in init
 
 
 def test_gunicorn_config_checks() -> None:
