@@ -11,6 +11,7 @@ from __future__ import annotations
 from active_learning.models import JobStatus, ModelVersion
 from annotation.models import ReviewDecision
 from quality.tasks import adjudicate_on_review, consensus_on_annotation, refresh_clip_summaries
+from refrain.jobs import delay_on_commit_or_log
 
 
 def on_annotation_committed(*, annotation_id: int, **_: object) -> None:
@@ -29,4 +30,6 @@ def on_model_version_saved(*, instance: ModelVersion, created: bool, **_: object
     """A training that finished (outside a cycle too): the explorer's prediction column follows.
     A row created already done (an import of a model, a test) is left to the next refresh."""
     if not created and instance.status == JobStatus.DONE:
-        refresh_clip_summaries.delay_on_commit(instance.project_id)
+        # Logged, not raised, with the broker down: the training is stored; the next refresh
+        # (the cycle's detect step, a page) catches the summaries up.
+        delay_on_commit_or_log(refresh_clip_summaries, instance.project_id)

@@ -154,3 +154,20 @@ def publish_fast(
             max_retries=1, interval_start=0, interval_step=0, timeout=PUBLISH_FAST_TIMEOUT_S
         )
         task.apply_async(args, kwargs=kwargs or {}, connection=conn, retry=False)
+
+
+def delay_on_commit_or_log(task: Any, *args: Any, **kwargs: Any) -> None:
+    """``task.delay(*args, **kwargs)`` once the current transaction commits; a broker that cannot
+    take it is logged, never raised. For work that someone or something redoes anyway (a page
+    that asks again, the sweep, the next refresh): a broker outage must not fail the request or
+    the job that sent it after its own writes are stored."""
+    from django.db import transaction
+    from kombu.exceptions import OperationalError
+
+    def send() -> None:
+        try:
+            task.delay(*args, **kwargs)
+        except OperationalError as exc:
+            logger.warning("%s not queued (broker unavailable): %s", task.name, exc)
+
+    transaction.on_commit(send)

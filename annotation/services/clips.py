@@ -50,7 +50,14 @@ from annotation.services.audio_source import media_open, object_open
 from annotation.services.clip_files import ClipSourceError, served_copy_make, source_confine
 from annotation.services.visuals import visuals_key, visuals_make_from_file
 from refrain.errors import Invalid
-from refrain.jobs import fault_point, heartbeat, holder_fields, sweep_note, worker_identity
+from refrain.jobs import (
+    delay_on_commit_or_log,
+    fault_point,
+    heartbeat,
+    holder_fields,
+    sweep_note,
+    worker_identity,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -837,7 +844,7 @@ def clip_upload(
         # The tasks module imports this one: the task is imported where it is sent.
         from annotation.tasks import make_clip_visuals
 
-        make_clip_visuals.delay_on_commit(clip_ids)
+        delay_on_commit_or_log(make_clip_visuals, clip_ids)
     return job, clip
 
 

@@ -26,6 +26,7 @@ from annotation.models import Clip
 from annotation.services.audio_source import clip_audio_open
 from annotation.services.clip_files import ClipFileUnavailable
 from annotation.services.media import media_exists, media_put_file, media_read_bytes
+from refrain.jobs import delay_on_commit_or_log
 
 logger = logging.getLogger(__name__)
 
@@ -218,4 +219,4 @@ def clip_visuals_request(clip: Clip) -> None:
         # The tasks module imports this one: the task is imported where it is sent.
         from annotation.tasks import make_clip_visuals
 
-        make_clip_visuals.delay_on_commit([clip.pk])
+        delay_on_commit_or_log(make_clip_visuals, [clip.pk])

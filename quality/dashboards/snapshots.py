@@ -40,6 +40,7 @@ from annotation.models import Annotation, AnnotationLabel, Clip, Project, Task
 from annotation.selectors import TaxonomyIndex, current_labels, taxonomy_index_cached
 from quality.models import AnnotatorQuality, ClipConsensus, DashboardSnapshot, QualityCycle
 from quality.selectors import latest_done_model, model_probs
+from refrain.jobs import delay_on_commit_or_log
 from taxonomy.hierarchy import Hierarchy
 from taxonomy.paths import most_probable_path
 
@@ -573,7 +574,7 @@ def dashboards_refresh_request(*, project: Project, force: bool = False) -> bool
         cache.delete(key)
     if not cache.add(key, 1, timeout=REFRESH_DEDUPE_SECONDS):
         return False
-    refresh_dashboards.delay_on_commit(project.pk)
+    delay_on_commit_or_log(refresh_dashboards, project.pk)
     return True
 
 

@@ -32,6 +32,7 @@ from quality.services.summary import (
     clip_summaries_missing,
 )
 from refrain.errors import Invalid
+from refrain.jobs import delay_on_commit_or_log
 
 Role = Membership.Role
 #: Up to this many clips without a summary row (an import since the last refresh) are indexed while
@@ -69,7 +70,7 @@ def _summaries_ready(project: Project) -> int:
     from quality.tasks import refresh_clip_summaries
 
     if cache.add(f"explorer-refresh:{project.pk}", 1, timeout=REFRESH_EVERY_S):
-        refresh_clip_summaries.delay_on_commit(project.pk)
+        delay_on_commit_or_log(refresh_clip_summaries, project.pk)
     return missing
 
 

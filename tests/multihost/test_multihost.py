@@ -332,15 +332,23 @@ def test_a_cycle_runs_across_hosts_with_no_shared_disk(cluster: Cluster) -> None
         [project_id],
     )
     assert routed, "the cycle routed no suspect"
-    answered = sum(
-        _answer_tasks(api, project_id, truth_by_clip, who) for who, api in enumerate(annotators)
-    )
+    # Each answer closes its issue once the consensus update it triggers has run on a worker
+    # (after the submit's commit, on the broker): wait for that, answering any task it adds.
+    answered = 0
+
+    def routed_left() -> int:
+        answer = sum(
+            _answer_tasks(api, project_id, truth_by_clip, who) for who, api in enumerate(annotators)
+        )
+        nonlocal answered
+        answered += answer
+        return cluster.sql(
+            "SELECT count(*) FROM quality_labelissue WHERE project_id = %s AND status = 'routed'",
+            [project_id],
+        )[0][0]
+
+    _until("the routed issues to close", lambda: routed_left() == 0, cpu_worker, gpu_worker)
     assert answered >= len(routed)
-    still_routed = cluster.sql(
-        "SELECT count(*) FROM quality_labelissue WHERE project_id = %s AND status = 'routed'",
-        [project_id],
-    )[0][0]
-    assert still_routed == 0
 
     # 4. Every worker's disk wiped between two cycles: nothing is lost.
     for proc in (cpu_worker, gpu_worker):

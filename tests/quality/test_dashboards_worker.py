@@ -27,7 +27,7 @@ def test_a_finished_cycle_asks_a_worker_for_fresh_snapshots(
     with django_capture_on_commit_callbacks(execute=False) as sent:
         cycle = cycle_step_run(cycle=cycle, step="acquire", finish=True)
     assert cycle.status == RunStatus.DONE
-    assert len(sent) == 1  # refresh_dashboards.delay_on_commit(project id)
+    assert len(sent) == 1  # the refresh_dashboards task for the project, sent after commit
 
 
 @pytest.mark.worker
