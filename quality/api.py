@@ -151,6 +151,9 @@ class JobOut(Schema):
     total: int | None = Field(
         description="items in all; null where the job does not count its work"
     )
+    log_tail: str = Field(
+        description="the last lines its workers logged while running it, newest last"
+    )
 
 
 class JobsOut(Schema):

@@ -465,6 +465,13 @@ class JobRow:
     # steps; None where the job does not count its work (an import's source size is not stored).
     done: int | None = None
     total: int | None = None
+    # What its workers logged for it, newest last (refrain.jobs keeps the row's last characters).
+    log_tail: str = ""
+
+    @property
+    def log_lines(self) -> list[str]:
+        """The newest lines of the log, for the page."""
+        return self.log_tail.splitlines()[-JOB_LOG_LINES:]
 
     @property
     def percent(self) -> int | None:
@@ -472,6 +479,9 @@ class JobRow:
             return None
         return max(0, min(100, round(100 * self.done / self.total)))
 
+
+#: Lines of a job's log the jobs page shows (the API gives the whole tail).
+JOB_LOG_LINES = 12
 
 JOB_KINDS: tuple[tuple[str, str], ...] = (
     ("imports", "Imports"),
@@ -514,6 +524,7 @@ def _held(
         finished_at=row.finished_at,
         done=done,
         total=total,
+        log_tail=row.log_tail,
     )
 
 
@@ -523,7 +534,7 @@ def jobs_overview(*, project: Project, limit: int = 20) -> dict[str, list[JobRow
 
     now = timezone.now()
     stale_s = float(settings.REFRAIN_JOB_STALE_SECONDS)
-    held = ("status", "worker", "worker_pid", "heartbeat_at", "sweep_notes", "error")
+    held = ("status", "worker", "worker_pid", "heartbeat_at", "sweep_notes", "error", "log_tail")
     held += ("attempts", "created_at", "finished_at")
     imports = ImportJob.objects.filter(project=project).only(
         *(f for f in held if f != "created_at"),

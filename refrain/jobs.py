@@ -1,10 +1,12 @@
 """Who holds a running job row, and proof that it is alive: worker identity, heartbeats, and the
 fault points the worker-loss tests stop at.
 
-A job row (relabel cycle, detection run, feature set, model version) records the worker running it
-(``worker``: the Celery node name, or ``process:<host>`` outside Celery, and ``worker_pid``) and a
-``heartbeat_at`` that a daemon thread of that process refreshes every
-``REFRAIN_JOB_HEARTBEAT_SECONDS`` while the work runs. The thread dies with its process, so a
+A job row (relabel cycle, detection run, feature set, model version, import) records the worker
+running it (``worker``: the Celery node name, or ``process:<host>`` outside Celery, and
+``worker_pid``) and a ``heartbeat_at`` that a daemon thread of that process refreshes every
+``REFRAIN_JOB_HEARTBEAT_SECONDS`` while the work runs. The same thread appends what the worker
+logged for the job (the lines of the running thread, at the worker's log level) to the row's
+``log_tail``, which keeps the last ``LOG_TAIL_CHARS``: the jobs page and API show it. The thread dies with its process, so a
 SIGKILLed worker leaves a heartbeat that only ages: the orphan sweep (``quality.services.sweep``)
 notices it and resumes the job.
 """
@@ -24,6 +26,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connections, models
+from django.db.models import F, Value
+from django.db.models.functions import Concat, Right
 from django.utils import timezone
 
 logger = logging.getLogger(__name__)
@@ -46,6 +50,9 @@ class HeldJob(models.Model):
     )
     # [{"at": iso time, "action": "resumed" | "resent" | "failed", "reason": "..."}], oldest first.
     sweep_notes = models.JSONField(default=list, blank=True)
+    log_tail = models.TextField(
+        blank=True, help_text="The last lines its workers logged while running it (newest last)."
+    )
 
     class Meta:
         abstract = True
@@ -73,6 +80,52 @@ def sweep_note(action: str, reason: str, *, now: datetime | None = None) -> dict
     return {"at": (now or timezone.now()).isoformat(), "action": action, "reason": reason}
 
 
+#: How much of a job's log its row keeps (the newest characters).
+LOG_TAIL_CHARS = 6000
+#: One logged line at most this long in the tail.
+LOG_LINE_CHARS = 400
+
+
+class _JobLines(logging.Handler):
+    """Collects the records one thread logs (any logger, at the levels the process logs), as
+    lines, until :meth:`take` hands them over."""
+
+    def __init__(self, thread_id: int) -> None:
+        super().__init__()
+        self.thread_id = thread_id
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread != self.thread_id:
+            return
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string must not break the job
+            message = str(record.msg)
+        if record.exc_info and record.exc_info[1] is not None:
+            message += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
+        stamp = time.strftime("%H:%M:%S", time.gmtime(record.created))
+        line = f"{stamp} {record.levelname} {record.name}: {message}".replace("\n", " ")
+        with self._lock:
+            self._lines.append(line[:LOG_LINE_CHARS])
+
+    def take(self) -> str:
+        with self._lock:
+            lines, self._lines = self._lines, []
+        return "".join(f"{line}\n" for line in lines)
+
+
+def log_tail_append(model: type[models.Model], pk: int, text: str) -> None:
+    """Append ``text`` to the row's ``log_tail`` in one UPDATE, keeping the newest characters
+    (several workers of one job, a feature set's chunks, append without losing each other's)."""
+    if not text:
+        return
+    model._default_manager.filter(pk=pk).update(
+        log_tail=Right(Concat(F("log_tail"), Value(text)), LOG_TAIL_CHARS)
+    )
+
+
 @contextmanager
 def heartbeat(
     model: type[models.Model], pk: int, *, interval: float | None = None
@@ -84,8 +137,22 @@ def heartbeat(
     closes it when the block ends.
     """
     interval = settings.REFRAIN_JOB_HEARTBEAT_SECONDS if interval is None else interval
+    lines = _JobLines(threading.get_ident())
+    root = logging.getLogger()
+    root.addHandler(lines)
+
+    def flush() -> None:
+        try:
+            log_tail_append(model, pk, lines.take())
+        except DatabaseError:  # the log is a courtesy: never fail or stall the job for it
+            logger.warning("log of %s %s not saved", model.__name__, pk, exc_info=True)
+
     if interval <= 0:
-        yield
+        try:
+            yield
+        finally:
+            root.removeHandler(lines)
+            flush()
         return
     name, pid = worker_identity()
     stop = threading.Event()
@@ -99,6 +166,7 @@ def heartbeat(
                     )
                 except DatabaseError:  # a database blip: the next beat tries again
                     logger.warning("heartbeat of %s %s failed", model.__name__, pk, exc_info=True)
+                flush()
         finally:
             connections.close_all()  # this thread's connections only
 
@@ -109,6 +177,8 @@ def heartbeat(
     finally:
         stop.set()
         thread.join(timeout=interval + 10)
+        root.removeHandler(lines)
+        flush()
 
 
 def fault_point(name: str) -> None:

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -464,6 +465,11 @@ def _extract_chunk(
     donor = _donor(feature_set)
     backend: EmbeddingBackend | None = None
     clips = {c.id: c for c in Clip.objects.filter(id__in=clip_ids)}
+    t0 = time.perf_counter()
+    logger.info(
+        "features %s (%s): chunk %d, %d clips", feature_set.id, feature_set.backend,
+        chunk_index, len(clip_ids),
+    )  # fmt: skip
     rows: list[np.ndarray] = []
     ok_ids: list[str] = []
     failures: dict[str, str] = {}
@@ -485,6 +491,7 @@ def _extract_chunk(
             vec = np.asarray(backend.embed(audio, sr), dtype=np.float32).reshape(-1)
         except AudioDecodeError as exc:
             failures[str(cid)] = str(exc)
+            logger.warning("features %s: clip %s failed: %s", feature_set.id, cid, exc)
             continue
         except Exception as exc:  # one bad clip must not sink its chunk
             logger.exception("feature extraction failed for clip %s", cid)
@@ -506,6 +513,11 @@ def _extract_chunk(
         failures=failures,
     )
     _record_chunk_progress(feature_set, n_done=len(ok_ids), failures=failures)
+    logger.info(
+        "features %s: chunk %d done in %.1f s: %d embedded (%d reused), %d failed",
+        feature_set.id, chunk_index, time.perf_counter() - t0, len(ok_ids), n_reused,
+        len(failures),
+    )  # fmt: skip
     return ChunkResult(chunk_index, len(ok_ids), len(failures), skipped=False, n_reused=n_reused)
 
 

@@ -328,6 +328,15 @@ def _train(mv: ModelVersion) -> None:
             return HierarchicalClassifier(hierarchy.parents, seed=mv.seed, **params)
 
         X = np.asarray(data.X, dtype=np.float32)
+    logger.info(
+        "training v%s (%s): %d clips, %d labelled, %d dims, %d folds",
+        mv.number,
+        mv.kind,
+        len(data.clip_ids),
+        int(np.count_nonzero(labelled)),
+        X.shape[1] if X.ndim > 1 else 0,
+        mv.n_folds,
+    )
     pred_probs, oos, model, metrics = cross_val_predict(
         make_estimator,
         X,
@@ -337,6 +346,18 @@ def _train(mv: ModelVersion) -> None:
         seed=mv.seed,
     )
     metrics["train_seconds"] = round(time.perf_counter() - t0, 3)
+    logger.info(
+        "training v%s: out-of-sample %s in %.1f s; writing its files",
+        mv.number,
+        ", ".join(
+            f"{k} {v:.3f}"
+            for k, v in metrics.items()
+            if k in ("hier_f1", "leaf_accuracy", "top_level_accuracy", "mAP")
+            and isinstance(v, int | float)
+        )
+        or "no summary metric",
+        metrics["train_seconds"],
+    )
 
     root = f"project_{mv.project_id}/model_{mv.number}"
     _save_npy(f"{root}/pred_probs.npy", pred_probs.astype(np.float32))

@@ -565,6 +565,10 @@ def _import_items(
                         "items_done",
                     ]
                 )
+            logger.info(
+                "import %s: chunk %d: %d items read; %d imported, %d duplicate, %d failed so far",
+                job.pk, n_chunk, n_items, job.n_imported, job.n_duplicate, job.n_failed,
+            )  # fmt: skip
             if stopped:
                 break
             if job.n_failed >= max_failures:

@@ -263,6 +263,18 @@ STEPS = {
 ATOMIC_STEPS = {"route", "acquire"}
 
 
+def _result_line(result: Any) -> str:
+    """A step's result in one line for the job log: its numbers and short texts."""
+    if not isinstance(result, dict):
+        return str(result)[:200]
+    parts = [
+        f"{k}={v}"
+        for k, v in result.items()
+        if isinstance(v, int | float | bool) or (isinstance(v, str) and len(v) <= 60)
+    ]
+    return ", ".join(parts)[:300] or "ok"
+
+
 def _checkpoint(cycle: QualityCycle, step: str, result: dict[str, Any]) -> None:
     """Commit a step's result and release the cycle (no worker: between steps)."""
     cycle.results = {**cycle.results, step: result}
@@ -360,8 +372,8 @@ def cycle_step_run(*, cycle: QualityCycle, step: str, finish: bool = False) -> Q
             cycle = _take_over(cycle, step)
             if cycle.status not in ACTIVE_STATUSES:
                 return cycle
-            logger.info("cycle %s: %s", cycle.pk, step)
             with heartbeat(QualityCycle, cycle.pk):
+                logger.info("cycle %s: %s", cycle.pk, step)
                 if step in ATOMIC_STEPS:
                     with transaction.atomic():
                         result = STEPS[step](cycle)
@@ -371,6 +383,7 @@ def cycle_step_run(*, cycle: QualityCycle, step: str, finish: bool = False) -> Q
                     result = STEPS[step](cycle)
                     fault_point(f"cycle.{step}")
                     _checkpoint(cycle, step, result)
+                logger.info("cycle %s: %s done: %s", cycle.pk, step, _result_line(result))
     except Exception as exc:
         logger.exception("cycle %s failed in %s", cycle.pk, step)
         QualityCycle.objects.filter(pk=cycle.pk).update(

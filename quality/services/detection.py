@@ -9,6 +9,7 @@ conditional UPDATE (queued -> running), so a redelivered message does nothing; i
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,8 @@ from quality.models import LabelIssue, QualityCycle, QualityRun, RunStatus
 from quality.selectors import dense_labels, latest_done_model, model_probs
 from refrain.jobs import fault_point, heartbeat, holder_fields, sweep_note
 from taxonomy.hierarchy import Hierarchy
+
+logger = logging.getLogger(__name__)
 
 TYPE_COUNT_FIELD = {
     LabelIssue.Type.STRUCTURAL: "n_structural",
@@ -144,8 +147,15 @@ def quality_run_execute(*, run: QualityRun) -> QualityRun:
     try:
         with heartbeat(QualityRun, run.pk):
             fault_point("detect.find")
+            logger.info(
+                "quality run %s: detecting on model v%s",
+                run.pk,
+                run.model_version.number if run.model_version else "?",
+            )
             found = _find(project=project, model_version=run.model_version, budget=run.budget)
             _store(run=run, found=found)
+            stored = QualityRun.objects.values_list("n_issues", "n_routed").get(pk=run.pk)
+            logger.info("quality run %s: %d issues stored, %d routed", run.pk, *stored)
     except Exception as exc:
         QualityRun.objects.filter(pk=run.pk).update(
             status=RunStatus.FAILED, error=repr(exc)[:2000], finished_at=timezone.now()

@@ -11,6 +11,7 @@
   var busy = false;
   var stopped = false;
   var note = ""; // the answer to the last retry / cancel, kept across refreshes
+  var lastHtml = null; // the rows as the server last sent them (an opened log changes innerHTML)
   var noteBad = false;
 
   function say(text, bad) {
@@ -31,7 +32,20 @@
         }
         if (!r.ok) throw new Error("HTTP " + r.status);
         return r.text().then(function (html) {
-          if (live.innerHTML !== html) live.innerHTML = html;
+          if (html !== lastHtml) {
+            // Logs the admin opened stay open across the refresh.
+            var open = {};
+            live.querySelectorAll("tr[data-id] details.job-log[open]").forEach(function (d) {
+              var tr = d.closest("tr");
+              open[tr.dataset.kind + ":" + tr.dataset.id] = true;
+            });
+            live.innerHTML = html;
+            lastHtml = html;
+            live.querySelectorAll("tr[data-id] details.job-log").forEach(function (d) {
+              var tr = d.closest("tr");
+              if (open[tr.dataset.kind + ":" + tr.dataset.id]) d.open = true;
+            });
+          }
           live.dataset.refreshedAt = String(Date.now());
           say((note ? note + " " : "") + "Updated " + new Date().toLocaleTimeString() + ".", noteBad);
         });

@@ -51,7 +51,8 @@ def test_the_progress_bar_follows_a_real_worker(browser, live_server, settings, 
         "REFRAIN_IMPORT_ROOTS": ",".join(map(str, settings.REFRAIN_IMPORT_ROOTS)),
         "REFRAIN_FAULT_DIR": str(faults),
         "REFRAIN_FAULT_PAUSE_AT": "features.chunk:2",
-        "LOG_LEVEL": "WARNING",
+        # INFO: the worker's lines for the job are what its log tail on the page shows.
+        "LOG_LEVEL": "INFO",
     }
     base = live_server.url
     page = browser.new_page(viewport={"width": 1440, "height": 900})
@@ -89,8 +90,17 @@ def test_the_progress_bar_follows_a_real_worker(browser, live_server, settings, 
         (faults / "features.chunk:2.go").write_text("")
         row = f'tr[data-id="{fs.pk}"].job-features'
         page.wait_for_selector(f'{row}[data-status="done"]', timeout=240000)
+        # The job's log tail, as its worker logged it, opened on the page and kept open.
+        page.click(f"{row} details.job-log summary")
+        log = page.text_content(f"{row} details.job-log pre") or ""
+        last = CLIPS // CHUNK - 1
+        assert f"features {fs.pk}: chunk {last} done in" in log, log
+        page.wait_for_timeout(3500)  # one refresh of the rows
+        assert page.evaluate(f"document.querySelector('{row} details.job-log').open") is True
     assert page.evaluate("window.__sameDocument") is True  # the same document: no reload
     fs.refresh_from_db()
     assert fs.status == JobStatus.DONE and fs.n_done == CLIPS
+    for chunk in range(CLIPS // CHUNK):  # the whole tail: every chunk's worker line, once
+        assert fs.log_tail.count(f"features {fs.pk}: chunk {chunk} done in") == 1, fs.log_tail
     assert FeatureSet.objects.filter(project=project).count() == 1
     assert not errors, errors

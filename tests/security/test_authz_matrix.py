@@ -142,6 +142,8 @@ PAGE_TABLE: dict[str, Rule] = {
     "GET p/<slug:slug>/explore/": project("reviewer"),
     # No body: a reviewer's answer is a 400 (no action named), below them a refusal.
     "POST p/<slug:slug>/explore/action/": project("reviewer"),
+    "GET p/<slug:slug>/settings/labelstudio/": project("admin"),
+    "POST p/<slug:slug>/settings/labelstudio/": project("admin"),
     "POST integrations/label-studio/<int:link_id>/webhook": Rule("secret", refusal=403),
     "GET integrations/label-studio/audio/<str:token>": Rule("secret", refusal=404),
     # Refrain as Label Studio's ML backend: the link's basic-auth password, whoever is signed in.

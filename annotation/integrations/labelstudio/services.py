@@ -379,6 +379,52 @@ class PushSummary:
     skipped: list[str] = field(default_factory=list)
 
 
+def ls_clips_to_push(*, link: LabelStudioLink) -> QuerySet[Clip]:
+    """The project's ready clips this link has not pushed yet, oldest first."""
+    return (
+        Clip.objects.filter(project=link.project, status=Clip.Status.READY)
+        .exclude(Exists(LabelStudioTask.objects.filter(link=link, clip_id=OuterRef("pk"))))
+        .order_by("pk")
+    )
+
+
+@dataclass(frozen=True)
+class LinkOverview:
+    """One link as the project's Label Studio settings page shows it (never its token)."""
+
+    link: LabelStudioLink
+    ls_url: str
+    n_tasks: int
+    n_to_push: int
+    n_users: int
+    n_relabels_waiting: int
+    config_current: bool
+
+
+def ls_links_overview(*, project: Project) -> list[LinkOverview]:
+    """The project's links with their counts (a handful of queries per link: links are few)."""
+    out = []
+    for link in (
+        LabelStudioLink.objects.filter(project=project)
+        .select_related("project", "taxonomy_version")
+        .order_by("pk")
+    ):
+        out.append(
+            LinkOverview(
+                link=link,
+                ls_url=f"{link.base_url.rstrip('/')}/projects/{link.ls_project_id}",
+                n_tasks=link.tasks.count(),
+                n_to_push=ls_clips_to_push(link=link).count(),
+                n_users=link.users.count(),
+                n_relabels_waiting=link.tasks.filter(
+                    relabel_task__isnull=False, relabel_task__status=Task.Status.OPEN
+                ).count(),
+                config_current=link.taxonomy_version_id == project.taxonomy_version_id,
+            )
+        )
+    return out
+
+
 def ls_push_tasks(*, link: LabelStudioLink, clips: Iterable[Clip]) -> PushSummary:
     """Import clips as Label Studio tasks; clips already pushed through this link are left alone.
 

@@ -14,8 +14,10 @@ from celery import shared_task
 from annotation.integrations.labelstudio.services import (
     LabelStudioConfigMismatch,
     LabelStudioSyncError,
+    ls_clips_to_push,
     ls_config_update,
     ls_pull_annotations,
+    ls_push_tasks,
     ls_relabels_request,
     ls_webhook_ingest,
 )
@@ -86,3 +88,38 @@ def ls_update_config(link_id: int) -> dict[str, Any]:
         return {"error": str(exc)}
     logger.info("Label Studio link %s: %s", link.id, update.summary())
     return {"summary": update.summary(), "diff": update.diff}
+
+
+# Acked early: pushing and pulling are idempotent, so an admin who sees nothing happen presses the
+# button again. An unreachable Label Studio is the job's answer, not a retry loop.
+@shared_task(name="annotation.integrations.labelstudio.tasks.ls_push_link")
+def ls_push_link(link_id: int) -> dict[str, Any]:
+    """Push the project's ready clips that Label Studio does not hold yet (the settings page)."""
+    link = LabelStudioLink.objects.select_related("project__taxonomy_version").get(id=link_id)
+    try:
+        summary = ls_push_tasks(link=link, clips=ls_clips_to_push(link=link))
+    except LabelStudioSyncError as exc:
+        logger.warning("Label Studio link %s: push failed: %s", link.id, exc)
+        return {"error": str(exc)}
+    out = {
+        "created": summary.created,
+        "already": summary.already,
+        "reconciled": summary.reconciled,
+        "skipped": len(summary.skipped),
+    }
+    logger.info("Label Studio link %s: pushed %s", link.id, out)
+    return out
+
+
+@shared_task(name="annotation.integrations.labelstudio.tasks.ls_pull_link")
+def ls_pull_link(link_id: int) -> dict[str, Any]:
+    """Pull one link now (the settings page); the beat's reconciliation does the same for all."""
+    link = LabelStudioLink.objects.select_related("project__taxonomy_version").get(id=link_id)
+    try:
+        summary = ls_pull_annotations(link=link)
+    except LabelStudioSyncError as exc:
+        logger.warning("Label Studio link %s: pull failed: %s", link.id, exc)
+        return {"error": str(exc)}
+    out = {"created": summary.created, "existing": summary.existing, "errors": summary.errors[:20]}
+    logger.info("Label Studio link %s: pulled %s", link.id, out)
+    return out

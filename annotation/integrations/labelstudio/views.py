@@ -1,4 +1,5 @@
-"""Endpoints Label Studio calls: the annotation webhook and signed clip audio."""
+"""Endpoints Label Studio calls (the annotation webhook, signed clip audio) and the project's Label
+Studio settings page."""
 
 from __future__ import annotations
 
@@ -7,23 +8,38 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.contrib import messages
 from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from kombu.exceptions import OperationalError
 
 from annotation.audio_response import audio_response
+from annotation.integrations.labelstudio.forms import ACTIONS, LinkForm
 from annotation.integrations.labelstudio.services import (
     WEBHOOK_ACTIONS,
     WEBHOOK_HEADER,
     clip_audio_token_check,
+    ls_links_overview,
+    ls_project_link,
+    routed_relabel_tasks,
 )
-from annotation.integrations.labelstudio.tasks import ls_ingest_annotation
-from annotation.models import Clip, LabelStudioLink
+from annotation.integrations.labelstudio.tasks import (
+    ls_ingest_annotation,
+    ls_pull_link,
+    ls_push_link,
+    ls_request_relabels,
+    ls_update_config,
+)
+from annotation.models import Clip, LabelStudioLink, Membership, Task
+from annotation.permissions import Role
 from annotation.services.audio_source import clip_served_audio
 from annotation.services.clip_files import ClipFileUnavailable
+from annotation.views import project_role
+from refrain.errors import ApplicationError
 from refrain.jobs import publish_fast
 
 
@@ -123,3 +139,71 @@ def clip_audio(request: HttpRequest, token: str) -> HttpResponse:
     origin = urlsplit(link.base_url)
     response["Access-Control-Allow-Origin"] = f"{origin.scheme}://{origin.netloc}"
     return response
+
+
+# --- the project's Label Studio settings page ----------------------------------------------------
+
+
+@project_role(Role.ADMIN)
+@require_http_methods(["GET", "POST"])
+def link_settings(request: HttpRequest, membership: Membership) -> HttpResponse:
+    """Link the project to Label Studio (idempotent, as ``manage.py labelstudio link``) and run
+    the link's jobs: push, pull, config update, second opinions (queued for a worker)."""
+    project = membership.project
+    form = LinkForm(request.POST if request.POST.get("form") == "link" else None)
+    if request.method == "POST" and request.POST.get("form") == "link":
+        if form.is_valid():
+            try:
+                link = ls_project_link(
+                    project=project,
+                    base_url=form.cleaned_data["url"],
+                    api_key=form.cleaned_data["token"],
+                    ls_project_id=form.cleaned_data["ls_project"],
+                    refrain_url=form.cleaned_data["refrain_url"] or "",
+                )
+            except ApplicationError as exc:  # unreachable, refused, a conflicting link
+                form.add_error(None, str(exc))
+            else:
+                messages.success(
+                    request,
+                    f"Linked to Label Studio project {link.ls_project_id} "
+                    f"({'webhook registered' if link.ls_webhook_id else 'no webhook: pulls only'}).",
+                )
+                return redirect("labelstudio-settings", slug=project.slug)
+    elif request.method == "POST":
+        action = request.POST.get("action", "")
+        if action not in ACTIONS:
+            return HttpResponse(f"unknown action {action!r}", status=400, content_type="text/plain")
+        raw = request.POST.get("link", "")
+        link_id = int(raw) if raw.isdigit() and len(raw) < 19 else 0  # 0: no such link, a 404
+        link = get_object_or_404(LabelStudioLink, pk=link_id, project=project)
+        _link_action_queue(link=link, action=action)
+        messages.success(
+            request, f"Queued for a worker: {ACTIONS[action].lower()} (link {link.pk})."
+        )
+        return redirect("labelstudio-settings", slug=project.slug)
+    return render(
+        request,
+        "annotation/labelstudio_settings.html",
+        {
+            "project": project,
+            "membership": membership,
+            "form": form,
+            "links": ls_links_overview(project=project),
+            "actions": ACTIONS,
+            "tab": "labelstudio",
+        },
+    )
+
+
+def _link_action_queue(*, link: LabelStudioLink, action: str) -> None:
+    if action == "second-opinions":
+        ids = list(
+            routed_relabel_tasks()
+            .filter(project=link.project, status=Task.Status.OPEN)
+            .values_list("pk", flat=True)
+        )
+        ls_request_relabels.delay_on_commit(ids)
+        return
+    task = {"push": ls_push_link, "pull": ls_pull_link, "update-config": ls_update_config}[action]
+    task.delay_on_commit(link.pk)
