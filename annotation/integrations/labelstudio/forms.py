@@ -7,6 +7,7 @@ from django import forms
 
 class LinkForm(forms.Form):
     url = forms.URLField(
+        assume_scheme="http",
         label="Label Studio address",
         max_length=500,
         help_text="As Refrain's server reaches it, e.g. http://labelstudio.example:8080",
@@ -24,6 +25,7 @@ class LinkForm(forms.Form):
         help_text="Empty: a new LS project. Its labelling config is replaced by the taxonomy's.",
     )
     refrain_url = forms.URLField(
+        assume_scheme="https",
         label="Refrain's address for Label Studio",
         required=False,
         max_length=500,
