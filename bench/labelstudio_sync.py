@@ -104,7 +104,7 @@ def run(
         Clip(
             project=project,
             external_id=f"clip-{i}",
-            source_path=f"/nonexistent/clip-{i}.ogg",
+            storage_key=f"/nonexistent/clip-{i}.ogg",
             original_name=f"clip-{i}.ogg",
             sha256=hashlib.sha256(f"clip-{i}".encode()).hexdigest(),
             format="ogg",
