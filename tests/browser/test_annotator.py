@@ -4,14 +4,13 @@ to ``$REFRAIN_SCREENSHOTS_DIR`` (``REFRAIN_SCREENSHOTS_DIR=docs/screenshots`` re
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from annotation.models import Annotation, Membership, ReviewDecision, Task
 from annotation.services import tasks as queue
+from tests.browser.pages import SHOTS, login
 from tests.factories import (
     ClipFactory,
     MembershipFactory,
@@ -22,10 +21,6 @@ from tests.factories import (
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-SHOTS = Path(
-    os.environ.get("REFRAIN_SCREENSHOTS_DIR") or Path(tempfile.gettempdir()) / "refrain-screenshots"
-)
-PASSWORD = "refrain-pass-123"
 
 ROOTS = {
     "Rock": ["Punk", "Metal", "Indie", "Psychedelic", "Garage", "Post-Rock", "Grunge", "Shoegaze"],
@@ -192,14 +187,6 @@ def scene(tmp_path, settings, fast_passwords):
     return {"project": project, "clips": clips, **people}
 
 
-def _login(page, base, username):
-    page.goto(f"{base}/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/")
-
-
 def test_annotate_then_review(browser, live_server, scene):
     base = live_server.url
     project = scene["project"]
@@ -208,7 +195,7 @@ def test_annotate_then_review(browser, live_server, scene):
     page = browser.new_page(viewport={"width": 1440, "height": 960})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    _login(page, base, "ana")
+    login(page, base, "ana")
     page.goto(f"{base}/p/{project.slug}/annotate/")
     page.wait_for_function("document.body.dataset.taskId")
     first_task = int(page.evaluate("document.body.dataset.taskId"))
@@ -260,7 +247,7 @@ def test_annotate_then_review(browser, live_server, scene):
     # The reviewer compares the two disputed annotations and accepts one.
     page = browser.new_page(viewport={"width": 1440, "height": 1100})
     page.on("pageerror", lambda e: errors.append(str(e)))
-    _login(page, base, "rev")
+    login(page, base, "rev")
     page.goto(f"{base}/p/{project.slug}/review/")
     page.click("#review-next")
     page.wait_for_selector(".ann")

@@ -6,21 +6,14 @@ refreshes the docs, as the annotator test does)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-
 import pytest
 
 from quality.dashboards.snapshots import dashboards_refresh
+from tests.browser.pages import PASSWORD, SHOTS, login
 from tests.quality.builders import make_console_project
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-SHOTS = Path(
-    os.environ.get("REFRAIN_SCREENSHOTS_DIR") or Path(tempfile.gettempdir()) / "refrain-screenshots"
-)
-PASSWORD = "refrain-pass-123"
 
 #: page -> {figure div id: trace names that must be drawn in it}
 EXPECTED: dict[str, dict[str, set[str]]] = {
@@ -64,14 +57,6 @@ URLS = {
 }
 
 
-def _login(page, base: str, username: str) -> None:
-    page.goto(f"{base}/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/")
-
-
 def test_every_dashboard_draws_its_figures(browser, live_server, settings, tmp_path) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.ARTIFACT_ROOT = tmp_path / "artifacts"
@@ -87,7 +72,7 @@ def test_every_dashboard_draws_its_figures(browser, live_server, settings, tmp_p
     outside: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("request", lambda r: None if r.url.startswith(base) else outside.append(r.url))
-    _login(page, base, admin.username)
+    login(page, base, admin.username)
     SHOTS.mkdir(parents=True, exist_ok=True)
     for name, figs in EXPECTED.items():
         page.goto(f"{base}/p/{slug}/{URLS[name]}")

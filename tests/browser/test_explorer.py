@@ -4,10 +4,6 @@ Saves ``console-explorer.png`` (``REFRAIN_SCREENSHOTS_DIR``, as the other browse
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -17,22 +13,10 @@ from quality.services.consensus import consensus_recompute_project
 from quality.services.detection import quality_run_detect
 from quality.services.routing import issues_route
 from quality.services.summary import clip_summaries_refresh
+from tests.browser.pages import PASSWORD, SHOTS, login
 from tests.quality.builders import LEAVES, annotate, make_model, make_world, truth_probs
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-SHOTS = Path(
-    os.environ.get("REFRAIN_SCREENSHOTS_DIR") or Path(tempfile.gettempdir()) / "refrain-screenshots"
-)
-PASSWORD = "refrain-pass-123"
-
-
-def _login(page, base: str, username: str) -> None:
-    page.goto(f"{base}/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/")
 
 
 def test_filter_check_and_send_for_relabel(browser, live_server, settings, tmp_path) -> None:
@@ -60,7 +44,7 @@ def test_filter_check_and_send_for_relabel(browser, live_server, settings, tmp_p
     outside: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("request", lambda r: None if r.url.startswith(base) else outside.append(r.url))
-    _login(page, base, reviewer.username)
+    login(page, base, reviewer.username)
 
     page.goto(f"{base}/p/{world.project.slug}/explore/")
     assert "1–42 of 42" in page.text_content("#match-count").replace("\u2009", "")

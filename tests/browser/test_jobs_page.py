@@ -5,30 +5,14 @@ as the annotator test does)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-
 import pytest
 
 from active_learning.models import FeatureSet, JobStatus
 from annotation.models import Membership
+from tests.browser.pages import SHOTS, login
 from tests.factories import MembershipFactory, ProjectFactory, UserFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-SHOTS = Path(
-    os.environ.get("REFRAIN_SCREENSHOTS_DIR") or Path(tempfile.gettempdir()) / "refrain-screenshots"
-)
-PASSWORD = "refrain-pass-123"
-
-
-def _login(page, base: str, username: str) -> None:
-    page.goto(f"{base}/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/")
 
 
 def test_the_jobs_page_moves_and_an_admin_cancels_and_retries(browser, live_server, settings):
@@ -54,7 +38,7 @@ def test_the_jobs_page_moves_and_an_admin_cancels_and_retries(browser, live_serv
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("request", lambda r: None if r.url.startswith(base) else outside.append(r.url))
     page.on("dialog", lambda d: d.accept())
-    _login(page, base, "boss")
+    login(page, base, "boss")
 
     page.goto(f"{base}/p/{project.slug}/quality/")
     assert page.evaluate("typeof window.Plotly") == "object"

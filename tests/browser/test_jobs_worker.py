@@ -16,12 +16,12 @@ from active_learning.services.features import feature_set_create
 from annotation.models import Membership
 from refrain.celery import app
 from refrain.localworker import local_worker
+from tests.browser.pages import PASSWORD, login
 from tests.conftest import _database_url_for_worker, _queue_exists
 from tests.factories import ClipFactory, MembershipFactory, ProjectFactory, UserFactory, write_tone
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
-PASSWORD = "refrain-pass-123"
 CLIPS, CHUNK = 24, 4
 
 
@@ -58,11 +58,7 @@ def test_the_progress_bar_follows_a_real_worker(browser, live_server, settings, 
     page = browser.new_page(viewport={"width": 1440, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{base}/login/")
-    page.fill("#id_username", "boss-w")
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/")
+    login(page, base, "boss-w")
 
     fs = feature_set_create(project=project, chunk_size=CHUNK)
     page.goto(f"{base}/p/{project.slug}/jobs/")

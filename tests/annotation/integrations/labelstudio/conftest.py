@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -66,3 +66,28 @@ def ls_user_make(ls_server: tuple[str, str]) -> Callable[[str], LsUser]:
         return LsUser(id=int(me["id"]), email=email, token=user_token)
 
     return make
+
+
+@pytest.fixture
+def eager_celery() -> Iterator[None]:
+    """Tasks run in this process when sent (the broker boundary), as a worker would run them."""
+    from refrain.celery import app
+
+    before = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = before
+
+
+def stored_annotations(link: object) -> set[tuple[int, str, frozenset[str]]]:
+    """(clip, source, explicit label paths) of every annotation in the link's project."""
+    from annotation.models import Annotation
+
+    return {
+        (
+            ann.clip_id,
+            ann.source,
+            frozenset(lab.node.path for lab in ann.labels.select_related("node") if lab.explicit),
+        )
+        for ann in Annotation.objects.filter(clip__project=link.project)  # type: ignore[attr-defined]
+    }

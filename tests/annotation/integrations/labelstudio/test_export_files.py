@@ -16,6 +16,7 @@ from annotation.integrations.labelstudio.export_files import export_format_sniff
 from annotation.integrations.labelstudio.services import ls_import_export_file
 from annotation.models import Annotation, LabelStudioLink
 from annotation.selectors import TaxonomyIndex
+from tests.annotation.integrations.labelstudio.conftest import stored_annotations
 from tests.factories import ClipFactory, ProjectFactory
 
 pytestmark = pytest.mark.django_db
@@ -96,17 +97,6 @@ def _export(clip_ids: list[int]) -> list[dict[str, Any]]:
     ]
 
 
-def _stored(link: LabelStudioLink) -> set[tuple[int, str, frozenset[str]]]:
-    return {
-        (
-            ann.clip_id,
-            ann.source,
-            frozenset(lab.node.path for lab in ann.labels.select_related("node") if lab.explicit),
-        )
-        for ann in Annotation.objects.filter(clip__project=link.project)
-    }
-
-
 @pytest.mark.parametrize("fmt", ["json", "json_min", "csv"])
 def test_each_format_stores_the_same_annotations_once(fmt: str, tmp_path: Path) -> None:
     link = _link()
@@ -134,7 +124,7 @@ def test_each_format_stores_the_same_annotations_once(fmt: str, tmp_path: Path) 
     assert export_format_sniff(text, path.name) == fmt
     first = ls_import_export_file(link=link, text=text, filename=path.name)
     assert first.errors == [] and first.created == 3
-    assert _stored(link) == {
+    assert stored_annotations(link) == {
         (clips[0].id, "labelstudio:ann@ls.example", frozenset({"Rock/Punk"})),
         (clips[1].id, "labelstudio:other@ls.example", frozenset({"Jazz/Free Jazz", "Rock/Metal"})),
         (clips[2].id, "labelstudio:ann@ls.example", frozenset({"Jazz"})),

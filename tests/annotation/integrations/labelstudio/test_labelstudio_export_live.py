@@ -18,8 +18,8 @@ from annotation.integrations.labelstudio.services import (
     ls_pull_annotations,
     ls_push_tasks,
 )
-from annotation.models import Annotation, LabelStudioLink, LabelStudioTask, Membership
-from tests.annotation.integrations.labelstudio.conftest import LsUser
+from annotation.models import Annotation, LabelStudioTask, Membership
+from tests.annotation.integrations.labelstudio.conftest import LsUser, stored_annotations
 from tests.factories import (
     ClipFactory,
     MembershipFactory,
@@ -36,17 +36,6 @@ PATHS = ("Rock/Punk", "Rock/Metal", "Jazz/Bebop", "Electronic/House")
 def _result(*paths: str) -> list[dict[str, Any]]:
     value = {"taxonomy": [p.split("/") for p in paths]}
     return [{"from_name": "genre", "to_name": "audio", "type": "taxonomy", "value": value}]
-
-
-def _stored(link: LabelStudioLink) -> set[tuple[int, str, frozenset[str]]]:
-    return {
-        (
-            ann.clip_id,
-            ann.source,
-            frozenset(lab.node.path for lab in ann.labels.select_related("node") if lab.explicit),
-        )
-        for ann in Annotation.objects.filter(clip__project=link.project)
-    }
 
 
 def _export(url: str, token: str, project_id: int, fmt: str) -> str:
@@ -95,7 +84,7 @@ def test_exports_read_offline_match_the_live_pull(
 
         pulled = ls_pull_annotations(link=link)
         assert pulled.errors == [] and pulled.created == 5
-        live = _stored(link)
+        live = stored_annotations(link)
         assert {s for _, s, _ in live} == {f"labelstudio:{a.email}", f"labelstudio:{b.email}"}
 
         for fmt in ("JSON", "JSON_MIN", "CSV"):
@@ -103,7 +92,7 @@ def test_exports_read_offline_match_the_live_pull(
             Annotation.objects.filter(clip__project=project).delete()
             first = ls_import_export_file(link=link, text=text, filename=f"export.{fmt.lower()}")
             assert first.errors == [] and first.created == 5, (fmt, first)
-            assert _stored(link) == live, fmt
+            assert stored_annotations(link) == live, fmt
             again = ls_import_export_file(link=link, text=text, filename=f"export.{fmt.lower()}")
             assert (again.created, again.existing) == (0, 5), (fmt, again)
             # A pull after the offline import finds everything stored already.

@@ -70,16 +70,6 @@ def next_task(url: str, user: LsUser, ls_project_id: int) -> dict[str, Any] | No
 
 
 @pytest.fixture
-def eager_celery() -> Iterator[None]:
-    from refrain.celery import app
-
-    before = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = before
-
-
-@pytest.fixture
 def ls_cleanup(ls_server: tuple[str, str]) -> Iterator[list[int]]:
     """Label Studio project ids to delete after the test."""
     url, token = ls_server

@@ -4,7 +4,6 @@ page leaves one LS project and one link; its push job puts every ready clip ther
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -15,18 +14,8 @@ from tests.factories import ClipFactory, MembershipFactory, ProjectFactory, User
 pytestmark = [pytest.mark.labelstudio, pytest.mark.django_db]
 
 
-@pytest.fixture
-def eager() -> Iterator[None]:
-    from refrain.celery import app
-
-    before = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = before
-
-
 def test_link_twice_and_push_from_the_page(
-    client, ls_server: tuple[str, str], eager, django_capture_on_commit_callbacks
+    client, ls_server: tuple[str, str], eager_celery, django_capture_on_commit_callbacks
 ) -> None:
     url, token = ls_server
     project = ProjectFactory(name=f"Refrain LS page {uuid.uuid4().hex[:8]}")

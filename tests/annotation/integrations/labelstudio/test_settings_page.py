@@ -4,7 +4,6 @@ with nothing changed. The live link through this page is in test_labelstudio_set
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,17 +15,6 @@ from tests.factories import ClipFactory, MembershipFactory, ProjectFactory, User
 pytestmark = pytest.mark.django_db
 
 DOWN = "http://127.0.0.1:9"  # nothing listens: Label Studio is down
-
-
-@pytest.fixture
-def eager() -> Iterator[None]:
-    # The broker boundary: the queued job runs in this process, as a worker would run it.
-    from refrain.celery import app
-
-    before = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = before
 
 
 def _admin(client: Any, project: Any, role: str = Membership.Role.ADMIN) -> None:
@@ -88,7 +76,7 @@ def test_the_link_s_state_is_shown_without_its_token(client) -> None:
 
 
 def test_jobs_are_queued_and_an_unreachable_label_studio_is_their_answer(
-    client, eager, django_capture_on_commit_callbacks
+    client, eager_celery, django_capture_on_commit_callbacks
 ) -> None:
     project = ProjectFactory()
     link = _link(project)
