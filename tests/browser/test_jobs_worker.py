@@ -16,7 +16,7 @@ from active_learning.services.features import feature_set_create
 from annotation.models import Membership
 from refrain.celery import app
 from refrain.localworker import local_worker
-from tests.browser.pages import PASSWORD, login
+from tests.browser.pages import PASSWORD, SHOTS, login
 from tests.conftest import _database_url_for_worker, _queue_exists
 from tests.factories import ClipFactory, MembershipFactory, ProjectFactory, UserFactory, write_tone
 
@@ -93,6 +93,8 @@ def test_the_progress_bar_follows_a_real_worker(browser, live_server, settings, 
         assert f"features {fs.pk}: chunk {last} done in" in log, log
         page.wait_for_timeout(3500)  # one refresh of the rows
         assert page.evaluate(f"document.querySelector('{row} details.job-log').open") is True
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / "console-jobs.png"), full_page=True)
     assert page.evaluate("window.__sameDocument") is True  # the same document: no reload
     fs.refresh_from_db()
     assert fs.status == JobStatus.DONE and fs.n_done == CLIPS
