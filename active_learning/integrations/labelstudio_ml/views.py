@@ -90,6 +90,16 @@ def _ls_project_id(value: Any) -> int | None:
     return None
 
 
+def _project_body(request: HttpRequest, link: LabelStudioLink) -> dict[str, Any] | JsonResponse:
+    """The JSON body of a request that may name its Label Studio project, or the 4xx to answer:
+    a body that is not a JSON object, or one naming another project than the link's."""
+    body = _json_body(request)
+    if isinstance(body, JsonResponse):
+        return body
+    wrong = _wrong_project(link, body.get("project"))
+    return wrong if wrong is not None else body
+
+
 def _wrong_project(link: LabelStudioLink, value: Any) -> JsonResponse | None:
     """A 400 when the request names another Label Studio project than the link's (None when it
     names none or the right one)."""
@@ -133,12 +143,9 @@ def _schema_problem(schema: Any) -> str | None:
 @require_POST
 @_authenticated
 def setup(request: HttpRequest, link: LabelStudioLink) -> HttpResponse:
-    body = _json_body(request)
+    body = _project_body(request, link)
     if isinstance(body, JsonResponse):
         return body
-    wrong = _wrong_project(link, body.get("project"))
-    if wrong is not None:
-        return wrong
     problem = _schema_problem(body.get("schema"))
     if problem is not None:
         return _bad(problem, status=422)
@@ -148,12 +155,9 @@ def setup(request: HttpRequest, link: LabelStudioLink) -> HttpResponse:
 @require_POST
 @_authenticated
 def predict(request: HttpRequest, link: LabelStudioLink) -> HttpResponse:
-    body = _json_body(request)
+    body = _project_body(request, link)
     if isinstance(body, JsonResponse):
         return body
-    wrong = _wrong_project(link, body.get("project"))
-    if wrong is not None:
-        return wrong
     tasks = body.get("tasks")
     if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
         return _bad("'tasks' must be a list of task objects")
@@ -224,8 +228,5 @@ def webhook(request: HttpRequest, link: LabelStudioLink) -> HttpResponse:
 @_authenticated
 def train(request: HttpRequest, link: LabelStudioLink) -> HttpResponse:
     """The older protocol's training call (Label Studio without its webhook-training flag)."""
-    body = _json_body(request)
-    if isinstance(body, JsonResponse):
-        return body
-    wrong = _wrong_project(link, body.get("project"))
-    return wrong if wrong is not None else _start_training(link)
+    body = _project_body(request, link)
+    return body if isinstance(body, JsonResponse) else _start_training(link)
